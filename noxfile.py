@@ -1,0 +1,49 @@
+"""qbuild's sessions. ``nox -s experiments report`` is the main job; ``nox -s tests`` the tests.
+
+All sessions share one virtual environment (``.venv`` at the project root) so that torch
+(a ~5.5 GB CUDA build) and TVM are installed once, not once per session. It is (re)installed
+whenever pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["experiments"]
+ROOT = Path(__file__).resolve().parent
+ENV = ROOT / ".venv"
+BIN = ENV / "bin"
+EXTRAS = "report,test"
+
+
+def shared_env(session: nox.Session) -> Path:
+    """Create or update the shared environment; return its bin directory."""
+    stamp = ENV / ".qbuild-installed"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    if not (BIN / "python").exists():
+        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    if not stamp.exists() or stamp.read_text() != wanted:
+        session.run(str(BIN / "python"), "-m", "pip", "install", "--upgrade", "pip", external=True)
+        session.run(str(BIN / "python"), "-m", "pip", "install", "-e", f".[{EXTRAS}]", external=True)
+        stamp.write_text(wanted)
+    return BIN
+
+
+@nox.session(venv_backend="none")
+def experiments(session: nox.Session) -> None:
+    """Run the experiment plan (posargs go to `qbuild experiments`, e.g. -- --models resnet50 --variants float)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "qbuild"), "experiments", *session.posargs, external=True)
+    session.run(str(bin_dir / "qbuild"), "summary", external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite; slow end-to-end tests are left out unless asked for (-- -m slow)."""
+    bin_dir = shared_env(session)
+    args = session.posargs or ["-m", "not slow"]
+    session.run(str(bin_dir / "python"), "-m", "pytest", *args, external=True)

@@ -1,0 +1,123 @@
+"""What machine and software a result was measured with; the machine id that files results.
+
+Reads /proc/cpuinfo, package metadata, nvidia-smi and git; imports neither TVM nor torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import re
+import shutil
+import subprocess
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "numpy", "onnxruntime")
+# CPU flags that decide which kernels a chip can run; they name the machine id's ISA tag.
+ISA_TAGS = (("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))
+_PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    fields: dict[str, str] = {}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name, e.g. 'AMD EPYC 9454'."""
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_flags() -> list[str]:
+    """The CPU feature flags the kernel reports (avx2, avx512_vnni, ...)."""
+    return sorted(_cpuinfo().get("flags", "").split())
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, or None when there is none."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=20, check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    names = [line.strip() for line in out.splitlines() if line.strip()]
+    return names[0] if names else None
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def machine_id() -> str:
+    """A stable name for this kind of machine: CPU model, widest ISA, cores (+ GPU).
+
+    Two VMs that both call themselves "AMD EPYC" but differ in AVX-512 get different ids,
+    since that decides which kernels run.
+    """
+    flags = set(cpu_flags())
+    isa = next((tag for flag, tag in ISA_TAGS if flag in flags), platform.machine().lower())
+    parts = [_slug(cpu_model()), isa, f"{os.cpu_count() or 1}c"]
+    gpu = gpu_name()
+    if gpu:
+        parts.append(_slug(gpu))
+    return "-".join(parts)
+
+
+def git_revision() -> dict:
+    """The project's git commit and whether the work tree had uncommitted changes."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(
+                ["git", *args], cwd=_PROJECT_ROOT, capture_output=True, text=True, timeout=20, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape the results (None when absent)."""
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def capture() -> dict:
+    """The environment block of a results file."""
+    from qbuild import __version__
+
+    return {
+        "machine_id": machine_id(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "qbuild": __version__,
+        "git": git_revision(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "os": f"{platform.system()} {platform.release()}",
+        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags()},
+        "gpu": gpu_name(),
+    }

@@ -1,0 +1,172 @@
+"""The experiment plan, declared: models x variants x targets under one profile.
+
+An ``Experiment`` is plain data; ``qbuild.runner`` carries it through the stages. Its id names
+the results file, and its fingerprint (config + code + package versions) decides whether an
+existing result is still current.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from qbuild.bench import Protocol
+from qbuild.errors import QbuildError
+from qbuild.targets import TargetChoice
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A way of compiling a model: float, or quantized with a config."""
+
+    name: str
+    label: str  # the study's "type of compilation", e.g. "float"
+    qconfig: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "label": self.label, "qconfig": self.qconfig}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How thoroughly to run: benchmark counts, input size, and which models by default."""
+
+    name: str
+    description: str
+    protocol: Protocol
+    image_size: int | None = None  # None: each model's own input size
+    models: tuple[str, ...] = ("resnet50",)
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "protocol": self.protocol.to_json(), "image_size": self.image_size}
+
+
+VARIANTS: dict[str, Variant] = {v.name: v for v in (Variant("float", "float"),)}
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile(
+            "default",
+            "the study's protocol (15 x 30), capped at 120 s of timing per experiment",
+            Protocol(iterations=15, executions=30, warmup=3, budget_s=120.0),
+        ),
+        Profile(
+            "study",
+            "the study's protocol (15 x 30) in full, however long it takes",
+            Protocol(iterations=15, executions=30, warmup=3, budget_s=None),
+        ),
+        Profile(
+            "quick",
+            "a smoke run: small input (64x64), a few timed runs; used by the tests",
+            Protocol(iterations=2, executions=3, warmup=1, budget_s=10.0),
+            image_size=64,
+            models=("resnet18",),
+        ),
+    )
+}
+
+
+def _lookup(table: dict, kind: str, name: str):
+    try:
+        return table[name]
+    except KeyError:
+        raise QbuildError(f"unknown {kind} {name!r}", f"choose one of: {', '.join(table)}") from None
+
+
+def get_variant(name: str) -> Variant:
+    """The registered variant ``name``."""
+    return _lookup(VARIANTS, "variant", name)
+
+
+def get_profile(name: str) -> Profile:
+    """The registered profile ``name``."""
+    return _lookup(PROFILES, "profile", name)
+
+
+def code_version() -> str:
+    """A hash of the engine's source files: results from other code are not current."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One model, compiled one way, for one target, under one profile."""
+
+    model: str
+    variant: Variant
+    target: TargetChoice
+    profile: Profile
+    weights: str = "auto"
+    protocol: Protocol = field(default=None)  # type: ignore[assignment]  # None: the profile's
+
+    def __post_init__(self) -> None:
+        if self.protocol is None:
+            object.__setattr__(self, "protocol", self.profile.protocol)
+
+    @property
+    def id(self) -> str:
+        suffix = "" if self.profile.name == "default" else f"-{self.profile.name}"
+        return f"{self.model}-{self.variant.name}-{self.target.name}{suffix}"
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id,
+            "model": self.model,
+            "variant": self.variant.to_json(),
+            "target": self.target.to_json(),
+            "profile": self.profile.name,
+            "image_size": self.profile.image_size,
+            "weights_requested": self.weights,
+            "protocol": self.protocol.to_json(),
+        }
+
+    def fingerprint(self, packages: dict) -> str:
+        """Config + code version + package versions: equal fingerprints mean an identical run."""
+        blob = json.dumps([self.to_json(), code_version(), packages], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def default_targets() -> list[str]:
+    """The CPU always; CUDA as well when a GPU is visible."""
+    from qbuild.targets import gpu_visible
+
+    return ["cpu", "cuda"] if gpu_visible() else ["cpu"]
+
+
+def build_plan(
+    models: list[str] | None = None,
+    variants: list[str] | None = None,
+    targets: list[str] | None = None,
+    profile: str = "default",
+    weights: str = "auto",
+    protocol: Protocol | None = None,
+) -> list[Experiment]:
+    """Expand the choices into experiments (validating every name before any work starts)."""
+    from qbuild.models import WEIGHT_CHOICES, get_spec
+    from qbuild.targets import resolve_target
+
+    if weights not in WEIGHT_CHOICES:
+        raise QbuildError(f"unknown weights choice {weights!r}", f"use one of: {', '.join(WEIGHT_CHOICES)}")
+    chosen_profile = get_profile(profile)
+    model_names = models or list(chosen_profile.models)
+    for name in model_names:
+        get_spec(name)
+    chosen_variants = [get_variant(v) for v in (variants or list(VARIANTS))]
+    resolved: dict[str, TargetChoice] = {}
+    for requested in targets or default_targets():
+        choice = resolve_target(requested)
+        resolved.setdefault(choice.name, choice)
+    return [
+        Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol)
+        for model in model_names
+        for variant in chosen_variants
+        for target in resolved.values()
+    ]

@@ -1,0 +1,167 @@
+"""Carry one experiment through the stages and write its results file.
+
+load -> trace -> compile -> verify -> analyse -> bench. Each stage records ok / error /
+skipped with its duration; a failing stage records the exception (type, first line, detail)
+and the stages that need it are skipped, so a result always says how far it got and why.
+Bad input (a QbuildError) is not a stage failure: it stops the run before anything is written.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from qbuild import environment
+from qbuild.errors import QbuildError, one_line
+from qbuild.plan import Experiment
+from qbuild.progress import Progress, format_seconds
+from qbuild.results import SCHEMA, ResultsFileError, load_result, result_path, write_result
+
+ARTIFACTS_DIR = "artifacts"
+_DETAIL_LIMIT = 4000
+
+
+class StageLog:
+    """Runs stages in order, recording each one's status, duration and error."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.stages: dict[str, dict] = {}
+
+    def ok(self, name: str) -> bool:
+        return self.stages.get(name, {}).get("status") == "ok"
+
+    def run(self, name: str, fn: Callable[..., Any], *args: Any, needs: tuple[str, ...] = ()) -> Any:
+        """Run ``fn(*args)`` as stage ``name`` unless a stage it ``needs`` did not succeed."""
+        missing = [need for need in needs if not self.ok(need)]
+        if missing:
+            self.stages[name] = {"status": "skipped", "seconds": 0.0, "reason": f"needs {', '.join(missing)}"}
+            self.progress.say(f"{name} skipped (needs {', '.join(missing)})")
+            return None
+        self.progress.say(f"{name} ...")
+        start = time.perf_counter()
+        try:
+            value = fn(*args)
+        except (QbuildError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            seconds = time.perf_counter() - start
+            detail = "".join(traceback.format_exception(exc))[-_DETAIL_LIMIT:]
+            self.stages[name] = {
+                "status": "error",
+                "seconds": seconds,
+                "error": {"stage": name, "type": type(exc).__name__, "message": one_line(exc), "detail": detail},
+            }
+            self.progress.say(f"{name} FAILED after {format_seconds(seconds)}: {type(exc).__name__}: {one_line(exc)}")
+            return None
+        seconds = time.perf_counter() - start
+        self.stages[name] = {"status": "ok", "seconds": seconds}
+        self.progress.say(f"{name} ok ({format_seconds(seconds)})")
+        return value
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one experiment: its results file, and whether it was re-used."""
+
+    path: Path
+    record: dict
+    skipped: bool
+
+
+def _current_result(path: Path, fingerprint: str, progress: Progress) -> dict | None:
+    """The existing result at ``path`` if it is current; a corrupt one is moved aside, not lost."""
+    if not path.exists():
+        return None
+    try:
+        existing = load_result(path)
+    except ResultsFileError as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        path.replace(aside)
+        progress.say(f"{exc} -- kept as {aside.name}, running again")
+        return None
+    if existing.record.get("fingerprint") == fingerprint:
+        return existing.record
+    return None
+
+
+def run_experiment(experiment: Experiment, root: Path, force: bool = False, progress: Progress | None = None) -> Outcome:
+    """Run ``experiment`` unless a current result exists (``force`` re-runs it); write its results file."""
+    progress = progress or Progress()
+    env = environment.capture()
+    path = result_path(root, env["machine_id"], experiment.id)
+    fingerprint = experiment.fingerprint(env["packages"])
+    if not force:
+        current = _current_result(path, fingerprint, progress)
+        if current is not None:
+            progress.say("up to date, skipped (--force re-runs it)")
+            return Outcome(path, current, skipped=True)
+
+    record = _run_stages(experiment, path.parent, progress)
+    record.update(schema=SCHEMA, id=experiment.id, fingerprint=fingerprint, environment=env)
+    write_result(path, record)
+    progress.say(f"wrote {path}")
+    return Outcome(path, record, skipped=False)
+
+
+def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -> dict:
+    from qbuild.analysis import analyse_sources, save_artifacts
+    from qbuild.bench import benchmark
+    from qbuild.compile import compile_model
+    from qbuild.models import load_model, model_summary
+    from qbuild.trace import trace
+    from qbuild.verify import against_torch
+
+    log = StageLog(progress)
+    out: dict = {"experiment": experiment.to_json(), "model": None, "compile": None,
+                 "correctness": None, "ir": None, "latency": None, "accuracy": None}
+
+    loaded = log.run("load", load_model, experiment.model, experiment.weights, experiment.profile.image_size)
+    if loaded is not None:
+        out["experiment"]["weights"] = loaded.weights.to_json()
+        out["model"] = log.run("summarise", model_summary, loaded, needs=("load",))
+    traced = log.run("trace", lambda: trace(loaded.module, loaded.input_shape), needs=("load",))
+    compiled = log.run("compile", lambda: compile_model(traced.bind_params(), experiment.target), needs=("trace",))
+    if compiled is not None:
+        out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json()}
+    out["correctness"] = log.run(
+        "verify", lambda: against_torch(compiled, loaded.module, loaded.input_shape), needs=("compile",)
+    )
+
+    def analyse() -> dict:
+        sources = compiled.sources()
+        census = analyse_sources(sources)
+        files = {**sources, "relax.py": traced.mod.script()}
+        artifacts_dir = results_dir / ARTIFACTS_DIR / experiment.id
+        census["artifacts"] = save_artifacts(files, artifacts_dir, "module", results_dir)
+        return census
+
+    out["ir"] = log.run("analyse", analyse, needs=("compile",))
+
+    def on_iteration(done: int, total: int, eta_s: float) -> None:
+        progress.say(f"bench iteration {done}/{total}, ETA {format_seconds(eta_s)}")
+
+    out["latency"] = log.run(
+        "bench",
+        lambda: benchmark(compiled.prepare, loaded.input_shape, experiment.protocol, on_iteration),
+        needs=("compile",),
+    )
+    out["stages"] = log.stages
+    return out
+
+
+def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None) -> list[Outcome]:
+    """Run every experiment in order; each result is written as soon as it is done."""
+    from qbuild.results import ensure_writable
+
+    progress = progress or Progress()
+    ensure_writable(Path(root))
+    outcomes = []
+    for index, experiment in enumerate(experiments, start=1):
+        progress.experiment(index, len(experiments), experiment.id)
+        outcomes.append(run_experiment(experiment, root, force, progress))
+    progress.prefix = ""
+    return outcomes

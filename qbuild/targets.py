@@ -1,0 +1,98 @@
+"""Which hardware to compile for: ``auto`` | ``cpu`` | ``cuda`` -> a TVM target and device.
+
+``auto`` picks CUDA when TVM sees a GPU, else the host CPU. The CPU target names the host's
+real LLVM ``mcpu`` (e.g. znver4), so LLVM may use every vector extension the chip has.
+TVM 0.27 targets are dicts; CLI strings such as "llvm -mcpu=..." are rejected.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from qbuild.errors import QbuildError
+
+if TYPE_CHECKING:
+    import tvm
+
+TARGET_CHOICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    """A resolved compilation target."""
+
+    name: str  # "cpu" or "cuda": part of the experiment id
+    requested: str  # what the user asked for
+    spec: dict  # the TVM target as a dict
+    device_name: str  # e.g. "AMD EPYC (znver4, 2 cores)" or "NVIDIA H100 80GB HBM3"
+    reason: str  # why this target was chosen
+
+    def tvm_target(self) -> "tvm.target.Target":
+        import tvm
+
+        return tvm.target.Target(self.spec)
+
+    def device(self) -> "tvm.runtime.Device":
+        import tvm
+
+        return tvm.cuda(0) if self.name == "cuda" else tvm.cpu(0)
+
+    def to_json(self) -> dict:
+        return {
+            "name": self.name,
+            "requested": self.requested,
+            "spec": self.spec,
+            "device": self.device_name,
+            "reason": self.reason,
+        }
+
+
+def gpu_visible() -> bool:
+    """Whether TVM's CUDA runtime sees a GPU."""
+    import tvm
+
+    try:
+        return bool(tvm.cuda(0).exist)
+    except Exception:  # a CUDA-less runtime answers with an error, not False
+        return False
+
+
+def _cpu_target(requested: str, reason: str) -> TargetChoice:
+    from tvm.target import codegen
+
+    from qbuild.environment import cpu_model
+
+    mcpu = codegen.llvm_get_system_cpu()
+    cores = os.cpu_count() or 1
+    spec = {"kind": "llvm", "mcpu": mcpu, "num-cores": cores}
+    return TargetChoice("cpu", requested, spec, f"{cpu_model()} ({mcpu}, {cores} cores)", reason)
+
+
+def _cuda_target(requested: str, reason: str) -> TargetChoice:
+    import tvm
+
+    dev = tvm.cuda(0)
+    arch = "sm_" + str(dev.compute_version).replace(".", "")
+    spec = {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}
+    return TargetChoice("cuda", requested, spec, f"{dev.device_name} ({arch})", reason)
+
+
+def resolve_target(requested: str = "auto") -> TargetChoice:
+    """Resolve a target choice; ``cuda`` without a visible GPU is a QbuildError."""
+    if requested not in TARGET_CHOICES:
+        raise QbuildError(f"unknown target {requested!r}", f"use one of: {', '.join(TARGET_CHOICES)}")
+    if requested == "cpu":
+        return _cpu_target(requested, "requested")
+    has_gpu = gpu_visible()
+    if requested == "cuda":
+        if not has_gpu:
+            raise QbuildError(
+                "target cuda was asked for but no CUDA GPU is visible to TVM",
+                "run on a machine with an NVIDIA GPU, or use --target cpu (or auto)",
+            )
+        return _cuda_target(requested, "requested")
+    if has_gpu:
+        return _cuda_target(requested, "auto: a CUDA GPU is visible")
+    return _cpu_target(requested, "auto: no CUDA GPU visible, compiling for the host CPU")

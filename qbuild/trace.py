@@ -1,0 +1,51 @@
+"""torch.export -> Relax IRModule with the weights detached as named NumPy arrays.
+
+The module's ``main`` takes the input batch first and the weights after it, in the order of
+``TracedModel.params``; ``bind_params`` folds them in as constants for compilation. Keeping them
+apart until then lets later stages (the quantizer) rewrite weights as plain arrays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+    import tvm
+
+
+@dataclass
+class TracedModel:
+    """A Relax module ``main(input, *weights)`` and its weights by parameter name."""
+
+    mod: "tvm.IRModule"
+    params: dict[str, np.ndarray]
+    input_name: str
+    input_shape: tuple[int, ...]
+
+    def bind_params(self) -> "tvm.IRModule":
+        """The module with every weight bound as a constant, leaving ``main(input)``."""
+        from tvm import relax
+
+        return relax.transform.BindParams("main", dict(self.params))(self.mod)
+
+
+def trace(module: "torch.nn.Module", input_shape: tuple[int, ...]) -> TracedModel:
+    """Export ``module`` (eval mode) at ``input_shape`` with torch.export and import it into Relax."""
+    import torch
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    example = torch.zeros(input_shape, dtype=torch.float32)
+    with torch.no_grad():
+        exported = torch.export.export(module, (example,))
+    mod = from_exported_program(exported, keep_params_as_input=True)
+    mod, detached = relax.frontend.detach_params(mod)
+    inputs = list(mod["main"].params)
+    weights = detached.get("main", [])
+    names = [var.name for var in inputs[len(inputs) - len(weights) :]]
+    params = {name: value.numpy() for name, value in zip(names, weights)}
+    return TracedModel(mod, params, inputs[0].name, tuple(input_shape))

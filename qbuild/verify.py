@@ -1,0 +1,45 @@
+"""Does the compiled model compute what the PyTorch model computes?"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+# Inputs of the comparison are drawn from N(0, 1) with this seed, like the study's torch.randn.
+VERIFY_SEED = 1234
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Error of ``candidate`` logits against ``reference`` logits (same shape, batch first)."""
+    ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
+    got = candidate.reshape(candidate.shape[0], -1).astype(np.float64)
+    diff = np.abs(ref - got)
+    cosine = np.sum(ref * got, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1) + 1e-30)
+    return {
+        "max_abs_error": float(diff.max()),
+        "mean_abs_error": float(diff.mean()),
+        "max_abs_reference": float(np.abs(ref).max()),
+        "cosine_similarity": float(cosine.min()),
+        "top1_agreement": float(np.mean(ref.argmax(axis=1) == got.argmax(axis=1))),
+    }
+
+
+def against_torch(
+    run: Callable[[np.ndarray], np.ndarray],
+    module: "torch.nn.Module",
+    input_shape: tuple[int, ...],
+    seed: int = VERIFY_SEED,
+) -> dict:
+    """Run ``run`` and the PyTorch ``module`` on one seeded random batch and compare their logits."""
+    import torch
+
+    batch = np.random.default_rng(seed).standard_normal(input_shape).astype(np.float32)
+    with torch.no_grad():
+        reference = module(torch.from_numpy(batch)).numpy()
+    report = compare_logits(reference, run(batch))
+    report["input"] = f"N(0,1) batch of shape {list(input_shape)}, seed {seed}"
+    return report

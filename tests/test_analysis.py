@@ -1,0 +1,80 @@
+"""The data-type census of LLVM IR and the instruction census of assembly, on known snippets."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+
+from qbuild.analysis import dtype_census, instruction_census, save_artifacts
+
+LLVM_IR = """\
+; ModuleID = 'demo'  (i32 in a comment does not count)
+source_filename = "demo"
+target datalayout = "e-m:e-i64:64-f80:128"
+@str = private constant [4 x i8] c"i32\\00"
+define void @f(ptr %a, <16 x float> %v, i32 %n) #0 {
+  %x = load i8, ptr %a, align 1 ; trailing comment with float
+  %y = sext i8 %x to i32
+  %z = fadd <16 x float> %v, %v
+  %h = fptrunc float 1.0 to half
+  %b = icmp eq i32 %y, 0
+  ret void
+}
+attributes #0 = { "target-features"="+avx2,i64" }
+!0 = !{i32 7, !"PIC Level", i32 2}
+"""
+
+
+def test_dtype_census_counts_each_type_token_once_and_skips_comments_strings_metadata():
+    assert dtype_census(LLVM_IR) == {
+        # [4 x i8] global + load i8 + sext i8
+        "int8": 3,
+        # @f's %n + sext..to i32 + icmp i32
+        "int32": 3,
+        # <16 x float> in the signature and in fadd (one vector type = one token), fptrunc's float
+        "float32": 3,
+        "float16": 1,
+    }
+
+
+ASSEMBLY = """\
+f:
+\t.p2align 4
+\tvfmadd231ps %zmm1, %zmm2, %zmm0
+\tvfmadd213ss %xmm1, %xmm2, %xmm0
+\tvpdpbusd %zmm3, %zmm4, %zmm5
+\tvpmaddubsw %ymm1, %ymm2, %ymm3
+\tvpmaddwd %ymm1, %ymm2, %ymm3
+\tvpopcntq %zmm1, %zmm2
+\tvaddps %ymm1, %ymm2, %ymm3
+\tvpaddd %ymm1, %ymm2, %ymm3
+\tretq
+# vpdpbusd in a comment is not an instruction
+.Lfunc_end0:
+"""
+
+
+def test_instruction_census_groups_mnemonics_into_families_and_counts_vector_widths():
+    census = instruction_census(ASSEMBLY)
+    assert census["total"] == 9
+    families = census["families"]
+    assert families["fp FMA (vfmadd/vfmsub)"] == 2
+    assert families["int8 dot VNNI (vpdpbusd)"] == 1
+    assert families["u8*s8 pairs (vpmaddubsw)"] == 1
+    assert families["s16*s16 pairs (vpmaddwd)"] == 1
+    assert families["popcount (vpopcnt/popcnt)"] == 1
+    assert families["fp mul/add (vmulps/vaddps)"] == 1
+    assert families["int add (vpadd)"] == 1
+    assert census["vector_registers"] == {"xmm": 3, "ymm": 12, "zmm": 8}
+    assert census["top_mnemonics"]["vfmadd231ps"] == 1
+
+
+def test_artifacts_are_gzipped_reproducibly_with_their_hash(tmp_path):
+    saved = save_artifacts({"ll": "define void @f()"}, tmp_path / "artifacts" / "x", "module", tmp_path)
+    entry = saved["ll"]
+    assert entry["path"] == "artifacts/x/module.ll.gz"
+    data = gzip.decompress((tmp_path / entry["path"]).read_bytes())
+    assert data == b"define void @f()" and entry["sha256"] == hashlib.sha256(data).hexdigest()
+    first = (tmp_path / entry["path"]).read_bytes()
+    save_artifacts({"ll": "define void @f()"}, tmp_path / "artifacts" / "x", "module", tmp_path)
+    assert (tmp_path / entry["path"]).read_bytes() == first

@@ -1,0 +1,90 @@
+"""The command line: bad input ends in one line that names the problem and the fix."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from qbuild.cli import main
+from qbuild.targets import gpu_visible
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("qbuild: error: ") and "; fix: " in lines[0]
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("argv, needles", [
+    (["run", "--model", "resnet51"], ["unknown model 'resnet51'", "resnet50"]),
+    (["run", "--target", "tpu"], ["unknown target 'tpu'", "cpu"]),
+    (["run", "--variant", "int3"], ["unknown variant 'int3'", "float"]),
+    (["run", "--weights", "imagenet"], ["unknown weights choice", "random"]),
+    (["run", "--iterations", "0"], ["iterations must be >= 1"]),
+])
+def test_bad_input_is_one_line_naming_the_problem_and_the_fix(capsys, argv, needles):
+    code, _out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert_one_line_error(err, *needles)
+
+
+@pytest.mark.skipif(gpu_visible(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_says_so_and_offers_the_cpu(capsys):
+    code, _out, err = run_cli(capsys, "run", "--target", "cuda")
+    assert code == 2
+    assert_one_line_error(err, "no CUDA GPU is visible", "--target cpu")
+
+
+def test_an_unwritable_results_directory_stops_the_run_before_it_starts(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _out, err = run_cli(capsys, "run", "--model", "resnet18", "--profile", "quick",
+                              "--results", str(blocker / "results"))
+    assert code == 2
+    assert_one_line_error(err, "not writable", "--results")
+
+
+def test_plan_lists_the_default_plan_without_running_it(capsys):
+    code, out, _err = run_cli(capsys, "plan")
+    assert code == 0
+    assert "resnet50-float-cpu:" in out and "15x30" in out
+
+
+def test_summary_of_an_empty_results_root_says_how_to_make_results(capsys, tmp_path):
+    code, out, _err = run_cli(capsys, "summary", "--results", str(tmp_path))
+    assert code == 0 and "qbuild experiments" in out
+
+
+def test_summary_reports_a_corrupt_file_in_one_line_and_still_lists_the_good_ones(capsys, quick_run, tmp_path):
+    root, outcome = quick_run
+    machine_dir = tmp_path / outcome.path.parent.name
+    machine_dir.mkdir()
+    (machine_dir / outcome.path.name).write_text(outcome.path.read_text())
+    (machine_dir / "broken.json").write_text('{"schema": ')
+    code, out, err = run_cli(capsys, "summary", "--results", str(tmp_path), "--json")
+    assert code == 1
+    rows = json.loads(out)["results"]
+    assert [r["id"] for r in rows] == ["resnet18-float-cpu-quick"]
+    assert len(err.strip().splitlines()) == 1 and "broken.json: corrupt JSON" in err
+
+
+def test_summary_imports_neither_tvm_nor_torch(quick_run):
+    root, _outcome = quick_run
+    code = (
+        "import sys; from qbuild.cli import main; rc = main(['summary', '--results', sys.argv[1]]);"
+        "heavy = [m for m in ('tvm', 'torch') if m in sys.modules]; print('HEAVY', heavy); sys.exit(rc)"
+    )
+    done = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in done.stdout
+    assert "resnet18-float-cpu-quick" in done.stdout and "all ok" in done.stdout
