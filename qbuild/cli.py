@@ -32,6 +32,8 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
                         help="how thoroughly to run (default: default)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
+    parser.add_argument("--dataset", help="labelled images for calibration and accuracy "
+                        "(default: $QBUILD_DATASET or ../shared/data/imagenet-val-1300)")
     parser.add_argument("--force", action="store_true", help="re-run even if a current result exists")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     bench = parser.add_argument_group("benchmark protocol overrides (default: the profile's)")
@@ -70,7 +72,7 @@ def _plan(args: argparse.Namespace, many: bool):
     models = args.models if many else [args.model]
     variants = args.variants if many else [args.variant]
     targets = args.targets if many else [args.target]
-    return build_plan(models, variants, targets, args.profile, args.weights, _protocol(args))
+    return build_plan(models, variants, targets, args.profile, args.weights, _protocol(args), args.dataset)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -90,13 +92,13 @@ def _cmd_run(args: argparse.Namespace, many: bool) -> int:
     from qbuild.runner import run_plan
 
     outcomes = run_plan(_plan(args, many), args.results, args.force, Progress(quiet=args.quiet))
-    failed = [o for o in outcomes if any(s["status"] != "ok" for s in o.record["stages"].values())]
-    for outcome in failed:
-        bad = {n: s for n, s in outcome.record["stages"].items() if s["status"] == "error"}
-        for name, stage in bad.items():
+    failed = 0
+    for outcome in outcomes:
+        errors = {n: s for n, s in outcome.record["stages"].items() if s["status"] == "error"}
+        failed += bool(errors)
+        for name, stage in errors.items():
             print(f"qbuild: {outcome.record['id']}: stage {name} failed: {stage['error']['message']}", file=sys.stderr)
-    print(f"{len(outcomes)} experiment(s): {len(outcomes) - len(failed)} complete, {len(failed)} with failed stages "
-          f"(results under {args.results})")
+    print(f"{len(outcomes)} experiment(s), {failed} with a failed stage (results under {args.results})")
     # A failed stage is a finding (the bit-width sweep expects some), recorded in its results file.
     return 0
 

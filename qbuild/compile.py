@@ -33,6 +33,7 @@ class CompiledModel:
     executable: "tvm.relax.VMExecutable"
     target: TargetChoice
     seconds: float
+    relax_module: "tvm.IRModule"  # what was compiled (kept as an artifact)
     _vm: "tvm.relax.VirtualMachine"
     _device: "tvm.runtime.Device"
 
@@ -92,4 +93,4 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice) -> CompiledModel:
     seconds = time.perf_counter() - start
     device = target.device()
     vm = relax.VirtualMachine(executable, device)
-    return CompiledModel(executable, target, seconds, vm, device)
+    return CompiledModel(executable, target, seconds, mod, vm, device)

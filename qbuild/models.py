@@ -41,6 +41,12 @@ class Preprocess:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def at(self, size: int) -> "Preprocess":
+        """The same preprocessing for a ``size`` x ``size`` input (resize scaled alike)."""
+        if size == self.crop:
+            return self
+        return Preprocess(round(self.resize * size / self.crop), size, self.mean, self.std)
+
     def __call__(self, image: "Image.Image") -> np.ndarray:
         from PIL import Image
 
@@ -107,6 +113,11 @@ class LoadedModel:
     module: "torch.nn.Module"
     weights: WeightsProvenance
     input_shape: tuple[int, int, int, int]
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """Image preprocessing for this model at its input size."""
+        return self.spec.preprocess.at(self.input_shape[-1])
 
 
 def _torchvision_spec(name: str, description: str) -> ModelSpec:

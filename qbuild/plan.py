@@ -28,6 +28,12 @@ class Variant:
     def to_json(self) -> dict:
         return {"name": self.name, "label": self.label, "qconfig": self.qconfig}
 
+    def config(self):
+        """The variant's validated QConfig, or None for the float model."""
+        from qbuild.quantize import make
+
+        return None if self.qconfig is None else make(**self.qconfig)
+
 
 @dataclass(frozen=True)
 class Profile:
@@ -37,13 +43,30 @@ class Profile:
     description: str
     protocol: Protocol
     image_size: int | None = None  # None: each model's own input size
-    models: tuple[str, ...] = ("resnet50",)
+    models: tuple[str, ...] = ("resnet50", "efficientnet_lite0")
+    # Images of the labelled set held out for calibration (never evaluated), and how many of
+    # the rest to evaluate (None: all).
+    calibration_images: int = 64
+    accuracy_images: int | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "protocol": self.protocol.to_json(), "image_size": self.image_size}
+        return {"name": self.name, "protocol": self.protocol.to_json(), "image_size": self.image_size,
+                "calibration_images": self.calibration_images, "accuracy_images": self.accuracy_images}
 
 
-VARIANTS: dict[str, Variant] = {v.name: v for v in (Variant("float", "float"),)}
+# The study's "type of compilation": unquantized, and quantized with relay's defaults for each
+# activation dtype (the value in brackets); plus a calibrated int8 for accuracy.
+VARIANTS: dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant("float", "unquantized"),
+        Variant("int8-a8", "quantized (int8)", {"nbit_activation": 8, "dtype_activation": "int8"}),
+        Variant("int8-a16", "quantized (int16)", {"nbit_activation": 16, "dtype_activation": "int16"}),
+        Variant("int8-a32", "quantized (int32)", {}),
+        Variant("int8-a32-calibrated", "quantized (int32), per-channel, percentile",
+                {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}),
+    )
+}
 
 PROFILES: dict[str, Profile] = {
     p.name: p
@@ -64,6 +87,8 @@ PROFILES: dict[str, Profile] = {
             Protocol(iterations=2, executions=3, warmup=1, budget_s=10.0),
             image_size=64,
             models=("resnet18",),
+            calibration_images=4,
+            accuracy_images=8,
         ),
     )
 }
@@ -106,6 +131,7 @@ class Experiment:
     profile: Profile
     weights: str = "auto"
     protocol: Protocol = field(default=None)  # type: ignore[assignment]  # None: the profile's
+    dataset: str | None = None  # labelled images for calibration and accuracy
 
     def __post_init__(self) -> None:
         if self.protocol is None:
@@ -126,7 +152,11 @@ class Experiment:
             "image_size": self.profile.image_size,
             "weights_requested": self.weights,
             "protocol": self.protocol.to_json(),
+            "dataset": self.dataset,
+            "calibration_images": self.profile.calibration_images,
+            "accuracy_images": self.profile.accuracy_images,
         }
+
 
     def fingerprint(self, packages: dict) -> str:
         """Config + code version + package versions: equal fingerprints mean an identical run."""
@@ -148,8 +178,14 @@ def build_plan(
     profile: str = "default",
     weights: str = "auto",
     protocol: Protocol | None = None,
+    dataset: str | None = None,
 ) -> list[Experiment]:
-    """Expand the choices into experiments (validating every name before any work starts)."""
+    """Expand the choices into experiments (validating every name before any work starts).
+
+    ``dataset``: labelled images (default: ``qbuild.datasets.default_path()``).
+    """
+    from qbuild import datasets
+
     from qbuild.models import WEIGHT_CHOICES, get_spec
     from qbuild.targets import resolve_target
 
@@ -164,8 +200,20 @@ def build_plan(
     for requested in targets or default_targets():
         choice = resolve_target(requested)
         resolved.setdefault(choice.name, choice)
+    dataset_path = Path(dataset) if dataset else datasets.default_path()
+    if dataset_path is not None:
+        datasets.load(dataset_path)  # a missing or malformed dataset fails here, before any work
+    for variant in chosen_variants:
+        config = variant.config()
+        if config is not None and config.needs_data and dataset_path is None:
+            raise QbuildError(
+                f"variant {variant.name} calibrates on images (calibrate_mode={config.calibrate_mode!r}) "
+                "but no labelled dataset was found",
+                f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}",
+            )
     return [
-        Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol)
+        Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol,
+                   str(dataset_path) if dataset_path else None)
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()

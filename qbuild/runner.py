@@ -1,6 +1,7 @@
 """Carry one experiment through the stages and write its results file.
 
-load -> trace -> compile -> verify -> analyse -> bench. Each stage records ok / error /
+load -> summarise -> trace -> [quantize] -> compile -> verify -> analyse -> bench -> accuracy.
+Each stage records ok / error /
 skipped with its duration; a failing stage records the exception (type, first line, detail)
 and the stages that need it are skipped, so a result always says how far it got and why.
 Bad input (a QbuildError) is not a stage failure: it stops the run before anything is written.
@@ -34,12 +35,16 @@ class StageLog:
     def ok(self, name: str) -> bool:
         return self.stages.get(name, {}).get("status") == "ok"
 
+    def skip(self, name: str, reason: str) -> None:
+        """Record that stage ``name`` was not run, and why."""
+        self.stages[name] = {"status": "skipped", "seconds": 0.0, "reason": reason}
+        self.progress.say(f"{name} skipped ({reason})")
+
     def run(self, name: str, fn: Callable[..., Any], *args: Any, needs: tuple[str, ...] = ()) -> Any:
         """Run ``fn(*args)`` as stage ``name`` unless a stage it ``needs`` did not succeed."""
         missing = [need for need in needs if not self.ok(need)]
         if missing:
-            self.stages[name] = {"status": "skipped", "seconds": 0.0, "reason": f"needs {', '.join(missing)}"}
-            self.progress.say(f"{name} skipped (needs {', '.join(missing)})")
+            self.skip(name, f"needs {', '.join(missing)}")
             return None
         self.progress.say(f"{name} ...")
         start = time.perf_counter()
@@ -108,15 +113,11 @@ def run_experiment(experiment: Experiment, root: Path, force: bool = False, prog
 
 
 def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -> dict:
-    from qbuild.analysis import analyse_sources, save_artifacts
-    from qbuild.bench import benchmark
-    from qbuild.compile import compile_model
     from qbuild.models import load_model, model_summary
     from qbuild.trace import trace
-    from qbuild.verify import against_torch
 
     log = StageLog(progress)
-    out: dict = {"experiment": experiment.to_json(), "model": None, "compile": None,
+    out: dict = {"experiment": experiment.to_json(), "model": None, "quantization": None, "compile": None,
                  "correctness": None, "ir": None, "latency": None, "accuracy": None}
 
     loaded = log.run("load", load_model, experiment.model, experiment.weights, experiment.profile.image_size)
@@ -124,33 +125,89 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
         out["experiment"]["weights"] = loaded.weights.to_json()
         out["model"] = log.run("summarise", model_summary, loaded, needs=("load",))
     traced = log.run("trace", lambda: trace(loaded.module, loaded.input_shape), needs=("load",))
-    compiled = log.run("compile", lambda: compile_model(traced.bind_params(), experiment.target), needs=("trace",))
+    module_stage = "trace"
+    config = experiment.variant.config()
+    if config is not None:
+        quantized = log.run("quantize", lambda: _quantize(experiment, loaded, traced, config), needs=("trace",))
+        out["quantization"] = quantized.report() if quantized is not None else None
+        module_stage = "quantize"
+    compiled = log.run(
+        "compile",
+        lambda: _compile(quantized.mod if config is not None else traced.inference_module(), experiment),
+        needs=(module_stage,),
+    )
     if compiled is not None:
         out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json()}
-    out["correctness"] = log.run(
-        "verify", lambda: against_torch(compiled, loaded.module, loaded.input_shape), needs=("compile",)
-    )
+    out["correctness"] = log.run("verify", lambda: _verify(compiled, loaded), needs=("compile",))
+    out["ir"] = log.run("analyse", lambda: _analyse(experiment, compiled, results_dir), needs=("compile",))
+    out["latency"] = log.run("bench", lambda: _bench(experiment, compiled, loaded, progress), needs=("compile",))
+    if loaded is not None and loaded.weights.kind != "pretrained":
+        log.skip("accuracy", "random weights: accuracy would be meaningless")
+    elif experiment.dataset is None:
+        log.skip("accuracy", "no labelled dataset (pass --dataset DIR)")
+    else:
+        out["accuracy"] = log.run("accuracy", lambda: _accuracy(experiment, compiled, loaded, progress),
+                                  needs=("compile",))
+    out["stages"] = log.stages
+    return out
 
-    def analyse() -> dict:
-        sources = compiled.sources()
-        census = analyse_sources(sources)
-        files = {**sources, "relax.py": traced.mod.script()}
-        artifacts_dir = results_dir / ARTIFACTS_DIR / experiment.id
-        census["artifacts"] = save_artifacts(files, artifacts_dir, "module", results_dir)
-        return census
 
-    out["ir"] = log.run("analyse", analyse, needs=("compile",))
+def _quantize(experiment: Experiment, loaded, traced, config):
+    from qbuild import datasets
+    from qbuild.quantize import quantize
+
+    calibration = None
+    if config.needs_data:
+        held_out, _ = datasets.load(experiment.dataset).split(experiment.profile.calibration_images)
+        calibration = (image for image, _label in datasets.images(held_out, loaded.preprocess))
+    return quantize(traced.mod, traced.params, calibration, config)
+
+
+def _compile(mod, experiment: Experiment):
+    from qbuild.compile import compile_model
+
+    return compile_model(mod, experiment.target)
+
+
+def _verify(compiled, loaded) -> dict:
+    from qbuild.verify import against_torch
+
+    return against_torch(compiled, loaded.module, loaded.input_shape)
+
+
+def _analyse(experiment: Experiment, compiled, results_dir: Path) -> dict:
+    from qbuild.analysis import analyse_sources, save_artifacts
+
+    sources = compiled.sources()
+    census = analyse_sources(sources)
+    files = {**sources, "relax.py": compiled.relax_module.script()}
+    census["artifacts"] = save_artifacts(files, results_dir / ARTIFACTS_DIR / experiment.id, "module", results_dir)
+    return census
+
+
+def _bench(experiment: Experiment, compiled, loaded, progress: Progress) -> dict:
+    from qbuild.bench import benchmark
 
     def on_iteration(done: int, total: int, eta_s: float) -> None:
         progress.say(f"bench iteration {done}/{total}, ETA {format_seconds(eta_s)}")
 
-    out["latency"] = log.run(
-        "bench",
-        lambda: benchmark(compiled.prepare, loaded.input_shape, experiment.protocol, on_iteration),
-        needs=("compile",),
-    )
-    out["stages"] = log.stages
-    return out
+    return benchmark(compiled.prepare, loaded.input_shape, experiment.protocol, on_iteration)
+
+
+def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> dict:
+    from qbuild import accuracy, datasets
+
+    dataset = datasets.load(experiment.dataset)
+    _, evaluation = dataset.split(experiment.profile.calibration_images)
+    evaluation = evaluation[: experiment.profile.accuracy_images]
+    reference = accuracy.torch_logits(loaded.module)
+    result = {"labelled": accuracy.labelled(
+        compiled, reference, datasets.images(evaluation, loaded.preprocess), dataset.id,
+        lambda n: progress.say(f"accuracy {n}/{len(evaluation)} images"))}
+    cat = datasets.cat_image()
+    result["cat"] = None if cat is None else accuracy.cat(compiled, loaded.preprocess(cat))
+    result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
+    return result
 
 
 def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None) -> list[Outcome]:

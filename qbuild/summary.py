@@ -14,8 +14,12 @@ COLUMNS = ("machine", "id", "model", "weights", "target", "label", "stages", "me
 
 
 def _stages_text(stages: dict) -> str:
-    bad = [f"{name}:{stage['status']}" for name, stage in stages.items() if stage["status"] != "ok"]
-    return "all ok" if not bad else ", ".join(bad)
+    """'all ok', 'ok; skipped: accuracy', or the failed and skipped stages."""
+    failed = [name for name, stage in stages.items() if stage["status"] == "error"]
+    skipped = [name for name, stage in stages.items() if stage["status"] == "skipped"]
+    if failed:
+        return f"failed: {', '.join(failed)}" + (f"; skipped: {', '.join(skipped)}" if skipped else "")
+    return "all ok" if not skipped else f"ok; skipped: {', '.join(skipped)}"
 
 
 def row(result: ResultFile) -> dict:

@@ -1,8 +1,8 @@
 """torch.export -> Relax IRModule with the weights detached as named NumPy arrays.
 
 The module's ``main`` takes the input batch first and the weights after it, in the order of
-``TracedModel.params``; ``bind_params`` folds them in as constants for compilation. Keeping them
-apart until then lets later stages (the quantizer) rewrite weights as plain arrays.
+``TracedModel.params``; ``bind_params`` folds them in as constants, and ``inference_module``
+also folds batch norm into the convolutions: the form both the float build and the quantizer use.
 """
 
 from __future__ import annotations
@@ -31,6 +31,20 @@ class TracedModel:
         from tvm import relax
 
         return relax.transform.BindParams("main", dict(self.params))(self.mod)
+
+    def inference_module(self) -> "tvm.IRModule":
+        """``main(input)`` with weights bound and batch norm folded into the convolutions."""
+        return fold_batch_norm(self.bind_params())
+
+
+def fold_batch_norm(mod: "tvm.IRModule") -> "tvm.IRModule":
+    """Fold inference batch norms into the preceding conv2d (weights scaled, a bias added);
+    any other batch norm becomes elementwise ops; constants are folded. Needs bound weights."""
+    from tvm import relax
+
+    mod = relax.transform.FoldBatchnormToConv2D()(mod)
+    mod = relax.transform.DecomposeOpsForInference()(mod)
+    return relax.transform.FoldConstant()(mod)
 
 
 def trace(module: "torch.nn.Module", input_shape: tuple[int, ...]) -> TracedModel:

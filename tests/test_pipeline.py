@@ -17,7 +17,9 @@ def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick
     assert record["schema"] == SCHEMA
     assert outcome.path == root / record["environment"]["machine_id"] / "resnet18-float-cpu-quick.json"
     assert {name: s["status"] for name, s in record["stages"].items()} == {
-        "load": "ok", "summarise": "ok", "trace": "ok", "compile": "ok", "verify": "ok", "analyse": "ok", "bench": "ok"}
+        "load": "ok", "summarise": "ok", "trace": "ok", "compile": "ok", "verify": "ok", "analyse": "ok",
+        "bench": "ok", "accuracy": "skipped"}
+    assert record["stages"]["accuracy"]["reason"] == "random weights: accuracy would be meaningless"
     assert all(s["seconds"] >= 0 for s in record["stages"].values())
 
 
@@ -75,3 +77,20 @@ def test_a_corrupt_previous_result_is_kept_aside_and_the_experiment_runs_again(q
     (fresh,) = run_plan(plan, tmp_path, progress=Progress(quiet=True))
     assert not fresh.skipped and fresh.record["stages"]["bench"]["status"] == "ok"
     assert broken.with_name(broken.name + ".corrupt").read_text() == "{ half a file"
+
+
+def test_a_quantized_variant_runs_every_stage_and_reports_its_layers_and_integer_code(quick_run, tmp_path):
+    _root, float_outcome = quick_run
+    plan = build_plan(models=["resnet18"], variants=["int8-a8"], targets=["cpu"], profile="quick", weights="random")
+    (outcome,) = run_plan(plan, tmp_path, progress=Progress(quiet=True))
+    record = outcome.record
+    assert record["stages"]["quantize"]["status"] == "ok" and record["stages"]["bench"]["status"] == "ok"
+    assert record["experiment"]["variant"]["qconfig"] == {"nbit_activation": 8, "dtype_activation": "int8"}
+    quantization = record["quantization"]
+    assert quantization["config"]["dtype_activation"] == "int8"
+    assert (quantization["layers_quantized"], quantization["layers_skipped"]) == (19, 2)  # conv 0 and fc skipped
+    assert record["correctness"]["cosine_similarity"] > 0.98
+    int8_counts = record["ir"]["dtype_census"]["counts"]
+    float_counts = float_outcome.record["ir"]["dtype_census"]["counts"]
+    assert int8_counts["int8"] > float_counts["int8"]
+    assert int8_counts["float32"] < float_counts["float32"]

@@ -1,0 +1,106 @@
+"""qbuild's post-training quantizer: a Relax-to-Relax transformation.
+
+``quantize(mod, params, dataset)`` takes a float Relax module (from ``qbuild.trace``), binds
+its weights, folds batch norm, calibrates activation ranges (``calibrate``), and rewrites
+conv2d/dense into integer kernels with requantize epilogues (``rewrite``). The options and
+defaults are relay.quantize's (``config``). It knows nothing of targets or benchmarks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from qbuild.errors import QbuildError
+from qbuild.quantize.config import DEFAULTS, QConfig, current_qconfig, make, options, qconfig
+
+__all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", "options", "qconfig", "quantize"]
+
+
+@dataclass
+class QuantizedModule:
+    """The integer module and what the quantizer did: per-layer decisions, calibration facts."""
+
+    mod: "tvm.IRModule"  # noqa: F821
+    config: QConfig
+    layers: list[dict]
+    calibration: dict
+
+    def report(self) -> dict:
+        """The quantization block of a results file."""
+        quantized = [layer for layer in self.layers if layer["status"] == "quantized"]
+        return {
+            "config": self.config.to_json(),
+            "calibration": self.calibration,
+            "layers_quantized": len(quantized),
+            "layers_skipped": len(self.layers) - len(quantized),
+            "layers": self.layers,
+        }
+
+
+def _check_skips(config: QConfig, conv_count: int) -> None:
+    out_of_range = [i for i in (config.skip_conv_layers or ()) if i >= conv_count]
+    if out_of_range:
+        raise QbuildError(
+            f"qconfig option skip_conv_layers={list(config.skip_conv_layers)} is out of range: "
+            f"the model has {conv_count} convolutions",
+            f"use indices 0..{conv_count - 1}",
+        )
+
+
+def quantize(
+    mod: "tvm.IRModule",  # noqa: F821
+    params: dict[str, np.ndarray] | None = None,
+    dataset: Iterable[np.ndarray] | None = None,
+    config: QConfig | None = None,
+) -> QuantizedModule:
+    """Quantize a float Relax module under ``config`` (default: the current ``qconfig``).
+
+    ``params``: weights to bind (None if ``mod`` has them bound already). ``dataset``: CHW
+    float32 calibration images, preprocessed like the model's inputs; needed by every
+    calibrate_mode but global_scale (the first ``calibrate_samples`` are used).
+    """
+    from tvm import relax
+
+    from qbuild.quantize.calibrate import collect, threshold
+    from qbuild.quantize.rewrite import Rewriter
+    from qbuild.trace import fold_batch_norm
+
+    config = config or current_qconfig()
+    if params:
+        mod = relax.transform.BindParams("main", dict(params))(mod)
+    mod = fold_batch_norm(mod)
+
+    # A dry run names the tensors whose ranges the rewrite needs, and checks the layer indices.
+    requested: dict = {}
+    dry = Rewriter(config, lambda var, nbit: requested.setdefault(var, 1.0))
+    dry.run(mod)
+    _check_skips(config, dry.conv_count)
+
+    calibration: dict = {"mode": config.calibrate_mode, "tensors": len(requested), "images": 0}
+    stats: dict = {}
+    if config.needs_data and requested:
+        images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
+        stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
+        calibration["images"] = len(images)
+    rewriter = Rewriter(config, lambda var, nbit: threshold(config, stats.get(var), nbit))
+    quantized = rewriter.run(mod)
+    return QuantizedModule(quantized, config, rewriter.layers, calibration)
+
+
+def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterable[np.ndarray]:
+    if dataset is None:
+        raise QbuildError(
+            f"calibrate_mode={mode!r} needs calibration images but none were given",
+            "pass a dataset (qbuild: --dataset DIR) or use calibrate_mode='global_scale'",
+        )
+    taken = 0
+    for image in dataset:
+        if taken == count:
+            break
+        taken += 1
+        yield image
+    if taken == 0:
+        raise QbuildError(f"calibrate_mode={mode!r} got an empty calibration set", "point --dataset at labelled images")

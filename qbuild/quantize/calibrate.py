@@ -1,0 +1,144 @@
+"""Calibration: the real-valued range each quantized activation is given.
+
+Modes (``QConfig.calibrate_mode``):
+
+- ``global_scale``: relay's default; every activation spans [-global_scale, global_scale],
+  no data needed.
+- ``max``: the largest magnitude seen on the calibration images.
+- ``percentile``: the ``calibrate_percentile``-th percentile of magnitudes (clips outliers).
+- ``kl_divergence``: the clipping threshold whose quantized distribution is closest (KL
+  divergence) to the observed one, as in TensorRT's entropy calibration.
+
+Clipping (percentile, KL) is applied to tensors of at most 8 bits only: a 16- or 32-bit
+tensor has the resolution to keep its outliers, so it gets the ``max`` range instead.
+
+Statistics come from running the float model itself: a copy of ``main`` that also returns
+the requested intermediate tensors is compiled for the host CPU and run on each image.
+Magnitudes go into a 2048-bin histogram whose range doubles when a larger value arrives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import numpy as np
+
+from qbuild.quantize.config import QConfig
+
+HISTOGRAM_BINS = 2048
+# Tensors wider than this many bits are never clipped by calibration.
+CLIPPING_MAX_BITS = 8
+
+
+@dataclass
+class Histogram:
+    """Histogram of non-zero magnitudes over [0, upper) in ``HISTOGRAM_BINS`` bins; the range doubles as needed."""
+
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
+    upper: float = 0.0
+    max_abs: float = 0.0
+
+    def add(self, values: np.ndarray) -> None:
+        magnitudes = np.abs(values.astype(np.float32, copy=False)).ravel()
+        # Exact zeros (half of every ReLU output) are representable at any scale: leaving them
+        # out keeps their spike from pulling the KL threshold down.
+        magnitudes = magnitudes[magnitudes > 0]
+        top = float(magnitudes.max(initial=0.0))
+        self.max_abs = max(self.max_abs, top)
+        if top == 0.0:
+            return
+        if self.upper == 0.0:
+            self.upper = top * (1 + 1e-6)
+        while top >= self.upper:
+            merged = self.counts[0::2] + self.counts[1::2]
+            self.counts = np.concatenate([merged, np.zeros_like(merged)])
+            self.upper *= 2
+        self.counts += np.histogram(magnitudes, bins=HISTOGRAM_BINS, range=(0.0, self.upper))[0]
+
+    @property
+    def bin_width(self) -> float:
+        return self.upper / HISTOGRAM_BINS
+
+    def percentile(self, q: float) -> float:
+        """The magnitude below which ``q`` percent of values lie (upper edge of that bin)."""
+        cumulative = np.cumsum(self.counts)
+        if cumulative[-1] == 0:
+            return 0.0
+        index = int(np.searchsorted(cumulative, cumulative[-1] * q / 100.0))
+        return min(self.max_abs, (index + 1) * self.bin_width)
+
+    def kl_threshold(self, levels: int) -> float:
+        """The clipping threshold minimising KL(observed || quantized to ``levels`` magnitudes)."""
+        counts = self.counts.astype(np.float64)
+        last = int(np.nonzero(counts)[0].max(initial=0)) + 1
+        if last <= levels:
+            return min(self.max_abs, last * self.bin_width)
+        best, best_kl = last, np.inf
+        for stop in range(levels, last + 1):
+            reference = counts[:stop].copy()
+            reference[-1] += counts[stop:].sum()  # outliers clip onto the last level
+            candidate = _requantized(counts[:stop], levels)
+            kl = _kl(reference, candidate)
+            if kl < best_kl:
+                best, best_kl = stop, kl
+        return min(self.max_abs, best * self.bin_width)
+
+
+def _requantized(counts: np.ndarray, levels: int) -> np.ndarray:
+    """Merge ``counts`` into ``levels`` groups and spread each group's mass over its non-empty bins."""
+    group = (np.arange(counts.size) * levels) // counts.size
+    nonzero = counts > 0
+    mass = np.bincount(group, weights=counts, minlength=levels)
+    members = np.bincount(group, weights=nonzero, minlength=levels)
+    return np.where(nonzero, mass[group] / np.maximum(members[group], 1), 0.0)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q_sum = q.sum()
+    if q_sum == 0:
+        return np.inf
+    q = q / q_sum
+    mask = p > 0
+    if np.any(q[mask] == 0):
+        return np.inf
+    return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
+
+
+def threshold(config: QConfig, stats: Histogram | None, nbit: int) -> float:
+    """The range bound T of a tensor stored with ``nbit`` bits (its scale is T / qmax)."""
+    if config.calibrate_mode == "global_scale" or stats is None:
+        return config.global_scale
+    if stats.max_abs == 0.0:
+        return 1.0  # an all-zero tensor: any scale represents it exactly
+    if config.calibrate_mode == "max" or nbit > CLIPPING_MAX_BITS:
+        return stats.max_abs
+    if config.calibrate_mode == "percentile":
+        return max(stats.percentile(config.calibrate_percentile), stats.bin_width)
+    return max(stats.kl_threshold(QConfig.qmax(nbit) + 1), stats.bin_width)
+
+
+def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1) -> dict:
+    """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each).
+
+    ``chunk_by`` > 0 computes that many tensors per pass over the images (less memory, more passes).
+    """
+    import tvm
+    from tvm import relax
+    from tvm.target import codegen
+
+    from qbuild.quantize.graph import with_outputs
+
+    images = list(images)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    stats = {var: Histogram() for var in tensors}
+    size = len(tensors) if chunk_by < 0 else chunk_by
+    for start in range(0, len(tensors), max(size, 1)):
+        chunk = tensors[start : start + size]
+        vm = relax.VirtualMachine(tvm.compile(with_outputs(mod, chunk), target), tvm.cpu())
+        for image in images:
+            outputs = vm["main"](tvm.runtime.tensor(image[None].astype(np.float32)))
+            for var, value in zip(chunk, outputs):
+                stats[var].add(value.numpy())
+    return stats

@@ -1,0 +1,159 @@
+"""QConfig: relay.quantize's options, names and defaults, validated, plus qbuild's additions.
+
+Every option either does what it says or is rejected here with an error that names the
+option and the fix; none is silently ignored. Derived constants (integer ranges, scales of
+the global-scale mode) are computed here so the rewrite never re-derives them.
+
+Usage, as with Relay::
+
+    with qconfig(nbit_activation=16, dtype_activation="int16"):
+        quantized = quantize(mod, dataset=images)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from typing import Iterator
+
+from qbuild.errors import QbuildError
+
+# Integer dtypes a quantized tensor may be stored in, with their bit widths.
+INT_DTYPES = {"int8": 8, "int16": 16, "int32": 32}
+CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence")
+WEIGHT_SCALES = ("power2", "max")
+ROUNDINGS = ("UPWARD", "TONEAREST")
+QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
+
+
+def _fail(option: str, value: object, fix: str) -> QbuildError:
+    return QbuildError(f"qconfig option {option}={value!r} is not possible", fix)
+
+
+@dataclass(frozen=True)
+class QConfig:
+    """Post-training quantization settings (relay.quantize.qconfig's names and defaults)."""
+
+    nbit_input: int = 8
+    nbit_weight: int = 8
+    nbit_activation: int = 32
+    dtype_input: str = "int8"
+    dtype_weight: str = "int8"
+    dtype_activation: str = "int32"
+    calibrate_mode: str = "global_scale"
+    global_scale: float = 8.0
+    weight_scale: str = "power2"
+    skip_dense_layer: bool = True
+    skip_conv_layers: tuple[int, ...] | None = (0,)
+    do_simulation: bool = False
+    round_for_shift: bool = True
+    debug_enabled_ops: tuple[str, ...] | None = None
+    rounding: str = "UPWARD"
+    calibrate_chunk_by: int = -1
+    partition_conversions: str = "disabled"
+    # qbuild's additions
+    per_channel_weights: bool = False
+    calibrate_percentile: float = 99.99
+    calibrate_samples: int = 32
+
+    def __post_init__(self) -> None:
+        if self.skip_conv_layers is not None:
+            object.__setattr__(self, "skip_conv_layers", tuple(self.skip_conv_layers))
+        if self.debug_enabled_ops is not None:
+            object.__setattr__(self, "debug_enabled_ops", tuple(self.debug_enabled_ops))
+        self._validate()
+
+    def _validate(self) -> None:
+        for kind in ("input", "weight", "activation"):
+            nbit, dtype = getattr(self, f"nbit_{kind}"), getattr(self, f"dtype_{kind}")
+            if dtype not in INT_DTYPES:
+                raise _fail(f"dtype_{kind}", dtype, f"use one of {', '.join(INT_DTYPES)} "
+                            "(sub-byte values are stored in int8 with nbit < 8)")
+            if not isinstance(nbit, int) or nbit < 2:
+                raise _fail(f"nbit_{kind}", nbit, "use 2 or more bits (a signed symmetric range needs 2)")
+            if nbit > INT_DTYPES[dtype]:
+                raise _fail(f"nbit_{kind}", nbit, f"dtype_{kind}={dtype!r} holds at most {INT_DTYPES[dtype]} bits: "
+                            f"lower nbit_{kind} or widen dtype_{kind}")
+        if self.nbit_input > 8 or self.nbit_weight > 8:
+            option = "nbit_input" if self.nbit_input > 8 else "nbit_weight"
+            raise _fail(option, getattr(self, option), "convolution operands are at most 8 bits (int32 accumulation)")
+        if self.calibrate_mode not in CALIBRATE_MODES:
+            raise _fail("calibrate_mode", self.calibrate_mode, f"use one of {', '.join(CALIBRATE_MODES)}")
+        if not self.global_scale > 0:
+            raise _fail("global_scale", self.global_scale, "use a positive range bound, e.g. 8.0")
+        if self.weight_scale not in WEIGHT_SCALES:
+            raise _fail("weight_scale", self.weight_scale, f"use one of {', '.join(WEIGHT_SCALES)}")
+        if self.rounding not in ROUNDINGS:
+            raise _fail("rounding", self.rounding, f"use one of {', '.join(ROUNDINGS)}")
+        if self.skip_conv_layers is not None and any((not isinstance(i, int)) or i < 0 for i in self.skip_conv_layers):
+            raise _fail("skip_conv_layers", self.skip_conv_layers, "list conv indices counted from 0")
+        if self.debug_enabled_ops is not None:
+            unknown = [op for op in self.debug_enabled_ops if op not in QUANTIZABLE_OPS]
+            if unknown:
+                raise _fail("debug_enabled_ops", self.debug_enabled_ops,
+                            f"name ops among {', '.join(QUANTIZABLE_OPS)}, or None for all")
+        if self.do_simulation:
+            raise _fail("do_simulation", True, "qbuild always realizes integer kernels; use do_simulation=False")
+        if self.partition_conversions != "disabled":
+            raise _fail("partition_conversions", self.partition_conversions,
+                        "qbuild keeps conversions inline; use partition_conversions='disabled'")
+        if not isinstance(self.calibrate_chunk_by, int) or self.calibrate_chunk_by == 0 or self.calibrate_chunk_by < -1:
+            raise _fail("calibrate_chunk_by", self.calibrate_chunk_by,
+                        "use -1 (all tensors in one pass) or a positive number of tensors per pass")
+        if not 50.0 < self.calibrate_percentile <= 100.0:
+            raise _fail("calibrate_percentile", self.calibrate_percentile, "use a percentile in (50, 100], e.g. 99.99")
+        if not isinstance(self.calibrate_samples, int) or self.calibrate_samples < 1:
+            raise _fail("calibrate_samples", self.calibrate_samples, "use 1 or more calibration images")
+
+    # --- derived constants -------------------------------------------------------------
+    @staticmethod
+    def qmax(nbit: int) -> int:
+        """Largest value of a signed symmetric nbit range: 127 for 8 bits."""
+        return (1 << (nbit - 1)) - 1
+
+    @property
+    def needs_data(self) -> bool:
+        """Whether calibration runs the model on data (every mode but global_scale)."""
+        return self.calibrate_mode != "global_scale"
+
+    def global_activation_scale(self, nbit: int) -> float:
+        """Relay's global_scale mode: every activation spans [-global_scale, global_scale]."""
+        return self.global_scale / (1 << (nbit - 1))
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+DEFAULTS = QConfig()
+_current: list[QConfig] = [DEFAULTS]
+
+
+def options() -> list[dict]:
+    """Every option with its default, for the report's defaults table."""
+    return [{"name": f.name, "default": getattr(DEFAULTS, f.name)} for f in dataclasses.fields(QConfig)]
+
+
+def make(**overrides: object) -> QConfig:
+    """A QConfig from option names; an unknown name is an error that lists the known ones."""
+    known = {f.name for f in dataclasses.fields(QConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise QbuildError(f"unknown qconfig option {unknown[0]!r}", f"use one of: {', '.join(sorted(known))}")
+    return QConfig(**overrides)  # type: ignore[arg-type]
+
+
+@contextlib.contextmanager
+def qconfig(**overrides: object) -> Iterator[QConfig]:
+    """``with qconfig(...):`` makes a config current for quantize() inside the block."""
+    config = make(**overrides)
+    _current.append(config)
+    try:
+        yield config
+    finally:
+        _current.pop()
+
+
+def current_qconfig() -> QConfig:
+    """The innermost active qconfig, or the defaults."""
+    return _current[-1]

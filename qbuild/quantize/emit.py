@@ -1,0 +1,90 @@
+"""Relax building blocks of the integer rewrite: quantize, dequantize, requantize.
+
+Each function emits into a ``relax.BlockBuilder`` and mirrors a NumPy reference in
+``fixed_point`` bit for bit. Scales are per tensor (a float) or per channel (a vector laid
+along ``axis`` of an ``ndim``-dimensional tensor).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tvm import relax
+
+from qbuild.quantize.fixed_point import multiplier_shift, power_of_two_exponents, rounding_offset
+
+
+def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:
+    """A constant that broadcasts ``values`` along ``axis`` (a scalar stays a scalar)."""
+    array = np.asarray(values)
+    if array.ndim == 0 or array.size == 1:
+        return relax.const(array.reshape(()).astype(dtype), dtype)
+    shape = [1] * ndim
+    shape[axis % ndim] = array.size
+    return relax.const(array.reshape(shape).astype(dtype), dtype)
+
+
+def _ndim(expr: relax.Expr) -> int:
+    return len(expr.ty.shape)
+
+
+def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, qmax: int, dtype: str, rounding: str) -> relax.Expr:
+    """float -> integer: clip(round(x / scale), -qmax, qmax) as ``dtype``."""
+    scaled = bb.emit(relax.op.multiply(x, relax.const(np.float32(1.0 / scale), "float32")))
+    if rounding == "UPWARD":
+        rounded = bb.emit(relax.op.floor(relax.op.add(scaled, relax.const(np.float32(0.5), "float32"))))
+    else:
+        rounded = bb.emit(relax.op.round(scaled))
+    clipped = bb.emit(relax.op.clip(rounded, -qmax, qmax))
+    return bb.emit(relax.op.astype(clipped, dtype))
+
+
+def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float, axis: int = 1) -> relax.Expr:
+    """integer -> float32: q * scale (per tensor or per channel along ``axis``)."""
+    as_float = bb.emit(relax.op.astype(q, "float32"))
+    return bb.emit(relax.op.multiply(as_float, channel_const(scale, "float32", _ndim(q), axis)))
+
+
+def _shift_right(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, rounding: str,
+                 round_for_shift: bool, ndim: int, axis: int) -> relax.Expr:
+    offset = rounding_offset(shift, rounding, round_for_shift)
+    if np.any(offset):
+        x_in = x
+        x = bb.emit(relax.op.add(x, channel_const(offset, "int64", ndim, axis)))
+        if round_for_shift and rounding == "TONEAREST":  # + the shifted value's lowest bit: ties to even
+            low = bb.emit(relax.op.bitwise_and(
+                relax.op.right_shift(x_in, channel_const(shift, "int64", ndim, axis)), relax.const(1, "int64")))
+            x = bb.emit(relax.op.add(x, low))
+    return bb.emit(relax.op.right_shift(x, channel_const(shift, "int64", ndim, axis)))
+
+
+def requantize(
+    bb: relax.BlockBuilder,
+    q: relax.Expr,
+    ratio: np.ndarray | float,
+    qmax: int | None,
+    dtype: str,
+    rounding: str,
+    round_for_shift: bool,
+    axis: int = 1,
+) -> relax.Expr:
+    """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to +-qmax and cast.
+
+    Power-of-two ratios become plain shifts; others a 31-bit multiply and a rounding shift.
+    ``qmax=None`` skips the clip (an intermediate that is added to before clipping).
+    """
+    ndim = _ndim(q)
+    wide = bb.emit(relax.op.astype(q, "int64"))
+    exponents = power_of_two_exponents(ratio)
+    if exponents is not None and np.all(exponents == 0):
+        scaled = wide
+    elif exponents is not None and np.all(exponents >= 0):
+        scaled = bb.emit(relax.op.left_shift(wide, channel_const(exponents, "int64", ndim, axis)))
+    elif exponents is not None and np.all(exponents <= 0):
+        scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
+    else:
+        multiplier, shift = multiplier_shift(ratio)
+        product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
+        scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
+    if qmax is not None:
+        scaled = bb.emit(relax.op.clip(scaled, -qmax, qmax))
+    return scaled if dtype == "int64" else bb.emit(relax.op.astype(scaled, dtype))

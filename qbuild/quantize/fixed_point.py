@@ -1,0 +1,78 @@
+"""Integer rescaling: real ratios as (multiplier, shift) pairs, and NumPy references.
+
+A requantize from scale ``s_from`` to ``s_to`` multiplies by ``r = s_from / s_to``. In integer
+arithmetic ``r = M * 2**-n`` with a 31-bit ``M`` in [2**30, 2**31), so
+``y = round((x * M) / 2**n)`` in int64 never overflows for int32 ``x``. When every ratio is a
+power of two (relay's power2 / global_scale defaults) the multiply disappears and only shifts
+remain. The NumPy functions here are the references that tests hold the generated code to.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MULTIPLIER_BITS = 30  # M in [2**30, 2**31)
+
+
+def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """(M, n) with ratio ~= M * 2**-n elementwise; M is int64 in [2**30, 2**31), n >= 1."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
+        raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
+    mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
+    multiplier = np.round(mantissa * (1 << (MULTIPLIER_BITS + 1))).astype(np.int64)
+    shift = (MULTIPLIER_BITS + 1 - exponent).astype(np.int64)
+    overflow = multiplier == (1 << (MULTIPLIER_BITS + 1))  # mantissa rounded up to 1.0
+    multiplier = np.where(overflow, multiplier // 2, multiplier)
+    shift = np.where(overflow, shift - 1, shift)
+    if np.any(shift < 1) or np.any(shift > 62):
+        raise ValueError(f"requantize ratio out of the supported range [2**-31, 2**29]: {ratio}")
+    return multiplier, shift
+
+
+def power_of_two_exponents(ratio: np.ndarray | float) -> np.ndarray | None:
+    """k with ratio == 2**k exactly (elementwise), or None if any ratio is not a power of two."""
+    mantissa, exponent = np.frexp(np.asarray(ratio, dtype=np.float64))
+    if not np.all(mantissa == 0.5):
+        return None
+    return (exponent - 1).astype(np.int64)
+
+
+def rounding_offset(shift: np.ndarray, rounding: str, round_for_shift: bool) -> np.ndarray:
+    """What to add before an arithmetic right shift by ``shift`` (UPWARD: half up)."""
+    shift = np.asarray(shift, dtype=np.int64)
+    if not round_for_shift:
+        return np.zeros_like(shift)
+    half = np.left_shift(np.int64(1), np.maximum(shift - 1, 0))
+    return np.where(shift > 0, half, 0) if rounding == "UPWARD" else np.where(shift > 0, half - 1, 0)
+
+
+def shift_right_rounded(x: np.ndarray, shift: np.ndarray, rounding: str, round_for_shift: bool) -> np.ndarray:
+    """Reference: x / 2**shift rounded (UPWARD: half up; TONEAREST: half to even), int64."""
+    x = np.asarray(x, dtype=np.int64)
+    shift = np.asarray(shift, dtype=np.int64)
+    offset = rounding_offset(shift, rounding, round_for_shift)
+    if round_for_shift and rounding == "TONEAREST":
+        offset = offset + (np.right_shift(x, shift) & 1)
+    return np.right_shift(x + offset, shift)
+
+
+def requantize_reference(
+    x: np.ndarray, ratio: np.ndarray | float, qmax: int | None, rounding: str = "UPWARD", round_for_shift: bool = True
+) -> np.ndarray:
+    """Reference requantize of integer ``x`` by ``ratio`` (broadcast), clipped to +-qmax if given."""
+    x = np.asarray(x, dtype=np.int64)
+    exponents = power_of_two_exponents(ratio)
+    if exponents is not None and np.all(exponents >= 0):
+        y = np.left_shift(x, exponents)
+    elif exponents is not None and np.all(exponents <= 0):
+        y = shift_right_rounded(x, -exponents, rounding, round_for_shift)
+    else:
+        multiplier, shift = multiplier_shift(ratio)
+        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)
+    return y if qmax is None else np.clip(y, -qmax, qmax)
+
+
+def round_half(x: np.ndarray, rounding: str) -> np.ndarray:
+    """Float rounding of the quantizer: UPWARD rounds halves up, TONEAREST to even."""
+    return np.floor(x + 0.5) if rounding == "UPWARD" else np.round(x)

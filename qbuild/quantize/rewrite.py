@@ -1,0 +1,301 @@
+"""The integer rewrite: a float Relax ``main`` (weights bound, batch norm folded) -> integer kernels.
+
+Each tensor of the new program is in one of three forms:
+
+- ``Float``: unchanged float32.
+- ``Quant``: an integer tensor ``q`` with one scale: real = q * scale (symmetric, no zero point).
+- ``Acc``: the int32 accumulator of a quantized conv2d/dense, with one scale per output channel
+  (input scale x weight scale). Its bias is added in int32; a ReLU keeps it an accumulator.
+
+A quantized conv2d/dense takes its input in ``dtype_input`` (``nbit_input`` bits) and its
+weights in ``dtype_weight``, accumulates in int32 and, when another op needs its value,
+requantizes (the *epilogue*) to the activation dtype with the activation's calibrated scale.
+Residual adds, ReLU, ReLU6 (clip), max pooling and zero padding run on integers in the
+activation dtype; every other op gets float input (dequantized), so float stays only where it
+must: skipped layers and the pooling/classifier head.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qbuild.quantize import emit
+from qbuild.quantize.config import QConfig
+from qbuild.quantize.fixed_point import round_half
+from qbuild.quantize.graph import bindings, op_name, substitute
+
+# (var, nbit) -> the real-valued range bound T of that tensor at that width.
+Thresholds = Callable[[relax.Var, int], float]
+
+
+@dataclass
+class Float:
+    expr: relax.Expr
+
+
+@dataclass
+class Quant:
+    expr: relax.Expr
+    scale: float
+    nbit: int
+    dtype: str
+
+
+@dataclass
+class Acc:
+    expr: relax.Expr
+    scale: np.ndarray  # per output channel
+    axis: int  # the channel axis of expr
+    source: relax.Var  # the float tensor this accumulator stands for (whose range settles it)
+
+
+def _const_array(expr: relax.Expr) -> np.ndarray | None:
+    """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
+
+
+def _prim(value) -> float:
+    """A scalar attribute argument (IntImm/FloatImm, possibly wrapped) as a float."""
+    while hasattr(value, "value"):
+        value = value.value
+    return float(value)
+
+
+def _shape(expr: relax.Expr) -> tuple[int, ...]:
+    return tuple(int(dim) for dim in expr.ty.shape)
+
+
+def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
+    """The per-channel vector of a constant added to ``acc``, or None if it varies along other axes."""
+    shape = _shape(acc.expr)
+    try:
+        full = np.broadcast_to(bias, shape)
+    except ValueError:
+        return None
+    if full.shape != shape:
+        return None
+    axis = acc.axis % len(shape)
+    index = tuple(slice(None) if i == axis else 0 for i in range(len(shape)))
+    vector = full[index]
+    keep = [1] * len(shape)
+    keep[axis] = -1
+    return vector.astype(np.float64) if np.array_equal(full, np.broadcast_to(vector.reshape(keep), shape)) else None
+
+
+class Rewriter:
+    """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
+
+    def __init__(self, config: QConfig, thresholds: Thresholds) -> None:
+        self.config = config
+        self.thresholds = thresholds
+        self.layers: list[dict] = []
+        self.conv_count = 0
+        self.dense_count = 0
+
+    # --- scales ------------------------------------------------------------------------
+    def step(self, var: relax.Var, nbit: int) -> float:
+        """The scale of ``var`` stored with ``nbit`` bits."""
+        if self.config.calibrate_mode == "global_scale":
+            return self.config.global_activation_scale(nbit)
+        return self.thresholds(var, nbit) / QConfig.qmax(nbit)
+
+    def weight_step(self, weights: np.ndarray, out_axis: int) -> np.ndarray:
+        """Weight scale, per output channel (``per_channel_weights``) or one for the tensor."""
+        axes = tuple(i for i in range(weights.ndim) if i != out_axis)
+        magnitude = np.abs(weights).max(axis=axes) if self.config.per_channel_weights else np.array([np.abs(weights).max()])
+        magnitude = np.where(magnitude > 0, magnitude, 1.0).astype(np.float64)
+        nbit = self.config.nbit_weight
+        if self.config.weight_scale == "power2":
+            return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (nbit - 1))
+        return magnitude / QConfig.qmax(nbit)
+
+    # --- conversions between forms ------------------------------------------------------
+    def as_float(self, bb: relax.BlockBuilder, value) -> relax.Expr:
+        if isinstance(value, Float):
+            return value.expr
+        if isinstance(value, Quant):
+            return emit.dequantize(bb, value.expr, value.scale)
+        return emit.dequantize(bb, value.expr, value.scale, value.axis)
+
+    def settle(self, bb: relax.BlockBuilder, value) -> Quant | Float:
+        """An accumulator becomes an activation: the requantize epilogue to ``dtype_activation``."""
+        if not isinstance(value, Acc):
+            return value
+        cfg = self.config
+        nbit = cfg.nbit_activation
+        scale = self.step(value.source, nbit)
+        q = emit.requantize(bb, value.expr, value.scale / scale, QConfig.qmax(nbit), cfg.dtype_activation,
+                            cfg.rounding, cfg.round_for_shift, value.axis)
+        return Quant(q, scale, nbit, cfg.dtype_activation)
+
+    def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value) -> Quant:
+        """``value`` (the tensor ``var``) in the conv input dtype with ``var``'s input scale."""
+        cfg = self.config
+        nbit, dtype = cfg.nbit_input, cfg.dtype_input
+        value = self.settle(bb, value)
+        scale = self.step(var, nbit)
+        if isinstance(value, Float):
+            return Quant(emit.quantize(bb, value.expr, scale, QConfig.qmax(nbit), dtype, cfg.rounding), scale, nbit, dtype)
+        if (value.nbit, value.dtype) == (nbit, dtype) and np.isclose(value.scale, scale, rtol=1e-12):
+            return value
+        q = emit.requantize(bb, value.expr, value.scale / scale, QConfig.qmax(nbit), dtype, cfg.rounding, cfg.round_for_shift)
+        return Quant(q, scale, nbit, dtype)
+
+    # --- the rewrite -------------------------------------------------------------------------
+    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        main = mod["main"]
+        values: dict = {param: Float(param) for param in main.params}
+        bb = relax.BlockBuilder()
+        with bb.function("main", list(main.params), attrs=dict(main.attrs or {})):
+            with bb.dataflow():
+                for binding in bindings(mod):
+                    values[binding.var] = self.rewrite(bb, binding.var, binding.value, values)
+                result = main.body.body
+                floats = {var: self.as_float(bb, values[var]) for var in relax.analysis.free_vars(result)}
+                out = bb.emit_output(substitute(result, floats))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    def rewrite(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Expr, values: dict):
+        name = op_name(call)
+        args = list(call.args) if isinstance(call, relax.Call) else []
+        arg_values = [values.get(a) if isinstance(a, relax.Var) else None for a in args]
+        if name == "relax.nn.conv2d" and _const_array(args[1]) is not None:
+            return self.conv2d(bb, var, call, values[args[0]])
+        if name == "relax.matmul" and _const_array(args[1]) is not None and _const_array(args[1]).ndim == 2:
+            return self.dense(bb, var, call, values[args[0]])
+        if name == "relax.add":
+            return self.add(bb, var, call, values)
+        if name == "relax.nn.relu" and isinstance(arg_values[0], (Quant, Acc)):
+            return self.relu(bb, var, arg_values[0])
+        if name == "relax.clip" and isinstance(arg_values[0], (Quant, Acc)):
+            return self.clip(bb, call, self.settle(bb, arg_values[0]))
+        if name in ("relax.nn.max_pool2d", "relax.nn.pad") and isinstance(arg_values[0], (Quant, Acc)):
+            if name == "relax.nn.pad" and float(call.attrs.pad_value) != 0.0:
+                return self.float_op(bb, call, values)
+            quant = self.settle(bb, arg_values[0])
+            return Quant(bb.emit(relax.Call(call.op, [quant.expr, *args[1:]], call.attrs, call.ty_args)),
+                         quant.scale, quant.nbit, quant.dtype)
+        return self.float_op(bb, call, values)
+
+    def float_op(self, bb: relax.BlockBuilder, call: relax.Expr, values: dict) -> Float:
+        used = {v for v in relax.analysis.free_vars(call)} if isinstance(call, relax.Expr) else set()
+        mapping = {v: self.as_float(bb, values[v]) for v in used if v in values}
+        return Float(bb.emit(substitute(call, mapping)))
+
+    # --- quantizable layers --------------------------------------------------------------
+    def _layer_enabled(self, op: str, index: int) -> str | None:
+        """None if layer ``index`` of kind ``op`` is quantized, else the reason it is skipped."""
+        cfg = self.config
+        if cfg.debug_enabled_ops is not None and op not in cfg.debug_enabled_ops:
+            return f"debug_enabled_ops={list(cfg.debug_enabled_ops)}"
+        if op == "nn.conv2d" and cfg.skip_conv_layers and index in cfg.skip_conv_layers:
+            return f"skip_conv_layers={list(cfg.skip_conv_layers)}"
+        if op == "nn.dense" and cfg.skip_dense_layer:
+            return "skip_dense_layer=True"
+        return None
+
+    def _record(self, op: str, index: int, var: relax.Var, weights: np.ndarray, skipped: str | None,
+                input_scale: float | None = None, weight_scale: np.ndarray | None = None) -> None:
+        entry = {"op": op, "index": index, "name": var.name, "weight_shape": list(weights.shape),
+                 "status": "skipped" if skipped else "quantized", "reason": skipped}
+        if not skipped:
+            entry.update(input_scale=input_scale, weight_scale_min=float(weight_scale.min()),
+                         weight_scale_max=float(weight_scale.max()))
+        self.layers.append(entry)
+
+    def _quantized_weights(self, weights: np.ndarray, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
+        step = self.weight_step(weights, out_axis)
+        shape = [1] * weights.ndim
+        shape[out_axis] = -1
+        qmax = QConfig.qmax(self.config.nbit_weight)
+        q = np.clip(round_half(weights / step.reshape(shape), self.config.rounding), -qmax, qmax)
+        return q.astype(self.config.dtype_weight), step
+
+    def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
+        index = self.conv_count
+        self.conv_count += 1
+        weights = _const_array(call.args[1])
+        skipped = self._layer_enabled("nn.conv2d", index)
+        if skipped:
+            self._record("nn.conv2d", index, var, weights, skipped)
+            return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
+        attrs = call.attrs
+        qin = self.as_input(bb, call.args[0], value)
+        qweights, wstep = self._quantized_weights(weights, str(attrs.kernel_layout).index("O"))
+        conv = bb.emit(relax.op.nn.conv2d(
+            qin.expr, relax.const(qweights), strides=attrs.strides, padding=attrs.padding,
+            dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
+            kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
+        self._record("nn.conv2d", index, var, weights, None, qin.scale, wstep)
+        axis = str(attrs.out_layout or attrs.data_layout).index("C")
+        return Acc(conv, qin.scale * wstep, axis, var)
+
+    def dense(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
+        index = self.dense_count
+        self.dense_count += 1
+        weights = _const_array(call.args[1])  # (in, out)
+        skipped = self._layer_enabled("nn.dense", index)
+        if skipped:
+            self._record("nn.dense", index, var, weights, skipped)
+            return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
+        qin = self.as_input(bb, call.args[0], value)
+        qweights, wstep = self._quantized_weights(weights, 1)
+        product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
+        self._record("nn.dense", index, var, weights, None, qin.scale, wstep)
+        return Acc(product, qin.scale * wstep, -1, var)
+
+    # --- integer elementwise ops ----------------------------------------------------------
+    def add(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, values: dict):
+        lhs, rhs = call.args
+        lv, rv = (values.get(a) if isinstance(a, relax.Var) else None for a in (lhs, rhs))
+        for acc, const in ((lv, rhs), (rv, lhs)):
+            bias = _const_array(const)
+            if isinstance(acc, Acc) and bias is not None:
+                per_channel = _per_channel(bias, acc)
+                if per_channel is not None:
+                    return self.bias_add(bb, var, acc, per_channel)
+        if isinstance(lv, (Quant, Acc)) and isinstance(rv, (Quant, Acc, Float)) or \
+                isinstance(rv, (Quant, Acc)) and isinstance(lv, Float):
+            return self.residual_add(bb, var, [lv, rv])
+        return self.float_op(bb, call, values)
+
+    def bias_add(self, bb: relax.BlockBuilder, var: relax.Var, acc: Acc, bias: np.ndarray) -> Acc:
+        """Add a per-channel float ``bias`` to the accumulator in int32, at the accumulator's scale."""
+        ndim = len(acc.expr.ty.shape)
+        qbias = round_half(bias / np.broadcast_to(acc.scale, bias.shape), self.config.rounding)
+        qbias = np.clip(qbias, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+        summed = bb.emit(relax.op.add(acc.expr, emit.channel_const(qbias, "int32", ndim, acc.axis)))
+        return Acc(summed, acc.scale, acc.axis, var)
+
+    def residual_add(self, bb: relax.BlockBuilder, var: relax.Var, operands: list) -> Quant:
+        cfg = self.config
+        nbit, dtype = cfg.nbit_activation, cfg.dtype_activation
+        scale = self.step(var, nbit)
+        wide = []
+        for value in operands:
+            value = self.settle(bb, value)
+            if isinstance(value, Float):
+                value = Quant(emit.quantize(bb, value.expr, scale, QConfig.qmax(nbit), dtype, cfg.rounding), scale, nbit, dtype)
+            wide.append(emit.requantize(bb, value.expr, value.scale / scale, None, "int64", cfg.rounding, cfg.round_for_shift))
+        total = bb.emit(relax.op.clip(relax.op.add(*wide), -QConfig.qmax(nbit), QConfig.qmax(nbit)))
+        return Quant(bb.emit(relax.op.astype(total, dtype)), scale, nbit, dtype)
+
+    def relu(self, bb: relax.BlockBuilder, var: relax.Var, value):
+        zero = relax.const(0, value.expr.ty.dtype)
+        out = bb.emit(relax.op.maximum(value.expr, zero))
+        if isinstance(value, Acc):
+            return Acc(out, value.scale, value.axis, var)
+        return Quant(out, value.scale, value.nbit, value.dtype)
+
+    def clip(self, bb: relax.BlockBuilder, call: relax.Call, value: Quant) -> Quant:
+        low = _prim(call.args[1]) / value.scale
+        high = _prim(call.args[2]) / value.scale
+        qmax = QConfig.qmax(value.nbit)
+        bounds = [int(np.clip(np.ceil(low), -qmax, qmax)), int(np.clip(np.floor(high), -qmax, qmax))]
+        return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.nbit, value.dtype)

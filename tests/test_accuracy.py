@@ -1,0 +1,87 @@
+"""Labelled datasets (never copied, split without overlap) and the accuracy measures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from qbuild import accuracy, datasets
+from qbuild.errors import QbuildError
+
+
+def make_csv_set(root, n=6):
+    root.mkdir(parents=True, exist_ok=True)
+    lines = ["filename,wnid,class_index,torchvision_name"]
+    for i in range(n):
+        Image.new("RGB", (40, 30), color=(i * 40, 0, 0)).save(root / f"img{i}.JPEG")
+        lines.append(f"img{i}.JPEG,n0,{i % 3},name")
+    (root / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_a_labels_csv_folder_loads_with_class_indices(tmp_path):
+    labelled = datasets.load(make_csv_set(tmp_path / "set"))
+    assert [label for _path, label in labelled.items] == [0, 1, 2, 0, 1, 2]
+    assert labelled.id.startswith("set@")
+
+
+def test_class_index_subfolders_load_too(tmp_path):
+    for label in (3, 7):
+        (tmp_path / str(label)).mkdir()
+        Image.new("RGB", (8, 8)).save(tmp_path / str(label) / "a.png")
+    assert [label for _p, label in datasets.load(tmp_path).items] == [3, 7]
+
+
+def test_calibration_and_evaluation_images_never_overlap(tmp_path):
+    labelled = datasets.load(make_csv_set(tmp_path / "set"))
+    calibration, evaluation = labelled.split(2)
+    assert len(calibration) == 2 and len(evaluation) == 4
+    assert not {p for p, _ in calibration} & {p for p, _ in evaluation}
+    assert labelled.split(2) == (calibration, evaluation)  # seeded: the same split every run
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda root: root / "nowhere", "does not exist"),
+    (lambda root: root, "holds no labelled images"),
+    (lambda root: (root / "labels.csv").write_text("file,label\n") and root, "lacks the column"),
+    (lambda root: (root / "labels.csv").write_text("filename,class_index\ngone.jpg,1\n") and root, "names gone.jpg"),
+])
+def test_a_missing_or_malformed_dataset_is_one_line_with_the_fix(tmp_path, setup, message):
+    with pytest.raises(QbuildError) as err:
+        datasets.load(setup(tmp_path))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_default_dataset_comes_from_the_environment_variable(monkeypatch, tmp_path):
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))
+    assert datasets.default_path() == tmp_path
+
+
+def one_hot(index: int) -> np.ndarray:
+    logits = np.zeros((1, 1000), np.float32)
+    logits[0, index] = 5.0
+    logits[0, (index + 1) % 1000] = 4.0
+    return logits
+
+
+def test_top1_top5_and_agreement_with_the_float_model():
+    samples = [(np.full((3, 2, 2), label, np.float32), label) for label in (1, 2, 3, 4)]
+    # the candidate predicts the label for the first two, label-1 (label second-best) for the others
+    candidate = lambda batch: one_hot(int(batch.flat[0]) if batch.flat[0] < 3 else int(batch.flat[0]) - 1)
+    reference = lambda batch: one_hot(int(batch.flat[0]))
+    result = accuracy.labelled(candidate, reference, samples, "demo")
+    assert result == {"dataset": "demo", "n": 4, "top1": 0.5, "top5": 1.0,
+                      "agreement_with_float": 0.5, "float_top1": 1.0}
+
+
+def test_the_cat_check_names_the_classes_and_knows_a_cat():
+    result = accuracy.cat(lambda batch: one_hot(281), np.zeros((3, 2, 2), np.float32))
+    assert result["is_cat"] and result["top5"][0]["name"] == "tabby"
+    assert sum(entry["probability"] for entry in result["top5"]) <= 1.0
+    assert not accuracy.cat(lambda batch: one_hot(1), np.zeros((3, 2, 2), np.float32))["is_cat"]
+
+
+def test_the_cat_image_ships_with_a_dependency():
+    image = datasets.cat_image()
+    assert image is not None and image.size == (451, 300)

@@ -1,0 +1,64 @@
+"""Integer rescaling: the NumPy references are exact, and the Relax code matches them bit for bit."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from qbuild.quantize import emit
+from qbuild.quantize.fixed_point import (multiplier_shift, power_of_two_exponents, requantize_reference,
+                                         shift_right_rounded)
+
+
+def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
+    ratios = np.array([1e-6, 0.0123, 0.5, 0.75, 1.0, 3.3, 1000.0])
+    multiplier, shift = multiplier_shift(ratios)
+    assert np.all((multiplier >= 1 << 30) & (multiplier < 1 << 31))
+    np.testing.assert_allclose(multiplier / 2.0 ** shift, ratios, rtol=2 ** -30)
+
+
+def test_powers_of_two_are_recognised():
+    assert list(power_of_two_exponents(np.array([0.25, 1.0, 8.0]))) == [-2, 0, 3]
+    assert power_of_two_exponents(np.array([0.25, 0.3])) is None
+
+
+@pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
+def test_rounding_shift_matches_exact_rational_rounding(rounding):
+    x = np.arange(-40, 41)
+    got = shift_right_rounded(x, np.full_like(x, 2), rounding, True)
+    for xi, gi in zip(x, got):
+        exact = Fraction(int(xi), 4)
+        if rounding == "UPWARD":
+            expected = (exact + Fraction(1, 2)).__floor__()
+        else:
+            expected = round(exact)  # Python rounds halves to even
+        assert gi == expected, (xi, gi, expected)
+
+
+def test_without_round_for_shift_the_shift_truncates_toward_minus_infinity():
+    assert list(shift_right_rounded(np.array([7, -7]), np.array([1, 1]), "UPWARD", False)) == [3, -4]
+
+
+def _run_requantize(x: np.ndarray, ratio, qmax, dtype, rounding, axis=1) -> np.ndarray:
+    bb = relax.BlockBuilder()
+    param = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
+    with bb.function("main", [param]):
+        with bb.dataflow():
+            out = bb.emit_output(emit.requantize(bb, param, ratio, qmax, dtype, rounding, True, axis))
+        bb.emit_func_output(out)
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+@pytest.mark.parametrize("ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4])])
+@pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
+def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding):
+    x = np.random.default_rng(3).integers(-2 ** 20, 2 ** 20, size=(1, 4, 5, 5)).astype("int32")
+    got = _run_requantize(x, ratio, 127, "int8", rounding)
+    expected = requantize_reference(x, np.reshape(ratio, (1, -1, 1, 1)) if np.ndim(ratio) else ratio, 127, rounding)
+    assert got.dtype == np.int8
+    np.testing.assert_array_equal(got, expected.astype(np.int8))

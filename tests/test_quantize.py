@@ -1,0 +1,168 @@
+"""The Relax quantizer: exact integer arithmetic, which layers it touches, and its calibration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from numpy.lib.stride_tricks import sliding_window_view
+from tvm import relax
+
+from qbuild.errors import QbuildError
+from qbuild.quantize import make, quantize
+from qbuild.quantize.calibrate import Histogram, threshold
+from qbuild.quantize.fixed_point import requantize_reference
+from qbuild.trace import trace
+from qbuild.verify import compare_logits
+
+
+class ConvReluPool(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.nn.functional.max_pool2d(torch.relu(self.conv(x)), 2)
+
+
+class Tiny(torch.nn.Module):
+    """conv-bn-relu, a conv with a residual add, max pooling, a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn0 = torch.nn.BatchNorm2d(8)
+        self.conv1 = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+        with torch.no_grad():
+            self.bn0.running_mean.uniform_(-0.5, 0.5)
+            self.bn0.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x):
+        a = torch.relu(self.bn0(self.conv0(x)))
+        b = torch.relu(self.conv1(a) + a)
+        return self.fc(torch.nn.functional.max_pool2d(b, 2).mean(dim=(2, 3)))
+
+
+def build(module: relax.Expr):
+    vm = relax.VirtualMachine(tvm.compile(module, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    return lambda x: vm["main"](tvm.runtime.tensor(x))[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    module = Tiny().eval()
+    return module, trace(module, (1, 3, 16, 16))
+
+
+def images(n: int, shape=(3, 16, 16)):
+    rng = np.random.default_rng(1)
+    return [rng.standard_normal(shape).astype(np.float32) for _ in range(n)]
+
+
+def reference_conv_relu_pool(x, weight, bias, nbit_activation):
+    """The integer arithmetic of qbuild's int8 conv, in NumPy (relay defaults: power-of-two scales)."""
+    s_in = 8.0 / 128
+    q_in = np.clip(np.floor(x * np.float32(1 / s_in) + np.float32(0.5)), -127, 127).astype(np.int64)
+    s_w = 2.0 ** np.ceil(np.log2(np.abs(weight).max())) / 128
+    q_w = np.clip(np.floor(weight / s_w + 0.5), -127, 127).astype(np.int64)
+    windows = sliding_window_view(np.pad(q_in, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    acc = np.einsum("nchwij,ocij->nohw", windows, q_w)
+    acc = acc + np.floor(bias / (s_in * s_w) + 0.5).astype(np.int64).reshape(1, -1, 1, 1)
+    acc = np.maximum(acc, 0)
+    s_act = 8.0 / 2 ** (nbit_activation - 1)
+    q = requantize_reference(acc, s_in * s_w / s_act, 2 ** (nbit_activation - 1) - 1)
+    pooled = q.reshape(1, 4, 4, 2, 4, 2).max(axis=(3, 5))
+    return pooled.astype(np.float32) * np.float32(s_act)
+
+
+@pytest.mark.parametrize("activation", [("int8", 8), ("int16", 16), ("int32", 32)])
+def test_a_quantized_conv_is_bit_exact_against_the_numpy_integer_reference(activation):
+    dtype, nbit = activation
+    torch.manual_seed(0)
+    module = ConvReluPool().eval()
+    traced = trace(module, (1, 3, 8, 8))
+    config = make(skip_conv_layers=None, dtype_activation=dtype, nbit_activation=nbit)
+    quantized = quantize(traced.mod, traced.params, config=config)
+    x = np.random.default_rng(2).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    expected = reference_conv_relu_pool(x, module.conv.weight.detach().numpy(), module.conv.bias.detach().numpy(), nbit)
+    np.testing.assert_array_equal(build(quantized.mod)(x), expected)
+
+
+def test_relay_defaults_skip_the_first_conv_and_the_dense_layer_and_stay_close_to_float(tiny):
+    module, traced = tiny
+    quantized = quantize(traced.mod, traced.params, config=make())
+    fates = [(layer["op"], layer["index"], layer["status"], layer["reason"]) for layer in quantized.layers]
+    assert fates == [("nn.conv2d", 0, "skipped", "skip_conv_layers=[0]"),
+                     ("nn.conv2d", 1, "quantized", None),
+                     ("nn.dense", 0, "skipped", "skip_dense_layer=True")]
+    x = images(1)[0][None]
+    report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
+    assert report["cosine_similarity"] > 0.99
+
+
+def test_the_rewrite_emits_int8_operands_int32_accumulation_and_an_integer_residual_add(tiny):
+    _module, traced = tiny
+    script = quantize(traced.mod, traced.params, config=make()).mod.script()
+    assert 'out_dtype="int32"' in script and 'dtype="int8"' in script
+    assert "R.add(" in script and 'dtype="int64"' in script  # the residual add, rescaled in int64
+
+
+def test_debug_enabled_ops_restricts_what_is_quantized(tiny):
+    _module, traced = tiny
+    quantized = quantize(traced.mod, traced.params,
+                         config=make(debug_enabled_ops=["nn.dense"], skip_dense_layer=False, skip_conv_layers=None))
+    assert [(layer["op"], layer["status"]) for layer in quantized.layers] == [
+        ("nn.conv2d", "skipped"), ("nn.conv2d", "skipped"), ("nn.dense", "quantized")]
+
+
+def test_a_skip_index_beyond_the_models_convolutions_is_rejected(tiny):
+    _module, traced = tiny
+    with pytest.raises(QbuildError, match=r"skip_conv_layers=\[5\] is out of range: the model has 2 convolutions"):
+        quantize(traced.mod, traced.params, config=make(skip_conv_layers=[5]))
+
+
+def test_data_driven_calibration_without_data_says_what_to_pass(tiny):
+    _module, traced = tiny
+    with pytest.raises(QbuildError, match="needs calibration images") as err:
+        quantize(traced.mod, traced.params, config=make(calibrate_mode="percentile"))
+    assert "--dataset" in err.value.fix
+
+
+def test_calibration_in_chunks_gives_the_same_model(tiny):
+    module, traced = tiny
+    x = images(1)[0][None]
+    outputs = []
+    for chunk in (-1, 1):
+        config = make(calibrate_mode="max", calibrate_chunk_by=chunk, calibrate_samples=3, per_channel_weights=True)
+        quantized = quantize(traced.mod, traced.params, images(3), config)
+        assert quantized.calibration["images"] == 3 and quantized.calibration["tensors"] > 0
+        outputs.append(build(quantized.mod)(x))
+    np.testing.assert_array_equal(*outputs)
+
+
+def test_histogram_percentile_and_range_doubling_keep_every_value():
+    histogram = Histogram()
+    histogram.add(np.linspace(0.001, 1.0, 1000))
+    histogram.add(np.linspace(0.001, 5.0, 1000))  # beyond the first range: bins merge, range doubles
+    assert histogram.counts.sum() == 2000 and histogram.max_abs == 5.0
+    assert histogram.percentile(100.0) == pytest.approx(5.0)
+    assert histogram.percentile(50.0) == pytest.approx(1 / 1.2, abs=0.01)  # m*1000 + m/5*1000 = 1000
+
+
+def test_zeros_do_not_pull_the_kl_threshold_down():
+    values = np.maximum(np.random.default_rng(0).standard_normal(200_000), 0)  # half exact zeros
+    histogram = Histogram()
+    histogram.add(values)
+    assert 0.7 * histogram.max_abs < histogram.kl_threshold(128) <= histogram.max_abs
+
+
+def test_wide_tensors_are_never_clipped_by_calibration():
+    histogram = Histogram()
+    histogram.add(np.random.default_rng(0).laplace(size=100_000))
+    config = make(calibrate_mode="percentile", calibrate_percentile=99.0)
+    assert threshold(config, histogram, 8) < histogram.max_abs
+    assert threshold(config, histogram, 32) == histogram.max_abs
+    assert threshold(make(), histogram, 8) == 8.0  # global_scale ignores the data
