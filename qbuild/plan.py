@@ -73,8 +73,9 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "default",
-            "the study's protocol (15 x 30), capped at 120 s of timing per experiment",
+            "the study's protocol (15 x 30), capped at 120 s of timing per experiment; 500 images for accuracy",
             Protocol(iterations=15, executions=30, warmup=3, budget_s=120.0),
+            accuracy_images=500,
         ),
         Profile(
             "study",

@@ -1,0 +1,132 @@
+"""Render the report: results -> derived data + charts -> ``docs/*.md`` from ``templates/*.md.j2``.
+
+Generated files (pages, chart specs and SVGs, the offline Vega bundle, copied artifacts) are
+written under ``docs/`` and are not committed; ``mkdocs build`` turns them into the site.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import jinja2
+
+from report import charts, derive
+from report.load import Results, load
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATES = ROOT / "templates"
+# page file -> template; the order is the site's navigation (mkdocs.yml lists the same pages)
+PAGES = {
+    "index.md": "index.md.j2",
+    "model.md": "model.md.j2",
+    "compile.md": "compile.md.j2",
+    "quantization.md": "quantization.md.j2",
+    "code.md": "code.md.j2",
+    "benchmarks.md": "benchmarks.md.j2",
+    "accuracy.md": "accuracy.md.j2",
+    "sweep.md": "sweep.md.j2",
+    "environment.md": "environment.md.j2",
+}
+GENERATED_DIRS = ("assets/charts", "assets/js/vega-bundle.js", "artifacts")
+
+
+def _number(value, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    magnitude = abs(value)
+    if magnitude != 0 and (magnitude < 10 ** -digits or magnitude >= 1e6):
+        return f"{value:.{digits}e}"
+    return f"{value:,.{digits}f}"
+
+
+def _signed_pct(value) -> str:
+    return "–" if value is None else f"{value:+.1f}%"
+
+
+def environment() -> jinja2.Environment:
+    """The Jinja environment of the templates, with the number filters they use."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
+                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env.filters.update(num=_number, pct=_signed_pct, json=lambda v: json.dumps(v, default=str))
+    env.tests["match"] = lambda value, pattern: isinstance(value, str) and re.match(pattern, value) is not None
+    return env
+
+
+def context(results: Results, results_root: Path) -> dict:
+    """Everything the templates read."""
+    rows = derive.rows([(f.record, f.machine_id) for f in results.files])
+    latency = derive.latency(rows)
+    accuracy = derive.accuracy(rows)
+    return {
+        "results_root": str(results_root),
+        "problems": results.problems,
+        "rows": rows,
+        "models": derive.models(rows),
+        "compiles": derive.compiles(rows),
+        "qconfig": derive.qconfig_table(rows),
+        "layers": derive.quantized_layers(rows),
+        "census": derive.census(rows),
+        "latency": latency,
+        "latency_findings": derive.latency_findings(latency),
+        "gpu_cpu": derive.gpu_cpu_findings(latency),
+        "accuracy": accuracy,
+        "accuracy_findings": derive.accuracy_findings(accuracy),
+        "environments": derive.environments(results),
+        "charts": _charts(rows, latency),
+    }
+
+
+def _charts(rows: list[derive.Row], latency: list[dict]) -> list[dict]:
+    """The study's three box plots per model (CPU, GPU, both), where data exists."""
+    samples = {(r.model, r.target, r.machine, r.variant): r.samples for r in rows}
+    out = []
+    for model in sorted({g["model"] for g in latency}):
+        groups = [g for g in latency if g["model"] == model]
+        for name, title, chosen in (
+            ("cpu", "CPU", [g for g in groups if g["target"] == "cpu"]),
+            ("gpu", "GPU", [g for g in groups if g["target"] == "cuda"]),
+            ("both", "CPU and GPU", groups if len({g["target"] for g in groups}) > 1 else []),
+        ):
+            if chosen:
+                spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by type of compilation ({title})")
+                out.append({"id": f"latency-{model}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
+    return out
+
+
+def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
+    import vl_convert
+
+    chart_dir = docs / "assets" / "charts"
+    chart_dir.mkdir(parents=True, exist_ok=True)
+    for chart in ctx["charts"]:
+        (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
+        (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg(chart["spec"]))
+    js_dir = docs / "assets" / "js"
+    js_dir.mkdir(parents=True, exist_ok=True)
+    bundle = js_dir / "vega-bundle.js"
+    if not bundle.exists():
+        bundle.write_text(vl_convert.javascript_bundle())
+    for machine_dir in sorted(p for p in Path(results_root).iterdir() if p.is_dir()) if Path(results_root).is_dir() else []:
+        source = machine_dir / "artifacts"
+        if source.is_dir():
+            shutil.copytree(source, docs / "artifacts" / machine_dir.name, dirs_exist_ok=True)
+
+
+def build(results_root: Path, docs: Path) -> list[Path]:
+    """Render every page from the results under ``results_root`` into ``docs``; return the pages."""
+    results = load(results_root)
+    ctx = context(results, results_root)
+    docs.mkdir(parents=True, exist_ok=True)
+    _write_assets(docs, ctx, results_root)
+    env = environment()
+    written = []
+    for page, template in PAGES.items():
+        path = docs / page
+        path.write_text(env.get_template(template).render(**ctx, page=page))
+        written.append(path)
+    return written

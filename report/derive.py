@@ -1,0 +1,294 @@
+"""Tables and findings derived from results records: everything a page shows, as plain data.
+
+Each study claim is re-tested here and returned as a finding: what the study said, whether our
+data supports it, and the numbers. Templates only choose wording from these booleans.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from itertools import groupby
+
+from qbuild.plan import VARIANTS
+from qbuild.quantize.config import DEFAULTS, options
+
+VARIANT_ORDER = list(VARIANTS)
+INT_TYPES = ("int8", "int16", "int32")
+STUDY_DTYPES = ("float32", "int32", "int16", "int8")
+
+
+@dataclass
+class Row:
+    """One experiment's result, flattened for the report."""
+
+    record: dict
+    machine: str
+
+    def _get(self, *keys, default=None):
+        value = self.record
+        for key in keys:
+            if not isinstance(value, dict) or value.get(key) is None:
+                return default
+            value = value[key]
+        return value
+
+    @property
+    def id(self) -> str:
+        return self.record["id"]
+
+    @property
+    def model(self) -> str:
+        return self._get("experiment", "model")
+
+    @property
+    def variant(self) -> str:
+        return self._get("experiment", "variant", "name")
+
+    @property
+    def label(self) -> str:
+        return self._get("experiment", "variant", "label")
+
+    @property
+    def target(self) -> str:
+        return self._get("experiment", "target", "name")
+
+    @property
+    def device(self) -> str:
+        return self._get("experiment", "target", "device")
+
+    @property
+    def profile(self) -> str:
+        return self._get("experiment", "profile", default="default")
+
+    @property
+    def weights(self) -> dict:
+        return self._get("experiment", "weights", default={"kind": "unknown", "source": "", "reason": None})
+
+    @property
+    def samples(self) -> list[float]:
+        return [s for iteration in self._get("latency", "samples_ms", default=[]) for s in iteration]
+
+    @property
+    def median_ms(self) -> float | None:
+        return self._get("latency", "summary", "median_ms")
+
+    def stage(self, name: str) -> str:
+        return self._get("stages", name, "status", default="absent")
+
+    def sort_key(self) -> tuple:
+        order = VARIANT_ORDER.index(self.variant) if self.variant in VARIANT_ORDER else len(VARIANT_ORDER)
+        return (self.model, self.target, order, self.machine)
+
+
+def rows(records_with_machine: list[tuple[dict, str]]) -> list[Row]:
+    """Rows sorted by model, target, variant (the plan's order), machine."""
+    return sorted((Row(rec, machine) for rec, machine in records_with_machine), key=Row.sort_key)
+
+
+def _by(items: list[Row], key) -> list[tuple]:
+    ordered = sorted(items, key=lambda r: (key(r), r.sort_key()))
+    return [(k, list(group)) for k, group in groupby(ordered, key=key)]
+
+
+def pct_change(before: float, after: float) -> float | None:
+    """Percentage change from ``before`` to ``after`` (None if before is 0)."""
+    return None if not before else 100.0 * (after - before) / before
+
+
+# --- study item 1 and 2 ---------------------------------------------------------------------
+def models(all_rows: list[Row]) -> list[dict]:
+    """Per model: its summary and weights provenance (from its first result)."""
+    out = []
+    for model, group in _by(all_rows, lambda r: r.model):
+        summary = next((r.record["model"] for r in group if r.record.get("model")), None)
+        out.append({"name": model, "summary": summary, "weights": group[0].weights,
+                    "input_shape": summary["input_shape"] if summary else None})
+    return out
+
+
+def compiles(all_rows: list[Row]) -> list[dict]:
+    """Per (machine, target): each experiment's compile time and its error against PyTorch."""
+    out = []
+    for (machine, target), group in _by(all_rows, lambda r: (r.machine, r.target)):
+        out.append({"machine": machine, "target": target, "device": group[0].device,
+                    "reason": group[0]._get("experiment", "target", "reason"),
+                    "spec": group[0]._get("experiment", "target", "spec"),
+                    "rows": [{"id": r.id, "model": r.model, "label": r.label, "status": r.stage("compile"),
+                              "seconds": r._get("compile", "seconds"),
+                              "correctness": r.record.get("correctness")} for r in group]})
+    return out
+
+
+# --- study item 3 and 6 (defaults) -------------------------------------------------------------
+def qconfig_table(all_rows: list[Row]) -> dict:
+    """The option table: relay's default and the value in each quantized variant that ran."""
+    variants = []
+    for variant, group in _by([r for r in all_rows if r.record.get("quantization")], lambda r: r.variant):
+        variants.append({"name": variant, "label": group[0].label, "config": group[0].record["quantization"]["config"]})
+    variants.sort(key=lambda v: VARIANT_ORDER.index(v["name"]) if v["name"] in VARIANT_ORDER else 99)
+    table = [{"name": o["name"], "default": o["default"],
+              "values": [v["config"].get(o["name"]) for v in variants]} for o in options()]
+    return {"variants": variants, "options": table, "defaults": DEFAULTS.to_json()}
+
+
+def quantized_layers(all_rows: list[Row]) -> list[dict]:
+    """Per quantized experiment: how many layers were quantized, which were skipped and why."""
+    out = []
+    for r in all_rows:
+        q = r.record.get("quantization")
+        if not q:
+            continue
+        out.append({"id": r.id, "model": r.model, "label": r.label, "quantized": q["layers_quantized"],
+                    "skipped": [layer for layer in q["layers"] if layer["status"] == "skipped"],
+                    "calibration": q["calibration"], "correctness": r.record.get("correctness")})
+    return out
+
+
+# --- study item 4 ---------------------------------------------------------------------------
+def census(all_rows: list[Row]) -> list[dict]:
+    """Per (machine, model, target): the dtype census of each variant, changes against unquantized,
+    and the instruction census."""
+    out = []
+    for (machine, model, target), group in _by(all_rows, lambda r: (r.machine, r.model, r.target)):
+        with_ir = [r for r in group if r._get("ir", "dtype_census", "counts")]
+        if not with_ir:
+            continue
+        counts = {r.variant: r.record["ir"]["dtype_census"]["counts"] for r in with_ir}
+        dtypes = list(STUDY_DTYPES) + sorted({d for c in counts.values() for d in c} - set(STUDY_DTYPES))
+        base = counts.get("float")
+        changes = []
+        for r in with_ir:
+            if base is None or r.variant == "float":
+                continue
+            c = counts[r.variant]
+            float_change = pct_change(base.get("float32", 0), c.get("float32", 0))
+            int_change = pct_change(sum(base.get(t, 0) for t in INT_TYPES), sum(c.get(t, 0) for t in INT_TYPES))
+            changes.append({"label": r.label, "float32_pct": float_change, "int_pct": int_change,
+                            "study_claim_holds": float_change is not None and int_change is not None
+                            and float_change <= -80 and int_change >= 100})
+        families = list(next(iter(r.record["ir"].get("instruction_census", {}).get("families", {}) for r in with_ir), {}))
+        out.append({
+            "machine": machine, "model": model, "target": target, "device": with_ir[0].device,
+            "variants": [{"label": r.label, "id": r.id, "artifacts": r.record["ir"].get("artifacts", {})} for r in with_ir],
+            "dtype_rows": [{"dtype": d, "counts": [counts[r.variant].get(d, 0) for r in with_ir]} for d in dtypes],
+            "changes": changes,
+            "instruction_rows": [{"family": f, "counts": [r._get("ir", "instruction_census", "families", f, default=0)
+                                                          for r in with_ir]} for f in families],
+            "vector_rows": [{"width": w, "counts": [r._get("ir", "instruction_census", "vector_registers", w, default=0)
+                                                    for r in with_ir]} for w in ("xmm", "ymm", "zmm")],
+        })
+    return out
+
+
+# --- study item 5 ---------------------------------------------------------------------------
+def latency(all_rows: list[Row]) -> list[dict]:
+    """Per (model, target, machine): the latency summary of each variant, in the plan's order."""
+    out = []
+    for (model, target, machine), group in _by(all_rows, lambda r: (r.model, r.target, r.machine)):
+        timed = [r for r in group if r.samples]
+        if not timed:
+            continue
+        out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
+                    "rows": [{"label": r.label, "variant": r.variant, **r.record["latency"]["summary"],
+                              "iterations": r.record["latency"]["iterations_run"],
+                              "executions": r.record["latency"]["executions_run"],
+                              "truncated": r.record["latency"]["truncated_by_budget"],
+                              "protocol": r.record["latency"]["protocol"]} for r in timed]})
+    return out
+
+
+def _median(group: dict, variant: str) -> float | None:
+    row = next((r for r in group["rows"] if r["variant"] == variant), None)
+    return None if row is None else row["median_ms"]
+
+
+def latency_findings(groups: list[dict]) -> list[dict]:
+    """The study's latency claims, re-tested per (model, target, machine)."""
+    findings = []
+    for g in groups:
+        base = _median(g, "float")
+        quantized = [r for r in g["rows"] if r["variant"] != "float"]
+        if base is None or not quantized:
+            continue
+        slower = [r for r in quantized if r["median_ms"] > base]
+        relay = [r for r in quantized if r["variant"] in ("int8-a8", "int8-a16", "int8-a32")]
+        best = min(relay, key=lambda r: r["median_ms"]) if relay else None
+        findings.append({
+            "model": g["model"], "target": g["target"], "machine": g["machine"], "float_ms": base,
+            "all_quantized_slower": len(slower) == len(quantized),
+            "none_quantized_slower": not slower,
+            "ratios": [{"label": r["label"], "ratio": r["median_ms"] / base} for r in quantized],
+            "fastest_activation": best["label"] if best else None,
+            "int16_fastest": best is not None and best["variant"] == "int8-a16",
+        })
+    return findings
+
+
+def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
+    """CPU/GPU gap and the flatness of GPU time across activation dtypes, where both exist."""
+    out = []
+    for model, per_model in groupby(sorted(groups, key=lambda g: g["model"]), key=lambda g: g["model"]):
+        per_target = {g["target"]: g for g in per_model}
+        if "cpu" not in per_target or "cuda" not in per_target:
+            continue
+        cpu, gpu = per_target["cpu"], per_target["cuda"]
+        gaps = {}
+        for variant in VARIANT_ORDER:
+            c, g = _median(cpu, variant), _median(gpu, variant)
+            if c and g:
+                gaps[variant] = c / g
+        gpu_relay = [m for m in (_median(gpu, v) for v in ("int8-a8", "int8-a16", "int8-a32")) if m]
+        spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
+        out.append({"model": model, "gaps": gaps, "gpu_activation_spread": spread,
+                    "gpu_flat": spread is not None and spread < 0.1,
+                    "quantized_gap_smaller": "float" in gaps and any(v != "float" for v in gaps)
+                    and max(g for v, g in gaps.items() if v != "float") < gaps["float"]})
+    return out
+
+
+def accuracy(all_rows: list[Row]) -> list[dict]:
+    """Per model with measured accuracy: each variant's top-1/top-5, agreement and cat verdict."""
+    out = []
+    for (model, target, machine), group in _by(all_rows, lambda r: (r.model, r.target, r.machine)):
+        measured = [r for r in group if r.record.get("accuracy")]
+        if not measured:
+            continue
+        base = next((r for r in measured if r.variant == "float"), None)
+        base_top1 = base.record["accuracy"]["top1"] if base else None
+        rows_out = []
+        for r in measured:
+            acc = r.record["accuracy"]
+            rows_out.append({"label": r.label, "variant": r.variant, **acc["labelled"],
+                             "delta_points": None if base_top1 is None else 100 * (acc["top1"] - base_top1),
+                             "cat": acc.get("cat")})
+        out.append({"model": model, "target": target, "machine": machine, "weights": measured[0].weights,
+                    "rows": rows_out})
+    return out
+
+
+def accuracy_findings(groups: list[dict]) -> list[dict]:
+    """The study's accuracy claim: int8 activations lose accuracy, int16/int32 do not."""
+    out = []
+    for g in groups:
+        by_variant = {r["variant"]: r for r in g["rows"]}
+        if not {"float", "int8-a8", "int8-a16", "int8-a32"} <= set(by_variant):
+            continue
+        drop = {v: -by_variant[v]["delta_points"] for v in ("int8-a8", "int8-a16", "int8-a32")}
+        out.append({"model": g["model"], "drop_points": drop,
+                    "int8_drops": drop["int8-a8"] > 1.0,
+                    "wider_hold": drop["int8-a16"] <= 1.0 and drop["int8-a32"] <= 1.0,
+                    "cat": {v: (by_variant[v]["cat"] or {}).get("is_cat") for v in by_variant}})
+    return out
+
+
+def environments(results) -> list[dict]:
+    """Per machine: the environment of its newest result."""
+    out = []
+    for machine in results.machines():
+        files = [f for f in results.files if f.machine_id == machine]
+        newest = max(files, key=lambda f: f.record["environment"].get("date", ""))
+        env = newest.record["environment"]
+        out.append({"machine": machine, "env": env, "experiments": len(files),
+                    "dates": sorted({f.record["environment"].get("date", "")[:10] for f in files})})
+    return out
