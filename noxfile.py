@@ -1,4 +1,5 @@
-"""qbuild's sessions. ``nox -s experiments report`` is the main job; ``nox -s tests`` the tests.
+"""qbuild's sessions. ``nox -s experiments report`` is the main job; ``nox -s tests`` the tests;
+``nox -s docs`` builds the site (``mkdocs serve`` shows it while you edit).
 
 All sessions share one virtual environment (``.venv`` at the project root) so that torch
 (a ~5.5 GB CUDA build) and TVM are installed once, not once per session. It is (re)installed
@@ -42,8 +43,22 @@ def experiments(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
-def tests(session: nox.Session) -> None:
-    """The test suite; slow end-to-end tests are left out unless asked for (-- -m slow)."""
+def report(session: nox.Session) -> None:
+    """Render the report pages (docs/) from results/ (posargs go to `python -m report`)."""
     bin_dir = shared_env(session)
-    args = session.posargs or ["-m", "not slow"]
-    session.run(str(bin_dir / "python"), "-m", "pytest", *args, external=True)
+    session.run(str(bin_dir / "python"), "-m", "report", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
+def docs(session: nox.Session) -> None:
+    """Render the report and build the site strictly into site/."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "python"), "-m", "report", external=True)
+    session.run(str(bin_dir / "mkdocs"), "build", "--strict", external=True, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """The test suite (posargs go to pytest)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)

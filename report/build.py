@@ -1,7 +1,7 @@
 """Render the report: results -> derived data + charts -> ``docs/*.md`` from ``templates/*.md.j2``.
 
-Generated files (pages, chart specs and SVGs, the offline Vega bundle, copied artifacts) are
-written under ``docs/`` and are not committed; ``mkdocs build`` turns them into the site.
+Everything under ``docs/`` is generated (pages, chart specs and SVGs, the offline Vega bundle
+and the chart loader, copied artifacts) and not committed; ``mkdocs build`` makes the site.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from report.load import Results, load
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
+STATIC = Path(__file__).resolve().parent / "static"
 # page file -> template; the order is the site's navigation (mkdocs.yml lists the same pages)
 PAGES = {
     "index.md": "index.md.j2",
@@ -30,7 +31,6 @@ PAGES = {
     "sweep.md": "sweep.md.j2",
     "environment.md": "environment.md.j2",
 }
-GENERATED_DIRS = ("assets/charts", "assets/js/vega-bundle.js", "artifacts")
 
 
 def _number(value, digits: int = 2) -> str:
@@ -108,6 +108,7 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
         (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg(chart["spec"]))
     js_dir = docs / "assets" / "js"
     js_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(STATIC / "charts.js", js_dir / "charts.js")
     bundle = js_dir / "vega-bundle.js"
     if not bundle.exists():
         bundle.write_text(vl_convert.javascript_bundle())
@@ -119,6 +120,7 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
 
 def build(results_root: Path, docs: Path) -> list[Path]:
     """Render every page from the results under ``results_root`` into ``docs``; return the pages."""
+    results_root, docs = Path(results_root), Path(docs)
     results = load(results_root)
     ctx = context(results, results_root)
     docs.mkdir(parents=True, exist_ok=True)

@@ -213,7 +213,7 @@ def latency_findings(groups: list[dict]) -> list[dict]:
             continue
         slower = [r for r in quantized if r["median_ms"] > base]
         relay = [r for r in quantized if r["variant"] in ("int8-a8", "int8-a16", "int8-a32")]
-        best = min(relay, key=lambda r: r["median_ms"]) if relay else None
+        best = min(relay, key=lambda r: r["median_ms"]) if len(relay) == 3 else None  # all three to compare
         findings.append({
             "model": g["model"], "target": g["target"], "machine": g["machine"], "float_ms": base,
             "all_quantized_slower": len(slower) == len(quantized),

@@ -1,4 +1,4 @@
-"""Shared fixtures: one quick end-to-end run reused by the tests that read its result."""
+"""Shared fixtures: one quick plan (resnet18, float and int8, 64x64) reused by every test that reads results."""
 
 from __future__ import annotations
 
@@ -12,12 +12,20 @@ from qbuild.runner import run_plan
 
 
 @pytest.fixture(scope="session")
-def quick_run(tmp_path_factory: pytest.TempPathFactory):
-    """resnet18 float on the CPU under the quick profile (64x64 input, 2x3 timed runs)."""
+def quick_results(tmp_path_factory: pytest.TempPathFactory):
+    """resnet18 unquantized and int8-a8 on the CPU under the quick profile: (root, {variant: outcome})."""
     root = tmp_path_factory.mktemp("results")
-    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random")
-    (outcome,) = run_plan(plan, root, progress=Progress(quiet=True))
-    return root, outcome
+    plan = build_plan(models=["resnet18"], variants=["float", "int8-a8"], targets=["cpu"], profile="quick",
+                      weights="random")
+    outcomes = run_plan(plan, root, progress=Progress(quiet=True))
+    return root, {o.record["experiment"]["variant"]["name"]: o for o in outcomes}
+
+
+@pytest.fixture(scope="session")
+def quick_run(quick_results):
+    """The unquantized quick result: (root, outcome)."""
+    root, outcomes = quick_results
+    return root, outcomes["float"]
 
 
 @pytest.fixture

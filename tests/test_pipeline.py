@@ -79,11 +79,9 @@ def test_a_corrupt_previous_result_is_kept_aside_and_the_experiment_runs_again(q
     assert broken.with_name(broken.name + ".corrupt").read_text() == "{ half a file"
 
 
-def test_a_quantized_variant_runs_every_stage_and_reports_its_layers_and_integer_code(quick_run, tmp_path):
-    _root, float_outcome = quick_run
-    plan = build_plan(models=["resnet18"], variants=["int8-a8"], targets=["cpu"], profile="quick", weights="random")
-    (outcome,) = run_plan(plan, tmp_path, progress=Progress(quiet=True))
-    record = outcome.record
+def test_a_quantized_variant_runs_every_stage_and_reports_its_layers_and_integer_code(quick_results):
+    _root, outcomes = quick_results
+    record = outcomes["int8-a8"].record
     assert record["stages"]["quantize"]["status"] == "ok" and record["stages"]["bench"]["status"] == "ok"
     assert record["experiment"]["variant"]["qconfig"] == {"nbit_activation": 8, "dtype_activation": "int8"}
     quantization = record["quantization"]
@@ -91,6 +89,6 @@ def test_a_quantized_variant_runs_every_stage_and_reports_its_layers_and_integer
     assert (quantization["layers_quantized"], quantization["layers_skipped"]) == (19, 2)  # conv 0 and fc skipped
     assert record["correctness"]["cosine_similarity"] > 0.98
     int8_counts = record["ir"]["dtype_census"]["counts"]
-    float_counts = float_outcome.record["ir"]["dtype_census"]["counts"]
+    float_counts = outcomes["float"].record["ir"]["dtype_census"]["counts"]
     assert int8_counts["int8"] > float_counts["int8"]
     assert int8_counts["float32"] < float_counts["float32"]

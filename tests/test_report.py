@@ -1,0 +1,115 @@
+"""The report renders every page from results JSON, says what is missing, and words each study
+claim from the data."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qbuild.results import write_result
+from report import derive
+from report.build import PAGES, build
+
+
+@pytest.fixture(scope="module")
+def site_docs(quick_results, tmp_path_factory):
+    root, _outcomes = quick_results
+    docs = tmp_path_factory.mktemp("docs")
+    build(root, docs)
+    return docs
+
+
+def test_every_page_is_rendered_with_the_chart_loader_and_the_offline_vega_bundle(site_docs):
+    for page in PAGES:
+        assert (site_docs / page).read_text().startswith("# ")
+    assert (site_docs / "assets" / "js" / "charts.js").exists()
+    assert "vegaEmbed" in (site_docs / "assets" / "js" / "vega-bundle.js").read_text()[:2_000_000]
+
+
+def test_the_dtype_census_table_compares_quantized_with_unquantized(site_docs, quick_results):
+    _root, outcomes = quick_results
+    page = (site_docs / "code.md").read_text()
+    assert "| data type | unquantized | quantized (int8) |" in page
+    int8_count = outcomes["int8-a8"].record["ir"]["dtype_census"]["counts"]["int8"]
+    assert f"{int8_count:,}" in page
+    assert "artifacts/" in page and ".ll.gz" in page
+
+
+def test_box_plots_embed_every_raw_sample_and_have_a_static_svg(site_docs, quick_results):
+    _root, outcomes = quick_results
+    page = (site_docs / "benchmarks.md").read_text()
+    spec_start = page.index('<script type="application/json" id="latency-resnet18-cpu-spec">') + len(
+        '<script type="application/json" id="latency-resnet18-cpu-spec">')
+    spec = json.loads(page[spec_start:page.index("</script>", spec_start)])
+    samples = sum(len(it) for o in outcomes.values() for it in o.record["latency"]["samples_ms"])
+    assert len(spec["data"]["values"]) == samples
+    assert spec["mark"]["type"] == "boxplot"
+    assert (site_docs / "assets" / "charts" / "latency-resnet18-cpu.svg").read_text().startswith("<svg")
+
+
+def _with_latency(record: dict, median_ms: float) -> dict:
+    changed = copy.deepcopy(record)
+    changed["latency"]["summary"]["median_ms"] = median_ms
+    return changed
+
+
+def test_the_quantized_is_slower_claim_is_worded_from_the_data(quick_results, tmp_path):
+    _root, outcomes = quick_results
+    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
+    for float_ms, expected in ((1.0, "**holds** here"), (1e6, "**does not hold** here")):
+        root = tmp_path / f"r{float_ms}"
+        machine = float_record["environment"]["machine_id"]
+        write_result(root / machine / "a.json", _with_latency(float_record, float_ms))
+        write_result(root / machine / "b.json", _with_latency(int8_record, 100.0))
+        docs = tmp_path / f"d{float_ms}"
+        build(root, docs)
+        assert expected in (docs / "benchmarks.md").read_text()
+
+
+def test_missing_results_are_explicit_and_name_the_command(tmp_path):
+    build(tmp_path / "nothing", tmp_path / "docs")
+    for page in ("index.md", "code.md", "benchmarks.md", "accuracy.md", "sweep.md"):
+        text = (tmp_path / "docs" / page).read_text()
+        assert "No results yet" in text and "nox -s experiments" in text, page
+
+
+def test_a_corrupt_results_file_is_listed_and_skipped_not_fatal(quick_results, tmp_path):
+    root, outcomes = quick_results
+    copy_root = tmp_path / "results"
+    shutil.copytree(root, copy_root)
+    machine = outcomes["float"].path.parent.name
+    (copy_root / machine / "broken.json").write_text("{")
+    build(copy_root, tmp_path / "docs")
+    index = (tmp_path / "docs" / "index.md").read_text()
+    assert "Results files that were skipped" in index and "broken.json: corrupt JSON" in index
+    assert "resnet18-float-cpu-quick" in index
+
+
+def test_census_change_uses_the_studys_threshold():
+    def row(variant, counts):
+        record = {"id": variant, "experiment": {"model": "m", "variant": {"name": variant, "label": variant},
+                                                "target": {"name": "cpu", "device": "d"}},
+                  "ir": {"dtype_census": {"counts": counts}, "instruction_census": {"families": {}}}}
+        return derive.Row(record, "box")
+
+    (group,) = derive.census([row("float", {"float32": 100, "int8": 10}),
+                              row("int8-a8", {"float32": 15, "int8": 30}),
+                              row("int8-a32", {"float32": 50, "int8": 40})])
+    changes = {c["label"]: c for c in group["changes"]}
+    assert changes["int8-a8"]["float32_pct"] == -85.0 and changes["int8-a8"]["int_pct"] == 200.0
+    assert changes["int8-a8"]["study_claim_holds"] and not changes["int8-a32"]["study_claim_holds"]
+
+
+def test_the_report_imports_neither_tvm_nor_torch(quick_results, tmp_path):
+    root, _outcomes = quick_results
+    code = ("import sys; from report.build import build; build(sys.argv[1], sys.argv[2]);"
+            "print('HEAVY', [m for m in ('tvm', 'torch') if m in sys.modules])")
+    done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "docs")],
+                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    assert "HEAVY []" in done.stdout
