@@ -24,9 +24,10 @@ class Variant:
     name: str
     label: str  # the study's "type of compilation", e.g. "float"
     qconfig: dict | None = None
+    engine: str = "tvm"  # "torch": a peer baseline run by PyTorch itself (qbuild.peers)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "label": self.label, "qconfig": self.qconfig}
+        return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine}
 
     def config(self):
         """The variant's validated QConfig, or None for the float model."""
@@ -55,7 +56,8 @@ class Profile:
 
 
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
-# activation dtype (the value in brackets); plus a calibrated int8 for accuracy.
+# activation dtype (the value in brackets); plus a calibrated int8 for accuracy, and PyTorch
+# itself as a peer measured the same way.
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -65,6 +67,7 @@ VARIANTS: dict[str, Variant] = {
         Variant("int8-a32", "quantized (int32)", {}),
         Variant("int8-a32-calibrated", "quantized (int32), per-channel, percentile",
                 {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}),
+        Variant("torch-fp32", "PyTorch eager fp32 (peer)", engine="torch"),
     )
 }
 
@@ -218,4 +221,5 @@ def build_plan(
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()
+        if variant.engine == "tvm" or target.name == "cpu"  # the PyTorch peer runs on the CPU only
     ]

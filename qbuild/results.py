@@ -66,6 +66,7 @@ def write_result(path: Path, record: dict) -> None:
         with os.fdopen(fd, "w") as out:
             json.dump(record, out, indent=1, sort_keys=False)
             out.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

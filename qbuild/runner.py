@@ -1,6 +1,7 @@
 """Carry one experiment through the stages and write its results file.
 
 load -> summarise -> trace -> [quantize] -> compile -> verify -> analyse -> bench -> accuracy.
+A peer baseline (engine "torch") has PyTorch itself stand in for the compiled model.
 Each stage records ok / error /
 skipped with its duration; a failing stage records the exception (type, first line, detail)
 and the stages that need it are skipped, so a result always says how far it got and why.
@@ -124,6 +125,8 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
     if loaded is not None:
         out["experiment"]["weights"] = loaded.weights.to_json()
         out["model"] = log.run("summarise", model_summary, loaded, needs=("load",))
+    if experiment.variant.engine == "torch":
+        return _run_peer(experiment, log, loaded, out, progress)
     traced = log.run("trace", lambda: trace(loaded.module, loaded.input_shape), needs=("load",))
     module_stage = "trace"
     config = experiment.variant.config()
@@ -140,16 +143,33 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
         out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json()}
     out["correctness"] = log.run("verify", lambda: _verify(compiled, loaded), needs=("compile",))
     out["ir"] = log.run("analyse", lambda: _analyse(experiment, compiled, results_dir), needs=("compile",))
-    out["latency"] = log.run("bench", lambda: _bench(experiment, compiled, loaded, progress), needs=("compile",))
+    return _measure(experiment, log, compiled, loaded, out, progress)
+
+
+def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, progress: Progress) -> dict:
+    """The bench and accuracy stages, for a compiled model or a peer."""
+    out["latency"] = log.run("bench", lambda: _bench(experiment, model, loaded, progress), needs=("compile",))
     if loaded is not None and loaded.weights.kind != "pretrained":
         log.skip("accuracy", "random weights: accuracy would be meaningless")
     elif experiment.dataset is None:
         log.skip("accuracy", "no labelled dataset (pass --dataset DIR)")
     else:
-        out["accuracy"] = log.run("accuracy", lambda: _accuracy(experiment, compiled, loaded, progress),
+        out["accuracy"] = log.run("accuracy", lambda: _accuracy(experiment, model, loaded, progress),
                                   needs=("compile",))
     out["stages"] = log.stages
     return out
+
+
+def _run_peer(experiment: Experiment, log: StageLog, loaded, out: dict, progress: Progress) -> dict:
+    """A peer baseline: PyTorch runs the model itself; nothing is traced, compiled or generated."""
+    from qbuild.peers import TorchEager
+
+    peer = log.run("compile", TorchEager, loaded.module if loaded else None, needs=("load",))
+    if peer is not None:
+        out["compile"] = {"seconds": 0.0, "target": experiment.target.to_json(), "peer": peer.describe()}
+    log.skip("verify", "peer baseline: PyTorch is itself the reference")
+    log.skip("analyse", "peer baseline: PyTorch generates no code to census")
+    return _measure(experiment, log, peer, loaded, out, progress)
 
 
 def _quantize(experiment: Experiment, loaded, traced, config):

@@ -66,6 +66,15 @@ class Row:
         return self._get("experiment", "weights", default={"kind": "unknown", "source": "", "reason": None})
 
     @property
+    def is_peer(self) -> bool:
+        """A baseline run by another engine (PyTorch), not by qbuild."""
+        return self._get("experiment", "variant", "engine", default="tvm") != "tvm"
+
+    @property
+    def quantized(self) -> bool:
+        return self._get("experiment", "variant", "qconfig") is not None
+
+    @property
     def samples(self) -> list[float]:
         return [s for iteration in self._get("latency", "samples_ms", default=[]) for s in iteration]
 
@@ -110,7 +119,7 @@ def models(all_rows: list[Row]) -> list[dict]:
 def compiles(all_rows: list[Row]) -> list[dict]:
     """Per (machine, target): each experiment's compile time and its error against PyTorch."""
     out = []
-    for (machine, target), group in _by(all_rows, lambda r: (r.machine, r.target)):
+    for (machine, target), group in _by([r for r in all_rows if not r.is_peer], lambda r: (r.machine, r.target)):
         out.append({"machine": machine, "target": target, "device": group[0].device,
                     "reason": group[0]._get("experiment", "target", "reason"),
                     "spec": group[0]._get("experiment", "target", "spec"),
@@ -190,7 +199,8 @@ def latency(all_rows: list[Row]) -> list[dict]:
         if not timed:
             continue
         out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
-                    "rows": [{"label": r.label, "variant": r.variant, **r.record["latency"]["summary"],
+                    "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
+                              **r.record["latency"]["summary"],
                               "iterations": r.record["latency"]["iterations_run"],
                               "executions": r.record["latency"]["executions_run"],
                               "truncated": r.record["latency"]["truncated_by_budget"],
@@ -208,9 +218,11 @@ def latency_findings(groups: list[dict]) -> list[dict]:
     findings = []
     for g in groups:
         base = _median(g, "float")
-        quantized = [r for r in g["rows"] if r["variant"] != "float"]
+        quantized = [r for r in g["rows"] if r["quantized"]]
+        peers = [r for r in g["rows"] if r["peer"]]
         if base is None or not quantized:
             continue
+        ours = min([r for r in g["rows"] if not r["peer"]], key=lambda r: r["median_ms"])
         slower = [r for r in quantized if r["median_ms"] > base]
         relay = [r for r in quantized if r["variant"] in ("int8-a8", "int8-a16", "int8-a32")]
         best = min(relay, key=lambda r: r["median_ms"]) if len(relay) == 3 else None  # all three to compare
@@ -221,6 +233,9 @@ def latency_findings(groups: list[dict]) -> list[dict]:
             "ratios": [{"label": r["label"], "ratio": r["median_ms"] / base} for r in quantized],
             "fastest_activation": best["label"] if best else None,
             "int16_fastest": best is not None and best["variant"] == "int8-a16",
+            "fastest_ours": {"label": ours["label"], "median_ms": ours["median_ms"]},
+            "peers": [{"label": p["label"], "median_ms": p["median_ms"], "ours_ratio": ours["median_ms"] / p["median_ms"]}
+                      for p in peers],
         })
     return findings
 

@@ -92,3 +92,14 @@ def test_a_quantized_variant_runs_every_stage_and_reports_its_layers_and_integer
     float_counts = outcomes["float"].record["ir"]["dtype_census"]["counts"]
     assert int8_counts["int8"] > float_counts["int8"]
     assert int8_counts["float32"] < float_counts["float32"]
+
+
+def test_the_pytorch_peer_is_benchmarked_like_a_compiled_model_and_skips_tvms_stages(tmp_path):
+    plan = build_plan(models=["resnet18"], variants=["torch-fp32"], targets=["cpu"], profile="quick", weights="random")
+    (outcome,) = run_plan(plan, tmp_path, progress=Progress(quiet=True))
+    stages = {name: stage["status"] for name, stage in outcome.record["stages"].items()}
+    assert stages == {"load": "ok", "summarise": "ok", "compile": "ok", "verify": "skipped", "analyse": "skipped",
+                      "bench": "ok", "accuracy": "skipped"}
+    assert outcome.record["compile"]["peer"]["engine"] == "torch"
+    assert outcome.record["experiment"]["variant"]["engine"] == "torch"
+    assert outcome.record["latency"]["summary"]["n"] == 6

@@ -1,4 +1,14 @@
-"""Small helpers over a Relax ``main`` function: its bindings in order, substitution, extra outputs."""
+"""Small helpers over a Relax ``main`` function: its bindings in order, substitution, extra outputs.
+
+TVM 0.27's Python API, as met while writing the quantizer (older tutorials say otherwise):
+a Relax var's name is ``var.name`` (no ``name_hint``); a tensor constant is
+``tvm.ir.expr.GenericConst`` with its array in ``.value`` (no ``relax.Constant``/``.data``);
+struct info is ``expr.ty`` (``relax.TensorType``); a scalar op argument such as clip's bound
+arrives as ``IntImm``/``FloatImm``; ``relax.Call`` takes ``(op, args, attrs, ty_args)``;
+``BlockBuilder.function(attrs=...)`` wants a plain dict (``dict(func.attrs)``), and there is no
+``relax.bind`` in Python, hence ``substitute`` below. ``FoldBatchnormToConv2D`` needs the
+weights bound as constants first.
+"""
 
 from __future__ import annotations
 
