@@ -2,9 +2,10 @@
 
 load -> summarise -> trace -> [quantize] -> compile -> verify -> analyse -> bench -> accuracy.
 A peer baseline (engine "torch") has PyTorch itself stand in for the compiled model.
-Each stage records ok / error /
-skipped with its duration; a failing stage records the exception (type, first line, detail)
-and the stages that need it are skipped, so a result always says how far it got and why.
+
+Each stage records ok / error / skipped with its duration; a failing stage records the
+exception (type, first line, detail) and the stages that need it are skipped, so a result
+always says how far it got and why.
 Bad input (a QbuildError) is not a stage failure: it stops the run before anything is written.
 """
 

@@ -83,7 +83,7 @@ def context(results: Results, results_root: Path) -> dict:
 
 def _charts(rows: list[derive.Row], latency: list[dict]) -> list[dict]:
     """The study's three box plots per model (CPU, GPU, both), where data exists."""
-    samples = {(r.model, r.target, r.machine, r.variant): r.samples for r in rows}
+    samples = {(r.subject, r.target, r.machine, r.variant): r.samples for r in rows}
     out = []
     for model in sorted({g["model"] for g in latency}):
         groups = [g for g in latency if g["model"] == model]
@@ -94,7 +94,8 @@ def _charts(rows: list[derive.Row], latency: list[dict]) -> list[dict]:
         ):
             if chosen:
                 spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by type of compilation ({title})")
-                out.append({"id": f"latency-{model}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
+                slug = re.sub(r"[^a-z0-9_]+", "-", model.lower()).strip("-")
+                out.append({"id": f"latency-{slug}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
     return out
 
 

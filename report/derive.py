@@ -58,8 +58,11 @@ class Row:
         return self._get("experiment", "target", "device")
 
     @property
-    def profile(self) -> str:
-        return self._get("experiment", "profile", default="default")
+    def subject(self) -> str:
+        """What is compared across variants: the model, plus its profile when not the default one
+        (a quick 64x64 run must not share a box plot with full-size runs)."""
+        profile = self._get("experiment", "profile", default="default")
+        return self.model if profile == "default" else f"{self.model} ({profile} profile)"
 
     @property
     def weights(self) -> dict:
@@ -87,7 +90,7 @@ class Row:
 
     def sort_key(self) -> tuple:
         order = VARIANT_ORDER.index(self.variant) if self.variant in VARIANT_ORDER else len(VARIANT_ORDER)
-        return (self.model, self.target, order, self.machine)
+        return (self.subject, self.target, order, self.machine)
 
 
 def rows(records_with_machine: list[tuple[dict, str]]) -> list[Row]:
@@ -159,7 +162,7 @@ def census(all_rows: list[Row]) -> list[dict]:
     """Per (machine, model, target): the dtype census of each variant, changes against unquantized,
     and the instruction census."""
     out = []
-    for (machine, model, target), group in _by(all_rows, lambda r: (r.machine, r.model, r.target)):
+    for (machine, model, target), group in _by(all_rows, lambda r: (r.machine, r.subject, r.target)):
         with_ir = [r for r in group if r._get("ir", "dtype_census", "counts")]
         if not with_ir:
             continue
@@ -194,7 +197,7 @@ def census(all_rows: list[Row]) -> list[dict]:
 def latency(all_rows: list[Row]) -> list[dict]:
     """Per (model, target, machine): the latency summary of each variant, in the plan's order."""
     out = []
-    for (model, target, machine), group in _by(all_rows, lambda r: (r.model, r.target, r.machine)):
+    for (model, target, machine), group in _by(all_rows, lambda r: (r.subject, r.target, r.machine)):
         timed = [r for r in group if r.samples]
         if not timed:
             continue
@@ -265,7 +268,7 @@ def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
 def accuracy(all_rows: list[Row]) -> list[dict]:
     """Per model with measured accuracy: each variant's top-1/top-5, agreement and cat verdict."""
     out = []
-    for (model, target, machine), group in _by(all_rows, lambda r: (r.model, r.target, r.machine)):
+    for (model, target, machine), group in _by(all_rows, lambda r: (r.subject, r.target, r.machine)):
         measured = [r for r in group if r.record.get("accuracy")]
         if not measured:
             continue

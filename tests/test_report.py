@@ -44,13 +44,14 @@ def test_the_dtype_census_table_compares_quantized_with_unquantized(site_docs, q
 def test_box_plots_embed_every_raw_sample_and_have_a_static_svg(site_docs, quick_results):
     _root, outcomes = quick_results
     page = (site_docs / "benchmarks.md").read_text()
-    spec_start = page.index('<script type="application/json" id="latency-resnet18-cpu-spec">') + len(
-        '<script type="application/json" id="latency-resnet18-cpu-spec">')
+    chart_id = "latency-resnet18-quick-profile-cpu"  # quick-profile runs get their own plots
+    opening = f'<script type="application/json" id="{chart_id}-spec">'
+    spec_start = page.index(opening) + len(opening)
     spec = json.loads(page[spec_start:page.index("</script>", spec_start)])
     samples = sum(len(it) for o in outcomes.values() for it in o.record["latency"]["samples_ms"])
     assert len(spec["data"]["values"]) == samples
     assert spec["mark"]["type"] == "boxplot"
-    assert (site_docs / "assets" / "charts" / "latency-resnet18-cpu.svg").read_text().startswith("<svg")
+    assert (site_docs / "assets" / "charts" / f"{chart_id}.svg").read_text().startswith("<svg")
 
 
 def _with_latency(record: dict, median_ms: float) -> dict:
