@@ -55,10 +55,34 @@ def test_an_unwritable_results_directory_stops_the_run_before_it_starts(capsys, 
     assert_one_line_error(err, "not writable", "--results")
 
 
-def test_plan_lists_the_default_plan_without_running_it(capsys):
-    code, out, _err = run_cli(capsys, "plan")
+def labelled_folder(root):
+    """A one-image labelled set (labels.csv), enough for the plan to accept it."""
+    from PIL import Image
+
+    root.mkdir()
+    Image.new("RGB", (8, 8)).save(root / "a.png")
+    (root / "labels.csv").write_text("filename,class_index\na.png,1\n")
+    return root
+
+
+def test_plan_lists_the_default_plan_without_running_it(capsys, tmp_path):
+    code, out, _err = run_cli(capsys, "plan", "--dataset", str(labelled_folder(tmp_path / "images")))
     assert code == 0
     assert "resnet50-float-cpu:" in out and "15x30" in out
+    assert "efficientnet_lite0-int8-a32-calibrated-cpu:" in out
+
+
+def test_calibrated_variants_without_a_dataset_say_how_to_give_one(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("QBUILD_DATASET", str(tmp_path / "no-such-folder"))
+    code, _out, err = run_cli(capsys, "plan")
+    assert code == 2
+    assert_one_line_error(err, "dataset", "does not exist")
+    monkeypatch.setattr("qbuild.datasets.default_path", lambda: None)
+    code, _out, err = run_cli(capsys, "plan", "--variants", "int8-a8-calibrated")
+    assert code == 2
+    assert_one_line_error(err, "no labelled dataset was found", "--dataset DIR")
+    code, out, _err = run_cli(capsys, "plan", "--variants", "float", "int8-a8")
+    assert code == 0 and "resnet50-int8-a8-cpu:" in out
 
 
 def test_summary_of_an_empty_results_root_says_how_to_make_results(capsys, tmp_path):
