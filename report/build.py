@@ -44,6 +44,10 @@ def _number(value, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 1e6:.1f} MB" if num_bytes >= 1e6 else f"{num_bytes / 1e3:.0f} kB"
+
+
 def _signed_pct(value) -> str:
     return "–" if value is None else f"{value:+.1f}%"
 
@@ -52,7 +56,7 @@ def environment() -> jinja2.Environment:
     """The Jinja environment of the templates, with the number filters they use."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
                              trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(num=_number, pct=_signed_pct, json=lambda v: json.dumps(v, default=str))
+    env.filters.update(num=_number, pct=_signed_pct, size=_size, json=lambda v: json.dumps(v, default=str))
     env.tests["match"] = lambda value, pattern: isinstance(value, str) and re.match(pattern, value) is not None
     return env
 
