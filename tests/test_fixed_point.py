@@ -21,6 +21,13 @@ def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
     np.testing.assert_allclose(multiplier / 2.0 ** shift, ratios, rtol=2 ** -30)
 
 
+def test_ratios_too_small_for_a_31_bit_multiplier_still_requantize_to_what_they_round_to():
+    multiplier, shift = multiplier_shift(np.array([1e-12, 2.0 ** -40]))
+    assert list(shift) == [62, 62] and list(multiplier) == [round(1e-12 * 2 ** 62), 2 ** 22]
+    x = np.array([2 ** 31 - 1, -(2 ** 31), 12345], dtype=np.int64)
+    np.testing.assert_array_equal(requantize_reference(x, 1e-12, 127), [0, 0, 0])
+
+
 def test_powers_of_two_are_recognised():
     assert list(power_of_two_exponents(np.array([0.25, 1.0, 8.0]))) == [-2, 0, 3]
     assert power_of_two_exponents(np.array([0.25, 0.3])) is None
@@ -54,7 +61,7 @@ def _run_requantize(x: np.ndarray, ratio, qmax, dtype, rounding, axis=1) -> np.n
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
-@pytest.mark.parametrize("ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4])])
+@pytest.mark.parametrize("ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4]), np.array([1e-11, 3e-10, 0.7, 1.0])])
 @pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
 def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding):
     x = np.random.default_rng(3).integers(-2 ** 20, 2 ** 20, size=(1, 4, 5, 5)).astype("int32")

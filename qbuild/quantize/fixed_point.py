@@ -12,10 +12,15 @@ from __future__ import annotations
 import numpy as np
 
 MULTIPLIER_BITS = 30  # M in [2**30, 2**31)
+MAX_SHIFT = 62  # x * M stays within int64 for int32 x
 
 
 def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
-    """(M, n) with ratio ~= M * 2**-n elementwise; M is int64 in [2**30, 2**31), n >= 1."""
+    """(M, n) with ratio ~= M * 2**-n elementwise; M is int64 in [2**30, 2**31), n in [1, 62].
+
+    Ratios below 2**-31 (a channel whose weights are all but zero, requantized to 8 bits) keep
+    n = 62 with a smaller M: an int32 input times such a ratio is below 1 anyway.
+    """
     ratio = np.asarray(ratio, dtype=np.float64)
     if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
         raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
@@ -25,8 +30,12 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     overflow = multiplier == (1 << (MULTIPLIER_BITS + 1))  # mantissa rounded up to 1.0
     multiplier = np.where(overflow, multiplier // 2, multiplier)
     shift = np.where(overflow, shift - 1, shift)
-    if np.any(shift < 1) or np.any(shift > 62):
-        raise ValueError(f"requantize ratio out of the supported range [2**-31, 2**29]: {ratio}")
+    tiny = shift > MAX_SHIFT
+    small = np.minimum(ratio, 2.0 ** (MULTIPLIER_BITS + 1 - MAX_SHIFT))  # only tiny ones are used
+    multiplier = np.where(tiny, np.round(small * 2.0 ** MAX_SHIFT).astype(np.int64), multiplier)
+    shift = np.minimum(shift, MAX_SHIFT)
+    if np.any(shift < 1):
+        raise ValueError(f"requantize ratio above the supported 2**29: {ratio.max()}")
     return multiplier, shift
 
 
