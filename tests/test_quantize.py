@@ -166,3 +166,11 @@ def test_wide_tensors_are_never_clipped_by_calibration():
     assert threshold(config, histogram, 8) < histogram.max_abs
     assert threshold(config, histogram, 32) == histogram.max_abs
     assert threshold(make(), histogram, 8) == 8.0  # global_scale ignores the data
+
+
+def test_a_model_with_every_layer_skipped_needs_no_calibration_run(tiny):
+    _module, traced = tiny
+    config = make(calibrate_mode="max", skip_conv_layers=[0, 1], skip_dense_layer=True, calibrate_samples=1)
+    quantized = quantize(traced.mod, traced.params, images(1), config)
+    assert quantized.calibration == {"mode": "max", "tensors": 0, "images": 1}
+    assert {layer["status"] for layer in quantized.layers} == {"skipped"}

@@ -73,20 +73,22 @@ def quantize(
         mod = relax.transform.BindParams("main", dict(params))(mod)
     mod = fold_batch_norm(mod)
 
-    # A dry run names the tensors whose ranges the rewrite needs, and checks the layer indices.
-    requested: dict = {}
-    dry = Rewriter(config, lambda var, nbit: requested.setdefault(var, 1.0))
-    dry.run(mod)
-    _check_skips(config, dry.conv_count)
-
-    calibration: dict = {"mode": config.calibrate_mode, "tensors": len(requested), "images": 0}
+    calibration: dict = {"mode": config.calibrate_mode, "tensors": 0, "images": 0}
     stats: dict = {}
-    if config.needs_data and requested:
+    if config.needs_data:
+        # A dry run names the tensors whose ranges the rewrite needs (and checks the layer
+        # indices before the model is run on any image).
+        requested: dict = {}
+        dry = Rewriter(config, lambda var, nbit: requested.setdefault(var, 1.0))
+        dry.run(mod)
+        _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
-        stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
-        calibration["images"] = len(images)
+        if requested:  # nothing to calibrate when every layer is skipped
+            stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
+        calibration.update(tensors=len(requested), images=len(images))
     rewriter = Rewriter(config, lambda var, nbit: threshold(config, stats.get(var), nbit))
     quantized = rewriter.run(mod)
+    _check_skips(config, rewriter.conv_count)
     return QuantizedModule(quantized, config, rewriter.layers, calibration)
 
 
