@@ -117,10 +117,8 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
     bundle = js_dir / "vega-bundle.js"
     if not bundle.exists():
         bundle.write_text(vl_convert.javascript_bundle())
-    for machine_dir in sorted(p for p in Path(results_root).iterdir() if p.is_dir()) if Path(results_root).is_dir() else []:
-        source = machine_dir / "artifacts"
-        if source.is_dir():
-            shutil.copytree(source, docs / "artifacts" / machine_dir.name, dirs_exist_ok=True)
+    for source in sorted(Path(results_root).glob("*/artifacts")):
+        shutil.copytree(source, docs / "artifacts" / source.parent.name, dirs_exist_ok=True)
 
 
 def build(results_root: Path, docs: Path) -> list[Path]:

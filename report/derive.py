@@ -14,6 +14,14 @@ from qbuild.plan import VARIANTS
 from qbuild.quantize.config import DEFAULTS, options
 
 VARIANT_ORDER = list(VARIANTS)
+# Families of the study's activation-dtype comparison: (name, variant per activation dtype).
+ACTIVATION_FAMILIES = (
+    ("relay defaults", {"int8": "int8-a8", "int16": "int8-a16", "int32": "int8-a32"}),
+    ("calibrated", {"int8": "int8-a8-calibrated", "int16": "int8-a16-calibrated", "int32": "int8-a32-calibrated"}),
+)
+RELAY_ACTIVATIONS = ACTIVATION_FAMILIES[0][1]  # the study's own three "types of compilation"
+# A top-1 drop of more than this many points counts as losing accuracy.
+ACCURACY_LOSS_POINTS = 1.0
 INT_TYPES = ("int8", "int16", "int32")
 STUDY_DTYPES = ("float32", "int32", "int16", "int8")
 
@@ -227,7 +235,7 @@ def latency_findings(groups: list[dict]) -> list[dict]:
             continue
         ours = min([r for r in g["rows"] if not r["peer"]], key=lambda r: r["median_ms"])
         slower = [r for r in quantized if r["median_ms"] > base]
-        relay = [r for r in quantized if r["variant"] in ("int8-a8", "int8-a16", "int8-a32")]
+        relay = [r for r in quantized if r["variant"] in RELAY_ACTIVATIONS.values()]
         best = min(relay, key=lambda r: r["median_ms"]) if len(relay) == 3 else None  # all three to compare
         findings.append({
             "model": g["model"], "target": g["target"], "machine": g["machine"], "float_ms": base,
@@ -235,7 +243,7 @@ def latency_findings(groups: list[dict]) -> list[dict]:
             "none_quantized_slower": not slower,
             "ratios": [{"label": r["label"], "ratio": r["median_ms"] / base} for r in quantized],
             "fastest_activation": best["label"] if best else None,
-            "int16_fastest": best is not None and best["variant"] == "int8-a16",
+            "int16_fastest": best is not None and best["variant"] == RELAY_ACTIVATIONS["int16"],
             "fastest_ours": {"label": ours["label"], "median_ms": ours["median_ms"]},
             "peers": [{"label": p["label"], "median_ms": p["median_ms"], "ours_ratio": ours["median_ms"] / p["median_ms"]}
                       for p in peers],
@@ -256,7 +264,7 @@ def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
             c, g = _median(cpu, variant), _median(gpu, variant)
             if c and g:
                 gaps[variant] = c / g
-        gpu_relay = [m for m in (_median(gpu, v) for v in ("int8-a8", "int8-a16", "int8-a32")) if m]
+        gpu_relay = [m for m in (_median(gpu, v) for v in RELAY_ACTIVATIONS.values()) if m]
         spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
         out.append({"model": model, "gaps": gaps, "gpu_activation_spread": spread,
                     "gpu_flat": spread is not None and spread < 0.1,
@@ -285,13 +293,6 @@ def accuracy(all_rows: list[Row]) -> list[dict]:
     return out
 
 
-# A top-1 drop of more than this many points counts as losing accuracy.
-ACCURACY_LOSS_POINTS = 1.0
-# Families of the study's activation-dtype comparison: (name, variant per activation dtype).
-ACTIVATION_FAMILIES = (
-    ("relay defaults", {"int8": "int8-a8", "int16": "int8-a16", "int32": "int8-a32"}),
-    ("calibrated", {"int8": "int8-a8-calibrated", "int16": "int8-a16-calibrated", "int32": "int8-a32-calibrated"}),
-)
 
 
 def accuracy_findings(groups: list[dict]) -> list[dict]:
