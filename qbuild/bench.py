@@ -94,7 +94,7 @@ def benchmark(
         return prepare(rng.standard_normal(input_shape).astype(np.float32))
 
     warmup_run = fresh_runner() if protocol.warmup else None
-    warmup_ms = [_time_ms(warmup_run) for _ in range(protocol.warmup)]
+    warmup_ms = [time_ms(warmup_run) for _ in range(protocol.warmup)]
     pilot_s = (statistics.median(warmup_ms) / 1e3) if warmup_ms else 0.0
     iterations, executions = fit_counts(protocol, pilot_s)
 
@@ -102,7 +102,7 @@ def benchmark(
     started = time.perf_counter()
     for i in range(iterations):
         run = fresh_runner()
-        samples.append([_time_ms(run) for _ in range(executions)])
+        samples.append([time_ms(run) for _ in range(executions)])
         if on_iteration is not None:
             elapsed = time.perf_counter() - started
             on_iteration(i + 1, iterations, elapsed / (i + 1) * (iterations - i - 1))
@@ -118,7 +118,8 @@ def benchmark(
     }
 
 
-def _time_ms(run: Callable[[], None]) -> float:
+def time_ms(run: Callable[[], None]) -> float:
+    """Wall-clock milliseconds of one call of ``run``."""
     start = time.perf_counter()
     run()
     return (time.perf_counter() - start) * 1e3

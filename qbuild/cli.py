@@ -24,10 +24,14 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
         parser.add_argument("--variants", nargs="+", metavar="VARIANT", help="variants (default: all)")
         parser.add_argument("--targets", nargs="+", metavar="TARGET",
                             help="auto | cpu | cuda (default: cpu, plus cuda when a GPU is visible)")
+        parser.add_argument("--kernels", nargs="+", metavar="SET",
+                            help="CPU kernel sets: builtin | untuned (default: builtin, and untuned "
+                                 "for the study's four variants)")
     else:
         parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
         parser.add_argument("--variant", default="float", help="variant (default: float)")
         parser.add_argument("--target", default="auto", help="auto | cpu | cuda (default: auto)")
+        parser.add_argument("--kernels", default="builtin", help="CPU kernel set: builtin | untuned (default: builtin)")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
                         help="how thoroughly to run (default: default)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -43,6 +47,21 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
     bench.add_argument("--budget", type=float, help="seconds of timing per experiment (0: no cap)")
 
 
+def _add_compare_options(parser: argparse.ArgumentParser) -> None:
+    from qbuild.compare import DEFAULT_BUILDS
+
+    parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT", default=list(DEFAULT_BUILDS),
+                        help=f"builds to compare (default: {' '.join(DEFAULT_BUILDS)})")
+    parser.add_argument("--kernels", default="builtin", help="CPU kernel set for qbuild's builds (default: builtin)")
+    parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
+    parser.add_argument("--executions", type=int, default=10, help="timed runs of each build per round (default: 10)")
+    parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
+    parser.add_argument("--dataset", help="labelled images for calibration (default: as for experiments)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
+    parser.add_argument("--no-save", action="store_true", help="print only; write no results file")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(prog="qbuild", description=__doc__.splitlines()[0])
@@ -50,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(sub.add_parser("run", help="run one experiment"), many=False)
     _add_run_options(sub.add_parser("experiments", help="run the plan (default: the default plan)"), many=True)
     _add_run_options(sub.add_parser("plan", help="list what a plan would run, without running it"), many=True)
+    compare = sub.add_parser("compare", help="time several builds of one model side by side and print ratios")
+    _add_compare_options(compare)
     summary = sub.add_parser("summary", help="one row per results file (reads results only)")
     summary.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -72,7 +93,8 @@ def _plan(args: argparse.Namespace, many: bool):
     models = args.models if many else [args.model]
     variants = args.variants if many else [args.variant]
     targets = args.targets if many else [args.target]
-    return build_plan(models, variants, targets, args.profile, args.weights, _protocol(args), args.dataset)
+    kernels = args.kernels if many else [args.kernels]
+    return build_plan(models, variants, targets, args.profile, args.weights, _protocol(args), args.dataset, kernels)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -81,7 +103,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         p = exp.protocol
         budget = f", budget {p.budget_s:g}s" if p.budget_s else ""
         size = exp.profile.image_size or "model's own"
-        print(f"{exp.id}: {exp.variant.label} on {exp.target.device_name}; input {size}; "
+        kernels = f" ({exp.kernels} kernels)" if exp.kernels else ""
+        print(f"{exp.id}: {exp.variant.label}{kernels} on {exp.target.device_name}; input {size}; "
               f"protocol {p.iterations}x{p.executions} (+{p.warmup} warm-up{budget})")
     print(f"{len(experiments)} experiment(s)")
     return 0
@@ -100,6 +123,22 @@ def _cmd_run(args: argparse.Namespace, many: bool) -> int:
             print(f"qbuild: {outcome.record['id']}: stage {name} failed: {stage['error']['message']}", file=sys.stderr)
     print(f"{len(outcomes)} experiment(s), {failed} with a failed stage (results under {args.results})")
     # A failed stage is a finding (the bit-width sweep expects some), recorded in its results file.
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from qbuild import compare, environment
+    from qbuild.plan import build_plan
+
+    if args.rounds < 1 or args.executions < 1:
+        raise QbuildError("--rounds and --executions must be at least 1", "pass positive counts")
+    experiments = build_plan([args.model], args.variants, ["cpu"], "default", args.weights, None, args.dataset,
+                             [args.kernels])
+    entries = compare.run(experiments, args.rounds, args.executions)
+    document = compare.record(args.model, entries, args.rounds, args.executions, environment.capture())
+    print(compare.render(document["builds"], document["targets"], document["errors"]))
+    if not args.no_save:
+        print(f"wrote {compare.save(args.results, document['environment']['machine_id'], document)}")
     return 0
 
 
@@ -126,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_summary(args)
         if args.command == "plan":
             return _cmd_plan(args)
+        if args.command == "compare":
+            return _cmd_compare(args)
         return _cmd_run(args, many=args.command == "experiments")
     except QbuildError as exc:
         print(f"qbuild: error: {exc}", file=sys.stderr)

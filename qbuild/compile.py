@@ -34,6 +34,7 @@ class CompiledModel:
     target: TargetChoice
     seconds: float
     relax_module: "tvm.IRModule"  # what was compiled (kept as an artifact)
+    kernels: dict  # kernel set and, for "builtin", how many functions each schedule rule took
     _vm: "tvm.relax.VirtualMachine"
     _device: "tvm.runtime.Device"
 
@@ -83,14 +84,22 @@ def _first_tensor(out):
     return out if hasattr(out, "numpy") else _first_tensor(out[0])
 
 
-def compile_model(mod: "tvm.IRModule", target: TargetChoice) -> CompiledModel:
-    """Compile a Relax module whose ``main`` takes only the input batch (weights bound)."""
+def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin") -> CompiledModel:
+    """Compile a Relax module whose ``main`` takes only the input batch (weights bound), with the
+    CPU kernel set ``kernels`` (see ``qbuild.kernels``); None, and any CUDA target, use TVM's
+    default pipeline for the target."""
     import tvm
     from tvm import relax
 
+    from qbuild.kernels.pipeline import pipeline
+
+    tvm_target = target.tvm_target()
+    if target.name != "cpu":
+        kernels = None
+    relax_pipeline, report = pipeline(kernels, tvm_target)
     start = time.perf_counter()
-    executable = tvm.compile(mod, target.tvm_target())
+    executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
     device = target.device()
     vm = relax.VirtualMachine(executable, device)
-    return CompiledModel(executable, target, seconds, mod, vm, device)
+    return CompiledModel(executable, target, seconds, mod, {"set": kernels, "functions": report.to_json()}, vm, device)

@@ -3,19 +3,30 @@
 A peer stands where a compiled TVM model would, with the same two entry points
 (``model(batch) -> logits`` and ``prepare(batch) -> run once``), so the benchmark and
 accuracy stages treat it exactly like qbuild's own output.
+
+- ``TorchEager``: PyTorch eager, float32.
+- ``OnnxRuntime``: the model exported by ``torch.onnx`` and run by ONNX Runtime's CPU provider
+  (all graph optimizations), float32 or statically quantized by ``onnxruntime.quantization``
+  (int8 weights per channel, uint8 activations, QOperator or QDQ format, calibrated on the same
+  held-out images as qbuild's calibrated variants). ``onnxruntime`` is an optional dependency
+  (extra ``peers``); without it the compile stage fails with the install command.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
+
+from qbuild.errors import QbuildError
 
 if TYPE_CHECKING:
     import torch
 
-ENGINES = ("tvm", "torch")
+ENGINES = ("tvm", "torch", "onnxruntime")
+ORT_FORMATS = ("QOperator", "QDQ")
 
 
 class TorchEager:
@@ -50,3 +61,76 @@ class TorchEager:
         import torch
 
         return {"engine": "torch", "version": torch.__version__, "mode": "eager, float32", "threads": self.threads}
+
+
+class OnnxRuntime:
+    """ONNX Runtime on the CPU with all cores: float32, or int8 in ``quant_format`` (QOperator/QDQ)."""
+
+    def __init__(self, module: "torch.nn.Module", input_shape: tuple[int, ...], workdir: Path,
+                 quant_format: str | None = None, calibration: Iterable[np.ndarray] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise QbuildError("the ONNX Runtime peer needs onnxruntime, which is not installed",
+                              "pip install -e .[peers] (or leave out the ort-* variants)") from None
+        workdir.mkdir(parents=True, exist_ok=True)
+        path = _export_onnx(module, input_shape, workdir / "model.onnx")
+        if quant_format is not None:
+            path = _quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = os.cpu_count() or 1
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+        self.quant_format = quant_format
+        self.threads = options.intra_op_num_threads
+        self.version = ort.__version__
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})[0]
+
+    def prepare(self, batch: np.ndarray) -> Callable[[], None]:
+        feed = {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)}
+        session = self.session
+
+        def run_once() -> None:
+            session.run(None, feed)
+
+        return run_once
+
+    def describe(self) -> dict:
+        mode = "float32" if self.quant_format is None else f"int8 static, {self.quant_format}, per-channel weights"
+        return {"engine": "onnxruntime", "version": self.version, "mode": mode, "threads": self.threads}
+
+
+def _export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: Path) -> Path:
+    import torch
+
+    example = torch.zeros(input_shape, dtype=torch.float32)
+    with torch.no_grad():
+        torch.onnx.export(module.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamo=True, external_data=False)
+    return path
+
+
+def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
+    from onnxruntime import quantization as q
+
+    if quant_format not in ORT_FORMATS:
+        raise QbuildError(f"unknown ONNX Runtime quantization format {quant_format!r}", f"use one of {', '.join(ORT_FORMATS)}")
+    if calibration is None:
+        raise QbuildError("ONNX Runtime static quantization needs calibration images", "pass --dataset DIR")
+    images = [image[None].astype(np.float32) for image in calibration]
+
+    class _Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self._items = iter([{"input": image} for image in images])
+
+        def get_next(self):
+            return next(self._items, None)
+
+    prepared = out.with_suffix(".pre.onnx")
+    q.quant_pre_process(str(path), str(prepared))
+    q.quantize_static(str(prepared), str(out), _Reader(), quant_format=getattr(q.QuantFormat, quant_format),
+                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from qbuild.bench import Protocol
 from qbuild.errors import QbuildError
+from qbuild.kernels import KERNEL_SETS
 from qbuild.targets import TargetChoice
 
 
@@ -24,10 +25,12 @@ class Variant:
     name: str
     label: str  # the study's "type of compilation", e.g. "float"
     qconfig: dict | None = None
-    engine: str = "tvm"  # "torch": a peer baseline run by PyTorch itself (qbuild.peers)
+    engine: str = "tvm"  # otherwise a peer baseline run by that engine itself (qbuild.peers.ENGINES)
+    options: dict | None = None  # the peer's settings, e.g. ONNX Runtime's quantization format
 
     def to_json(self) -> dict:
-        return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine}
+        return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine,
+                "options": self.options}
 
     def config(self):
         """The variant's validated QConfig, or None for the float model."""
@@ -60,7 +63,8 @@ class Profile:
 CALIBRATED = {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
 # activation dtype (the value in brackets); the same three calibrated, which separates the
-# activation dtype's effect from relay's fixed +-8 range; and PyTorch itself as a peer.
+# activation dtype's effect from relay's fixed +-8 range; and peers: PyTorch eager, ONNX Runtime
+# fp32 and int8 (static, calibrated on the same held-out images).
 VARIANTS: dict[str, Variant] = {
     v.name: v
     for v in (
@@ -71,8 +75,15 @@ VARIANTS: dict[str, Variant] = {
         *(Variant(f"int8-a{bits}-calibrated", f"quantized (int{bits}), per-channel, percentile",
                   {**CALIBRATED, "nbit_activation": bits, "dtype_activation": f"int{bits}"}) for bits in (8, 16, 32)),
         Variant("torch-fp32", "PyTorch eager fp32 (peer)", engine="torch"),
+        Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime"),
+        *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
+                  options={"quant_format": fmt}) for fmt in ("QOperator", "QDQ")),
     )
 }
+
+# The study's four types of compilation, also built with TVM's untuned default kernels (the
+# study's setting) when no kernel sets are asked for: the "before" of every kernel comparison.
+STUDY_VARIANTS = ("float", "int8-a8", "int8-a16", "int8-a32")
 
 PROFILES: dict[str, Profile] = {
     p.name: p
@@ -139,6 +150,7 @@ class Experiment:
     weights: str = "auto"
     protocol: Protocol = field(default=None)  # type: ignore[assignment]  # None: the profile's
     dataset: str | None = None  # labelled images for calibration and accuracy
+    kernels: str | None = "builtin"  # qbuild.kernels.KERNEL_SETS; None: the engine's own (peer, CUDA)
 
     def __post_init__(self) -> None:
         if self.protocol is None:
@@ -146,14 +158,16 @@ class Experiment:
 
     @property
     def id(self) -> str:
+        kernels = "" if self.kernels in ("builtin", None) else f"-{self.kernels}"
         suffix = "" if self.profile.name == "default" else f"-{self.profile.name}"
-        return f"{self.model}-{self.variant.name}-{self.target.name}{suffix}"
+        return f"{self.model}-{self.variant.name}-{self.target.name}{kernels}{suffix}"
 
     def to_json(self) -> dict:
         return {
             "id": self.id,
             "model": self.model,
             "variant": self.variant.to_json(),
+            "kernels": self.kernels,
             "target": self.target.to_json(),
             "profile": self.profile.name,
             "image_size": self.profile.image_size,
@@ -186,10 +200,13 @@ def build_plan(
     weights: str = "auto",
     protocol: Protocol | None = None,
     dataset: str | None = None,
+    kernels: list[str] | None = None,
 ) -> list[Experiment]:
     """Expand the choices into experiments (validating every name before any work starts).
 
-    ``dataset``: labelled images (default: ``qbuild.datasets.default_path()``).
+    ``dataset``: labelled images (default: ``qbuild.datasets.default_path()``). ``kernels``:
+    kernel sets to build every variant with (default: builtin for all, untuned as well for the
+    study's variants, ``STUDY_VARIANTS``). Peers run once, with their own kernels.
     """
     from qbuild import datasets
 
@@ -203,6 +220,9 @@ def build_plan(
     for name in model_names:
         get_spec(name)
     chosen_variants = [get_variant(v) for v in (variants or list(VARIANTS))]
+    for name in kernels or ():
+        if name not in KERNEL_SETS:
+            raise QbuildError(f"unknown kernel set {name!r}", f"use one or more of: {', '.join(KERNEL_SETS)}")
     resolved: dict[str, TargetChoice] = {}
     for requested in targets or default_targets():
         choice = resolve_target(requested)
@@ -212,17 +232,31 @@ def build_plan(
         datasets.load(dataset_path)  # a missing or malformed dataset fails here, before any work
     for variant in chosen_variants:
         config = variant.config()
+        if variant.options and "quant_format" in variant.options and dataset_path is None:
+            raise QbuildError(f"variant {variant.name} calibrates on images but no labelled dataset was found",
+                              f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}")
         if config is not None and config.needs_data and dataset_path is None:
             raise QbuildError(
                 f"variant {variant.name} calibrates on images (calibrate_mode={config.calibrate_mode!r}) "
                 "but no labelled dataset was found",
                 f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}",
             )
+    dataset_name = str(dataset_path) if dataset_path else None
     return [
         Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol,
-                   str(dataset_path) if dataset_path else None)
+                   dataset_name, kernel_set)
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()
-        if variant.engine == "tvm" or target.name == "cpu"  # the PyTorch peer runs on the CPU only
+        if variant.engine == "tvm" or target.name == "cpu"  # peers run on the CPU only
+        for kernel_set in _kernel_sets(variant, target, kernels)
     ]
+
+
+def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None) -> list[str | None]:
+    """None: the engine's own kernels (a peer, or TVM's default CUDA pipeline)."""
+    if variant.engine != "tvm" or target.name != "cpu":
+        return [None]
+    if requested:
+        return list(requested)
+    return list(KERNEL_SETS) if variant.name in STUDY_VARIANTS else ["builtin"]

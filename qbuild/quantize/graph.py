@@ -55,3 +55,10 @@ def with_outputs(mod: tvm.IRModule, tensors: list) -> tvm.IRModule:
             out = bb.emit_output(relax.Tuple([mapping[var] for var in tensors]))
         bb.emit_func_output(out)
     return bb.get()
+
+
+def scalar_value(value) -> float:
+    """A scalar op argument (IntImm/FloatImm, possibly wrapped in a PrimValue) as a float."""
+    while hasattr(value, "value"):
+        value = value.value
+    return float(value)

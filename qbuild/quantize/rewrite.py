@@ -27,7 +27,7 @@ from tvm import relax
 from qbuild.quantize import emit
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
-from qbuild.quantize.graph import bindings, op_name, substitute
+from qbuild.quantize.graph import bindings, op_name, scalar_value, substitute
 
 # (var, nbit) -> the real-valued range bound T of that tensor at that width.
 Thresholds = Callable[[relax.Var, int], float]
@@ -57,13 +57,6 @@ class Acc:
 def _const_array(expr: relax.Expr) -> np.ndarray | None:
     """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
-
-
-def _prim(value) -> float:
-    """A scalar attribute argument (IntImm/FloatImm, possibly wrapped) as a float."""
-    while hasattr(value, "value"):
-        value = value.value
-    return float(value)
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:
@@ -294,8 +287,8 @@ class Rewriter:
         return Quant(out, value.scale, value.nbit, value.dtype)
 
     def clip(self, bb: relax.BlockBuilder, call: relax.Call, value: Quant) -> Quant:
-        low = _prim(call.args[1]) / value.scale
-        high = _prim(call.args[2]) / value.scale
+        low = scalar_value(call.args[1]) / value.scale
+        high = scalar_value(call.args[2]) / value.scale
         qmax = QConfig.qmax(value.nbit)
         bounds = [int(np.clip(np.ceil(low), -qmax, qmax)), int(np.clip(np.floor(high), -qmax, qmax))]
         return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.nbit, value.dtype)

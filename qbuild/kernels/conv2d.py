@@ -1,0 +1,201 @@
+"""Blocked-layout convolutions: which layout each conv2d gets, and its TE compute.
+
+Layout (chosen per call by ``desired_layout``, applied by Relax's ``ConvertLayout``, which
+carries it through the elementwise ops in between):
+
+- data ``NCHW[c]c``, weights ``OIHW[i]i[o]o``: the ``o`` output channels of a block are the
+  vector lanes, so every weight load feeds ``o`` outputs and every input value is broadcast.
+- depthwise: data ``NCHW[c]c``, weights ``OIHW1i[c]o``; lanes are channels again.
+- grouped (not depthwise), dilated, or integer convs whose input channels are odd keep NCHW and
+  the stock TOPI legalization.
+
+The integer compute reads int16 operands: weights are widened and repacked at compile time to
+``(O/o, I/i, KH, KW, i/2, o, 2)`` (each output lane's channel pair adjacent, the operand order
+of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage.
+"""
+
+from __future__ import annotations
+
+from tvm import relax, te, tirx
+
+CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
+PAD_BLOCK = "qbuild_pad"
+BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
+VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
+# Vector registers (of 16) a register tile may use as accumulators: fp32 keeps one for the
+# broadcast input and one for the weight vector (more spills); vpmaddwd takes its weight
+# operand from memory, leaving room for 14.
+ACCUMULATORS = {"float": 12, "int": 14}
+
+
+def tile_width(width: int, integer: bool) -> int:
+    """Output pixels of one row that a register tile covers (one accumulator each): the
+    largest divisor of the row that fits the accumulator budget."""
+    limit = ACCUMULATORS["int" if integer else "float"]
+    return max(d for d in range(1, limit + 1) if width % d == 0)
+
+
+def _block(channels: int) -> int:
+    return next(b for b in BLOCK_CHOICES if channels % b == 0)
+
+
+def _in_block(channels: int) -> int:
+    return channels if channels <= BLOCK_CHOICES[0] else _block(channels)
+
+
+def _plain(call: relax.Call) -> bool:
+    """NCHW/OIHW, undilated: the convolutions qbuild's computes cover."""
+    attrs = call.attrs
+    return attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and all(int(d) == 1 for d in attrs.dilation)
+
+
+def desired_layout(call: relax.Call) -> dict[str, list[str]]:
+    """``ConvertLayout`` callback: the blocked layout for a conv2d, {} for every other op.
+
+    Every tensor gets the same block for a given channel count, so a residual add always sees
+    its two operands in one layout. A conv whose input channels do not split into blocks of at
+    least 4 (an RGB stem) stays NCHW here (ConvertLayout fails on a 3c layout) and is blocked
+    locally by ``legalize``."""
+    if call.op.name != "relax.nn.conv2d":
+        return {}
+    data, weight = call.args[0].ty, call.args[1].ty
+    out_channels, in_channels = int(weight.shape[0]), int(data.shape[1])
+    ic, oc = _block(in_channels), _block(out_channels)
+    if not _plain(call) or ic < 4:
+        return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+    if call.attrs.groups == 1:
+        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW{ic}i{oc}o"]}
+    if call.attrs.groups == in_channels == out_channels and int(weight.shape[1]) == 1:
+        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW1i{ic}o"]}  # lanes are channels: in = out
+    return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+
+
+def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's."""
+    attrs = call.attrs
+    data, weight = call.args
+    integer = data.ty.dtype != "float32"
+    if attrs.data_layout == "NCHW":
+        in_channels = int(data.ty.shape[1])
+        if _plain(call) and attrs.groups == 1 and not (integer and _in_block(in_channels) % 2):
+            return _legalize_locally_blocked(bb, call)
+        from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
+
+        return _nn_conv2d(bb, call)
+    args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], attrs.out_dtype or data.ty.dtype)
+    if attrs.groups > 1:
+        return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
+    if not integer:
+        return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
+    pairs = bb.emit_te(_pair_weights, weight, primfunc_name_hint="pack_weights_i16")
+    return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
+
+
+def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """An NCHW conv run in blocked layouts: data and weights packed, the output unpacked."""
+    data, weight = call.args
+    out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
+    ic, oc = _in_block(in_channels), _block(out_channels)
+    blocked = bb.emit_te(
+        lambda d: te.compute(
+            (d.shape[0], in_channels // ic, d.shape[2], d.shape[3], ic),
+            lambda n, c, y, x, b: d[n, c * ic + b, y, x], name="pack_data"),
+        data, primfunc_name_hint="pack_data")
+    packed = bb.emit_te(
+        lambda w: te.compute(
+            (out_channels // oc, in_channels // ic, kh, kw, ic, oc),
+            lambda o, c, r, q, i, b: w[o * oc + b, c * ic + i, r, q], name="pack_weights"),
+        weight, primfunc_name_hint="pack_weights")
+    layouts = {"data_layout": f"NCHW{ic}c", "kernel_layout": f"OIHW{ic}i{oc}o", "out_layout": f"NCHW{oc}c"}
+    attrs = call.attrs
+    inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
+                               out_dtype=attrs.out_dtype or None, **layouts)
+    out = bb.emit(legalize(bb, bb.normalize(inner)))
+    return bb.call_te(
+        lambda t: te.compute(
+            (t.shape[0], out_channels, t.shape[2], t.shape[3]),
+            lambda n, c, y, x: t[n, c // oc, y, x, c % oc], name="unpack_output"),
+        out, primfunc_name_hint="unpack_output")
+
+
+def _pad(data: te.Tensor, padding: list[int], dtype: str) -> te.Tensor:
+    _, _, height, width, _ = data.shape
+    top, left, bottom, right = padding
+
+    def value(n, c, y, x, b):
+        inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
+        return tirx.if_then_else(inside, data[n, c, y - top, x - left, b].astype(dtype), tirx.const(0, dtype))
+
+    shape = (data.shape[0], data.shape[1], height + top + bottom, width + left + right, data.shape[4])
+    return te.compute(shape, value, name=PAD_BLOCK)
+
+
+def _out_shape(padded: te.Tensor, kh: int, kw: int, strides: list[int], blocks: int, block: int):
+    height, width = int(padded.shape[2]), int(padded.shape[3])
+    return (padded.shape[0], blocks, (height - kh) // strides[0] + 1, (width - kw) // strides[1] + 1, block)
+
+
+def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+    """fp32: out[n, o, y, x, b] = sum data[n, c, y*s+r, x*s+q, i] * weight[o, c, r, q, i, b]."""
+    padded = _pad(data, padding, data.dtype)
+    oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = (int(d) for d in weight.shape)
+    c = te.reduce_axis((0, ic_chunks), "c")
+    r = te.reduce_axis((0, kh), "r")
+    q = te.reduce_axis((0, kw), "q")
+    i = te.reduce_axis((0, ic_block), "i")
+    sy, sx = strides
+    return te.compute(
+        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
+        lambda n, o, y, x, b: te.sum(
+            (padded[n, c, y * sy + r, x * sx + q, i] * weight[o, c, r, q, i, b]).astype(out_dtype), axis=[c, r, q, i]
+        ),
+        name=CONV_BLOCK,
+    )
+
+
+def _pair_weights(weight: te.Tensor) -> te.Tensor:
+    """(O/o, I/i, KH, KW, i, o) int8 -> (O/o, I/i, KH, KW, i/2, o, 2) int16: vpmaddwd's operand order."""
+    oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
+    return te.compute(
+        (oc_chunks, ic_chunks, kh, kw, ic_block // 2, oc_block, 2),
+        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * 2 + t, b].astype("int16"),
+        name="pack_weights_i16",
+    )
+
+
+def _conv_nchwc_int(data: te.Tensor, pairs: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+    """Integer: int16-widened data and paired weights, accumulated in ``out_dtype`` (int32)."""
+    padded = _pad(data, padding, "int16")
+    oc_chunks, ic_chunks, kh, kw, half, oc_block, _ = (int(d) for d in pairs.shape)
+    c = te.reduce_axis((0, ic_chunks), "c")
+    r = te.reduce_axis((0, kh), "r")
+    q = te.reduce_axis((0, kw), "q")
+    p = te.reduce_axis((0, half), "p")
+    t = te.reduce_axis((0, 2), "t")
+    sy, sx = strides
+    return te.compute(
+        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
+        lambda n, o, y, x, b: te.sum(
+            padded[n, c, y * sy + r, x * sx + q, p * 2 + t].astype(out_dtype) * pairs[o, c, r, q, p, b, t].astype(out_dtype),
+            axis=[c, r, q, p, t],
+        ),
+        name=CONV_BLOCK,
+    )
+
+
+def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+    """Depthwise: out[n, c, y, x, b] = sum data[n, c, y*s+r, x*s+q, b] * weight[c, 0, r, q, 0, b]."""
+    padded = _pad(data, padding, data.dtype)
+    chunks, _, kh, kw, _, block = (int(d) for d in weight.shape)
+    r = te.reduce_axis((0, kh), "r")
+    q = te.reduce_axis((0, kw), "q")
+    sy, sx = strides
+    return te.compute(
+        _out_shape(padded, kh, kw, strides, chunks, block),
+        lambda n, c, y, x, b: te.sum(
+            padded[n, c, y * sy + r, x * sx + q, b].astype(out_dtype) * weight[c, 0, r, q, 0, b].astype(out_dtype),
+            axis=[r, q],
+        ),
+        name=CONV_BLOCK + "_dw",
+    )
+

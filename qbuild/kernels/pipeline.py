@@ -1,0 +1,74 @@
+"""The Relax pipelines behind each kernel set (see ``qbuild.kernels``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qbuild.errors import QbuildError
+from qbuild.kernels import KERNEL_SETS
+from qbuild.kernels.schedule import KernelReport
+from qbuild.quantize.graph import scalar_value
+
+
+def has_avx2(target: tvm.target.Target) -> bool:
+    """Whether LLVM's view of the target CPU includes AVX2 (the integer fast path needs it)."""
+    from tvm.target import codegen
+
+    return bool(codegen.target_has_features("avx2", target))
+
+
+def pipeline(kernels: str | None, target: tvm.target.Target) -> tuple[tvm.transform.Pass | str, KernelReport]:
+    """The Relax pipeline for ``kernels`` on a CPU ``target``, and the report it fills in;
+    "untuned" and None give TVM's default pipeline for the target."""
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from qbuild.kernels import conv2d, schedule
+
+    report = KernelReport()
+    if kernels is not None and kernels not in KERNEL_SETS:
+        raise QbuildError(f"unknown kernel set {kernels!r}", f"use one of {', '.join(KERNEL_SETS)}")
+    if kernels in ("untuned", None):
+        return "default", report
+    passes = [
+        clip_to_min_max(),
+        relax.transform.ConvertLayout({}, conv2d.desired_layout),
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d.legalize}),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+        schedule.schedule_pass(has_avx2(target), report),
+        *cpu.dataflow_lower_passes(target),
+        *cpu.finalize_passes(target),
+    ]
+    return tvm.transform.Sequential(passes, name="qbuild.builtin"), report
+
+
+def clip_to_min_max() -> tvm.transform.Pass:
+    """clip(x, lo, hi) -> minimum(maximum(x, lo), hi): the same values, but through ops that
+    ``ConvertLayout`` knows how to keep in a blocked layout (it has no rule for clip, and would
+    convert back to NCHW around every ReLU6 and requantize)."""
+
+    @relax.expr_functor.mutator
+    class _Rewrite(relax.PyExprMutator):
+        def visit_call_(self, call: relax.Call) -> relax.Expr:
+            call = super().visit_call_(call)
+            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
+                return call
+            x, low, high = call.args
+            dtype = str(x.ty.dtype)
+            lo = relax.const(np.array(scalar_value(low)).astype(dtype), dtype)
+            hi = relax.const(np.array(scalar_value(high)).astype(dtype), dtype)
+            return relax.op.minimum(relax.op.maximum(x, lo), hi)
+
+    @tvm.transform.module_pass(opt_level=0, name="qbuild.ClipToMinMax")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        rewriter = _Rewrite(mod)
+        for gvar, func in mod.functions.items():
+            if isinstance(func, relax.Function):
+                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+        return rewriter.builder_.get()
+
+    return _apply

@@ -1,0 +1,170 @@
+"""Built-in CPU schedules for the fused PrimFuncs of a model: no tuning, one rule per kind.
+
+- ``conv``: a function holding a ``conv2d.CONV_BLOCK``. Output rows of each channel block run
+  in parallel; ``reg_n`` output pixels x one channel block (the vector lanes) accumulate in a
+  register tile (``cache_write`` to local) across the whole reduction; the integer conv's
+  innermost channel pair is tensorized with ``vpmaddwd`` (``intrin``). The elementwise epilogue
+  that FuseOps put in the same function (bias, ReLU, requantize, residual add) is inlined into
+  the tile's write-back, so each output is stored once.
+- ``generic``: every other loop nest (padding, layout transforms, pooling, mean, matmul,
+  elementwise): the leading data-parallel loops fused and run in parallel, an innermost
+  data-parallel loop whose extent is a multiple of 8 vectorized.
+
+Each function is scheduled on a copy; a rule that fails on some unforeseen shape falls back to
+``generic``, then to the function as it was, and the counts of each outcome are kept
+(``KernelReport``) so the results say what code actually ran.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import tirx
+from tvm.s_tir import Schedule
+
+from qbuild.kernels import intrin
+from qbuild.kernels.conv2d import CONV_BLOCK, VECTOR_LANES, tile_width
+
+DATA_PAR = 0  # tirx.IterVar.DataPar
+SERIAL = 0  # tirx.ForKind.SERIAL
+# What a schedule primitive raises when its preconditions fail (ScheduleError is a RuntimeError).
+SCHEDULE_ERRORS = (RuntimeError, tvm.error.InternalError)
+
+
+@dataclass
+class KernelReport:
+    """How many PrimFuncs each rule scheduled (``conv``, ``generic``, ``unscheduled``)."""
+
+    counts: Counter = field(default_factory=Counter)
+
+    def to_json(self) -> dict:
+        return dict(sorted(self.counts.items()))
+
+
+def _extent(sch: Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _conv(sch: Schedule, name: str, avx2: bool) -> None:
+    conv = sch.get_sblock(name)
+    loops = sch.get_loops(conv)
+    n, o, y, x, b, *reduction = loops
+    lanes = _extent(sch, b)
+    paired = len(reduction) == 5 and lanes % intrin.LANES == 0 and avx2  # (c, r, q, p, t): int path
+    xo, xi = sch.split(x, [None, tile_width(_extent(sch, x), integer=len(reduction) == 5)])
+    if paired:
+        bo, bi = sch.split(b, [None, intrin.LANES])
+        sch.reorder(n, o, y, xo, *reduction[:-1], xi, bo, bi, reduction[-1])
+    else:
+        sch.reorder(n, o, y, xo, *reduction, xi, b)
+    sch.parallel(sch.fuse(n, o, y))
+    writeback = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writeback, xo)
+    if not paired:
+        sch.vectorize(b)
+        sch.unroll(xi)
+    init = sch.decompose_reduction(conv, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    if paired:
+        sch.tensorize(bi, intrin.register())
+        sch.unroll(xi)
+        sch.unroll(bo)
+    _inline_epilogue(sch, writeback)
+    sch.vectorize(sch.get_loops(writeback)[-1])
+
+
+def _inline_epilogue(sch: Schedule, writeback) -> None:
+    """Fold the chain of elementwise consumers into the tile's write-back while they allow it."""
+    while True:
+        consumers = sch.get_consumers(writeback)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except SCHEDULE_ERRORS:  # not elementwise over the tile (e.g. a layout transform)
+            return
+
+
+def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
+    """Per loop of a block's nest: data parallel or not (None if loops and iterators differ)."""
+    loops = sch.get_loops(block)
+    iters = sch.get(block).iter_vars
+    if len(loops) != len(iters):
+        return None
+    return [int(iv.iter_type) == DATA_PAR for iv in iters]
+
+
+def _generic_nest(sch: Schedule, block) -> None:
+    kinds = _loop_kinds(sch, block)
+    if not kinds:
+        return
+    loops = sch.get_loops(block)
+    if any(int(sch.get(loop).kind) != SERIAL for loop in loops):
+        return  # already scheduled by a specific rule
+    lead = 0
+    while lead < len(kinds) and kinds[lead]:
+        lead += 1
+    if lead == 0:
+        return
+    if lead == len(kinds) and len(loops) > 1 and _extent(sch, loops[-1]) % VECTOR_LANES == 0:
+        _, inner = sch.split(loops[-1], [None, VECTOR_LANES])
+        sch.vectorize(inner)
+        lead -= 1
+    if lead:
+        sch.parallel(sch.fuse(*loops[:lead]) if lead > 1 else loops[0])
+
+
+def _generic(sch: Schedule) -> None:
+    root = sch.get_sblock("root") if _has_root(sch) else None
+    blocks = sch.get_child_blocks(root) if root is not None else []
+    for block in blocks:
+        _generic_nest(sch, block)
+
+
+def _has_root(sch: Schedule) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except SCHEDULE_ERRORS:
+        return False
+
+
+def _conv_block_name(sch: Schedule) -> str | None:
+    if not _has_root(sch):
+        return None
+    names = [sch.get(block).name_hint for block in sch.get_child_blocks(sch.get_sblock("root"))]
+    return next((name for name in names if name.startswith(CONV_BLOCK)), None)
+
+
+def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport) -> tirx.PrimFunc:
+    """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged."""
+    conv = _conv_block_name(Schedule(func))
+    rules = ([("conv", lambda s: (_conv(s, conv, avx2), _generic(s)))] if conv else []) + [("generic", _generic)]
+    for name, rule in rules:
+        sch = Schedule(func)
+        try:
+            rule(sch)
+        except SCHEDULE_ERRORS:
+            continue
+        report.counts[name] += 1
+        return sch.mod["main"]
+    report.counts["unscheduled"] += 1
+    return func
+
+
+def schedule_pass(avx2: bool, report: KernelReport) -> tvm.transform.Pass:
+    """A module pass applying ``schedule_function`` to every PrimFunc of the module."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qbuild.ScheduleCPU")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        updated = {}
+        for gvar, func in mod.functions.items():
+            if isinstance(func, tirx.PrimFunc):
+                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), avx2, report)
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return _apply
