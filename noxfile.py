@@ -18,7 +18,7 @@ nox.options.sessions = ["experiments"]
 ROOT = Path(__file__).resolve().parent
 ENV = ROOT / ".venv"
 BIN = ENV / "bin"
-EXTRAS = "report,test"
+EXTRAS = "report,test,peers"
 
 
 def shared_env(session: nox.Session) -> Path:
@@ -40,6 +40,14 @@ def experiments(session: nox.Session) -> None:
     bin_dir = shared_env(session)
     session.run(str(bin_dir / "qbuild"), "experiments", *session.posargs, external=True)
     session.run(str(bin_dir / "qbuild"), "summary", external=True)
+
+
+@nox.session(venv_backend="none")
+def compare(session: nox.Session) -> None:
+    """Time ResNet-50's builds and its peers side by side; print medians and ratios, save them for the
+    report (posargs go to `qbuild compare`, e.g. -- --rounds 5)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "qbuild"), "compare", *session.posargs, external=True)
 
 
 @nox.session(venv_backend="none")

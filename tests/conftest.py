@@ -16,7 +16,7 @@ def quick_results(tmp_path_factory: pytest.TempPathFactory):
     """resnet18 unquantized and int8-a8 on the CPU under the quick profile: (root, {variant: outcome})."""
     root = tmp_path_factory.mktemp("results")
     plan = build_plan(models=["resnet18"], variants=["float", "int8-a8"], targets=["cpu"], profile="quick",
-                      weights="random")
+                      weights="random", kernels=["builtin"])
     outcomes = run_plan(plan, root, progress=Progress(quiet=True))
     return root, {o.record["experiment"]["variant"]["name"]: o for o in outcomes}
 

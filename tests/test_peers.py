@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from qbuild.peers import TorchEager
@@ -17,3 +18,32 @@ def test_torch_eager_gives_pytorchs_logits_and_a_timed_closure():
     np.testing.assert_array_equal(peer(batch), expected)
     assert peer.prepare(batch)() is None
     assert peer.describe()["engine"] == "torch" and peer.describe()["threads"] >= 1
+
+
+def test_onnx_runtime_runs_the_exported_model_in_fp32_and_in_int8(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from qbuild.peers import OnnxRuntime
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
+    expected = module(torch.from_numpy(batch)).detach().numpy()
+    fp32 = OnnxRuntime(module, (1, 3, 16, 16), tmp_path / "fp32")
+    np.testing.assert_allclose(fp32(batch), expected, rtol=1e-4, atol=1e-5)
+    calibration = [rng.standard_normal((3, 16, 16)).astype(np.float32) for _ in range(4)]
+    int8 = OnnxRuntime(module, (1, 3, 16, 16), tmp_path / "int8", "QOperator", calibration)
+    assert np.abs(int8(batch) - expected).max() < 0.1 * np.abs(expected).max() + 0.05
+    assert int8.describe()["mode"].startswith("int8 static, QOperator")
+    assert int8.prepare(batch)() is None
+
+
+def test_an_unknown_onnx_quantization_format_is_refused(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from qbuild.errors import QbuildError
+    from qbuild.peers import OnnxRuntime
+
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)).eval()
+    with pytest.raises(QbuildError, match="unknown ONNX Runtime quantization format 'QInt4'"):
+        OnnxRuntime(module, (1, 3, 8, 8), tmp_path, "QInt4", [np.zeros((3, 8, 8), np.float32)])

@@ -63,14 +63,16 @@ def test_the_benchmark_follows_the_profile_protocol(quick_run):
 
 def test_a_rerun_with_unchanged_inputs_is_skipped_and_force_runs_it_again(quick_run):
     root, outcome = quick_run
-    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random")
+    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random",
+                      kernels=["builtin"])
     (again,) = run_plan(plan, root, progress=Progress(quiet=True))
     assert again.skipped and again.record == outcome.record
 
 
 def test_a_corrupt_previous_result_is_kept_aside_and_the_experiment_runs_again(quick_run, tmp_path):
     root, outcome = quick_run
-    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random")
+    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random",
+                      kernels=["builtin"])
     broken = tmp_path / outcome.path.parent.name / outcome.path.name
     broken.parent.mkdir()
     broken.write_text("{ half a file")

@@ -25,7 +25,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, VECTOR_LANES, tile_width
+from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, VECTOR_LANES, tile_width
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
 SERIAL = 0  # tirx.ForKind.SERIAL
@@ -53,7 +53,7 @@ def _conv(sch: Schedule, name: str, avx2: bool) -> None:
     n, o, y, x, b, *reduction = loops
     lanes = _extent(sch, b)
     paired = len(reduction) == 5 and lanes % intrin.LANES == 0 and avx2  # (c, r, q, p, t): int path
-    xo, xi = sch.split(x, [None, tile_width(_extent(sch, x), integer=len(reduction) == 5)])
+    xo, xi = sch.split(x, [None, tile_width(_extent(sch, x))])
     if paired:
         bo, bi = sch.split(b, [None, intrin.LANES])
         sch.reorder(n, o, y, xo, *reduction[:-1], xi, bo, bi, reduction[-1])
@@ -97,6 +97,17 @@ def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
 
 
 def _generic_nest(sch: Schedule, block) -> None:
+    """Schedule one loop nest: vectorized if that works (tried on a copy first), else parallel only."""
+    for vectorize in (True, False):
+        try:
+            _schedule_nest(sch.copy(), block, vectorize)
+        except SCHEDULE_ERRORS:
+            continue
+        _schedule_nest(sch, block, vectorize)
+        return
+
+
+def _schedule_nest(sch: Schedule, block, vectorize: bool) -> None:
     kinds = _loop_kinds(sch, block)
     if not kinds:
         return
@@ -108,19 +119,43 @@ def _generic_nest(sch: Schedule, block) -> None:
         lead += 1
     if lead == 0:
         return
-    if lead == len(kinds) and len(loops) > 1 and _extent(sch, loops[-1]) % VECTOR_LANES == 0:
-        _, inner = sch.split(loops[-1], [None, VECTOR_LANES])
-        sch.vectorize(inner)
-        lead -= 1
-    if lead:
-        sch.parallel(sch.fuse(*loops[:lead]) if lead > 1 else loops[0])
+    spatial, reduction = loops[:lead], loops[lead:]
+    if vectorize and all(not kind for kind in kinds[lead:]) and len(spatial) > 1 \
+            and _extent(sch, spatial[-1]) % VECTOR_LANES == 0:
+        # Vector lanes over the innermost data-parallel loop (a channel block, a matmul's
+        # output row); a reduction runs outside it, each lane accumulating its own output.
+        outer, lanes = sch.split(spatial[-1], [None, VECTOR_LANES])
+        sch.reorder(*spatial[:-1], outer, *reduction, lanes)
+        sch.vectorize(lanes)
+        spatial = [*spatial[:-1], outer]
+        if reduction:
+            init = sch.decompose_reduction(block, reduction[0])
+            sch.vectorize(sch.get_loops(init)[-1])
+    sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
 
 
 def _generic(sch: Schedule) -> None:
-    root = sch.get_sblock("root") if _has_root(sch) else None
-    blocks = sch.get_child_blocks(root) if root is not None else []
-    for block in blocks:
+    if not _has_root(sch):
+        return
+    root = sch.get_sblock("root")
+    _inline_intermediates(sch, root)
+    for block in sch.get_child_blocks(root):
         _generic_nest(sch, block)
+
+
+def _inline_intermediates(sch: Schedule, root) -> None:
+    """Inline every elementwise stage into its consumer, so a chain of casts, shifts and clamps
+    is one loop nest with no intermediate buffers. A conv's padding stays a stage of its own
+    (inlined, it would put a bounds test in the innermost loop)."""
+    outputs = {sch.get(block).name_hint for block in sch.get_output_blocks(root)}
+    for block in sch.get_child_blocks(root):
+        name = sch.get(block).name_hint
+        if name in outputs or name.startswith(PAD_BLOCK):
+            continue
+        try:
+            sch.compute_inline(block)
+        except SCHEDULE_ERRORS:  # a reduction, or not elementwise over its consumer
+            pass
 
 
 def _has_root(sch: Schedule) -> bool:

@@ -1,0 +1,49 @@
+"""The side-by-side benchmark: ratios to the best peer of the same precision, and the issue's goals."""
+
+from __future__ import annotations
+
+import pytest
+
+from qbuild import compare
+from qbuild.plan import build_plan
+
+
+@pytest.fixture
+def entries():
+    plan = build_plan(["resnet18"], ["float", "int8-a8", "torch-fp32", "ort-fp32", "ort-int8-qoperator"], ["cpu"],
+                      "quick", "random", kernels=["builtin"])
+    timings = {"float": [10.0, 12.0, 11.0], "int8-a8": [6.0], "torch-fp32": [8.0], "ort-fp32": [5.0],
+               "ort-int8-qoperator": [4.0]}
+    made = [compare.Entry(e) for e in plan]
+    for entry in made:
+        entry.samples_ms = timings[entry.name]
+    return made
+
+
+def test_each_build_is_compared_with_the_fastest_peer_of_its_precision(entries):
+    rows = {r["name"]: r for r in compare.ratios(entries)}
+    assert rows["float"]["median_ms"] == 11.0
+    assert rows["float"]["best_peer"] == "ort-fp32" and rows["float"]["ratio_to_best_peer"] == pytest.approx(2.2)
+    assert rows["int8-a8"]["best_peer"] == "ort-int8-qoperator" and rows["int8-a8"]["ratio_to_best_peer"] == 1.5
+    assert rows["torch-fp32"]["precision"] == "fp32" and rows["ort-int8-qoperator"]["precision"] == "int8"
+
+
+def test_the_issue_goals_are_computed_and_judged(entries):
+    goals = {(g["numerator"], g["denominator"]): g for g in compare.targets(entries)}
+    assert goals[("int8-a8", "ort-int8-qoperator")]["ratio"] == 1.5 and not goals[("int8-a8", "ort-int8-qoperator")]["met"]
+    assert goals[("int8-a8", "float")]["ratio"] == pytest.approx(6 / 11)
+    assert goals[("float", "ort-fp32")]["goal_at_most"] == 1.1
+
+
+def test_a_build_that_failed_is_listed_not_timed(entries):
+    entries[0].samples_ms, entries[0].error = [], "compile failed: boom"
+    text = compare.render(compare.ratios(entries), compare.targets(entries), {"float": "compile failed: boom"})
+    assert "float: not timed: compile failed: boom" in text
+    assert all(r["name"] != "float" for r in compare.ratios(entries))
+
+
+def test_the_comparison_is_saved_where_the_report_looks(entries, tmp_path):
+    document = compare.record("resnet18", entries, 1, 3, {"machine_id": "m"})
+    path = compare.save(tmp_path, "m", document)
+    assert path == tmp_path / "m" / "side-by-side" / "resnet18.json"
+    assert document["schema"] == compare.SCHEMA and len(document["builds"]) == 5

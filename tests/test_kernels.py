@@ -1,0 +1,158 @@
+"""Built-in CPU kernels: the same numbers as the reference, from scheduled code, on every shape."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from numpy.lib.stride_tricks import sliding_window_view
+from tvm import relax
+
+from qbuild.compile import compile_model
+from qbuild.kernels import conv2d, schedule
+from qbuild.kernels.pipeline import has_avx2, pipeline
+from qbuild.targets import resolve_target
+
+CPU = resolve_target("cpu")
+
+
+def conv_module(x_shape, weight: np.ndarray, stride: int, padding: int, groups: int, out_dtype: str):
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, str(weight.dtype)))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=padding, groups=groups,
+                                           out_dtype=out_dtype))
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def reference_conv(x: np.ndarray, weight: np.ndarray, stride: int, padding: int, groups: int) -> np.ndarray:
+    """Exact NumPy conv (int64 or float64 accumulation), then ReLU."""
+    wide = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float64
+    padded = np.pad(x.astype(wide), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    k = weight.shape[2]
+    windows = sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]  # n c oh ow kh kw
+    per_group = weight.shape[0] // groups
+    outs = []
+    for g in range(groups):
+        cin = slice(g * weight.shape[1], (g + 1) * weight.shape[1])
+        w = weight[g * per_group:(g + 1) * per_group].astype(wide)
+        outs.append(np.einsum("nchwij,ocij->nohw", windows[:, cin], w))
+    return np.maximum(np.concatenate(outs, axis=1), 0)
+
+
+# (in channels, size, out channels, kernel, stride, padding, groups)
+SHAPES = {
+    "3x3": (16, 14, 32, 3, 1, 1, 1),
+    "1x1": (32, 7, 16, 1, 1, 0, 1),
+    "strided": (16, 15, 24, 3, 2, 1, 1),
+    "stem (3 input channels)": (3, 16, 8, 3, 2, 1, 1),
+    "depthwise": (16, 12, 16, 3, 1, 1, 16),
+    "odd channels": (5, 9, 6, 3, 1, 1, 1),
+    "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
+}
+# Integer convs with an odd number of input channels cannot pair them for vpmaddwd: they keep
+# TOPI's compute (scheduled by the generic rule).
+INTEGER_ON_TOPI = {"stem (3 input channels)", "odd channels"}
+
+
+def run_builtin(mod, x: np.ndarray, avx2: bool | None = None):
+    target = CPU.tvm_target()
+    relax_pipeline, report = pipeline("builtin", target)
+    if avx2 is not None:  # rebuild the schedule pass with the intrinsic switched off
+        relax_pipeline = _pipeline_with_avx2(target, avx2, report)
+    executable = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy(), report
+
+
+def _pipeline_with_avx2(target, avx2: bool, report):
+    from tvm.relax.backend.cpu_generic import pipeline as cpu
+
+    from qbuild.kernels.pipeline import clip_to_min_max
+
+    return tvm.transform.Sequential([
+        clip_to_min_max(),
+        relax.transform.ConvertLayout({}, conv2d.desired_layout),
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d.legalize}),
+        relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+        relax.transform.FuseOps(), relax.transform.FuseTIR(),
+        schedule.schedule_pass(avx2, report),
+        *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
+    ])
+
+
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+def test_integer_convs_are_bit_exact_against_numpy(shape):
+    cin, size, cout, k, stride, padding, groups = SHAPES[shape]
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (1, cin, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (cout, cin // groups, k, k)).astype(np.int8)
+    got, report = run_builtin(conv_module(x.shape, weight, stride, padding, groups, "int32"), x)
+    np.testing.assert_array_equal(got, reference_conv(x, weight, stride, padding, groups))
+    assert report.counts["unscheduled"] == 0
+    assert report.counts["conv"] == (0 if shape in INTEGER_ON_TOPI else 1)
+
+
+@pytest.mark.parametrize("shape", ["3x3", "strided", "stem (3 input channels)", "depthwise"])
+def test_float_convs_match_numpy(shape):
+    cin, size, cout, k, stride, padding, groups = SHAPES[shape]
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, cin, size, size)).astype(np.float32)
+    weight = rng.standard_normal((cout, cin // groups, k, k)).astype(np.float32)
+    got, report = run_builtin(conv_module(x.shape, weight, stride, padding, groups, "float32"), x)
+    np.testing.assert_allclose(got, reference_conv(x, weight, stride, padding, groups), rtol=1e-4, atol=1e-4)
+    assert report.counts["conv"] >= 1
+
+
+def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays_exact():
+    cin, size, cout, k, stride, padding, groups = SHAPES["3x3"]
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (1, cin, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (cout, cin, k, k)).astype(np.int8)
+    mod = conv_module(x.shape, weight, stride, padding, groups, "int32")
+    got, report = run_builtin(mod, x, avx2=False)
+    np.testing.assert_array_equal(got, reference_conv(x, weight, stride, padding, groups))
+    assert report.counts["conv"] >= 1
+
+
+def test_the_vpmaddwd_intrinsic_is_in_the_integer_code():
+    if not has_avx2(CPU.tvm_target()):
+        pytest.skip("this CPU has no AVX2: the integer fast path is not used (see the fallback test)")
+    rng = np.random.default_rng(4)
+    weight = rng.integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
+    compiled = compile_model(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"), CPU, "builtin")
+    assert "vpmaddwd" in compiled.sources()["s"]
+    assert compiled.kernels["set"] == "builtin" and compiled.kernels["functions"]["conv"] >= 1
+
+
+def test_register_tiles_divide_the_row_and_stay_within_the_register_budget():
+    for width in (7, 14, 28, 56, 112, 13, 1):
+        tile = conv2d.tile_width(width)
+        assert width % tile == 0 and 1 <= tile <= conv2d.ACCUMULATORS
+    assert conv2d.tile_width(56) == 8 and conv2d.tile_width(14) == 7
+
+
+def test_an_unknown_kernel_set_is_refused_with_the_choices():
+    from qbuild.errors import QbuildError
+
+    with pytest.raises(QbuildError, match="unknown kernel set 'fast'.*builtin, untuned"):
+        pipeline("fast", CPU.tvm_target())
+
+
+def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_kernels():
+    from qbuild.models import load_model
+    from qbuild.quantize import make, quantize
+    from qbuild.trace import trace
+
+    loaded = load_model("resnet18", "random", 32)
+    traced = trace(loaded.module, loaded.input_shape)
+    mod = quantize(traced.mod, traced.params, config=make()).mod
+    x = np.random.default_rng(5).standard_normal(loaded.input_shape).astype(np.float32)
+    builtin = compile_model(mod, CPU, "builtin")
+    untuned = compile_model(mod, CPU, "untuned")
+    np.testing.assert_array_equal(builtin(x), untuned(x))
+    assert builtin.kernels["functions"].get("unscheduled", 0) == 0
+    assert untuned.kernels == {"set": "untuned", "functions": {}}

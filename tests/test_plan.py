@@ -1,0 +1,34 @@
+"""The plan: which builds each variant gets, and how they are named."""
+
+from __future__ import annotations
+
+import pytest
+
+from qbuild.errors import QbuildError
+from qbuild.plan import STUDY_VARIANTS, build_plan
+
+
+def test_the_study_variants_are_also_built_untuned_and_everything_else_builtin_only():
+    plan = build_plan(["resnet18"], None, ["cpu"], "quick", "random")
+    kernels = {}
+    for experiment in plan:
+        kernels.setdefault(experiment.variant.name, set()).add(experiment.kernels)
+    for name, sets in kernels.items():
+        if name in STUDY_VARIANTS:
+            assert sets == {"builtin", "untuned"}
+        elif name.startswith(("torch-", "ort-")):
+            assert sets == {None}, "a peer runs its own kernels"
+        else:
+            assert sets == {"builtin"}
+
+
+def test_untuned_builds_are_named_apart_and_record_their_kernel_set():
+    plan = build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["untuned", "builtin"])
+    ids = sorted(e.id for e in plan)
+    assert ids == ["resnet18-float-cpu-quick", "resnet18-float-cpu-untuned-quick"]
+    assert {e.to_json()["kernels"] for e in plan} == {"untuned", "builtin"}
+
+
+def test_an_unknown_kernel_set_is_refused_before_any_work():
+    with pytest.raises(QbuildError, match="unknown kernel set 'tuned'"):
+        build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["tuned"])
