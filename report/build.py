@@ -77,6 +77,8 @@ def context(results: Results, results_root: Path) -> dict:
         "census": derive.census(rows),
         "latency": latency,
         "latency_findings": derive.latency_findings(latency),
+        "kernel_findings": derive.kernel_findings(rows),
+        "side_by_side": results.side_by_side,
         "gpu_cpu": derive.gpu_cpu_findings(latency),
         "accuracy": accuracy,
         "accuracy_findings": derive.accuracy_findings(accuracy),

@@ -66,11 +66,19 @@ class Row:
         return self._get("experiment", "target", "device")
 
     @property
+    def kernels(self) -> str | None:
+        """The CPU kernel set (``qbuild.kernels``); None for peers and CUDA builds."""
+        return self._get("experiment", "kernels")
+
+    @property
     def subject(self) -> str:
         """What is compared across variants: the model, plus its profile when not the default one
-        (a quick 64x64 run must not share a box plot with full-size runs)."""
+        (a quick 64x64 run must not share a box plot with full-size runs), plus "untuned
+        kernels" for TVM's unscheduled default build (the study's setting), which is compared
+        among itself; builtin builds share their tables with the peers."""
         profile = self._get("experiment", "profile", default="default")
-        return self.model if profile == "default" else f"{self.model} ({profile} profile)"
+        subject = self.model if profile == "default" else f"{self.model} ({profile} profile)"
+        return f"{subject}, untuned TVM kernels" if self.kernels == "untuned" else subject
 
     @property
     def weights(self) -> dict:
@@ -78,12 +86,14 @@ class Row:
 
     @property
     def is_peer(self) -> bool:
-        """A baseline run by another engine (PyTorch), not by qbuild."""
+        """A baseline run by another engine (PyTorch, ONNX Runtime), not by qbuild."""
         return self._get("experiment", "variant", "engine", default="tvm") != "tvm"
 
     @property
     def quantized(self) -> bool:
-        return self._get("experiment", "variant", "qconfig") is not None
+        """Integer arithmetic: a qbuild quantized variant or an int8 peer."""
+        return (self._get("experiment", "variant", "qconfig") is not None
+                or self._get("experiment", "variant", "options", "quant_format") is not None)
 
     @property
     def samples(self) -> list[float]:
@@ -229,7 +239,7 @@ def latency_findings(groups: list[dict]) -> list[dict]:
     findings = []
     for g in groups:
         base = _median(g, "float")
-        quantized = [r for r in g["rows"] if r["quantized"]]
+        quantized = [r for r in g["rows"] if r["quantized"] and not r["peer"]]
         peers = [r for r in g["rows"] if r["peer"]]
         if base is None or not quantized:
             continue
@@ -245,10 +255,42 @@ def latency_findings(groups: list[dict]) -> list[dict]:
             "fastest_activation": best["label"] if best else None,
             "int16_fastest": best is not None and best["variant"] == RELAY_ACTIVATIONS["int16"],
             "fastest_ours": {"label": ours["label"], "median_ms": ours["median_ms"]},
-            "peers": [{"label": p["label"], "median_ms": p["median_ms"], "ours_ratio": ours["median_ms"] / p["median_ms"]}
-                      for p in peers],
+            "peers": [_against_peer(g["rows"], p) for p in peers],
         })
     return findings
+
+
+def _against_peer(group_rows: list[dict], peer: dict) -> dict:
+    """A peer against qbuild's fastest build of the same precision (int8 peers against quantized)."""
+    same = [r for r in group_rows if not r["peer"] and r["quantized"] == peer["quantized"]]
+    ours = min(same, key=lambda r: r["median_ms"]) if same else None
+    return {"label": peer["label"], "median_ms": peer["median_ms"], "ours_label": ours["label"] if ours else None,
+            "ours_ratio": ours["median_ms"] / peer["median_ms"] if ours else None}
+
+
+def kernel_findings(all_rows: list[Row]) -> list[dict]:
+    """Per model and target: what the builtin kernels change against TVM's untuned default, variant
+    by variant, and whether the study's "quantized is slower" holds under each kernel set."""
+    out = []
+    timed = [r for r in all_rows if r.median_ms is not None and not r.is_peer and r.kernels in ("builtin", "untuned")]
+    for (model, target, machine), group in _by(timed, lambda r: (r.model, r.target, r.machine)):
+        by = {(r.variant, r.kernels): r for r in group}
+        pairs = [{"label": by[(v, "builtin")].label, "untuned_ms": by[(v, "untuned")].median_ms,
+                  "builtin_ms": by[(v, "builtin")].median_ms,
+                  "speedup": by[(v, "untuned")].median_ms / by[(v, "builtin")].median_ms}
+                 for v in VARIANT_ORDER if (v, "untuned") in by and (v, "builtin") in by]
+        if not pairs:
+            continue
+        slower = {}
+        for kernels in ("untuned", "builtin"):
+            base = by.get(("float", kernels))
+            quantized = [r for (v, k), r in by.items() if k == kernels and r.quantized]
+            if base and quantized:
+                slower[kernels] = {"all": all(r.median_ms > base.median_ms for r in quantized),
+                                   "none": all(r.median_ms <= base.median_ms for r in quantized),
+                                   "best_ratio": min(r.median_ms for r in quantized) / base.median_ms}
+        out.append({"model": model, "target": target, "machine": machine, "pairs": pairs, "quantized_slower": slower})
+    return out
 
 
 def gpu_cpu_findings(groups: list[dict]) -> list[dict]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbuild.compare import SCHEMA as SIDE_BY_SIDE_SCHEMA
 from qbuild.results import ResultFile, ResultsFileError, iter_results
 
 
@@ -14,6 +16,7 @@ class Results:
 
     files: list[ResultFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    side_by_side: list[dict] = field(default_factory=list)  # qbuild compare documents
 
     @property
     def records(self) -> list[dict]:
@@ -24,11 +27,22 @@ class Results:
 
 
 def load(root: Path) -> Results:
-    """All results under ``root`` (``<root>/<machine>/<experiment>.json``)."""
+    """All results under ``root`` (``<root>/<machine>/<experiment>.json``) and the side-by-side
+    comparisons (``<root>/<machine>/side-by-side/<model>.json``)."""
     results = Results()
     for item in iter_results(Path(root)):
         if isinstance(item, ResultsFileError):
             results.problems.append(str(item))
         else:
             results.files.append(item)
+    for path in sorted(Path(root).glob("*/side-by-side/*.json")):
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            results.problems.append(f"{path}: not readable JSON ({exc}); re-run qbuild compare")
+            continue
+        if document.get("schema") != SIDE_BY_SIDE_SCHEMA:
+            results.problems.append(f"{path}: schema {document.get('schema')!r}, expected {SIDE_BY_SIDE_SCHEMA!r}")
+            continue
+        results.side_by_side.append({**document, "machine": path.parent.parent.name})
     return results

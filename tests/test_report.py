@@ -73,6 +73,62 @@ def test_the_quantized_is_slower_claim_is_worded_from_the_data(quick_results, tm
         assert expected in (docs / "benchmarks.md").read_text()
 
 
+def _untuned(record: dict, median_ms: float) -> dict:
+    changed = _with_latency(record, median_ms)
+    changed["experiment"]["kernels"] = "untuned"
+    changed["id"] = record["id"] + "-untuned"
+    return changed
+
+
+def test_untuned_builds_are_compared_with_builtin_ones_and_the_turnaround_is_worded_from_the_data(quick_results, tmp_path):
+    _root, outcomes = quick_results
+    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
+    machine = float_record["environment"]["machine_id"]
+    root = tmp_path / "results"
+    write_result(root / machine / "f.json", _with_latency(float_record, 10.0))
+    write_result(root / machine / "q.json", _with_latency(int8_record, 5.0))
+    write_result(root / machine / "fu.json", _untuned(float_record, 100.0))
+    write_result(root / machine / "qu.json", _untuned(int8_record, 200.0))
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "With untuned kernels, \"quantized is slower\" **holds**" in text
+    assert "With builtin kernels, \"quantized is slower\" **does not hold**" in text
+    assert "| 100.00 ms | 10.00 ms | 10.0x |" in text and "| 200.00 ms | 5.00 ms | 40.0x |" in text
+
+
+def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_path):
+    from qbuild import compare
+
+    _root, outcomes = quick_results
+    root = tmp_path / "results"
+    machine = outcomes["float"].record["environment"]["machine_id"]
+    write_result(root / machine / "f.json", outcomes["float"].record)
+    document = {"schema": compare.SCHEMA, "model": "resnet50", "rounds": 2, "executions": 3,
+                "environment": outcomes["float"].record["environment"], "errors": {"ort-int8-qdq": "no onnxruntime"},
+                "builds": [{"name": "float", "label": "unquantized", "engine": "tvm", "precision": "fp32",
+                            "median_ms": 30.0, "samples": 6, "best_peer": "ort-fp32", "ratio_to_best_peer": 1.5},
+                           {"name": "ort-fp32", "label": "ONNX Runtime fp32 (peer)", "engine": "onnxruntime",
+                            "precision": "fp32", "median_ms": 20.0, "samples": 6, "best_peer": "ort-fp32",
+                            "ratio_to_best_peer": 1.0}],
+                "targets": [{"numerator": "float", "denominator": "ort-fp32", "goal_at_most": 1.1, "ratio": 1.5,
+                             "met": False}], "experiments": []}
+    compare.save(root, machine, document)
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "## Side by side: resnet50" in text
+    assert "| unquantized | tvm | fp32 | 30.00 ms | 1.50x (ort-fp32) |" in text
+    assert "float / ort-fp32 = **1.50** (goal: at most 1.1; not met)" in text
+    assert "ort-int8-qdq: not timed (no onnxruntime)" in text
+
+
+def test_a_side_by_side_file_of_another_schema_is_listed_not_fatal(tmp_path):
+    bad = tmp_path / "results" / "m" / "side-by-side" / "x.json"
+    bad.parent.mkdir(parents=True)
+    bad.write_text('{"schema": "other"}')
+    build(tmp_path / "results", tmp_path / "docs")
+    assert "expected 'qbuild.side-by-side/1'" in (tmp_path / "docs" / "index.md").read_text()
+
+
 def test_missing_results_are_explicit_and_name_the_command(tmp_path):
     build(tmp_path / "nothing", tmp_path / "docs")
     for page in ("index.md", "code.md", "benchmarks.md", "accuracy.md", "sweep.md"):
