@@ -134,14 +134,16 @@ def _out_shape(padded: te.Tensor, kh: int, kw: int, strides: list[int], blocks: 
     return (padded.shape[0], blocks, (height - kh) // strides[0] + 1, (width - kw) // strides[1] + 1, block)
 
 
+def _reduce_axes(**extents: int) -> list[te.IterVar]:
+    """One reduction axis per keyword, in order, named by it."""
+    return [te.reduce_axis((0, extent), name) for name, extent in extents.items()]
+
+
 def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
     """fp32: out[n, o, y, x, b] = sum data[n, c, y*s+r, x*s+q, i] * weight[o, c, r, q, i, b]."""
     padded = _pad(data, padding, data.dtype)
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = (int(d) for d in weight.shape)
-    c = te.reduce_axis((0, ic_chunks), "c")
-    r = te.reduce_axis((0, kh), "r")
-    q = te.reduce_axis((0, kw), "q")
-    i = te.reduce_axis((0, ic_block), "i")
+    c, r, q, i = _reduce_axes(c=ic_chunks, r=kh, q=kw, i=ic_block)
     sy, sx = strides
     return te.compute(
         _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
@@ -166,11 +168,7 @@ def _conv_nchwc_int(data: te.Tensor, pairs: te.Tensor, strides: list[int], paddi
     """Integer: int16-widened data and paired weights, accumulated in ``out_dtype`` (int32)."""
     padded = _pad(data, padding, "int16")
     oc_chunks, ic_chunks, kh, kw, half, oc_block, _ = (int(d) for d in pairs.shape)
-    c = te.reduce_axis((0, ic_chunks), "c")
-    r = te.reduce_axis((0, kh), "r")
-    q = te.reduce_axis((0, kw), "q")
-    p = te.reduce_axis((0, half), "p")
-    t = te.reduce_axis((0, 2), "t")
+    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=half, t=2)
     sy, sx = strides
     return te.compute(
         _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
@@ -186,8 +184,7 @@ def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: 
     """Depthwise: out[n, c, y, x, b] = sum data[n, c, y*s+r, x*s+q, b] * weight[c, 0, r, q, 0, b]."""
     padded = _pad(data, padding, data.dtype)
     chunks, _, kh, kw, _, block = (int(d) for d in weight.shape)
-    r = te.reduce_axis((0, kh), "r")
-    q = te.reduce_axis((0, kw), "q")
+    r, q = _reduce_axes(r=kh, q=kw)
     sy, sx = strides
     return te.compute(
         _out_shape(padded, kh, kw, strides, chunks, block),

@@ -1,14 +1,21 @@
 """Built-in CPU schedules for the fused PrimFuncs of a model: no tuning, one rule per kind.
 
 - ``conv``: a function holding a ``conv2d.CONV_BLOCK``. Output rows of each channel block run
-  in parallel; ``reg_n`` output pixels x one channel block (the vector lanes) accumulate in a
-  register tile (``cache_write`` to local) across the whole reduction; the integer conv's
-  innermost channel pair is tensorized with ``vpmaddwd`` (``intrin``). The elementwise epilogue
-  that FuseOps put in the same function (bias, ReLU, requantize, residual add) is inlined into
-  the tile's write-back, so each output is stored once.
-- ``generic``: every other loop nest (padding, layout transforms, pooling, mean, matmul,
-  elementwise): the leading data-parallel loops fused and run in parallel, an innermost
-  data-parallel loop whose extent is a multiple of 8 vectorized.
+  in parallel; ``conv2d.tile_width`` output pixels x one channel block (the vector lanes)
+  accumulate in a register tile (``cache_write`` to local) across the whole reduction; the
+  integer conv's innermost channel pair is tensorized with ``vpmaddwd`` (``intrin``). The
+  elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
+  add) is inlined into the tile's write-back, so each output is stored once.
+- ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
+  chains). Elementwise stages are first inlined into their consumers (one loop nest, no int64
+  intermediates in memory); then each nest runs its leading data-parallel loops in parallel and
+  vectorizes its innermost data-parallel loop when its extent is a multiple of 8, moving a
+  reduction (pooling window, matmul row) outside those lanes.
+
+TVM 0.27 notes learned here: ``Schedule.vectorize`` refuses a loop around a reduction block
+whose init was already decomposed (vectorize first, then ``decompose_reduction``); a tensor
+intrinsic's buffers must declare the scope they match (``local`` for a register tile); a
+``reverse_compute_inline`` of a layout transform fails (kept as its own nest).
 
 Each function is scheduled on a copy; a rule that fails on some unforeseen shape falls back to
 ``generic``, then to the function as it was, and the counts of each outcome are kept
