@@ -123,20 +123,23 @@ def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1
     """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each).
 
     ``chunk_by`` > 0 computes that many tensors per pass over the images (less memory, more passes).
+    The float model runs on qbuild's builtin CPU kernels (TVM's untuned ones take seconds per image).
     """
     import tvm
     from tvm import relax
-    from tvm.target import codegen
 
+    from qbuild.kernels.pipeline import pipeline
     from qbuild.quantize.graph import with_outputs
+    from qbuild.targets import resolve_target
 
     images = list(images)
-    target = tvm.target.Target({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
+    target = resolve_target("cpu").tvm_target()
+    builtin, _report = pipeline("builtin", target)
     stats = {var: Histogram() for var in tensors}
     size = len(tensors) if chunk_by < 0 else chunk_by
     for start in range(0, len(tensors), max(size, 1)):
         chunk = tensors[start : start + size]
-        vm = relax.VirtualMachine(tvm.compile(with_outputs(mod, chunk), target), tvm.cpu())
+        vm = relax.VirtualMachine(tvm.compile(with_outputs(mod, chunk), target, relax_pipeline=builtin), tvm.cpu())
         for image in images:
             outputs = vm["main"](tvm.runtime.tensor(image[None].astype(np.float32)))
             for var, value in zip(chunk, outputs):
