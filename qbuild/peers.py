@@ -104,10 +104,14 @@ class OnnxRuntime:
 
 
 def _export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: Path) -> Path:
+    """``module`` as an ONNX file (the exporter's progress chatter is kept off the run's output)."""
+    import contextlib
+    import io
+
     import torch
 
     example = torch.zeros(input_shape, dtype=torch.float32)
-    with torch.no_grad():
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(module.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
                           dynamo=True, external_data=False)
     return path

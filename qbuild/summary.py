@@ -10,7 +10,7 @@ from pathlib import Path
 
 from qbuild.results import ResultFile, ResultsFileError, iter_results
 
-COLUMNS = ("machine", "id", "model", "weights", "target", "label", "stages", "median_ms", "top1", "top5")
+COLUMNS = ("machine", "id", "model", "weights", "target", "label", "kernels", "stages", "median_ms", "top1", "top5")
 
 
 def _stages_text(stages: dict) -> str:
@@ -37,6 +37,7 @@ def row(result: ResultFile) -> dict:
         "weights": weights,
         "target": f"{target.get('name', '?')} ({target.get('device', '?')})",
         "label": (exp.get("variant") or {}).get("label", "?"),
+        "kernels": exp.get("kernels") or "-",
         "stages": _stages_text(rec["stages"]),
         "stage_status": {name: stage["status"] for name, stage in rec["stages"].items()},
         "median_ms": latency.get("median_ms"),
