@@ -4,8 +4,8 @@ Timings on a shared 2-core machine drift by tens of percent over minutes, so com
 taken at different times says little. Here every build is made first; then each round runs
 every build ``executions`` times in turn (on a fresh random input per round), so a slow spell
 slows all of them alike. The result is each build's median and its ratio to the others, above
-all to the fastest peer of the same precision; ``--json`` (or ``save``) keeps it as a results
-file for the report. Not a test: nothing here asserts a speed.
+all to the fastest peer of the same precision; ``save`` keeps it as a results file for the
+report. Not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ class Entry:
 
     @property
     def precision(self) -> str:
-        variant = self.experiment.variant
-        quantized = variant.qconfig is not None or bool((variant.options or {}).get("quant_format"))
-        return "int8" if quantized else "fp32"
+        return "int8" if self.experiment.variant.quantized else "fp32"
 
     @property
     def median_ms(self) -> float | None:
@@ -68,7 +66,7 @@ def measure(entries: list[Entry], input_shape: tuple[int, ...], rounds: int, exe
 
 
 def ratios(entries: list[Entry]) -> list[dict]:
-    """Each build against the fastest peer of its precision, and the issue's target ratios."""
+    """Each build's median against the fastest peer of its precision."""
     timed = {e.name: e for e in entries if e.median_ms is not None}
     rows = []
     for entry in timed.values():

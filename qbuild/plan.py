@@ -28,6 +28,16 @@ class Variant:
     engine: str = "tvm"  # otherwise a peer baseline run by that engine itself (qbuild.peers.ENGINES)
     options: dict | None = None  # the peer's settings, e.g. ONNX Runtime's quantization format
 
+    @property
+    def quant_format(self) -> str | None:
+        """A peer's integer quantization format (ONNX Runtime's QOperator/QDQ), None for fp32."""
+        return (self.options or {}).get("quant_format")
+
+    @property
+    def quantized(self) -> bool:
+        """Integer arithmetic: quantized by qbuild (a qconfig) or by the peer engine."""
+        return self.qconfig is not None or self.quant_format is not None
+
     def to_json(self) -> dict:
         return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine,
                 "options": self.options}
@@ -232,7 +242,7 @@ def build_plan(
         datasets.load(dataset_path)  # a missing or malformed dataset fails here, before any work
     for variant in chosen_variants:
         config = variant.config()
-        if variant.options and "quant_format" in variant.options and dataset_path is None:
+        if variant.quant_format and dataset_path is None:
             raise QbuildError(f"variant {variant.name} calibrates on images but no labelled dataset was found",
                               f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}")
         if config is not None and config.needs_data and dataset_path is None:

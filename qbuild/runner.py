@@ -195,7 +195,7 @@ def _make_peer(experiment: Experiment, loaded):
 
     if experiment.variant.engine == "torch":
         return TorchEager(loaded.module)
-    quant_format = (experiment.variant.options or {}).get("quant_format")
+    quant_format = experiment.variant.quant_format
     with tempfile.TemporaryDirectory(prefix="qbuild-onnx-") as workdir:
         calibration = _calibration_images(experiment, loaded) if quant_format else None
         return OnnxRuntime(loaded.module, loaded.input_shape, Path(workdir), quant_format, calibration)

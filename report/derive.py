@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from itertools import groupby
 
-from qbuild.plan import VARIANTS
+from qbuild.plan import VARIANTS, Variant
 from qbuild.quantize.config import DEFAULTS, options
 
 VARIANT_ORDER = list(VARIANTS)
@@ -92,8 +92,7 @@ class Row:
     @property
     def quantized(self) -> bool:
         """Integer arithmetic: a qbuild quantized variant or an int8 peer."""
-        return (self._get("experiment", "variant", "qconfig") is not None
-                or self._get("experiment", "variant", "options", "quant_format") is not None)
+        return Variant(**self._get("experiment", "variant")).quantized
 
     @property
     def samples(self) -> list[float]:

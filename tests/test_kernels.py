@@ -9,7 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
 from qbuild.compile import compile_model
-from qbuild.kernels import conv2d, schedule
+from qbuild.kernels import conv2d
 from qbuild.kernels.pipeline import has_avx2, pipeline
 from qbuild.targets import resolve_target
 
@@ -60,28 +60,10 @@ INTEGER_ON_TOPI = {"stem (3 input channels)", "odd channels"}
 
 def run_builtin(mod, x: np.ndarray, avx2: bool | None = None):
     target = CPU.tvm_target()
-    relax_pipeline, report = pipeline("builtin", target)
-    if avx2 is not None:  # rebuild the schedule pass with the intrinsic switched off
-        relax_pipeline = _pipeline_with_avx2(target, avx2, report)
+    relax_pipeline, report = pipeline("builtin", target, avx2)
     executable = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy(), report
-
-
-def _pipeline_with_avx2(target, avx2: bool, report):
-    from tvm.relax.backend.cpu_generic import pipeline as cpu
-
-    from qbuild.kernels.pipeline import clip_to_min_max
-
-    return tvm.transform.Sequential([
-        clip_to_min_max(),
-        relax.transform.ConvertLayout({}, conv2d.desired_layout),
-        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d.legalize}),
-        relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
-        relax.transform.FuseOps(), relax.transform.FuseTIR(),
-        schedule.schedule_pass(avx2, report),
-        *cpu.dataflow_lower_passes(target), *cpu.finalize_passes(target),
-    ])
 
 
 @pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))

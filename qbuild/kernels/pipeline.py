@@ -19,9 +19,11 @@ def has_avx2(target: tvm.target.Target) -> bool:
     return bool(codegen.target_has_features("avx2", target))
 
 
-def pipeline(kernels: str | None, target: tvm.target.Target) -> tuple[tvm.transform.Pass | str, KernelReport]:
+def pipeline(kernels: str | None, target: tvm.target.Target,
+             avx2: bool | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
     """The Relax pipeline for ``kernels`` on a CPU ``target``, and the report it fills in;
-    "untuned" and None give TVM's default pipeline for the target."""
+    "untuned" and None give TVM's default pipeline for the target. ``avx2`` overrides what the
+    target says (False: the integer conv's plain-vector fallback, as on a CPU without AVX2)."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from qbuild.kernels import conv2d, schedule
@@ -39,7 +41,7 @@ def pipeline(kernels: str | None, target: tvm.target.Target) -> tuple[tvm.transf
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        schedule.schedule_pass(has_avx2(target), report),
+        schedule.schedule_pass(has_avx2(target) if avx2 is None else avx2, report),
         *cpu.dataflow_lower_passes(target),
         *cpu.finalize_passes(target),
     ]
