@@ -53,11 +53,6 @@ SHAPES = {
     "odd channels": (5, 9, 6, 3, 1, 1, 1),
     "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
 }
-# Integer convs with an odd number of input channels cannot pair them for vpmaddwd: they keep
-# TOPI's compute (scheduled by the generic rule).
-INTEGER_ON_TOPI = {"stem (3 input channels)", "odd channels"}
-
-
 def run_builtin(mod, x: np.ndarray, avx2: bool | None = None):
     target = CPU.tvm_target()
     relax_pipeline, report = pipeline("builtin", target, avx2)
@@ -75,7 +70,7 @@ def test_integer_convs_are_bit_exact_against_numpy(shape):
     got, report = run_builtin(conv_module(x.shape, weight, stride, padding, groups, "int32"), x)
     np.testing.assert_array_equal(got, reference_conv(x, weight, stride, padding, groups))
     assert report.counts["unscheduled"] == 0
-    assert report.counts["conv"] == (0 if shape in INTEGER_ON_TOPI else 1)
+    assert report.counts["conv"] == 1
 
 
 @pytest.mark.parametrize("shape", ["3x3", "strided", "stem (3 input channels)", "depthwise"])

@@ -35,7 +35,10 @@ def test_qconfig_context_is_current_inside_the_block_and_nests():
 
 
 @pytest.mark.parametrize("overrides, option, fix", [
-    ({"nbit_weight": 0}, "nbit_weight", "2 or more bits"),
+    ({"nbit_weight": 0}, "nbit_weight", "1 or more bits"),
+    ({"nbit_activation": 1}, "nbit_activation", "nbit_input=1"),
+    ({"nbit_edge": 0}, "nbit_edge", "None"),
+    ({"subbyte_kernel": "popcount"}, "subbyte_kernel", "bitserial"),
     ({"nbit_input": 16, "dtype_input": "int16"}, "nbit_input", "at most 8 bits"),
     ({"dtype_weight": "int4"}, "dtype_weight", "int8"),
     ({"nbit_activation": 32, "dtype_activation": "int16"}, "nbit_activation", "widen dtype_activation"),
@@ -65,5 +68,5 @@ def test_an_unknown_option_lists_the_known_ones():
 
 def test_derived_ranges_follow_relay():
     assert QConfig.qmax(8) == 127 and QConfig.qmax(16) == 32767
-    assert DEFAULTS.global_activation_scale(8) == 8.0 / 128
+    assert DEFAULTS.global_activation_scale(QConfig.qmax(8)) == 8.0 / 128
     assert not DEFAULTS.needs_data and make(calibrate_mode="percentile").needs_data

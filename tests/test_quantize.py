@@ -10,7 +10,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tvm import relax
 
 from qbuild.errors import QbuildError
-from qbuild.quantize import make, quantize
+from qbuild.quantize import QConfig, make, quantize
 from qbuild.quantize.calibrate import Histogram, threshold
 from qbuild.quantize.fixed_point import requantize_reference
 from qbuild.trace import trace
@@ -163,9 +163,10 @@ def test_wide_tensors_are_never_clipped_by_calibration():
     histogram = Histogram()
     histogram.add(np.random.default_rng(0).laplace(size=100_000))
     config = make(calibrate_mode="percentile", calibrate_percentile=99.0)
-    assert threshold(config, histogram, 8) < histogram.max_abs
-    assert threshold(config, histogram, 32) == histogram.max_abs
-    assert threshold(make(), histogram, 8) == 8.0  # global_scale ignores the data
+    int8, int32 = QConfig.qmax(8), QConfig.qmax(32)  # positive codes of each width
+    assert threshold(config, histogram, int8) < histogram.max_abs
+    assert threshold(config, histogram, int32) == histogram.max_abs
+    assert threshold(make(), histogram, int8) == 8.0  # global_scale ignores the data
 
 
 def test_a_model_with_every_layer_skipped_needs_no_calibration_run(tiny):

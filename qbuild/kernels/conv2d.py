@@ -6,12 +6,13 @@ carries it through the elementwise ops in between):
 - data ``NCHW[c]c``, weights ``OIHW[i]i[o]o``: the ``o`` output channels of a block are the
   vector lanes, so every weight load feeds ``o`` outputs and every input value is broadcast.
 - depthwise: data ``NCHW[c]c``, weights ``OIHW1i[c]o``; lanes are channels again.
-- grouped (not depthwise), dilated, or integer convs whose input channels are odd keep NCHW and
-  the stock TOPI legalization.
+- grouped (not depthwise) or dilated convs keep NCHW and the stock TOPI legalization.
 
 The integer compute reads int16 operands: weights are widened and repacked at compile time to
 ``(O/o, I/i, KH, KW, i/2, o, 2)`` (each output lane's channel pair adjacent, the operand order
-of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage.
+of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage. An integer conv
+whose channel block is odd (a quantized RGB stem) cannot pair channels: it takes the float
+compute's loop structure with operands widened to int32 (plain vector multiply-adds).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     integer = data.ty.dtype != "float32"
     if attrs.data_layout == "NCHW":
         in_channels = int(data.ty.shape[1])
-        if _plain(call) and attrs.groups == 1 and not (integer and _in_block(in_channels) % 2):
+        if _plain(call) and attrs.groups == 1:
             return _legalize_locally_blocked(bb, call)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
@@ -84,7 +85,7 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], attrs.out_dtype or data.ty.dtype)
     if attrs.groups > 1:
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
-    if not integer:
+    if not integer or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     pairs = bb.emit_te(_pair_weights, weight, primfunc_name_hint="pack_weights_i16")
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
@@ -140,7 +141,7 @@ def _reduce_axes(**extents: int) -> list[te.IterVar]:
 
 
 def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
-    """fp32: out[n, o, y, x, b] = sum data[n, c, y*s+r, x*s+q, i] * weight[o, c, r, q, i, b]."""
+    """out[n, o, y, x, b] = sum data[n, c, y*s+r, x*s+q, i] * weight[o, c, r, q, i, b], in ``out_dtype``."""
     padded = _pad(data, padding, data.dtype)
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = (int(d) for d in weight.shape)
     c, r, q, i = _reduce_axes(c=ic_chunks, r=kh, q=kw, i=ic_block)
@@ -148,7 +149,8 @@ def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding:
     return te.compute(
         _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
         lambda n, o, y, x, b: te.sum(
-            (padded[n, c, y * sy + r, x * sx + q, i] * weight[o, c, r, q, i, b]).astype(out_dtype), axis=[c, r, q, i]
+            padded[n, c, y * sy + r, x * sx + q, i].astype(out_dtype) * weight[o, c, r, q, i, b].astype(out_dtype),
+            axis=[c, r, q, i]
         ),
         name=CONV_BLOCK,
     )

@@ -79,14 +79,14 @@ def quantize(
         # A dry run names the tensors whose ranges the rewrite needs (and checks the layer
         # indices before the model is run on any image).
         requested: dict = {}
-        dry = Rewriter(config, lambda var, nbit: requested.setdefault(var, 1.0))
+        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0))
         dry.run(mod)
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
         calibration.update(tensors=len(requested), images=len(images))
-    rewriter = Rewriter(config, lambda var, nbit: threshold(config, stats.get(var), nbit))
+    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels))
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
     return QuantizedModule(quantized, config, rewriter.layers, calibration)

@@ -8,8 +8,10 @@ Modes (``QConfig.calibrate_mode``):
 - ``percentile``: the ``calibrate_percentile``-th percentile of magnitudes (clips outliers).
 - ``kl_divergence``: the clipping threshold whose quantized distribution is closest (KL
   divergence) to the observed one, as in TensorRT's entropy calibration.
+- ``mse``: the clipping threshold with the least expected squared quantization error (the
+  one that suits 2- and 4-bit tensors).
 
-Clipping (percentile, KL) is applied to tensors of at most 8 bits only: a 16- or 32-bit
+Clipping (percentile, KL, MSE) is applied to tensors of at most 8 bits only: a 16- or 32-bit
 tensor has the resolution to keep its outliers, so it gets the ``max`` range instead.
 
 Statistics come from running the float model itself: a copy of ``main`` that also returns
@@ -84,6 +86,17 @@ class Histogram:
                 best, best_kl = stop, kl
         return min(self.max_abs, best * self.bin_width)
 
+    def mse_threshold(self, levels: int) -> float:
+        """The clipping threshold minimising the expected squared error of quantizing these
+        magnitudes to ``levels`` steps: clipped values lose their excess, the rest a uniform
+        rounding error of step**2 / 12. The range that low-bit tensors need (a percentile
+        keeps outliers that leave 2-bit codes almost all zero)."""
+        centres = (np.arange(HISTOGRAM_BINS) + 0.5) * self.bin_width
+        candidates = np.linspace(self.max_abs / 64, self.max_abs, 256)
+        errors = [np.sum(self.counts * np.where(centres > t, (centres - t) ** 2, (t / levels) ** 2 / 12))
+                  for t in candidates]
+        return float(candidates[int(np.argmin(errors))])
+
 
 def _requantized(counts: np.ndarray, levels: int) -> np.ndarray:
     """Merge ``counts`` into ``levels`` groups and spread each group's mass over its non-empty bins."""
@@ -106,17 +119,20 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p[mask] * np.log(p[mask] / q[mask])))
 
 
-def threshold(config: QConfig, stats: Histogram | None, nbit: int) -> float:
-    """The range bound T of a tensor stored with ``nbit`` bits (its scale is T / qmax)."""
+def threshold(config: QConfig, stats: Histogram | None, levels: int) -> float:
+    """The range bound T of a tensor with ``levels`` positive codes (127 for int8, 15 for
+    unsigned 4-bit); its scale is T / levels."""
     if config.calibrate_mode == "global_scale" or stats is None:
         return config.global_scale
     if stats.max_abs == 0.0:
         return 1.0  # an all-zero tensor: any scale represents it exactly
-    if config.calibrate_mode == "max" or nbit > CLIPPING_MAX_BITS:
+    if config.calibrate_mode == "max" or levels > QConfig.qmax(CLIPPING_MAX_BITS):
         return stats.max_abs
     if config.calibrate_mode == "percentile":
         return max(stats.percentile(config.calibrate_percentile), stats.bin_width)
-    return max(stats.kl_threshold(QConfig.qmax(nbit) + 1), stats.bin_width)
+    if config.calibrate_mode == "mse":
+        return max(stats.mse_threshold(levels), stats.bin_width)
+    return max(stats.kl_threshold(levels + 1), stats.bin_width)
 
 
 def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1) -> dict:

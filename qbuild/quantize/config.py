@@ -21,8 +21,10 @@ from qbuild.errors import QbuildError
 
 # Integer dtypes a quantized tensor may be stored in, with their bit widths.
 INT_DTYPES = {"int8": 8, "int16": 16, "int32": 32}
-CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence")
-WEIGHT_SCALES = ("power2", "max")
+CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse")
+WEIGHT_SCALES = ("power2", "max", "mse")
+# How a sub-byte conv2d runs (qbuild.kernels.bitserial, or the int8 conv on the same values).
+SUBBYTE_KERNELS = ("auto", "bitserial", "int8")
 ROUNDINGS = ("UPWARD", "TONEAREST")
 QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
 
@@ -56,6 +58,10 @@ class QConfig:
     per_channel_weights: bool = False
     calibrate_percentile: float = 99.99
     calibrate_samples: int = 32
+    # Bits of the first conv's and the dense (classifier) layers' inputs and weights when they
+    # are quantized; None: nbit_input/nbit_weight like every other layer.
+    nbit_edge: int | None = 8
+    subbyte_kernel: str = "auto"
 
     def __post_init__(self) -> None:
         if self.skip_conv_layers is not None:
@@ -70,14 +76,20 @@ class QConfig:
             if dtype not in INT_DTYPES:
                 raise _fail(f"dtype_{kind}", dtype, f"use one of {', '.join(INT_DTYPES)} "
                             "(sub-byte values are stored in int8 with nbit < 8)")
-            if not isinstance(nbit, int) or nbit < 2:
-                raise _fail(f"nbit_{kind}", nbit, "use 2 or more bits (a signed symmetric range needs 2)")
+            if not isinstance(nbit, int) or nbit < (2 if kind == "activation" else 1):
+                fix = ("use 2 or more bits: activations between layers are signed (1-bit conv inputs are "
+                       "nbit_input=1)" if kind == "activation" else "use 1 or more bits")
+                raise _fail(f"nbit_{kind}", nbit, fix)
             if nbit > INT_DTYPES[dtype]:
                 raise _fail(f"nbit_{kind}", nbit, f"dtype_{kind}={dtype!r} holds at most {INT_DTYPES[dtype]} bits: "
                             f"lower nbit_{kind} or widen dtype_{kind}")
         if self.nbit_input > 8 or self.nbit_weight > 8:
             option = "nbit_input" if self.nbit_input > 8 else "nbit_weight"
             raise _fail(option, getattr(self, option), "convolution operands are at most 8 bits (int32 accumulation)")
+        if self.nbit_edge is not None and not (isinstance(self.nbit_edge, int) and 1 <= self.nbit_edge <= 8):
+            raise _fail("nbit_edge", self.nbit_edge, "use 1 to 8 bits, or None for nbit_input/nbit_weight")
+        if self.subbyte_kernel not in SUBBYTE_KERNELS:
+            raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:
             raise _fail("calibrate_mode", self.calibrate_mode, f"use one of {', '.join(CALIBRATE_MODES)}")
         if not self.global_scale > 0:
@@ -112,14 +124,21 @@ class QConfig:
         """Largest value of a signed symmetric nbit range: 127 for 8 bits."""
         return (1 << (nbit - 1)) - 1
 
+    def layer_bits(self, edge: bool) -> tuple[int, int]:
+        """(input bits, weight bits) of a layer; ``edge``: the first conv or a dense layer."""
+        if edge and self.nbit_edge is not None:
+            return self.nbit_edge, self.nbit_edge
+        return self.nbit_input, self.nbit_weight
+
     @property
     def needs_data(self) -> bool:
         """Whether calibration runs the model on data (every mode but global_scale)."""
         return self.calibrate_mode != "global_scale"
 
-    def global_activation_scale(self, nbit: int) -> float:
-        """Relay's global_scale mode: every activation spans [-global_scale, global_scale]."""
-        return self.global_scale / (1 << (nbit - 1))
+    def global_activation_scale(self, levels: int) -> float:
+        """Relay's global_scale mode: a tensor with ``levels`` positive codes (127 for int8)
+        spans [-global_scale, global_scale] (its step is global_scale / 2**(nbit-1))."""
+        return self.global_scale / (levels + 1)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)

@@ -27,14 +27,15 @@ def _ndim(expr: relax.Expr) -> int:
     return len(expr.ty.shape)
 
 
-def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, qmax: int, dtype: str, rounding: str) -> relax.Expr:
-    """float -> integer: clip(round(x / scale), -qmax, qmax) as ``dtype``."""
+def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, bounds: tuple[int, int], dtype: str,
+             rounding: str) -> relax.Expr:
+    """float -> integer: clip(round(x / scale), low, high) as ``dtype``."""
     scaled = bb.emit(relax.op.multiply(x, relax.const(np.float32(1.0 / scale), "float32")))
     if rounding == "UPWARD":
         rounded = bb.emit(relax.op.floor(relax.op.add(scaled, relax.const(np.float32(0.5), "float32"))))
     else:
         rounded = bb.emit(relax.op.round(scaled))
-    clipped = bb.emit(relax.op.clip(rounded, -qmax, qmax))
+    clipped = bb.emit(relax.op.clip(rounded, *bounds))
     return bb.emit(relax.op.astype(clipped, dtype))
 
 
@@ -61,16 +62,17 @@ def requantize(
     bb: relax.BlockBuilder,
     q: relax.Expr,
     ratio: np.ndarray | float,
-    qmax: int | None,
+    bounds: tuple[int, int] | None,
     dtype: str,
     rounding: str,
     round_for_shift: bool,
     axis: int = 1,
 ) -> relax.Expr:
-    """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to +-qmax and cast.
+    """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
+    (low, high) and cast.
 
     Power-of-two ratios become plain shifts; others a 31-bit multiply and a rounding shift.
-    ``qmax=None`` skips the clip (an intermediate that is added to before clipping).
+    ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
     wide = bb.emit(relax.op.astype(q, "int64"))
@@ -85,6 +87,6 @@ def requantize(
         multiplier, shift = multiplier_shift(ratio)
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
-    if qmax is not None:
-        scaled = bb.emit(relax.op.clip(scaled, -qmax, qmax))
+    if bounds is not None:
+        scaled = bb.emit(relax.op.clip(scaled, *bounds))
     return scaled if dtype == "int64" else bb.emit(relax.op.astype(scaled, dtype))

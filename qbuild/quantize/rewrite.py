@@ -3,16 +3,30 @@
 Each tensor of the new program is in one of three forms:
 
 - ``Float``: unchanged float32.
-- ``Quant``: an integer tensor ``q`` with one scale: real = q * scale (symmetric, no zero point).
+- ``Quant``: an integer tensor ``q`` in [low, high] with one scale: real = q * scale (no zero
+  point; signed ranges are symmetric).
 - ``Acc``: the int32 accumulator of a quantized conv2d/dense, with one scale per output channel
   (input scale x weight scale). Its bias is added in int32; a ReLU keeps it an accumulator.
 
+Each form also knows whether its values are ``nonneg`` (after a ReLU, a ReLU6, and the max
+pooling and padding of such a tensor): a sub-byte conv input that is non-negative takes the
+unsigned range [0, 2**bits - 1] rather than wasting a bit on a sign (a signed 1-bit range is
+empty, so a possibly negative 1-bit input gets 2 bits, and its layer records that).
+
 A quantized conv2d/dense takes its input in ``dtype_input`` (``nbit_input`` bits) and its
-weights in ``dtype_weight``, accumulates in int32 and, when another op needs its value,
+weights in ``dtype_weight`` (``nbit_weight`` bits; 1-bit weights are bipolar, {-1, +1} x scale;
+the first conv and dense layers take ``nbit_edge`` bits), accumulates in int32 and, when another
+op needs its value,
 requantizes (the *epilogue*) to the activation dtype with the activation's calibrated scale.
 Residual adds, ReLU, ReLU6 (clip), max pooling and zero padding run on integers in the
 activation dtype; every other op gets float input (dequantized), so float stays only where it
 must: skipped layers and the pooling/classifier head.
+
+A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
+narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
+as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win
+(``bitserial.MAX_AUTO_PAIRS``). Each layer's record says which ran, in what encoding, and how
+many bytes its weights take.
 """
 
 from __future__ import annotations
@@ -24,12 +38,14 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from qbuild.kernels import bitserial
 from qbuild.quantize import emit
+from qbuild.quantize.bitpack import Encoding
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
 from qbuild.quantize.graph import bindings, op_name, scalar_value, substitute
 
-# (var, nbit) -> the real-valued range bound T of that tensor at that width.
+# (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
 
 
@@ -42,8 +58,22 @@ class Float:
 class Quant:
     expr: relax.Expr
     scale: float
-    nbit: int
+    low: int
+    high: int
     dtype: str
+    nonneg: bool = False
+
+    @property
+    def encoding(self) -> Encoding:
+        """The bit planes of this range (``qbuild.quantize.bitpack``)."""
+        if self.low >= 0:
+            return Encoding(self.high.bit_length(), "unsigned")
+        return Encoding(self.high.bit_length() + 1, "signed")
+
+
+def signed_range(nbit: int) -> tuple[int, int]:
+    """The symmetric signed range of ``nbit`` bits: (-127, 127) for 8."""
+    return -QConfig.qmax(nbit), QConfig.qmax(nbit)
 
 
 @dataclass
@@ -52,6 +82,7 @@ class Acc:
     scale: np.ndarray  # per output channel
     axis: int  # the channel axis of expr
     source: relax.Var  # the float tensor this accumulator stands for (whose range settles it)
+    nonneg: bool = False
 
 
 def _const_array(expr: relax.Expr) -> np.ndarray | None:
@@ -91,21 +122,29 @@ class Rewriter:
         self.dense_count = 0
 
     # --- scales ------------------------------------------------------------------------
-    def step(self, var: relax.Var, nbit: int) -> float:
-        """The scale of ``var`` stored with ``nbit`` bits."""
+    def step(self, var: relax.Var, high: int) -> float:
+        """The scale of ``var`` stored with ``high`` positive codes."""
         if self.config.calibrate_mode == "global_scale":
-            return self.config.global_activation_scale(nbit)
-        return self.thresholds(var, nbit) / QConfig.qmax(nbit)
+            return self.config.global_activation_scale(high)
+        return self.thresholds(var, high) / high
 
-    def weight_step(self, weights: np.ndarray, out_axis: int) -> np.ndarray:
-        """Weight scale, per output channel (``per_channel_weights``) or one for the tensor."""
-        axes = tuple(i for i in range(weights.ndim) if i != out_axis)
-        magnitude = np.abs(weights).max(axis=axes) if self.config.per_channel_weights else np.array([np.abs(weights).max()])
-        magnitude = np.where(magnitude > 0, magnitude, 1.0).astype(np.float64)
-        nbit = self.config.nbit_weight
+    def weight_step(self, weights: np.ndarray, out_axis: int, encoding: Encoding) -> np.ndarray:
+        """Weight scale, per output channel (``per_channel_weights``) or one for the tensor:
+        from the largest magnitude (power2, max), the clipping that minimises the squared error
+        (mse), or, for bipolar weights, the mean magnitude (the least-squares scale of sign(w))."""
+        rows = np.moveaxis(weights, out_axis, 0).reshape(weights.shape[out_axis], -1).astype(np.float64)
+        if not self.config.per_channel_weights:
+            rows = rows.reshape(1, -1)
+        magnitude = np.abs(rows).max(axis=1)
+        magnitude = np.where(magnitude > 0, magnitude, 1.0)
+        if encoding.kind == "bipolar":
+            mean = np.abs(rows).mean(axis=1)
+            return np.where(mean > 0, mean, 1.0)
         if self.config.weight_scale == "power2":
-            return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (nbit - 1))
-        return magnitude / QConfig.qmax(nbit)
+            return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (encoding.bits - 1))
+        if self.config.weight_scale == "mse":
+            return _mse_steps(rows, magnitude, encoding.high, self.config.rounding)
+        return magnitude / encoding.high
 
     # --- conversions between forms ------------------------------------------------------
     def as_float(self, bb: relax.BlockBuilder, value) -> relax.Expr:
@@ -120,24 +159,28 @@ class Rewriter:
         if not isinstance(value, Acc):
             return value
         cfg = self.config
-        nbit = cfg.nbit_activation
-        scale = self.step(value.source, nbit)
-        q = emit.requantize(bb, value.expr, value.scale / scale, QConfig.qmax(nbit), cfg.dtype_activation,
+        low, high = signed_range(cfg.nbit_activation)
+        scale = self.step(value.source, high)
+        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), cfg.dtype_activation,
                             cfg.rounding, cfg.round_for_shift, value.axis)
-        return Quant(q, scale, nbit, cfg.dtype_activation)
+        return Quant(q, scale, low, high, cfg.dtype_activation, value.nonneg)
 
-    def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value) -> Quant:
-        """``value`` (the tensor ``var``) in the conv input dtype with ``var``'s input scale."""
+    def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value, nbit: int) -> Quant:
+        """``value`` (the tensor ``var``) as an ``nbit``-bit conv input in ``dtype_input``, with
+        ``var``'s input scale: unsigned below 8 bits when it is non-negative, else signed."""
         cfg = self.config
-        nbit, dtype = cfg.nbit_input, cfg.dtype_input
+        dtype = cfg.dtype_input
         value = self.settle(bb, value)
-        scale = self.step(var, nbit)
+        nonneg = not isinstance(value, Float) and value.nonneg
+        low, high = (0, (1 << nbit) - 1) if nbit < 8 and nonneg else signed_range(max(nbit, 2))
+        scale = self.step(var, high)
         if isinstance(value, Float):
-            return Quant(emit.quantize(bb, value.expr, scale, QConfig.qmax(nbit), dtype, cfg.rounding), scale, nbit, dtype)
-        if (value.nbit, value.dtype) == (nbit, dtype) and np.isclose(value.scale, scale, rtol=1e-12):
+            q = emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding)
+            return Quant(q, scale, low, high, dtype)
+        if (value.low, value.high, value.dtype) == (low, high, dtype) and np.isclose(value.scale, scale, rtol=1e-12):
             return value
-        q = emit.requantize(bb, value.expr, value.scale / scale, QConfig.qmax(nbit), dtype, cfg.rounding, cfg.round_for_shift)
-        return Quant(q, scale, nbit, dtype)
+        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift)
+        return Quant(q, scale, low, high, dtype, nonneg)
 
     # --- the rewrite -------------------------------------------------------------------------
     def run(self, mod: tvm.IRModule) -> tvm.IRModule:
@@ -173,7 +216,7 @@ class Rewriter:
                 return self.float_op(bb, call, values)
             quant = self.settle(bb, arg_values[0])
             return Quant(bb.emit(relax.Call(call.op, [quant.expr, *args[1:]], call.attrs, call.ty_args)),
-                         quant.scale, quant.nbit, quant.dtype)
+                         quant.scale, quant.low, quant.high, quant.dtype, quant.nonneg)
         return self.float_op(bb, call, values)
 
     def float_op(self, bb: relax.BlockBuilder, call: relax.Expr, values: dict) -> Float:
@@ -194,21 +237,39 @@ class Rewriter:
         return None
 
     def _record(self, op: str, index: int, var: relax.Var, weights: np.ndarray, skipped: str | None,
-                input_scale: float | None = None, weight_scale: np.ndarray | None = None) -> None:
+                layer: dict | None = None) -> None:
         entry = {"op": op, "index": index, "name": var.name, "weight_shape": list(weights.shape),
                  "status": "skipped" if skipped else "quantized", "reason": skipped}
-        if not skipped:
-            entry.update(input_scale=input_scale, weight_scale_min=float(weight_scale.min()),
-                         weight_scale_max=float(weight_scale.max()))
+        entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
 
-    def _quantized_weights(self, weights: np.ndarray, out_axis: int) -> tuple[np.ndarray, np.ndarray]:
-        step = self.weight_step(weights, out_axis)
+    def _quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int) -> tuple[np.ndarray, np.ndarray, Encoding]:
+        """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights."""
+        encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
+        step = self.weight_step(weights, out_axis, encoding)
         shape = [1] * weights.ndim
         shape[out_axis] = -1
-        qmax = QConfig.qmax(self.config.nbit_weight)
-        q = np.clip(round_half(weights / step.reshape(shape), self.config.rounding), -qmax, qmax)
-        return q.astype(self.config.dtype_weight), step
+        if encoding.kind == "bipolar":
+            q = np.where(weights >= 0, 1, -1)
+        else:
+            q = np.clip(round_half(weights / step.reshape(shape), self.config.rounding), encoding.low, encoding.high)
+        return q.astype(self.config.dtype_weight), step, encoding
+
+    def _layer(self, qin: Quant, wstep: np.ndarray, encoding: Encoding, kernel: str, weight_bytes: int) -> dict:
+        return {"input_scale": qin.scale, "weight_scale_min": float(wstep.min()), "weight_scale_max": float(wstep.max()),
+                "input_encoding": qin.encoding.to_json(), "weight_encoding": encoding.to_json(), "kernel": kernel,
+                "weight_bytes": weight_bytes}
+
+    def _conv_kernel(self, attrs, qin: Quant, encoding: Encoding) -> str:
+        """"bitserial" or "int8": how this quantized conv runs (``subbyte_kernel``)."""
+        choice = self.config.subbyte_kernel
+        subbyte = qin.encoding.bits < 8 or encoding.bits < 8
+        plain = attrs.groups == 1 and all(int(d) == 1 for d in attrs.dilation) and \
+            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout or "NCHW") == ("NCHW", "OIHW", "NCHW")
+        if choice == "int8" or not (subbyte and plain):
+            return "int8"
+        pairs = len(qin.encoding.coefficients) * len(encoding.coefficients)
+        return "bitserial" if choice == "bitserial" or pairs <= bitserial.MAX_AUTO_PAIRS else "int8"
 
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
@@ -219,13 +280,23 @@ class Rewriter:
             self._record("nn.conv2d", index, var, weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         attrs = call.attrs
-        qin = self.as_input(bb, call.args[0], value)
-        qweights, wstep = self._quantized_weights(weights, str(attrs.kernel_layout).index("O"))
-        conv = bb.emit(relax.op.nn.conv2d(
-            qin.expr, relax.const(qweights), strides=attrs.strides, padding=attrs.padding,
-            dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
-            kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
-        self._record("nn.conv2d", index, var, weights, None, qin.scale, wstep)
+        in_bits, weight_bits = self.config.layer_bits(edge=index == 0)
+        qin = self.as_input(bb, call.args[0], value, in_bits)
+        qweights, wstep, encoding = self._quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits)
+        kernel = self._conv_kernel(attrs, qin, encoding)
+        if kernel == "bitserial":
+            spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
+                                           tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding))
+            packed = spec.pack(qweights)
+            conv = spec.emit(bb, qin.expr, packed)
+            weight_bytes = packed.nbytes
+        else:
+            conv = bb.emit(relax.op.nn.conv2d(
+                qin.expr, relax.const(qweights), strides=attrs.strides, padding=attrs.padding,
+                dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
+                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
+            weight_bytes = qweights.nbytes
+        self._record("nn.conv2d", index, var, weights, None, self._layer(qin, wstep, encoding, kernel, weight_bytes))
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
         return Acc(conv, qin.scale * wstep, axis, var)
 
@@ -237,10 +308,11 @@ class Rewriter:
         if skipped:
             self._record("nn.dense", index, var, weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
-        qin = self.as_input(bb, call.args[0], value)
-        qweights, wstep = self._quantized_weights(weights, 1)
+        in_bits, weight_bits = self.config.layer_bits(edge=True)
+        qin = self.as_input(bb, call.args[0], value, in_bits)
+        qweights, wstep, encoding = self._quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
-        self._record("nn.dense", index, var, weights, None, qin.scale, wstep)
+        self._record("nn.dense", index, var, weights, None, self._layer(qin, wstep, encoding, "int8", qweights.nbytes))
         return Acc(product, qin.scale * wstep, -1, var)
 
     # --- integer elementwise ops ----------------------------------------------------------
@@ -268,27 +340,41 @@ class Rewriter:
 
     def residual_add(self, bb: relax.BlockBuilder, var: relax.Var, operands: list) -> Quant:
         cfg = self.config
-        nbit, dtype = cfg.nbit_activation, cfg.dtype_activation
-        scale = self.step(var, nbit)
+        dtype = cfg.dtype_activation
+        low, high = signed_range(cfg.nbit_activation)
+        scale = self.step(var, high)
         wide = []
         for value in operands:
             value = self.settle(bb, value)
             if isinstance(value, Float):
-                value = Quant(emit.quantize(bb, value.expr, scale, QConfig.qmax(nbit), dtype, cfg.rounding), scale, nbit, dtype)
+                value = Quant(emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding), scale, low, high, dtype)
             wide.append(emit.requantize(bb, value.expr, value.scale / scale, None, "int64", cfg.rounding, cfg.round_for_shift))
-        total = bb.emit(relax.op.clip(relax.op.add(*wide), -QConfig.qmax(nbit), QConfig.qmax(nbit)))
-        return Quant(bb.emit(relax.op.astype(total, dtype)), scale, nbit, dtype)
+        total = bb.emit(relax.op.clip(relax.op.add(*wide), low, high))
+        return Quant(bb.emit(relax.op.astype(total, dtype)), scale, low, high, dtype)
 
     def relu(self, bb: relax.BlockBuilder, var: relax.Var, value):
         zero = relax.const(0, value.expr.ty.dtype)
         out = bb.emit(relax.op.maximum(value.expr, zero))
         if isinstance(value, Acc):
-            return Acc(out, value.scale, value.axis, var)
-        return Quant(out, value.scale, value.nbit, value.dtype)
+            return Acc(out, value.scale, value.axis, var, nonneg=True)
+        return Quant(out, value.scale, value.low, value.high, value.dtype, nonneg=True)
 
     def clip(self, bb: relax.BlockBuilder, call: relax.Call, value: Quant) -> Quant:
         low = scalar_value(call.args[1]) / value.scale
         high = scalar_value(call.args[2]) / value.scale
-        qmax = QConfig.qmax(value.nbit)
-        bounds = [int(np.clip(np.ceil(low), -qmax, qmax)), int(np.clip(np.floor(high), -qmax, qmax))]
-        return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.nbit, value.dtype)
+        bounds = [int(np.clip(np.ceil(low), value.low, value.high)), int(np.clip(np.floor(high), value.low, value.high))]
+        return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.low, value.high, value.dtype,
+                     nonneg=value.nonneg or bounds[0] >= 0)
+
+
+def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str) -> np.ndarray:
+    """Per row, the step (clip / high) among clips of 20%..100% of the row's largest magnitude
+    that minimises the squared quantization error of the row."""
+    best_step, best_error = magnitude / high, np.full(rows.shape[0], np.inf)
+    for fraction in np.linspace(0.2, 1.0, 81):
+        step = (magnitude * fraction / high)[:, None]
+        error = ((np.clip(round_half(rows / step, rounding), -high, high) * step - rows) ** 2).sum(axis=1)
+        better = error < best_error
+        best_step = np.where(better, step[:, 0], best_step)
+        best_error = np.where(better, error, best_error)
+    return best_step
