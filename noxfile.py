@@ -51,6 +51,14 @@ def compare(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def subbyte(session: nox.Session) -> None:
+    """Time the bit-serial convs (W1A1, W2A2, W4A4) against the int8 conv on ResNet-50's conv shapes side
+    by side; print ratios, save them for the report (posargs go to `qbuild subbyte-kernels`)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "qbuild"), "subbyte-kernels", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
 def report(session: nox.Session) -> None:
     """Render the report pages (docs/) from results/ (posargs go to `python -m report`)."""
     bin_dir = shared_env(session)

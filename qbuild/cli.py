@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(sub.add_parser("plan", help="list what a plan would run, without running it"), many=True)
     compare = sub.add_parser("compare", help="time several builds of one model side by side and print ratios")
     _add_compare_options(compare)
+    kernels = sub.add_parser("subbyte-kernels",
+                             help="time bit-serial convs against the int8 conv of ResNet-50's shapes side by side")
+    kernels.add_argument("--rounds", type=int, default=7, help="interleaved rounds (default: 7)")
+    kernels.add_argument("--executions", type=int, default=10, help="timed runs of each kernel per round (default: 10)")
+    kernels.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
+    kernels.add_argument("--no-save", action="store_true", help="print only; write no results file")
     summary = sub.add_parser("summary", help="one row per results file (reads results only)")
     summary.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -142,6 +148,19 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_subbyte_kernels(args: argparse.Namespace) -> int:
+    from qbuild import environment, subbyte
+
+    if args.rounds < 1 or args.executions < 1:
+        raise QbuildError("--rounds and --executions must be at least 1", "pass positive counts")
+    timed = subbyte.compare_kernels(rounds=args.rounds, executions=args.executions)
+    document = subbyte.record(timed, args.rounds, args.executions, environment.capture())
+    print(subbyte.render(document))
+    if not args.no_save:
+        print(f"wrote {subbyte.save(args.results, document['environment']['machine_id'], document)}")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from qbuild.summary import collect, render_json, render_table
 
@@ -167,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_plan(args)
         if args.command == "compare":
             return _cmd_compare(args)
+        if args.command == "subbyte-kernels":
+            return _cmd_subbyte_kernels(args)
         return _cmd_run(args, many=args.command == "experiments")
     except QbuildError as exc:
         print(f"qbuild: error: {exc}", file=sys.stderr)

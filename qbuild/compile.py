@@ -54,6 +54,13 @@ class CompiledModel:
 
         return run_once
 
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the compiled module's constants: its weights, at their stored width."""
+        from qbuild.quantize.graph import constant_bytes
+
+        return constant_bytes(self.relax_module)
+
     def sources(self) -> dict[str, str]:
         """Generated code by artifact suffix: {"ll": ..., "s": ...} on CPU, {"cu": ...} on CUDA."""
         found: dict[str, str] = {}

@@ -71,6 +71,14 @@ class Profile:
 # Calibrated quantization: per-channel weight scales from each channel's range, activation
 # ranges from the 99.99th percentile on held-out images.
 CALIBRATED = {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}
+# The bit-width sweep (the study's int8 -> int4 -> int2 -> int1, and mixed settings): W weight
+# bits, A conv-input bits. Calibrated for low bits (per-channel weights and activation ranges
+# that minimise the squared error); the first conv, the classifier and depthwise convs stay at
+# 8 bits (nbit_edge); activations between layers are int8.
+SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "mse", "skip_conv_layers": [],
+         "skip_dense_layer": False, "edge_layers": ["first_conv", "dense", "depthwise"], "nbit_activation": 8,
+         "dtype_activation": "int8"}
+SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
 # activation dtype (the value in brackets); the same three calibrated, which separates the
 # activation dtype's effect from relay's fixed +-8 range; and peers: PyTorch eager, ONNX Runtime
@@ -88,6 +96,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime"),
         *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
                   options={"quant_format": fmt}) for fmt in ("QOperator", "QDQ")),
+        *(Variant(f"w{w}a{a}", f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)",
+                  {**SWEEP, "nbit_weight": w, "nbit_input": a}) for w, a in SWEEP_PRECISIONS),
     )
 }
 

@@ -1,6 +1,7 @@
 """Carry one experiment through the stages and write its results file.
 
-load -> summarise -> trace -> [quantize] -> compile -> verify -> analyse -> bench -> accuracy.
+load -> summarise -> trace -> [quantize] -> compile -> verify -> [kernel_check] -> analyse -> bench -> accuracy.
+``kernel_check`` runs for a model with bit-serial layers: each distinct one against NumPy.
 A peer baseline (engine "torch" or "onnxruntime") has that engine stand in for the compiled model.
 
 Each stage records ok / error / skipped with its duration; a failing stage records the
@@ -142,8 +143,10 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
     )
     if compiled is not None:
         out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json(),
-                          "kernels": compiled.kernels}
+                          "kernels": compiled.kernels, "weight_bytes": compiled.weight_bytes}
     out["correctness"] = log.run("verify", lambda: _verify(compiled, loaded), needs=("compile",))
+    if config is not None and out["quantization"] and out["quantization"]["bitserial_layers"]:
+        out["kernel_check"] = log.run("kernel_check", lambda: _check_kernels(quantized.layers), needs=("compile",))
     out["ir"] = log.run("analyse", lambda: _analyse(experiment, compiled, results_dir), needs=("compile",))
     return _measure(experiment, log, compiled, loaded, out, progress)
 
@@ -220,6 +223,12 @@ def _compile(mod, experiment: Experiment):
     from qbuild.compile import compile_model
 
     return compile_model(mod, experiment.target, experiment.kernels)
+
+
+def _check_kernels(layers: list[dict]) -> dict:
+    from qbuild.subbyte import check_layers
+
+    return check_layers(layers)
 
 
 def _verify(compiled, loaded) -> dict:

@@ -32,3 +32,11 @@ def test_untuned_builds_are_named_apart_and_record_their_kernel_set():
 def test_an_unknown_kernel_set_is_refused_before_any_work():
     with pytest.raises(QbuildError, match="unknown kernel set 'tuned'"):
         build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["tuned"])
+
+
+def test_the_default_plan_sweeps_the_bit_widths_with_mixed_settings():
+    plan = build_plan(["resnet18"], None, ["cpu"], "quick", "random")
+    sweep = {e.variant.name: e.variant.config() for e in plan if e.variant.name.startswith("w")}
+    assert set(sweep) == {"w8a8", "w4a8", "w2a8", "w4a4", "w2a2", "w1a1"}
+    assert (sweep["w2a8"].nbit_weight, sweep["w2a8"].nbit_input) == (2, 8)
+    assert all(config.nbit_edge == 8 for config in sweep.values())

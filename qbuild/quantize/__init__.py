@@ -36,6 +36,7 @@ class QuantizedModule:
             "calibration": self.calibration,
             "layers_quantized": len(quantized),
             "layers_skipped": len(self.layers) - len(quantized),
+            "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in self.layers),
             "layers": self.layers,
         }
 

@@ -25,6 +25,8 @@ CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse")
 WEIGHT_SCALES = ("power2", "max", "mse")
 # How a sub-byte conv2d runs (qbuild.kernels.bitserial, or the int8 conv on the same values).
 SUBBYTE_KERNELS = ("auto", "bitserial", "int8")
+# Layers that ``nbit_edge`` may keep wider than nbit_input/nbit_weight.
+EDGE_LAYERS = ("first_conv", "dense", "depthwise")
 ROUNDINGS = ("UPWARD", "TONEAREST")
 QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
 
@@ -58,9 +60,11 @@ class QConfig:
     per_channel_weights: bool = False
     calibrate_percentile: float = 99.99
     calibrate_samples: int = 32
-    # Bits of the first conv's and the dense (classifier) layers' inputs and weights when they
-    # are quantized; None: nbit_input/nbit_weight like every other layer.
+    # Bits of the ``edge_layers``' inputs and weights when they are quantized (the layers that
+    # low-bit quantization hurts most: the first conv, the classifier, depthwise convs with 9
+    # weights per channel); None: nbit_input/nbit_weight like every other layer.
     nbit_edge: int | None = 8
+    edge_layers: tuple[str, ...] = ("first_conv", "dense")
     subbyte_kernel: str = "auto"
 
     def __post_init__(self) -> None:
@@ -68,6 +72,7 @@ class QConfig:
             object.__setattr__(self, "skip_conv_layers", tuple(self.skip_conv_layers))
         if self.debug_enabled_ops is not None:
             object.__setattr__(self, "debug_enabled_ops", tuple(self.debug_enabled_ops))
+        object.__setattr__(self, "edge_layers", tuple(self.edge_layers))
         self._validate()
 
     def _validate(self) -> None:
@@ -88,6 +93,8 @@ class QConfig:
             raise _fail(option, getattr(self, option), "convolution operands are at most 8 bits (int32 accumulation)")
         if self.nbit_edge is not None and not (isinstance(self.nbit_edge, int) and 1 <= self.nbit_edge <= 8):
             raise _fail("nbit_edge", self.nbit_edge, "use 1 to 8 bits, or None for nbit_input/nbit_weight")
+        if any(kind not in EDGE_LAYERS for kind in self.edge_layers):
+            raise _fail("edge_layers", self.edge_layers, f"name layers among {', '.join(EDGE_LAYERS)}")
         if self.subbyte_kernel not in SUBBYTE_KERNELS:
             raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:
@@ -124,9 +131,10 @@ class QConfig:
         """Largest value of a signed symmetric nbit range: 127 for 8 bits."""
         return (1 << (nbit - 1)) - 1
 
-    def layer_bits(self, edge: bool) -> tuple[int, int]:
-        """(input bits, weight bits) of a layer; ``edge``: the first conv or a dense layer."""
-        if edge and self.nbit_edge is not None:
+    def layer_bits(self, kind: str) -> tuple[int, int]:
+        """(input bits, weight bits) of a layer of ``kind`` ("first_conv", "dense", "depthwise",
+        or "conv" for any other conv)."""
+        if kind in self.edge_layers and self.nbit_edge is not None:
             return self.nbit_edge, self.nbit_edge
         return self.nbit_input, self.nbit_weight
 

@@ -47,7 +47,7 @@ def with_outputs(mod: tvm.IRModule, tensors: list) -> tvm.IRModule:
     """A module whose ``main`` computes what ``mod``'s does and returns ``tensors`` (vars of it) as a tuple."""
     main = mod["main"]
     bb = relax.BlockBuilder()
-    mapping: dict = {}
+    mapping: dict = {param: param for param in main.params}  # a quantized first conv asks for the input's range
     with bb.function("main", list(main.params)):
         with bb.dataflow():
             for binding in bindings(mod):
@@ -62,3 +62,22 @@ def scalar_value(value) -> float:
     while hasattr(value, "value"):
         value = value.value
     return float(value)
+
+
+def constant_bytes(mod: tvm.IRModule) -> int:
+    """Bytes of the tensor constants ``main``'s bindings use (its weights, packed or not)."""
+    seen: dict[int, int] = {}
+
+    def visit(expr: relax.Expr) -> None:
+        if isinstance(expr, tvm.ir.expr.GenericConst):
+            seen[id(expr)] = int(expr.value.numpy().nbytes)
+        elif isinstance(expr, relax.Call):
+            for arg in expr.args:
+                visit(arg)
+        elif isinstance(expr, relax.Tuple):
+            for field in expr.fields:
+                visit(field)
+
+    for binding in bindings(mod):
+        visit(binding.value)
+    return sum(seen.values())

@@ -15,7 +15,7 @@ empty, so a possibly negative 1-bit input gets 2 bits, and its layer records tha
 
 A quantized conv2d/dense takes its input in ``dtype_input`` (``nbit_input`` bits) and its
 weights in ``dtype_weight`` (``nbit_weight`` bits; 1-bit weights are bipolar, {-1, +1} x scale;
-the first conv and dense layers take ``nbit_edge`` bits), accumulates in int32 and, when another
+the ``edge_layers`` take ``nbit_edge`` bits), accumulates in int32 and, when another
 op needs its value,
 requantizes (the *epilogue*) to the activation dtype with the activation's calibrated scale.
 Residual adds, ReLU, ReLU6 (clip), max pooling and zero padding run on integers in the
@@ -280,7 +280,9 @@ class Rewriter:
             self._record("nn.conv2d", index, var, weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         attrs = call.attrs
-        in_bits, weight_bits = self.config.layer_bits(edge=index == 0)
+        depthwise = attrs.groups > 1 and attrs.groups == int(weights.shape[0]) and int(weights.shape[1]) == 1
+        kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
+        in_bits, weight_bits = self.config.layer_bits(kind)
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self._quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits)
         kernel = self._conv_kernel(attrs, qin, encoding)
@@ -296,7 +298,10 @@ class Rewriter:
                 dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
                 kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
             weight_bytes = qweights.nbytes
-        self._record("nn.conv2d", index, var, weights, None, self._layer(qin, wstep, encoding, kernel, weight_bytes))
+        layer = self._layer(qin, wstep, encoding, kernel, weight_bytes)
+        layer.update(input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
+                     padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
+        self._record("nn.conv2d", index, var, weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
         return Acc(conv, qin.scale * wstep, axis, var)
 
@@ -308,7 +313,7 @@ class Rewriter:
         if skipped:
             self._record("nn.dense", index, var, weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
-        in_bits, weight_bits = self.config.layer_bits(edge=True)
+        in_bits, weight_bits = self.config.layer_bits("dense")
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self._quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
@@ -369,10 +374,11 @@ class Rewriter:
 
 def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str) -> np.ndarray:
     """Per row, the step (clip / high) among clips of 20%..100% of the row's largest magnitude
-    that minimises the squared quantization error of the row."""
+    that minimises the squared quantization error of the row (searched in float32: a ranking)."""
+    rows = rows.astype(np.float32)
     best_step, best_error = magnitude / high, np.full(rows.shape[0], np.inf)
-    for fraction in np.linspace(0.2, 1.0, 81):
-        step = (magnitude * fraction / high)[:, None]
+    for fraction in np.linspace(0.2, 1.0, 41):
+        step = (magnitude * fraction / high).astype(np.float32)[:, None]
         error = ((np.clip(round_half(rows / step, rounding), -high, high) * step - rows) ** 2).sum(axis=1)
         better = error < best_error
         best_step = np.where(better, step[:, 0], best_step)
