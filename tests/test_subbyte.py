@@ -9,6 +9,7 @@ import torch
 import tvm
 from tvm import relax
 
+from qbuild import plan
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
 from qbuild.kernels.bitserial import BitserialConv, reference
@@ -143,8 +144,7 @@ def calibration(n: int = 2):
     return [rng.standard_normal((3, 12, 12)).astype(np.float32) for _ in range(n)]
 
 
-SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "mse", "skip_conv_layers": [],
-         "skip_dense_layer": False, "nbit_activation": 8, "dtype_activation": "int8", "calibrate_samples": 2}
+SWEEP = {**plan.SWEEP, "calibrate_samples": 2}  # the sweep variants' settings, on 2 images
 
 
 def quantized_block(block, **overrides):
@@ -193,3 +193,18 @@ def test_4_bit_weights_stay_close_to_float_with_8_bit_inputs(block):
     got = compile_model(quantized_block(block, nbit_weight=4, nbit_input=8).mod, CPU, "builtin")(x)
     cosine = float(np.sum(expected * got) / (np.linalg.norm(expected) * np.linalg.norm(got)))
     assert cosine > 0.98
+
+
+def test_bias_correction_cancels_the_mean_error_of_rounded_weights(block):
+    module, _traced = block
+    rng = np.random.default_rng(3)
+    batch = [rng.standard_normal((1, 3, 12, 12)).astype(np.float32) for _ in range(8)]
+    expected = np.concatenate([module(torch.from_numpy(x)).detach().numpy() for x in batch])
+    mean_error = {}
+    for corrected in (False, True):
+        quantized = quantized_block(block, nbit_weight=2, nbit_input=8, bias_correction=corrected)
+        assert all(layer["bias_correction"] == corrected for layer in quantized.layers[:3])
+        model = compile_model(quantized.mod, CPU, "builtin")
+        got = np.concatenate([model(x) for x in batch])
+        mean_error[corrected] = float(np.abs((got - expected).mean(axis=0)).mean())
+    assert mean_error[True] < mean_error[False]

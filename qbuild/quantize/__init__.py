@@ -87,7 +87,8 @@ def quantize(
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
         calibration.update(tensors=len(requested), images=len(images))
-    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels))
+    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels),
+                        lambda var: stats[var].channel_means() if var in stats else None)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
     return QuantizedModule(quantized, config, rewriter.layers, calibration)

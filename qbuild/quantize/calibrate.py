@@ -35,13 +35,25 @@ CLIPPING_MAX_BITS = 8
 
 @dataclass
 class Histogram:
-    """Histogram of non-zero magnitudes over [0, upper) in ``HISTOGRAM_BINS`` bins; the range doubles as needed."""
+    """Histogram of non-zero magnitudes over [0, upper) in ``HISTOGRAM_BINS`` bins (the range
+    doubles as needed), and the mean of each channel (axis 1) for bias correction."""
 
     counts: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, dtype=np.int64))
     upper: float = 0.0
     max_abs: float = 0.0
+    channel_sums: np.ndarray | None = None
+    channel_samples: int = 0
+
+    def channel_means(self) -> np.ndarray | None:
+        """Each channel's mean over the images and positions seen (None before any 2-D+ tensor)."""
+        return None if self.channel_sums is None else self.channel_sums / self.channel_samples
 
     def add(self, values: np.ndarray) -> None:
+        if values.ndim >= 2:
+            axes = tuple(i for i in range(values.ndim) if i != 1)
+            sums = values.astype(np.float64).sum(axis=axes)
+            self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
+            self.channel_samples += values.size // values.shape[1]
         magnitudes = np.abs(values.astype(np.float32, copy=False)).ravel()
         # Exact zeros (half of every ReLU output) are representable at any scale: leaving them
         # out keeps their spike from pulling the KL threshold down.

@@ -65,6 +65,9 @@ class QConfig:
     # weights per channel); None: nbit_input/nbit_weight like every other layer.
     nbit_edge: int | None = 8
     edge_layers: tuple[str, ...] = ("first_conv", "dense")
+    # Add to each conv's accumulator the expected error its rounded weights cause on the
+    # calibration images' mean input (analytic bias correction; needs calibration data).
+    bias_correction: bool = False
     subbyte_kernel: str = "auto"
 
     def __post_init__(self) -> None:
@@ -95,6 +98,9 @@ class QConfig:
             raise _fail("nbit_edge", self.nbit_edge, "use 1 to 8 bits, or None for nbit_input/nbit_weight")
         if any(kind not in EDGE_LAYERS for kind in self.edge_layers):
             raise _fail("edge_layers", self.edge_layers, f"name layers among {', '.join(EDGE_LAYERS)}")
+        if self.bias_correction and not self.needs_data:
+            raise _fail("bias_correction", True, "it needs the mean inputs of calibration images: "
+                        "use a calibrate_mode other than global_scale")
         if self.subbyte_kernel not in SUBBYTE_KERNELS:
             raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:

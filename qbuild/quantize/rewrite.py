@@ -47,6 +47,8 @@ from qbuild.quantize.graph import bindings, op_name, scalar_value, substitute
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
+# var -> the mean of each of its channels on the calibration images (None if not measured).
+ChannelMeans = Callable[[relax.Var], "np.ndarray | None"]
 
 
 @dataclass
@@ -114,9 +116,10 @@ def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
 class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
-    def __init__(self, config: QConfig, thresholds: Thresholds) -> None:
+    def __init__(self, config: QConfig, thresholds: Thresholds, means: ChannelMeans = lambda var: None) -> None:
         self.config = config
         self.thresholds = thresholds
+        self.means = means
         self.layers: list[dict] = []
         self.conv_count = 0
         self.dense_count = 0
@@ -298,12 +301,29 @@ class Rewriter:
                 dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
                 kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
             weight_bytes = qweights.nbytes
+        correction = self._bias_correction(call.args[0], weights, qweights, wstep, qin.scale, attrs.groups)
+        if correction is not None:
+            conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
         layer = self._layer(qin, wstep, encoding, kernel, weight_bytes)
+        layer["bias_correction"] = correction is not None
         layer.update(input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
         self._record("nn.conv2d", index, var, weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
         return Acc(conv, qin.scale * wstep, axis, var)
+
+    def _bias_correction(self, data: relax.Expr, weights: np.ndarray, qweights: np.ndarray, wstep: np.ndarray,
+                         input_scale: float, groups: int) -> np.ndarray | None:
+        """The int32 per-channel constant that cancels the rounded weights' error on the mean
+        input: -sum((q * step - w) * mean(input channel)), at the accumulator's scale."""
+        means = self.means(data) if self.config.bias_correction and isinstance(data, relax.Var) else None
+        if means is None:
+            return None
+        out_channels, per_group = weights.shape[:2]
+        error = (qweights.astype(np.float64) * wstep.reshape(-1, 1, 1, 1) - weights).sum(axis=(2, 3))  # O x I/g
+        group_means = means.reshape(groups, per_group)[np.arange(out_channels) // (out_channels // groups)]
+        shift = (error * group_means).sum(axis=1)
+        return round_half(-shift / (input_scale * wstep), self.config.rounding).astype(np.int32)
 
     def dense(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.dense_count
