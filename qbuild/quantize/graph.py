@@ -66,11 +66,11 @@ def scalar_value(value) -> float:
 
 def constant_bytes(mod: tvm.IRModule) -> int:
     """Bytes of the tensor constants ``main``'s bindings use (its weights, packed or not)."""
-    seen: dict[int, int] = {}
+    seen: dict = {}  # keyed by the constant itself (TVM objects hash by identity): each counted once
 
     def visit(expr: relax.Expr) -> None:
         if isinstance(expr, tvm.ir.expr.GenericConst):
-            seen[id(expr)] = int(expr.value.numpy().nbytes)
+            seen[expr] = int(expr.value.numpy().nbytes)
         elif isinstance(expr, relax.Call):
             for arg in expr.args:
                 visit(arg)
