@@ -80,6 +80,7 @@ SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "
          "skip_dense_layer": False, "edge_layers": ["first_conv", "dense", "depthwise"], "nbit_activation": 8,
          "dtype_activation": "int8"}
 SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))
+SWEEP_VARIANTS = tuple(f"w{w}a{a}" for w, a in SWEEP_PRECISIONS)
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
 # activation dtype (the value in brackets); the same three calibrated, which separates the
 # activation dtype's effect from relay's fixed +-8 range; and peers: PyTorch eager, ONNX Runtime
@@ -97,8 +98,8 @@ VARIANTS: dict[str, Variant] = {
         Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime"),
         *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
                   options={"quant_format": fmt}) for fmt in ("QOperator", "QDQ")),
-        *(Variant(f"w{w}a{a}", f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)",
-                  {**SWEEP, "nbit_weight": w, "nbit_input": a}) for w, a in SWEEP_PRECISIONS),
+        *(Variant(name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a})
+          for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)),
     )
 }
 

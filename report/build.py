@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jinja2
 
+from qbuild.kernels import MAX_AUTO_PAIRS
 from report import charts, derive
 from report.load import Results, load
 
@@ -65,6 +66,7 @@ def context(results: Results, results_root: Path) -> dict:
     """Everything the templates read."""
     rows = derive.rows([(f.record, f.machine_id) for f in results.files])
     latency = derive.latency(rows)
+    sweep_latency = derive.latency(rows, sweep=True)
     accuracy = derive.accuracy(rows)
     return {
         "results_root": str(results_root),
@@ -84,11 +86,18 @@ def context(results: Results, results_root: Path) -> dict:
         "accuracy_findings": derive.accuracy_findings(accuracy),
         "environments": derive.environments(results),
         "charts": _charts(rows, latency),
+        "sweep": derive.sweep(rows),
+        "sweep_settings": derive.sweep_settings(),
+        "max_auto_pairs": MAX_AUTO_PAIRS,
+        "subbyte_kernels": results.subbyte_kernels,
+        "sweep_charts": _charts(rows, sweep_latency, "sweep", "precision"),
     }
 
 
-def _charts(rows: list[derive.Row], latency: list[dict]) -> list[dict]:
-    """The study's three box plots per model (CPU, GPU, both), where data exists."""
+def _charts(rows: list[derive.Row], latency: list[dict], prefix: str = "latency",
+            by: str = "type of compilation") -> list[dict]:
+    """The study's three box plots per model (CPU, GPU, both), where data exists; ``prefix``
+    names them apart (the sweep page draws its own from the sweep's latency groups, ``by`` precision)."""
     samples = {(r.subject, r.target, r.machine, r.variant): r.samples for r in rows}
     out = []
     for model in sorted({g["model"] for g in latency}):
@@ -99,9 +108,9 @@ def _charts(rows: list[derive.Row], latency: list[dict]) -> list[dict]:
             ("both", "CPU and GPU", groups if len({g["target"] for g in groups}) > 1 else []),
         ):
             if chosen:
-                spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by type of compilation ({title})")
+                spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by {by} ({title})")
                 slug = re.sub(r"[^a-z0-9_]+", "-", model.lower()).strip("-")
-                out.append({"id": f"latency-{slug}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
+                out.append({"id": f"{prefix}-{slug}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
     return out
 
 
@@ -110,7 +119,7 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
 
     chart_dir = docs / "assets" / "charts"
     chart_dir.mkdir(parents=True, exist_ok=True)
-    for chart in ctx["charts"]:
+    for chart in ctx["charts"] + ctx["sweep_charts"]:
         (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
         (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg(chart["spec"]))
     js_dir = docs / "assets" / "js"

@@ -10,7 +10,7 @@ import statistics
 from dataclasses import dataclass
 from itertools import groupby
 
-from qbuild.plan import VARIANTS, Variant
+from qbuild.plan import SWEEP, SWEEP_VARIANTS, VARIANTS, Variant
 from qbuild.quantize.config import DEFAULTS, options
 
 VARIANT_ORDER = list(VARIANTS)
@@ -95,6 +95,11 @@ class Row:
         return Variant(**self._get("experiment", "variant")).quantized
 
     @property
+    def in_sweep(self) -> bool:
+        """One of the bit-width sweep's precisions (shown on the sweep page, not the study's)."""
+        return self.variant in SWEEP_VARIANTS
+
+    @property
     def samples(self) -> list[float]:
         return [s for iteration in self._get("latency", "samples_ms", default=[]) for s in iteration]
 
@@ -153,7 +158,7 @@ def compiles(all_rows: list[Row]) -> list[dict]:
 def qconfig_table(all_rows: list[Row]) -> dict:
     """The option table: relay's default and the value in each quantized variant that ran."""
     variants = []
-    for variant, group in _by([r for r in all_rows if r.record.get("quantization")], lambda r: r.variant):
+    for variant, group in _by([r for r in all_rows if r.record.get("quantization") and not r.in_sweep], lambda r: r.variant):
         variants.append({"name": variant, "label": group[0].label, "config": group[0].record["quantization"]["config"]})
     variants.sort(key=lambda v: VARIANT_ORDER.index(v["name"]) if v["name"] in VARIANT_ORDER else 99)
     table = [{"name": o["name"], "default": o["default"],
@@ -211,12 +216,14 @@ def census(all_rows: list[Row]) -> list[dict]:
 
 
 # --- study item 5 ---------------------------------------------------------------------------
-def latency(all_rows: list[Row]) -> list[dict]:
-    """Per (model, target, machine): the latency summary of each variant, in the plan's order."""
+def latency(all_rows: list[Row], sweep: bool = False) -> list[dict]:
+    """Per (model, target, machine): the latency summary of each variant, in the plan's order:
+    the study's variants and peers, or (``sweep``) the bit-width sweep's beside the float build."""
     out = []
-    for (model, target, machine), group in _by(all_rows, lambda r: (r.subject, r.target, r.machine)):
+    chosen = [r for r in all_rows if r.in_sweep == sweep or (sweep and r.variant == "float")]
+    for (model, target, machine), group in _by(chosen, lambda r: (r.subject, r.target, r.machine)):
         timed = [r for r in group if r.samples]
-        if not timed:
+        if not timed or (sweep and not any(r.in_sweep for r in timed)):
             continue
         out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
                     "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
@@ -318,7 +325,7 @@ def accuracy(all_rows: list[Row]) -> list[dict]:
     """Per model with measured accuracy: each variant's top-1/top-5, agreement and cat verdict."""
     out = []
     for (model, target, machine), group in _by(all_rows, lambda r: (r.subject, r.target, r.machine)):
-        measured = [r for r in group if r.record.get("accuracy")]
+        measured = [r for r in group if r.record.get("accuracy") and not r.in_sweep]
         if not measured:
             continue
         base = next((r for r in measured if r.variant == "float"), None)
@@ -351,6 +358,65 @@ def accuracy_findings(groups: list[dict]) -> list[dict]:
                         "wider_hold": drop["int16"] <= ACCURACY_LOSS_POINTS and drop["int32"] <= ACCURACY_LOSS_POINTS,
                         "cats": {dtype: (by_variant[v]["cat"] or {}).get("is_cat") for dtype, v in variants.items()}})
     return out
+
+
+# --- study item 6: the bit-width sweep --------------------------------------------------------
+SWEEP_STAGES = ("quantize", "compile", "kernel_check", "bench", "accuracy")
+W4A8_ACCURACY_POINTS = 3.0  # issue 6's target: W4A8 top-1 within this many points of float
+
+
+def _stage(row: Row, name: str) -> dict:
+    stage = row._get("stages", name, default={"status": "absent"})
+    note = (stage.get("error") or {}).get("message") or stage.get("reason")
+    return {"status": stage["status"], "note": note}
+
+
+def sweep(all_rows: list[Row]) -> list[dict]:
+    """Per (model, target, machine): each sweep precision's stages, latency, accuracy, weight
+    bytes and kernels, against the float build of the same model."""
+    out = []
+    for (model, target, machine), group in _by(all_rows, lambda r: (r.subject, r.target, r.machine)):
+        swept = sorted((r for r in group if r.in_sweep), key=lambda r: SWEEP_VARIANTS.index(r.variant))
+        if not swept:
+            continue
+        base = next((r for r in group if r.variant == "float"), None)
+        float_top1 = base._get("accuracy", "top1") if base else None
+        parameters = next((r._get("model", "parameters") for r in group if r._get("model", "parameters")), None)
+        float_bytes = 4 * parameters if parameters else None
+        rows_out = []
+        for r in swept:
+            config = r._get("quantization", "config", default={})
+            layers = [layer for layer in r._get("quantization", "layers", default=[]) if layer["status"] == "quantized"]
+            top1, weight_bytes = r._get("accuracy", "top1"), r._get("compile", "weight_bytes")
+            rows_out.append({
+                "variant": r.variant, "label": r.label, "id": r.id,
+                "weight_bits": config.get("nbit_weight"), "input_bits": config.get("nbit_input"),
+                "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
+                "median_ms": r.median_ms, "top1": top1, "top5": r._get("accuracy", "top5"),
+                "delta_points": None if top1 is None or float_top1 is None else 100 * (top1 - float_top1),
+                "weight_bytes": weight_bytes,
+                "bytes_vs_float": weight_bytes / float_bytes if weight_bytes and float_bytes else None,
+                "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in layers),
+                "int8_layers": sum(layer.get("kernel") == "int8" for layer in layers),
+                "kernel_check": r.record.get("kernel_check"),
+            })
+        w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)
+        out.append({
+            "model": model, "target": target, "machine": machine, "weights": swept[0].weights,
+            "float_ms": base.median_ms if base else None, "float_top1": float_top1, "float_bytes": float_bytes,
+            "rows": rows_out,
+            "failed": [(row["label"], name, stage["note"]) for row in rows_out
+                       for name, stage in row["stages"].items() if stage["status"] == "error"],
+            "w4a8_target": None if w4a8 is None or w4a8["delta_points"] is None
+            else {"drop_points": -w4a8["delta_points"], "met": -w4a8["delta_points"] <= W4A8_ACCURACY_POINTS,
+                  "goal_points": W4A8_ACCURACY_POINTS},
+        })
+    return out
+
+
+def sweep_settings() -> list[dict]:
+    """The sweep's shared quantization settings, for the page."""
+    return [{"name": name, "value": value} for name, value in SWEEP.items()]
 
 
 def environments(results) -> list[dict]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from qbuild.compare import SCHEMA as SIDE_BY_SIDE_SCHEMA
 from qbuild.results import ResultFile, ResultsFileError, iter_results
+from qbuild.subbyte import SCHEMA as SUBBYTE_SCHEMA
 
 
 @dataclass
@@ -17,6 +18,7 @@ class Results:
     files: list[ResultFile] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     side_by_side: list[dict] = field(default_factory=list)  # qbuild compare documents
+    subbyte_kernels: list[dict] = field(default_factory=list)  # qbuild subbyte-kernels documents
 
     @property
     def records(self) -> list[dict]:
@@ -28,7 +30,7 @@ class Results:
 
 def load(root: Path) -> Results:
     """All results under ``root`` (``<root>/<machine>/<experiment>.json``) and the side-by-side
-    comparisons (``<root>/<machine>/side-by-side/<model>.json``)."""
+    comparisons (``<root>/<machine>/side-by-side/<model>.json``, and ``subbyte-kernels.json``)."""
     results = Results()
     for item in iter_results(Path(root)):
         if isinstance(item, ResultsFileError):
@@ -41,8 +43,9 @@ def load(root: Path) -> Results:
         except (OSError, ValueError) as exc:
             results.problems.append(f"{path}: not readable JSON ({exc}); re-run qbuild compare")
             continue
-        if document.get("schema") != SIDE_BY_SIDE_SCHEMA:
-            results.problems.append(f"{path}: schema {document.get('schema')!r}, expected {SIDE_BY_SIDE_SCHEMA!r}")
+        kinds = {SIDE_BY_SIDE_SCHEMA: results.side_by_side, SUBBYTE_SCHEMA: results.subbyte_kernels}
+        if document.get("schema") not in kinds:
+            results.problems.append(f"{path}: schema {document.get('schema')!r}, expected one of {', '.join(kinds)}")
             continue
-        results.side_by_side.append({**document, "machine": path.parent.parent.name})
+        kinds[document["schema"]].append({**document, "machine": path.parent.parent.name})
     return results

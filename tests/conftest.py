@@ -1,4 +1,5 @@
-"""Shared fixtures: one quick plan (resnet18, float and int8, 64x64) reused by every test that reads results."""
+"""Shared fixtures: one quick plan (resnet18: float, int8 and the sweep's W1A1; 64x64) reused by every test that
+reads results."""
 
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ from qbuild.runner import run_plan
 
 @pytest.fixture(scope="session")
 def quick_results(tmp_path_factory: pytest.TempPathFactory):
-    """resnet18 unquantized and int8-a8 on the CPU under the quick profile: (root, {variant: outcome})."""
+    """resnet18 unquantized, int8-a8 and w1a1 on the CPU under the quick profile: (root, {variant: outcome})."""
     root = tmp_path_factory.mktemp("results")
-    plan = build_plan(models=["resnet18"], variants=["float", "int8-a8"], targets=["cpu"], profile="quick",
+    plan = build_plan(models=["resnet18"], variants=["float", "int8-a8", "w1a1"], targets=["cpu"], profile="quick",
                       weights="random", kernels=["builtin"])
     outcomes = run_plan(plan, root, progress=Progress(quiet=True))
     return root, {o.record["experiment"]["variant"]["name"]: o for o in outcomes}

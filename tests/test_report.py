@@ -48,7 +48,8 @@ def test_box_plots_embed_every_raw_sample_and_have_a_static_svg(site_docs, quick
     opening = f'<script type="application/json" id="{chart_id}-spec">'
     spec_start = page.index(opening) + len(opening)
     spec = json.loads(page[spec_start:page.index("</script>", spec_start)])
-    samples = sum(len(it) for o in outcomes.values() for it in o.record["latency"]["samples_ms"])
+    samples = sum(len(it) for name, o in outcomes.items() if name != "w1a1"  # on the sweep page's plot
+                  for it in o.record["latency"]["samples_ms"])
     assert len(spec["data"]["values"]) == samples
     assert spec["mark"]["type"] == "boxplot"
     assert (site_docs / "assets" / "charts" / f"{chart_id}.svg").read_text().startswith("<svg")
@@ -126,7 +127,7 @@ def test_a_side_by_side_file_of_another_schema_is_listed_not_fatal(tmp_path):
     bad.parent.mkdir(parents=True)
     bad.write_text('{"schema": "other"}')
     build(tmp_path / "results", tmp_path / "docs")
-    assert "expected 'qbuild.side-by-side/1'" in (tmp_path / "docs" / "index.md").read_text()
+    assert "schema 'other', expected one of qbuild.side-by-side/1" in (tmp_path / "docs" / "index.md").read_text()
 
 
 def test_missing_results_are_explicit_and_name_the_command(tmp_path):
@@ -170,3 +171,42 @@ def test_the_report_imports_neither_tvm_nor_torch(quick_results, tmp_path):
     done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "docs")],
                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
     assert "HEAVY []" in done.stdout
+
+
+def test_the_sweep_page_shows_each_precisions_stages_bytes_and_kernel_check(site_docs, quick_results):
+    _root, outcomes = quick_results
+    record = outcomes["w1a1"].record
+    text = (site_docs / "sweep.md").read_text()
+    stages = "| W1A1 (1-bit weights, 1-bit conv inputs) | ok | ok | ok | ok | skipped: random weights"
+    assert stages in text
+    checked = record["kernel_check"]["distinct_convs_checked"]
+    assert checked > 0 and f"| {checked} of {checked} |" in text
+    bitserial = record["quantization"]["bitserial_layers"]
+    assert f"| {bitserial} / " in text
+    assert "Every precision passed every stage it ran" in text
+    assert 'id="sweep-resnet18-quick-profile-cpu"' in text  # the sweep's own box plot
+
+
+def test_sweep_rows_stay_off_the_studys_latency_and_accuracy_tables(quick_results):
+    _root, outcomes = quick_results
+    rows = derive.rows([(o.record, "box") for o in outcomes.values()])
+    (study,) = derive.latency(rows)
+    (sweep,) = derive.latency(rows, sweep=True)
+    assert {r["variant"] for r in study["rows"]} == {"float", "int8-a8"}
+    assert {r["variant"] for r in sweep["rows"]} == {"float", "w1a1"}
+
+
+def test_the_subbyte_kernel_comparison_is_shown_with_its_goals(quick_results, tmp_path):
+    from qbuild import subbyte
+
+    _root, outcomes = quick_results
+    env = outcomes["float"].record["environment"]
+    timed = [subbyte.Timed((64, 56, 64, 3, 1), name, lambda: 0.0, [ms]) for name, ms in
+             (("int8", 2.0), ("W1A1", 1.0), ("W2A2", 3.0))]
+    root = tmp_path / "results"
+    subbyte.save(root, env["machine_id"], subbyte.record(timed, 1, 1, env))
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "sweep.md").read_text()
+    assert "| 64 x 56 -> 64, 3/1 | W1A1 | 1.000 ms | 0.50x |" in text
+    assert "**W1A1 at most 1.0x the int8 conv**: met on 1 of 1 shapes" in text
+    assert "**W2A2 at most 1.0x the int8 conv**: met on 0 of 1 shapes" in text

@@ -6,7 +6,9 @@ Two kernel sets, chosen per experiment (``KERNEL_SETS``):
   generic compute and applies no schedule: single-threaded, scalar loops (the study's setting).
 - ``builtin``: qbuild's own pipeline: conv2d moved to blocked channel layouts (``conv2d``),
   integer convs on ``vpmaddwd`` (``intrin``), and a schedule for every fused function
-  (``schedule``), all without tuning. Everything else (fusion, memory planning, VM lowering) is
+  (``schedule``), all without tuning. Sub-byte convs that the quantizer emits bit-serially
+  (``bitserial``: AND + popcount over packed bit planes) are scheduled by the same conv rule.
+  Everything else (fusion, memory planning, VM lowering) is
   TVM's default CPU pipeline, reused pass for pass.
 
 ``qbuild.kernels.pipeline.pipeline`` returns the Relax pipeline for
@@ -21,3 +23,10 @@ times come from ``VirtualMachine.set_instrument``.
 """
 
 KERNEL_SETS = ("builtin", "untuned")
+
+# "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
+# (activation plane, weight plane) pairs. Measured on this AVX2 CPU (no vector popcount
+# instruction: LLVM builds one from byte shuffles), ResNet-50's conv shapes side by side with
+# the int8 conv (`nox -s subbyte`): 1 pair (W1A1) takes 0.45-0.9x the int8 time, 4 pairs (W2A2)
+# 1.2-1.9x, 16 pairs (W4A4) 5-6.6x.
+MAX_AUTO_PAIRS = 2

@@ -31,12 +31,6 @@ from qbuild.kernels.conv2d import CONV_BLOCK, VECTOR_LANES
 from qbuild.quantize.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 
 PACK_BLOCK = "qbuild_bitpack"
-# "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
-# (activation plane, weight plane) pairs. Measured on this AVX2 CPU (no vector popcount
-# instruction: LLVM builds one from byte shuffles), ResNet-50's conv shapes side by side with
-# the int8 conv (`nox -s subbyte`): 1 pair (W1A1) takes 0.45-0.9x the int8 time, 4 pairs (W2A2)
-# 1.2-1.9x, 16 pairs (W4A4) 5-6.6x.
-MAX_AUTO_PAIRS = 2
 
 
 @dataclass(frozen=True)

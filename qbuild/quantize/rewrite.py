@@ -25,7 +25,7 @@ must: skipped layers and the pooling/classifier head.
 A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
 narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
 as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win
-(``bitserial.MAX_AUTO_PAIRS``). Each layer's record says which ran, in what encoding, and how
+(``qbuild.kernels.MAX_AUTO_PAIRS``). Each layer's record says which ran, in what encoding, and how
 many bytes its weights take.
 """
 
@@ -38,7 +38,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels import bitserial
+from qbuild.kernels import MAX_AUTO_PAIRS, bitserial
 from qbuild.quantize import emit
 from qbuild.quantize.bitpack import Encoding
 from qbuild.quantize.config import QConfig
@@ -272,7 +272,7 @@ class Rewriter:
         if choice == "int8" or not (subbyte and plain):
             return "int8"
         pairs = len(qin.encoding.coefficients) * len(encoding.coefficients)
-        return "bitserial" if choice == "bitserial" or pairs <= bitserial.MAX_AUTO_PAIRS else "int8"
+        return "bitserial" if choice == "bitserial" or pairs <= MAX_AUTO_PAIRS else "int8"
 
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
