@@ -175,3 +175,25 @@ def test_a_model_with_every_layer_skipped_needs_no_calibration_run(tiny):
     quantized = quantize(traced.mod, traced.params, images(1), config)
     assert quantized.calibration == {"mode": "max", "tensors": 0, "images": 1}
     assert {layer["status"] for layer in quantized.layers} == {"skipped"}
+
+
+def test_mse_ranges_clip_harder_the_fewer_the_bits():
+    histogram = Histogram()
+    histogram.add(np.random.default_rng(0).laplace(size=100_000))
+    config = make(calibrate_mode="mse")
+    two_bit, four_bit, eight_bit = (threshold(config, histogram, levels) for levels in (1, 7, 127))
+    assert two_bit < four_bit < eight_bit < histogram.max_abs
+
+
+def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
+    from qbuild.quantize.bitpack import Encoding
+    from qbuild.quantize.rewrite import Rewriter
+
+    weights = np.random.default_rng(0).laplace(size=(8, 16, 3, 3))
+    errors = {}
+    for mode in ("max", "mse"):
+        rewriter = Rewriter(make(per_channel_weights=True, weight_scale=mode, nbit_weight=2), lambda var, levels: 1.0)
+        q, step, _encoding = rewriter.quantized_weights(weights, 0, 2)
+        errors[mode] = float(((q * step.reshape(-1, 1, 1, 1) - weights) ** 2).sum())
+    assert errors["mse"] < errors["max"]
+    assert Encoding(2, "signed").high == 1  # 2-bit symmetric weights are ternary

@@ -15,9 +15,9 @@ empty, so a possibly negative 1-bit input gets 2 bits, and its layer records tha
 
 A quantized conv2d/dense takes its input in ``dtype_input`` (``nbit_input`` bits) and its
 weights in ``dtype_weight`` (``nbit_weight`` bits; 1-bit weights are bipolar, {-1, +1} x scale;
-the ``edge_layers`` take ``nbit_edge`` bits), accumulates in int32 and, when another
-op needs its value,
-requantizes (the *epilogue*) to the activation dtype with the activation's calibrated scale.
+the ``edge_layers`` take ``nbit_edge`` bits), accumulates in int32 and, when another op needs
+its value, requantizes (the *epilogue*) to the activation dtype with the activation's calibrated
+scale.
 Residual adds, ReLU, ReLU6 (clip), max pooling and zero padding run on integers in the
 activation dtype; every other op gets float input (dequantized), so float stays only where it
 must: skipped layers and the pooling/classifier head.
@@ -246,7 +246,7 @@ class Rewriter:
         entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
 
-    def _quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int) -> tuple[np.ndarray, np.ndarray, Encoding]:
+    def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int) -> tuple[np.ndarray, np.ndarray, Encoding]:
         """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights."""
         encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
         step = self.weight_step(weights, out_axis, encoding)
@@ -287,7 +287,7 @@ class Rewriter:
         kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
         in_bits, weight_bits = self.config.layer_bits(kind)
         qin = self.as_input(bb, call.args[0], value, in_bits)
-        qweights, wstep, encoding = self._quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits)
+        qweights, wstep, encoding = self.quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
             spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
@@ -335,7 +335,7 @@ class Rewriter:
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         in_bits, weight_bits = self.config.layer_bits("dense")
         qin = self.as_input(bb, call.args[0], value, in_bits)
-        qweights, wstep, encoding = self._quantized_weights(weights, 1, weight_bits)
+        qweights, wstep, encoding = self.quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
         self._record("nn.dense", index, var, weights, None, self._layer(qin, wstep, encoding, "int8", qweights.nbytes))
         return Acc(product, qin.scale * wstep, -1, var)
