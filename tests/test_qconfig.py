@@ -40,6 +40,8 @@ def test_qconfig_context_is_current_inside_the_block_and_nests():
     ({"nbit_edge": 0}, "nbit_edge", "None"),
     ({"subbyte_kernel": "popcount"}, "subbyte_kernel", "bitserial"),
     ({"bias_correction": True}, "bias_correction", "calibrate_mode"),
+    ({"weight_rounding": "adaround"}, "weight_rounding", "gptq"),
+    ({"weight_rounding": "gptq"}, "weight_rounding", "calibrate_mode"),
     ({"nbit_input": 16, "dtype_input": "int16"}, "nbit_input", "at most 8 bits"),
     ({"dtype_weight": "int4"}, "dtype_weight", "int8"),
     ({"nbit_activation": 32, "dtype_activation": "int16"}, "nbit_activation", "widen dtype_activation"),

@@ -197,3 +197,25 @@ def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
         errors[mode] = float(((q * step.reshape(-1, 1, 1, 1) - weights) ** 2).sum())
     assert errors["mse"] < errors["max"]
     assert Encoding(2, "signed").high == 1  # 2-bit symmetric weights are ternary
+
+
+def test_gptq_rounding_loses_less_of_the_layer_output_than_rounding_to_nearest():
+    from qbuild.quantize import gptq
+
+    rng = np.random.default_rng(0)
+    mixing = rng.standard_normal((16, 16)) * np.linspace(0.1, 3.0, 16)[:, None]
+    inputs = mixing @ rng.standard_normal((16, 2000))  # correlated channels of unequal size, like activations
+    weights = rng.standard_normal((8, 16))
+    step = np.abs(weights).max(axis=1) / 7  # 4-bit symmetric, per output row
+
+    def rounded(column):
+        return np.clip(np.round(column / step), -7, 7)
+
+    nearest = np.clip(np.round(weights / step[:, None]), -7, 7)
+    codes = gptq.round_columns(weights, inputs @ inputs.T, rounded, step)
+    assert codes.min() >= -7 and codes.max() <= 7 and not np.array_equal(codes, nearest)
+
+    def output_error(q):
+        return np.linalg.norm(weights @ inputs - (q * step[:, None]) @ inputs)
+
+    assert output_error(codes) < 0.8 * output_error(nearest)

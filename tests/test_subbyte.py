@@ -208,3 +208,35 @@ def test_bias_correction_cancels_the_mean_error_of_rounded_weights(block):
         got = np.concatenate([model(x) for x in batch])
         mean_error[corrected] = float(np.abs((got - expected).mean(axis=0)).mean())
     assert mean_error[True] < mean_error[False]
+
+
+class Pointwise(torch.nn.Module):
+    """A stem, then 1x1 convs on correlated channels: where GPTQ rounding applies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 32, 3, padding=1)
+        self.expand = torch.nn.Conv2d(32, 64, 1)
+        self.project = torch.nn.Conv2d(64, 32, 1)
+        self.fc = torch.nn.Linear(32, 10)
+
+    def forward(self, x):
+        a = torch.relu(self.expand(torch.relu(self.stem(x))))
+        return self.fc(self.project(a).mean(dim=(2, 3)))
+
+
+def test_gptq_rounds_1x1_convs_and_brings_4_bit_weights_closer_to_float():
+    torch.manual_seed(0)
+    module = Pointwise().eval()
+    traced = trace(module, (1, 3, 12, 12))
+    batch = calibration(8)
+    expected = np.concatenate([module(torch.from_numpy(x[None])).detach().numpy() for x in batch])
+    error = {}
+    for rounding in ("nearest", "gptq"):
+        config = make(**{**SWEEP, "calibrate_samples": 8, "nbit_weight": 4, "nbit_input": 8,
+                         "weight_rounding": rounding})
+        quantized = quantize(traced.mod, traced.params, batch, config)
+        assert [layer["weight_rounding"] for layer in quantized.layers[1:3]] == [rounding, rounding]
+        model = compile_model(quantized.mod, CPU, "builtin")
+        error[rounding] = float(np.linalg.norm(np.concatenate([model(x[None]) for x in batch]) - expected))
+    assert error["gptq"] < error["nearest"]

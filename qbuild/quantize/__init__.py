@@ -85,10 +85,9 @@ def quantize(
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
-            stats = collect(mod, list(requested), images, config.calibrate_chunk_by)
+            stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
         calibration.update(tensors=len(requested), images=len(images))
-    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels),
-                        lambda var: stats[var].channel_means() if var in stats else None)
+    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
     return QuantizedModule(quantized, config, rewriter.layers, calibration)

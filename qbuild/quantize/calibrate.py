@@ -43,6 +43,8 @@ class Histogram:
     max_abs: float = 0.0
     channel_sums: np.ndarray | None = None
     channel_samples: int = 0
+    gram: np.ndarray | None = None  # sum of x x^T over positions (channels x channels), when asked for
+    keep_gram: bool = False
 
     def channel_means(self) -> np.ndarray | None:
         """Each channel's mean over the images and positions seen (None before any 2-D+ tensor)."""
@@ -54,6 +56,10 @@ class Histogram:
             sums = values.astype(np.float64).sum(axis=axes)
             self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
             self.channel_samples += values.size // values.shape[1]
+            if self.keep_gram:
+                columns = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1).astype(np.float64)
+                product = columns @ columns.T
+                self.gram = product if self.gram is None else self.gram + product
         magnitudes = np.abs(values.astype(np.float32, copy=False)).ravel()
         # Exact zeros (half of every ReLU output) are representable at any scale: leaving them
         # out keeps their spike from pulling the KL threshold down.
@@ -147,8 +153,9 @@ def threshold(config: QConfig, stats: Histogram | None, levels: int) -> float:
     return max(stats.kl_threshold(levels + 1), stats.bin_width)
 
 
-def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1) -> dict:
-    """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each).
+def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1, grams: set | None = None) -> dict:
+    """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each),
+    and for the tensors in ``grams`` the channels' Gram matrix too (``weight_rounding="gptq"``).
 
     ``chunk_by`` > 0 computes that many tensors per pass over the images (less memory, more passes).
     The float model runs on qbuild's builtin CPU kernels (TVM's untuned ones take seconds per image).
@@ -163,7 +170,7 @@ def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1
     images = list(images)
     target = resolve_target("cpu").tvm_target()
     builtin, _report = pipeline("builtin", target)
-    stats = {var: Histogram() for var in tensors}
+    stats = {var: Histogram(keep_gram=var in (grams or ())) for var in tensors}
     size = len(tensors) if chunk_by < 0 else chunk_by
     for start in range(0, len(tensors), max(size, 1)):
         chunk = tensors[start : start + size]

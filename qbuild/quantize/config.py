@@ -25,6 +25,7 @@ CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse")
 WEIGHT_SCALES = ("power2", "max", "mse")
 # How a sub-byte conv2d runs (qbuild.kernels.bitserial, or the int8 conv on the same values).
 SUBBYTE_KERNELS = ("auto", "bitserial", "int8")
+WEIGHT_ROUNDINGS = ("nearest", "gptq")
 # Layers that ``nbit_edge`` may keep wider than nbit_input/nbit_weight.
 EDGE_LAYERS = ("first_conv", "dense", "depthwise")
 ROUNDINGS = ("UPWARD", "TONEAREST")
@@ -68,6 +69,9 @@ class QConfig:
     # Add to each conv's accumulator the expected error its rounded weights cause on the
     # calibration images' mean input (analytic bias correction; needs calibration data).
     bias_correction: bool = False
+    # How weights are rounded: to nearest, or by GPTQ (1x1 convs; minimises the layer output's
+    # error on the calibration images, see qbuild.quantize.gptq).
+    weight_rounding: str = "nearest"
     subbyte_kernel: str = "auto"
 
     def __post_init__(self) -> None:
@@ -101,6 +105,11 @@ class QConfig:
         if self.bias_correction and not self.needs_data:
             raise _fail("bias_correction", True, "it needs the mean inputs of calibration images: "
                         "use a calibrate_mode other than global_scale")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise _fail("weight_rounding", self.weight_rounding, f"use one of {', '.join(WEIGHT_ROUNDINGS)}")
+        if self.weight_rounding == "gptq" and not self.needs_data:
+            raise _fail("weight_rounding", "gptq", "it needs calibration images: use a calibrate_mode other than "
+                        "global_scale")
         if self.subbyte_kernel not in SUBBYTE_KERNELS:
             raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:

@@ -39,16 +39,17 @@ import tvm
 from tvm import relax
 
 from qbuild.kernels import MAX_AUTO_PAIRS, bitserial
-from qbuild.quantize import emit
+from qbuild.quantize import emit, gptq
 from qbuild.quantize.bitpack import Encoding
+from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
 from qbuild.quantize.graph import bindings, op_name, scalar_value, substitute
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
-# var -> the mean of each of its channels on the calibration images (None if not measured).
-ChannelMeans = Callable[[relax.Var], "np.ndarray | None"]
+# var -> what calibration measured of it (channel means, Gram matrix), None if nothing.
+Statistics = Callable[[relax.Var], "Histogram | None"]
 
 
 @dataclass
@@ -116,10 +117,11 @@ def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
 class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
-    def __init__(self, config: QConfig, thresholds: Thresholds, means: ChannelMeans = lambda var: None) -> None:
+    def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None) -> None:
         self.config = config
         self.thresholds = thresholds
-        self.means = means
+        self.statistics = statistics
+        self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
         self.layers: list[dict] = []
         self.conv_count = 0
         self.dense_count = 0
@@ -246,17 +248,38 @@ class Rewriter:
         entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
 
-    def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int) -> tuple[np.ndarray, np.ndarray, Encoding]:
-        """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights."""
+    def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
+                          gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Encoding]:
+        """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights,
+        rounded to nearest, or by GPTQ given the input's Gram matrix (``gram``, for weights whose
+        only non-output axis is the input channel: a 1x1 conv)."""
         encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
         step = self.weight_step(weights, out_axis, encoding)
         shape = [1] * weights.ndim
         shape[out_axis] = -1
-        if encoding.kind == "bipolar":
-            q = np.where(weights >= 0, 1, -1)
+
+        def rounded(values: np.ndarray, steps: np.ndarray) -> np.ndarray:
+            if encoding.kind == "bipolar":
+                return np.where(values >= 0, 1, -1)
+            return np.clip(round_half(values / steps, self.config.rounding), encoding.low, encoding.high)
+
+        if gram is None:
+            q = rounded(weights, step.reshape(shape))
         else:
-            q = np.clip(round_half(weights / step.reshape(shape), self.config.rounding), encoding.low, encoding.high)
+            columns = np.moveaxis(weights, out_axis, 0).reshape(weights.shape[out_axis], -1)
+            codes = gptq.round_columns(columns, gram, lambda column: rounded(column, step), step)
+            q = np.moveaxis(codes.reshape(np.moveaxis(weights, out_axis, 0).shape), 0, out_axis)
         return q.astype(self.config.dtype_weight), step, encoding
+
+    def _gram(self, data: relax.Expr, attrs, weights: np.ndarray) -> np.ndarray | None:
+        """The Gram matrix of a 1x1 conv's input for GPTQ rounding (None: round to nearest). The
+        dry run notes which inputs need one; calibration measures them."""
+        pointwise = weights.shape[2:] == (1, 1) and attrs.groups == 1 and all(int(s) == 1 for s in attrs.strides)
+        if self.config.weight_rounding != "gptq" or not pointwise or not isinstance(data, relax.Var):
+            return None
+        self.gram_inputs.add(data)
+        stats = self.statistics(data)
+        return None if stats is None else stats.gram
 
     def _layer(self, qin: Quant, wstep: np.ndarray, encoding: Encoding, kernel: str, weight_bytes: int) -> dict:
         return {"input_scale": qin.scale, "weight_scale_min": float(wstep.min()), "weight_scale_max": float(wstep.max()),
@@ -287,7 +310,9 @@ class Rewriter:
         kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
         in_bits, weight_bits = self.config.layer_bits(kind)
         qin = self.as_input(bb, call.args[0], value, in_bits)
-        qweights, wstep, encoding = self.quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits)
+        gram = self._gram(call.args[0], attrs, weights)
+        qweights, wstep, encoding = self.quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits,
+                                                           gram)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
             spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
@@ -305,7 +330,7 @@ class Rewriter:
         if correction is not None:
             conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
         layer = self._layer(qin, wstep, encoding, kernel, weight_bytes)
-        layer["bias_correction"] = correction is not None
+        layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest")
         layer.update(input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
         self._record("nn.conv2d", index, var, weights, None, layer)
@@ -316,7 +341,8 @@ class Rewriter:
                          input_scale: float, groups: int) -> np.ndarray | None:
         """The int32 per-channel constant that cancels the rounded weights' error on the mean
         input: -sum((q * step - w) * mean(input channel)), at the accumulator's scale."""
-        means = self.means(data) if self.config.bias_correction and isinstance(data, relax.Var) else None
+        stats = self.statistics(data) if self.config.bias_correction and isinstance(data, relax.Var) else None
+        means = stats.channel_means() if stats is not None else None
         if means is None:
             return None
         out_channels, per_group = weights.shape[:2]
