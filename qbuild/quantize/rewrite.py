@@ -55,6 +55,7 @@ Statistics = Callable[[relax.Var], "Histogram | None"]
 @dataclass
 class Float:
     expr: relax.Expr
+    nonneg: bool = False
 
 
 @dataclass
@@ -176,7 +177,7 @@ class Rewriter:
         cfg = self.config
         dtype = cfg.dtype_input
         value = self.settle(bb, value)
-        nonneg = not isinstance(value, Float) and value.nonneg
+        nonneg = value.nonneg
         low, high = (0, (1 << nbit) - 1) if nbit < 8 and nonneg else signed_range(max(nbit, 2))
         scale = self.step(var, high)
         if isinstance(value, Float):
@@ -222,7 +223,9 @@ class Rewriter:
             quant = self.settle(bb, arg_values[0])
             return Quant(bb.emit(relax.Call(call.op, [quant.expr, *args[1:]], call.attrs, call.ty_args)),
                          quant.scale, quant.low, quant.high, quant.dtype, quant.nonneg)
-        return self.float_op(bb, call, values)
+        result = self.float_op(bb, call, values)
+        result.nonneg = _keeps_float_nonneg(name, call, arg_values[0] if arg_values else None)
+        return result
 
     def float_op(self, bb: relax.BlockBuilder, call: relax.Expr, values: dict) -> Float:
         used = {v for v in relax.analysis.free_vars(call)} if isinstance(call, relax.Expr) else set()
@@ -416,6 +419,17 @@ class Rewriter:
         bounds = [int(np.clip(np.ceil(low), value.low, value.high)), int(np.clip(np.floor(high), value.low, value.high))]
         return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.low, value.high, value.dtype,
                      nonneg=value.nonneg or bounds[0] >= 0)
+
+
+def _keeps_float_nonneg(name: str | None, call: relax.Expr, value) -> bool:
+    """Whether a float op's result is non-negative: a ReLU, a clip from 0 up, or pooling and
+    zero padding of a non-negative tensor (a float stem's output feeding quantized convs)."""
+    if name == "relax.nn.relu":
+        return True
+    if name == "relax.clip":
+        return scalar_value(call.args[1]) >= 0
+    passes_sign = name == "relax.nn.max_pool2d" or (name == "relax.nn.pad" and float(call.attrs.pad_value) == 0.0)
+    return passes_sign and getattr(value, "nonneg", False)
 
 
 def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str) -> np.ndarray:
