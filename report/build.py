@@ -87,7 +87,6 @@ def context(results: Results, results_root: Path) -> dict:
         "environments": derive.environments(results),
         "charts": _charts(rows, latency),
         "sweep": derive.sweep(rows),
-        "sweep_settings": derive.sweep_settings(),
         "max_auto_pairs": MAX_AUTO_PAIRS,
         "subbyte_kernels": results.subbyte_kernels,
         "sweep_charts": _charts(rows, sweep_latency, "sweep", "precision"),

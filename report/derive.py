@@ -362,6 +362,8 @@ def accuracy_findings(groups: list[dict]) -> list[dict]:
 
 # --- study item 6: the bit-width sweep --------------------------------------------------------
 SWEEP_STAGES = ("quantize", "compile", "kernel_check", "bench", "accuracy")
+# The qconfig options a sweep group's settings table shows (as its results recorded them).
+SWEEP_SETTINGS = (*SWEEP, "skip_conv_layers", "nbit_edge", "subbyte_kernel")
 W4A8_ACCURACY_POINTS = 3.0  # issue 6's target: W4A8 top-1 within this many points of float
 
 
@@ -401,8 +403,12 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                 "kernel_check": r.record.get("kernel_check"),
             })
         w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)
+        configs = [r._get("quantization", "config", default={}) for r in swept]
+        shared = [name for name in SWEEP_SETTINGS if len({repr(c.get(name)) for c in configs}) == 1]
         out.append({
             "model": model, "target": target, "machine": machine, "weights": swept[0].weights,
+            "settings": [{"name": name, "value": configs[0].get(name)} for name in shared],
+            "differing": [name for name in SWEEP_SETTINGS if name not in shared],
             "float_ms": base.median_ms if base else None, "float_top1": float_top1, "float_bytes": float_bytes,
             "rows": rows_out,
             "failed": [(row["label"], name, stage["note"]) for row in rows_out
@@ -412,11 +418,6 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                   "goal_points": W4A8_ACCURACY_POINTS},
         })
     return out
-
-
-def sweep_settings() -> list[dict]:
-    """The sweep's shared quantization settings, for the page."""
-    return [{"name": name, "value": value} for name, value in SWEEP.items()]
 
 
 def environments(results) -> list[dict]:
