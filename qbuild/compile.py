@@ -56,7 +56,8 @@ class CompiledModel:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes of the compiled module's constants: its weights, at their stored width."""
+        """Bytes of the constants of the Relax module handed to the compiler: its weights as the
+        quantizer stored them (compile-time folding, e.g. int16 pairs for ``vpmaddwd``, aside)."""
         from qbuild.quantize.graph import constant_bytes
 
         return constant_bytes(self.relax_module)

@@ -145,7 +145,7 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
         out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json(),
                           "kernels": compiled.kernels, "weight_bytes": compiled.weight_bytes}
     out["correctness"] = log.run("verify", lambda: _verify(compiled, loaded), needs=("compile",))
-    if config is not None and out["quantization"] and out["quantization"]["bitserial_layers"]:
+    if out["quantization"] and out["quantization"]["bitserial_layers"]:
         out["kernel_check"] = log.run("kernel_check", lambda: _check_kernels(quantized.layers), needs=("compile",))
     out["ir"] = log.run("analyse", lambda: _analyse(experiment, compiled, results_dir), needs=("compile",))
     return _measure(experiment, log, compiled, loaded, out, progress)

@@ -33,7 +33,8 @@ PRECISIONS = (("W1A1", Encoding(1, "unsigned"), Encoding(1, "bipolar")),
 GOALS = (("W1A1", 1.0), ("W2A2", 1.0))
 
 
-def _random(rng: np.random.Generator, encoding: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+def random_values(rng: np.random.Generator, encoding: Encoding, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniformly drawn integers of ``encoding``'s range (random signs for bipolar)."""
     if encoding.kind == "bipolar":
         return rng.choice(np.array([-1, 1]), size=shape)
     return rng.integers(encoding.low, encoding.high + 1, size=shape)
@@ -82,8 +83,8 @@ def check_layers(layers: list[dict], seed: int = CHECK_SEED) -> dict:
     mismatches = []
     for layer in distinct.values():
         activation, weight = Encoding(**layer["input_encoding"]), Encoding(**layer["weight_encoding"])
-        data = _random(rng, activation, tuple(layer["input_shape"])).astype(np.int8)
-        weights = _random(rng, weight, tuple(layer["weight_shape"]))
+        data = random_values(rng, activation, tuple(layer["input_shape"])).astype(np.int8)
+        weights = random_values(rng, weight, tuple(layer["weight_shape"]))
         vm = _build(_bitserial(activation, weight, weights, layer["strides"], layer["padding"]), data.shape)
         got = vm["main"](tvm.runtime.tensor(data)).numpy()
         expected = reference(data, weights, tuple(layer["strides"]), tuple(layer["padding"]))
@@ -144,8 +145,8 @@ def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 1
         vm = _build(_int8_conv(weights8, stride, padding), data8.shape)
         timed.append(Timed(shape, "int8", _timer(vm, data8, executions), []))
         for name, activation, weight in PRECISIONS:
-            weights = _random(rng, weight, (out_channels, channels, k, k))
-            data = _random(rng, activation, (1, channels, size, size)).astype(np.int8)
+            weights = random_values(rng, weight, (out_channels, channels, k, k))
+            data = random_values(rng, activation, (1, channels, size, size)).astype(np.int8)
             vm = _build(_bitserial(activation, weight, weights, (stride, stride), (padding,) * 4), data.shape)
             timed.append(Timed(shape, name, _timer(vm, data, executions), []))
     for round_index in range(rounds):

@@ -385,9 +385,9 @@ def sweep(all_rows: list[Row]) -> list[dict]:
         float_top1 = base._get("accuracy", "top1") if base else None
         parameters = next((r._get("model", "parameters") for r in group if r._get("model", "parameters")), None)
         float_bytes = 4 * parameters if parameters else None
+        configs = [r._get("quantization", "config", default={}) for r in swept]
         rows_out = []
-        for r in swept:
-            config = r._get("quantization", "config", default={})
+        for r, config in zip(swept, configs):
             layers = [layer for layer in r._get("quantization", "layers", default=[]) if layer["status"] == "quantized"]
             top1, weight_bytes = r._get("accuracy", "top1"), r._get("compile", "weight_bytes")
             rows_out.append({
@@ -403,7 +403,6 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                 "kernel_check": r.record.get("kernel_check"),
             })
         w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)
-        configs = [r._get("quantization", "config", default={}) for r in swept]
         shared = [name for name in SWEEP_SETTINGS if len({repr(c.get(name)) for c in configs}) == 1]
         out.append({
             "model": model, "target": target, "machine": machine, "weights": swept[0].weights,

@@ -15,19 +15,13 @@ from qbuild.errors import QbuildError
 from qbuild.kernels.bitserial import BitserialConv, reference
 from qbuild.quantize import make, quantize
 from qbuild.quantize.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
-from qbuild.subbyte import check_layers
+from qbuild.subbyte import check_layers, random_values
 from qbuild.targets import resolve_target
 from qbuild.trace import trace
 
 CPU = resolve_target("cpu")
 ENCODINGS = [Encoding(1, "unsigned"), Encoding(2, "unsigned"), Encoding(4, "unsigned"), Encoding(2, "signed"),
              Encoding(4, "signed"), Encoding(8, "signed"), Encoding(1, "bipolar")]
-
-
-def random_values(rng: np.random.Generator, encoding: Encoding, shape) -> np.ndarray:
-    if encoding.kind == "bipolar":
-        return rng.choice(np.array([-1, 1]), size=shape)
-    return rng.integers(encoding.low, encoding.high + 1, size=shape)
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e.kind}{e.bits}")

@@ -12,6 +12,7 @@ weights bound as constants first.
 
 from __future__ import annotations
 
+import numpy as np
 import tvm
 from tvm import relax
 
@@ -69,8 +70,8 @@ def constant_bytes(mod: tvm.IRModule) -> int:
     seen: dict = {}  # keyed by the constant itself (TVM objects hash by identity): each counted once
 
     def visit(expr: relax.Expr) -> None:
-        if isinstance(expr, tvm.ir.expr.GenericConst):
-            seen[expr] = int(expr.value.numpy().nbytes)
+        if isinstance(expr, tvm.ir.expr.GenericConst):  # sized from shape and dtype: no copy to NumPy
+            seen[expr] = int(np.prod(expr.value.shape, dtype=np.int64)) * np.dtype(str(expr.value.dtype)).itemsize
         elif isinstance(expr, relax.Call):
             for arg in expr.args:
                 visit(arg)

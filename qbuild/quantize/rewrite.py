@@ -333,8 +333,8 @@ class Rewriter:
         if correction is not None:
             conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
         layer = self._layer(qin, wstep, encoding, kernel, weight_bytes)
-        layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest")
-        layer.update(input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
+        layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest",
+                     input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
         self._record("nn.conv2d", index, var, weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
