@@ -13,6 +13,19 @@ Instruction census rule
     Each instruction line of the AT&T assembly counts once for its mnemonic; families group
     mnemonics by the arithmetic they prove (fp FMA, VNNI dot products, popcount, ...).
     Register width counts every ``%xmm``/``%ymm``/``%zmm`` operand.
+
+On CUDA the same two censuses read the device code (``qbuild.cuda_code``):
+
+- data types: every C type name in the CUDA source (outside comments, string literals and
+  preprocessor lines) counts once for the type it names: ``signed char``/``char`` -> int8,
+  ``unsigned char`` -> uint8, ``short`` -> int16, ``int`` -> int32, ``long long`` -> int64 (and
+  their unsigned forms), ``float``, ``double``, ``half`` -> float16, ``nv_bfloat16`` ->
+  bfloat16, ``intN_t``. A CUDA vector type (``char4``, ``int4``, ``float2``: four int8s,
+  four int32s, two floats; not 4-bit ints) counts once for its element type.
+- instructions: each PTX instruction counts once for its full opcode (``wmma.mma.sync...s8``),
+  each SASS instruction (``cuobjdump -sass``) once for its opcode with modifiers
+  (``IMMA.16816.S8.S8``); predicates (``@p``) are not part of the opcode. Families: tensor-core
+  MMA by operand type, dp4a, fp32 FMA, integer multiply-add, popcount.
 """
 
 from __future__ import annotations
@@ -85,6 +98,86 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
     }
 
 
+# CUDA C type names (longest first) -> dtype; vector types are matched by _CUDA_VECTOR.
+CUDA_TYPE_NAMES = {
+    "unsigned long long": "uint64", "long long": "int64", "unsigned char": "uint8", "signed char": "int8",
+    "unsigned short": "uint16", "unsigned int": "uint32", "unsigned": "uint32", "long": "int64",
+    "char": "int8", "short": "int16", "int": "int32", "float": "float32", "double": "float64",
+    "half": "float16", "__half": "float16", "nv_bfloat16": "bfloat16", "__nv_bfloat16": "bfloat16",
+    "bool": "bool", "uchar": "uint8", "ushort": "uint16", "uint": "uint32",
+}
+_CUDA_VECTOR_ELEMENTS = {"char": "int8", "uchar": "uint8", "short": "int16", "ushort": "uint16", "int": "int32",
+                         "uint": "uint32", "longlong": "int64", "ulonglong": "uint64", "float": "float32",
+                         "double": "float64", "half": "float16"}
+_CUDA_SCALAR = "|".join(re.escape(name).replace(r"\ ", r"\s+")
+                        for name in sorted(CUDA_TYPE_NAMES, key=len, reverse=True))
+_CUDA_TYPE_TOKEN = re.compile(
+    rf"(?<![\w.])(?:(?P<fixed>u?int(?:8|16|32|64))_t|(?P<vector>{'|'.join(_CUDA_VECTOR_ELEMENTS)})(?P<lanes>[1-4])"
+    rf"|(?P<scalar>{_CUDA_SCALAR}))(?![\w])")
+_C_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
+
+PTX_FAMILIES = {
+    "int8 tensor-core MMA (wmma/mma .s8/.u8)": r"(wmma\.mma|mma)\.sync\S*\.[su]8",
+    "fp16/bf16 tensor-core MMA": r"(wmma\.mma|mma|wgmma\.mma_async)\S*\.(f16|bf16)",
+    "int8 dot product (dp4a/dp2a)": r"dp[24]a",
+    "fp32 FMA (fma .f32)": r"fma\S*\.f32",
+    "int multiply-add (mad)": r"mad\S*\.[su]",
+    "popcount (popc)": r"popc",
+}
+SASS_FAMILIES = {
+    "int8 tensor-core MMA (IMMA)": r"IMMA",
+    "fp16/bf16 tensor-core MMA (HMMA)": r"HMMA",
+    "int8 dot product (IDP.4A)": r"IDP",
+    "fp32 FMA (FFMA)": r"FFMA",
+    "int multiply-add (IMAD)": r"IMAD",
+    "popcount (POPC)": r"POPC",
+}
+_PTX_INSTRUCTION = re.compile(r"^\s*(?:@!?%\w+\s+)?([a-z][\w.:]*)")
+_SASS_INSTRUCTION = re.compile(r"^\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_.]*)")
+
+
+def cuda_dtype_census(source: str) -> dict[str, int]:
+    """Occurrences of each data type in CUDA C source, by the rule in this module's doc."""
+    counts: Counter[str] = Counter()
+    code = _C_COMMENT.sub("", source)
+    for line in code.splitlines():
+        if line.lstrip().startswith("#"):
+            continue
+        for match in _CUDA_TYPE_TOKEN.finditer(_STRING_LITERAL.sub("", line)):
+            if match.group("fixed"):
+                counts[match.group("fixed")] += 1
+            elif match.group("vector"):
+                counts[_CUDA_VECTOR_ELEMENTS[match.group("vector")]] += 1
+            else:
+                counts[CUDA_TYPE_NAMES[" ".join(match.group("scalar").split())]] += 1
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _opcode_census(text: str, instruction: re.Pattern, families: dict[str, str], top: int) -> dict:
+    mnemonics: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = instruction.match(line)
+        if match is not None and not match.group(1).endswith(":"):  # PTX labels end with ':'
+            mnemonics[match.group(1)] += 1
+    return {
+        "total": sum(mnemonics.values()),
+        "families": {name: sum(n for m, n in mnemonics.items() if re.match(pattern, m))
+                     for name, pattern in families.items()},
+        "top_mnemonics": dict(mnemonics.most_common(top)),
+    }
+
+
+def ptx_census(ptx: str, top: int = 25) -> dict:
+    """Instruction counts of PTX: total, by family, the most common opcodes."""
+    body = "\n".join(line for line in ptx.splitlines() if not line.lstrip().startswith((".", "//", "{", "}")))
+    return _opcode_census(body, _PTX_INSTRUCTION, PTX_FAMILIES, top)
+
+
+def sass_census(sass: str, top: int = 25) -> dict:
+    """Instruction counts of ``cuobjdump -sass`` output: total, by family, the most common opcodes."""
+    return _opcode_census(sass, _SASS_INSTRUCTION, SASS_FAMILIES, top)
+
+
 def save_artifacts(files: dict[str, str], directory: Path, stem: str, relative_to: Path) -> dict[str, dict]:
     """Write each text gzipped as ``<stem>.<suffix>.gz``; return suffix -> {path, bytes, sha256},
     the path relative to ``relative_to`` (the results file's folder) and bytes uncompressed."""
@@ -107,10 +200,19 @@ def save_artifacts(files: dict[str, str], directory: Path, stem: str, relative_t
 
 
 def analyse_sources(sources: dict[str, str]) -> dict:
-    """Census of whatever generated code exists: LLVM IR (dtype) and assembly (instructions)."""
+    """Census of whatever generated code exists: data types of the LLVM IR or CUDA source;
+    instructions of the x86 assembly, else of the SASS (with the PTX's kept beside it)."""
     result: dict = {}
     if "ll" in sources:
         result["dtype_census"] = {"source": "ll", "counts": dtype_census(sources["ll"])}
+    if "cu" in sources:
+        result["dtype_census"] = {"source": "cu", "counts": cuda_dtype_census(sources["cu"])}
     if "s" in sources:
         result["instruction_census"] = {"source": "s", **instruction_census(sources["s"])}
+    if "ptx" in sources:
+        result["ptx_census"] = {"source": "ptx", **ptx_census(sources["ptx"])}
+    if "sass" in sources:
+        result["instruction_census"] = {"source": "sass", **sass_census(sources["sass"])}
+    elif "ptx" in sources:
+        result["instruction_census"] = result["ptx_census"]
     return result

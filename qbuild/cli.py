@@ -25,13 +25,15 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
         parser.add_argument("--targets", nargs="+", metavar="TARGET",
                             help="auto | cpu | cuda (default: cpu, plus cuda when a GPU is visible)")
         parser.add_argument("--kernels", nargs="+", metavar="SET",
-                            help="CPU kernel sets: builtin | untuned (default: builtin, and untuned "
+                            help="kernel sets: builtin | untuned (default: builtin, and untuned "
                                  "for the study's four variants)")
+        parser.add_argument("--stop-after", type=float, metavar="SECONDS",
+                            help="start no experiment after this many seconds (default: no limit)")
     else:
         parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
         parser.add_argument("--variant", default="float", help="variant (default: float)")
         parser.add_argument("--target", default="auto", help="auto | cpu | cuda (default: auto)")
-        parser.add_argument("--kernels", default="builtin", help="CPU kernel set: builtin | untuned (default: builtin)")
+        parser.add_argument("--kernels", default="builtin", help="kernel set: builtin | untuned (default: builtin)")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
                         help="how thoroughly to run (default: default)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -53,7 +55,7 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", default=list(DEFAULT_BUILDS),
                         help=f"builds to compare (default: {' '.join(DEFAULT_BUILDS)})")
-    parser.add_argument("--kernels", default="builtin", help="CPU kernel set for qbuild's builds (default: builtin)")
+    parser.add_argument("--kernels", default="builtin", help="kernel set for qbuild's builds (default: builtin)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
     parser.add_argument("--executions", type=int, default=10, help="timed runs of each build per round (default: 10)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -120,7 +122,8 @@ def _cmd_run(args: argparse.Namespace, many: bool) -> int:
     from qbuild.progress import Progress
     from qbuild.runner import run_plan
 
-    outcomes = run_plan(_plan(args, many), args.results, args.force, Progress(quiet=args.quiet))
+    outcomes = run_plan(_plan(args, many), args.results, args.force, Progress(quiet=args.quiet),
+                        getattr(args, "stop_after", None))
     failed = 0
     for outcome in outcomes:
         errors = {n: s for n, s in outcome.record["stages"].items() if s["status"] == "error"}

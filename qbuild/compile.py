@@ -9,8 +9,9 @@ time the returned closure. Generated source (LLVM IR, assembly, CUDA) stays reac
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 # Module kind -> the inspect_source formats worth keeping, and the artifact suffix of each.
 SOURCE_FORMATS = {
     "llvm": (("ll", "ll"), ("asm", "s")),
-    "cuda": (("cu", "cu"), ("ptx", "ptx")),
+    "cuda": (("cuda", "cu"),),
 }
 
 
@@ -35,24 +36,61 @@ class CompiledModel:
     seconds: float
     relax_module: "tvm.IRModule"  # what was compiled (kept as an artifact)
     kernels: dict  # kernel set and, for "builtin", how many functions each schedule rule took
-    _vm: "tvm.relax.VirtualMachine"
-    _device: "tvm.runtime.Device"
+    # CUDA: the cubins TVM compiled for the GPU. TVM compiles a CUDA module's source when it
+    # first runs (NVRTC, lazily), so the first run is watched (qbuild.cuda_code.capture_binaries).
+    binaries: list[bytes] = field(default_factory=list)
+    _vm: "tvm.relax.VirtualMachine | None" = None  # made on first use: a cross-compiled model never runs
+
+    @property
+    def _device(self) -> "tvm.runtime.Device":
+        return self.target.device()
+
+    @property
+    def vm(self) -> "tvm.relax.VirtualMachine":
+        """The Relax VM that runs the model on its device (made on first use)."""
+        from tvm import relax
+
+        if self._vm is None:
+            self._vm = relax.VirtualMachine(self.executable, self._device)
+        return self._vm
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self._vm["main"](self._upload(batch))
-        return _first_tensor(out).numpy()
+        with self._first_run():
+            out = self.vm["main"](self._upload(batch))
+            return _first_tensor(out).numpy()
 
     def prepare(self, batch: np.ndarray) -> Callable[[], None]:
-        """Upload ``batch`` once; the returned closure runs the model on it and waits for the device."""
+        """Upload ``batch`` once; the returned closure runs the model on it and waits for the device.
+        The model's first run ever happens here, untimed (on CUDA it compiles the kernels)."""
         data = self._upload(batch)
-        main = self._vm["main"]
+        main = self.vm["main"]
         device = self._device
+        if self._unrun:
+            with self._first_run():
+                main(data)
+                device.sync()
 
         def run_once() -> None:
             main(data)
             device.sync()
 
         return run_once
+
+    @property
+    def _unrun(self) -> bool:
+        return self.target.name == "cuda" and not self.binaries
+
+    @contextmanager
+    def _first_run(self) -> Iterator[None]:
+        """Keep the binaries TVM compiles during the first CUDA run (a no-op afterwards and on CPUs)."""
+        from qbuild import cuda_code
+
+        if not self._unrun:
+            yield
+            return
+        with cuda_code.capture_binaries() as binaries:
+            yield
+        self.binaries.extend(binaries)
 
     @property
     def weight_bytes(self) -> int:
@@ -63,16 +101,25 @@ class CompiledModel:
         return constant_bytes(self.relax_module)
 
     def sources(self) -> dict[str, str]:
-        """Generated code by artifact suffix: {"ll": ..., "s": ...} on CPU, {"cu": ...} on CUDA."""
+        """Generated code by artifact suffix: {"ll": ..., "s": ...} on CPU; on CUDA {"cu": ...}
+        plus "ptx" and "sass" where nvcc (and cuobjdump) can make them (``qbuild.cuda_code``)."""
+        from qbuild import cuda_code
+
         found: dict[str, str] = {}
+        # On CUDA the host module only launches kernels: the census is of the device code.
+        kinds = ("cuda",) if self.target.name == "cuda" else ("llvm",)
         for module in _walk_modules(self.executable.mod):
-            for fmt, suffix in SOURCE_FORMATS.get(module.kind, ()):
+            for fmt, suffix in SOURCE_FORMATS.get(module.kind, ()) if module.kind in kinds else ():
                 try:
                     text = module.inspect_source(fmt)
                 except Exception:  # a format this module cannot print
                     continue
                 if text and suffix not in found:
                     found[suffix] = text
+        if "cu" in found:
+            compiled = {"ptx": cuda_code.ptx(found["cu"], self.target.spec["arch"]),
+                        "sass": "\n".join(filter(None, map(cuda_code.sass, self.binaries))) or None}
+            found.update((suffix, text) for suffix, text in compiled.items() if text)
         return found
 
     def _upload(self, batch: np.ndarray) -> "tvm.runtime.Tensor":
@@ -94,20 +141,19 @@ def _first_tensor(out):
 
 def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin") -> CompiledModel:
     """Compile a Relax module whose ``main`` takes only the input batch (weights bound), with the
-    CPU kernel set ``kernels`` (see ``qbuild.kernels``); None, and any CUDA target, use TVM's
-    default pipeline for the target."""
+    kernel set ``kernels`` (see ``qbuild.kernels``; None: TVM's default pipeline for the target).
+    Nothing runs here: a model cross-compiled for a GPU this machine lacks can still be analysed."""
     import tvm
-    from tvm import relax
 
-    from qbuild.kernels.pipeline import pipeline
+    from qbuild.kernels.pipeline import pass_config, pipeline
 
     tvm_target = target.tvm_target()
-    if target.name != "cpu":
-        kernels = None
     relax_pipeline, report = pipeline(kernels, tvm_target)
+    config = pass_config(kernels, tvm_target)
     start = time.perf_counter()
-    executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
+    current = tvm.transform.PassContext.current()
+    with tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target:
+        executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
-    device = target.device()
-    vm = relax.VirtualMachine(executable, device)
-    return CompiledModel(executable, target, seconds, mod, {"set": kernels, "functions": report.to_json()}, vm, device)
+    details = {"set": kernels, "functions": report.to_json(), "pass_config": config}
+    return CompiledModel(executable, target, seconds, mod, details)

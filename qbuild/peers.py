@@ -4,7 +4,9 @@ A peer stands where a compiled TVM model would, with the same two entry points
 (``model(batch) -> logits`` and ``prepare(batch) -> run once``), so the benchmark and
 accuracy stages treat it exactly like qbuild's own output.
 
-- ``TorchEager``: PyTorch eager, float32.
+- ``TorchEager``: PyTorch eager, float32 on the CPU; on a GPU also float16 in channels-last
+  layout, and ``torch.compile``d (Inductor) with or without CUDA graphs (``mode``). It runs on the
+  device of the experiment's target, the batch uploaded once, like a TVM build's input.
 - ``OnnxRuntime``: the model exported by ``torch.onnx`` and run by ONNX Runtime's CPU provider
   (all graph optimizations), float32 or statically quantized by ``onnxruntime.quantization``
   (int8 weights per channel, uint8 activations, QOperator or QDQ format, calibrated on the same
@@ -29,38 +31,71 @@ ENGINES = ("tvm", "torch", "onnxruntime")
 ORT_FORMATS = ("QOperator", "QDQ")
 
 
-class TorchEager:
-    """PyTorch eager inference in float32 on the CPU, with as many threads as TVM gets (all cores)."""
+TORCH_DTYPES = ("float32", "float16")
+# torch.compile modes: Inductor's default (no CUDA graphs) and "reduce-overhead" (CUDA graphs).
+TORCH_COMPILE_MODES = ("default", "reduce-overhead")
 
-    def __init__(self, module: "torch.nn.Module") -> None:
+
+class TorchEager:
+    """PyTorch inference on ``device`` ("cpu": all cores, as TVM gets; "cuda"), in ``dtype``,
+    optionally channels-last and optionally ``torch.compile``d in ``compile_mode``."""
+
+    def __init__(self, module: "torch.nn.Module", device: str = "cpu", dtype: str = "float32",
+                 channels_last: bool = False, compile_mode: str | None = None) -> None:
         import torch
 
-        torch.set_num_threads(os.cpu_count() or 1)
-        self.module = module.eval()
+        if dtype not in TORCH_DTYPES or (compile_mode is not None and compile_mode not in TORCH_COMPILE_MODES):
+            raise QbuildError(f"unsupported PyTorch peer settings dtype={dtype!r}, compile={compile_mode!r}",
+                              f"use dtype in {TORCH_DTYPES} and compile mode in {TORCH_COMPILE_MODES}")
+        if device == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        self.device, self.dtype, self.channels_last, self.compile_mode = device, dtype, channels_last, compile_mode
+        module = module.eval().to(device=device, dtype=getattr(torch, dtype))
+        if channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        self.module = module if compile_mode is None else torch.compile(module, mode=compile_mode)
         self.threads = torch.get_num_threads()
+
+    def _upload(self, batch: np.ndarray) -> "torch.Tensor":
+        import torch
+
+        data = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        data = data.to(device=self.device, dtype=getattr(torch, self.dtype))
+        return data.to(memory_format=torch.channels_last) if self.channels_last else data
+
+    def _sync(self) -> None:
+        import torch
+
+        if self.device != "cpu":
+            torch.cuda.synchronize()
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.module(torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).numpy()
+            return self.module(self._upload(batch)).float().cpu().numpy()
 
     def prepare(self, batch: np.ndarray) -> Callable[[], None]:
         import torch
 
-        data = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        data = self._upload(batch)
         module = self.module
+        sync = self._sync
 
         def run_once() -> None:
             with torch.inference_mode():
                 module(data)
+            sync()
 
         return run_once
 
     def describe(self) -> dict:
         import torch
 
-        return {"engine": "torch", "version": torch.__version__, "mode": "eager, float32", "threads": self.threads}
+        mode = "eager" if self.compile_mode is None else f"torch.compile (mode {self.compile_mode!r})"
+        layout = ", channels-last" if self.channels_last else ""
+        return {"engine": "torch", "version": torch.__version__, "mode": f"{mode}, {self.dtype}{layout}",
+                "device": self.device, "threads": self.threads}
 
 
 class OnnxRuntime:

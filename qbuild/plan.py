@@ -27,6 +27,7 @@ class Variant:
     qconfig: dict | None = None
     engine: str = "tvm"  # otherwise a peer baseline run by that engine itself (qbuild.peers.ENGINES)
     options: dict | None = None  # the peer's settings, e.g. ONNX Runtime's quantization format
+    targets: tuple[str, ...] = ("cpu", "cuda")  # where it runs (ONNX Runtime: CPU; fp16 peers: GPU)
 
     @property
     def quant_format(self) -> str | None:
@@ -95,9 +96,15 @@ VARIANTS: dict[str, Variant] = {
         *(Variant(f"int8-a{bits}-calibrated", f"quantized (int{bits}), per-channel, percentile",
                   {**CALIBRATED, "nbit_activation": bits, "dtype_activation": f"int{bits}"}) for bits in (8, 16, 32)),
         Variant("torch-fp32", "PyTorch eager fp32 (peer)", engine="torch"),
-        Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime"),
+        Variant("torch-fp16", "PyTorch eager fp16 channels-last (peer)", engine="torch",
+                options={"dtype": "float16", "channels_last": True}, targets=("cuda",)),
+        *(Variant(name, f"torch.compile fp16 {how} (peer)", engine="torch", targets=("cuda",),
+                  options={"dtype": "float16", "channels_last": True, "compile_mode": mode})
+          for name, how, mode in (("torch-compile-fp16", "without CUDA graphs", "default"),
+                                  ("torch-compile-fp16-graphs", "with CUDA graphs", "reduce-overhead"))),
+        Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime", targets=("cpu",)),
         *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
-                  options={"quant_format": fmt}) for fmt in ("QOperator", "QDQ")),
+                  options={"quant_format": fmt}, targets=("cpu",)) for fmt in ("QOperator", "QDQ")),
         *(Variant(name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a})
           for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)),
     )
@@ -270,14 +277,14 @@ def build_plan(
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()
-        if variant.engine == "tvm" or target.name == "cpu"  # peers run on the CPU only
-        for kernel_set in _kernel_sets(variant, target, kernels)
+        if target.name in variant.targets
+        for kernel_set in _kernel_sets(variant, kernels)
     ]
 
 
-def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None) -> list[str | None]:
-    """None: the engine's own kernels (a peer, or TVM's default CUDA pipeline)."""
-    if variant.engine != "tvm" or target.name != "cpu":
+def _kernel_sets(variant: Variant, requested: list[str] | None) -> list[str | None]:
+    """None: a peer's own kernels."""
+    if variant.engine != "tvm":
         return [None]
     if requested:
         return list(requested)

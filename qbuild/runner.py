@@ -197,7 +197,8 @@ def _make_peer(experiment: Experiment, loaded):
     from qbuild.peers import OnnxRuntime, TorchEager
 
     if experiment.variant.engine == "torch":
-        return TorchEager(loaded.module)
+        device = "cuda" if experiment.target.name == "cuda" else "cpu"
+        return TorchEager(loaded.module, device, **(experiment.variant.options or {}))
     quant_format = experiment.variant.quant_format
     with tempfile.TemporaryDirectory(prefix="qbuild-onnx-") as workdir:
         calibration = _calibration_images(experiment, loaded) if quant_format else None
@@ -272,14 +273,25 @@ def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> d
     return result
 
 
-def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None) -> list[Outcome]:
-    """Run every experiment in order; each result is written as soon as it is done."""
+def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None,
+             stop_after_s: float | None = None) -> list[Outcome]:
+    """Run every experiment in order; each result is written as soon as it is done. With
+    ``stop_after_s``, no experiment starts once that many seconds have passed (a lent machine's
+    time is limited; what finished is kept)."""
+    import time
+
     from qbuild.results import ensure_writable
 
     progress = progress or Progress()
     ensure_writable(Path(root))
     outcomes = []
+    start = time.monotonic()
     for index, experiment in enumerate(experiments, start=1):
+        if stop_after_s is not None and time.monotonic() - start > stop_after_s:
+            progress.prefix = ""
+            progress.say(f"time limit of {stop_after_s:.0f} s reached: not started: "
+                         + ", ".join(e.id for e in experiments[index - 1:]))
+            break
         progress.experiment(index, len(experiments), experiment.id)
         outcomes.append(run_experiment(experiment, root, force, progress))
     progress.prefix = ""

@@ -70,13 +70,20 @@ def _cpu_target(requested: str, reason: str) -> TargetChoice:
     return TargetChoice("cpu", requested, spec, f"{cpu_model()} ({mcpu}, {cores} cores)", reason)
 
 
+def cuda_target(arch: str, device_name: str | None = None, requested: str = "cuda",
+                reason: str = "cross-compiling: no GPU needed to build") -> TargetChoice:
+    """A CUDA target for ``arch`` (e.g. "sm_90"). Without ``device_name`` it is for building and
+    analysing only: running needs the GPU (``resolve_target("cuda")`` finds it)."""
+    spec = {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}
+    return TargetChoice("cuda", requested, spec, device_name or f"no device (cross-compiled for {arch})", reason)
+
+
 def _cuda_target(requested: str, reason: str) -> TargetChoice:
     import tvm
 
     dev = tvm.cuda(0)
     arch = "sm_" + str(dev.compute_version).replace(".", "")
-    spec = {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}
-    return TargetChoice("cuda", requested, spec, f"{dev.device_name} ({arch})", reason)
+    return cuda_target(arch, f"{dev.device_name} ({arch})", requested, reason)
 
 
 def resolve_target(requested: str = "auto") -> TargetChoice:

@@ -132,4 +132,4 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
     untuned = compile_model(mod, CPU, "untuned")
     np.testing.assert_array_equal(builtin(x), untuned(x))
     assert builtin.kernels["functions"].get("unscheduled", 0) == 0
-    assert untuned.kernels == {"set": "untuned", "functions": {}}
+    assert untuned.kernels == {"set": "untuned", "functions": {}, "pass_config": {}}

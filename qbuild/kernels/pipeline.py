@@ -19,20 +19,33 @@ def has_avx2(target: tvm.target.Target) -> bool:
     return bool(codegen.target_has_features("avx2", target))
 
 
+def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
+    """The PassContext options ``kernels`` compiles under: qbuild's CUDA kernels run the model as
+    one CUDA graph."""
+    from qbuild.kernels.cuda import CUDA_GRAPH_CONFIG
+
+    return dict(CUDA_GRAPH_CONFIG) if kernels == "builtin" and target.kind.name == "cuda" else {}
+
+
 def pipeline(kernels: str | None, target: tvm.target.Target,
              avx2: bool | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
-    """The Relax pipeline for ``kernels`` on a CPU ``target``, and the report it fills in;
-    "untuned" and None give TVM's default pipeline for the target. ``avx2`` overrides what the
-    target says (False: the integer conv's plain-vector fallback, as on a CPU without AVX2)."""
+    """The Relax pipeline for ``kernels`` on ``target`` (a CPU, or CUDA: ``qbuild.kernels.cuda``),
+    and the report it fills in; "untuned" and None give TVM's default pipeline for the target.
+    ``avx2`` overrides what a CPU target says (False: the integer conv's plain-vector fallback, as
+    on a CPU without AVX2)."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from qbuild.kernels import conv2d, schedule
+    from qbuild.kernels import conv2d, cuda, schedule
 
     report = KernelReport()
     if kernels is not None and kernels not in KERNEL_SETS:
         raise QbuildError(f"unknown kernel set {kernels!r}", f"use one of {', '.join(KERNEL_SETS)}")
+    if target.kind.name == "cuda":
+        cuda.load_tensor_intrinsics()  # both pipelines' matmul rules use them
     if kernels in ("untuned", None):
         return "default", report
+    if target.kind.name == "cuda":
+        return cuda.builtin_pipeline(target)
     passes = [
         clip_to_min_max(),
         relax.transform.ConvertLayout({}, conv2d.desired_layout),

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# qbuild's GPU plan in one call on a lent GPU machine (README, "GPU results").
+#
+# Run from the project root with TVM importable (PYTHONPATH) and $OUT set to the folder whose
+# files come back. It runs ResNet-50's CUDA experiments (TVM builds with both kernel sets, and
+# the PyTorch peers) and keeps $OUT/gpu-results.tar.gz (every results file written by this run)
+# fresh as results arrive, so a call cut short still brings back what finished. Extra arguments
+# go to `qbuild experiments`. Unpack the tarball at the project root and commit results/.
+set -uo pipefail
+: "${OUT:?set OUT to the folder whose files come back}"
+STOP_AFTER="${QBUILD_GPU_STOP_AFTER:-360}"  # seconds after which no experiment starts
+# In order of importance: a call cut short by STOP_AFTER loses the last ones.
+VARIANTS=(float int8-a8 torch-fp32 torch-compile-fp16-graphs int8-a16 int8-a32 torch-fp16 torch-compile-fp16)
+export PYTHONUNBUFFERED=1
+# A copy without .git: the commit it was copied from (written by the caller, see README).
+if [ -f .gpu/p2/GIT ]; then set -a; . .gpu/p2/GIT; set +a; fi
+
+stamp="$(mktemp)"
+pack() {
+  find results -type f -newer "$stamp" -print0 | tar czf "$OUT/results.tmp" --null -T - \
+    && mv "$OUT/results.tmp" "$OUT/gpu-results.tar.gz"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
+( while sleep 20; do pack; done ) &
+packer=$!
+python3 -m qbuild experiments --targets cuda --models resnet50 --variants "${VARIANTS[@]}" \
+  --stop-after "$STOP_AFTER" "$@" 2>&1 | tee "$OUT/experiments.log"
+status=${PIPESTATUS[0]}
+kill "$packer" 2>/dev/null
+pack
+python3 -m qbuild summary --results results 2>&1 | grep -i cuda | tee "$OUT/summary.txt"
+exit "$status"

@@ -1,0 +1,121 @@
+"""The GPU column without a GPU: CUDA builds are cross-compiled and censused here; running them is
+the lent GPU machine's job (scripts/gpu-plan.sh), never faked."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from qbuild import plan, targets
+from qbuild.analysis import analyse_sources, cuda_dtype_census, ptx_census, sass_census
+from qbuild.errors import QbuildError
+
+SM90 = targets.cuda_target("sm_90")
+
+
+def _int8_conv_module(channels: int):
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType((1, channels, 14, 14), "int8"))
+    weight = relax.const(np.ones((channels, channels, 3, 3), "int8"))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(data, weight, padding=1, out_dtype="int32"))
+            out = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_the_cuda_dtype_census_counts_c_type_names_and_vector_elements():
+    source = """#include <cuda_fp16.h>
+// float in a comment
+/* double in a block comment */
+extern "C" __global__ void k(signed char* a, unsigned char* b, int4* c, half2 h, long long n) {
+  float x = 0; char4 v; printf("int");
+  int32_t y; unsigned int z;
+}"""
+    assert cuda_dtype_census(source) == {"int8": 2, "uint8": 1, "int32": 2, "float16": 1, "int64": 1,
+                                         "float32": 1, "uint32": 1}
+
+
+def test_ptx_and_sass_censuses_group_tensor_core_and_dot_product_instructions():
+    ptx = """.visible .entry k(
+{
+$L__BB0_1:
+\t@%p1 bra $L__BB0_2;
+\twmma.mma.sync.aligned.row.col.m16n16k16.s32.s8.s8.s32 {%r1}, {%r2}, {%r3}, {%r4};
+\tdp4a.s32.s32 %r1, %r2, %r3, %r4;
+\tfma.rn.f32 %f1, %f2, %f3, %f4;
+}"""
+    census = ptx_census(ptx)
+    assert census["total"] == 4
+    assert census["families"]["int8 tensor-core MMA (wmma/mma .s8/.u8)"] == 1
+    assert census["families"]["int8 dot product (dp4a/dp2a)"] == 1
+    assert census["families"]["fp32 FMA (fma .f32)"] == 1
+    sass = """        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/              @!P0 IMMA.16816.S8.S8 R4, R8.ROW, R12.COL, R4 ;
+        /*0020*/                   HMMA.16816.F32 R2, R4, R6, R2 ;"""
+    families = sass_census(sass)["families"]
+    assert families["int8 tensor-core MMA (IMMA)"] == 1 and families["fp16/bf16 tensor-core MMA (HMMA)"] == 1
+
+
+def test_builtin_cuda_kernels_put_every_int8_conv_on_the_tensor_cores():
+    from qbuild.compile import compile_model
+
+    for channels in (64, 128):  # dlight's own rule only tensorizes dimensions above 64
+        compiled = compile_model(_int8_conv_module(channels), SM90, "builtin")
+        assert compiled.kernels["functions"] == {"tensorcore_int8": 1}
+        assert compiled.kernels["pass_config"] == {"relax.backend.use_cuda_graph": True}
+        sources = compiled.sources()
+        assert "wmma::mma_sync" in sources["cu"] and "ll" not in sources  # the device code, not the host's
+        census = analyse_sources(sources)
+        assert census["dtype_census"]["source"] == "cu" and census["dtype_census"]["counts"]["int8"] > 0
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to make PTX")
+def test_the_int8_ptx_multiplies_on_int8_tensor_cores():
+    from qbuild.compile import compile_model
+
+    census = analyse_sources(compile_model(_int8_conv_module(64), SM90, "builtin").sources())
+    assert census["ptx_census"]["families"]["int8 tensor-core MMA (wmma/mma .s8/.u8)"] > 0
+
+
+def test_untuned_cuda_builds_are_tvms_default_pipeline_without_cuda_graphs():
+    from tvm import relax
+
+    from qbuild.compile import compile_model
+
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType((1, 8, 4, 4), "float32"))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.relu(data))
+        bb.emit_func_output(out)
+    compiled = compile_model(bb.get(), SM90, "untuned")
+    assert compiled.kernels == {"set": "untuned", "functions": {}, "pass_config": {}}
+    assert "__global__" in compiled.sources()["cu"]
+
+
+def test_a_cuda_plan_builds_both_kernel_sets_and_runs_only_the_peers_that_fit_the_gpu(monkeypatch):
+    monkeypatch.setattr(targets, "resolve_target", lambda requested="auto": SM90)
+    experiments = plan.build_plan(["resnet50"], ["float", "int8-a8", "torch-fp32", "torch-compile-fp16-graphs",
+                                                 "ort-fp32"], ["cuda"], dataset=None)
+    ids = [e.id for e in experiments]
+    assert ids == ["resnet50-float-cuda", "resnet50-float-cuda-untuned", "resnet50-int8-a8-cuda",
+                   "resnet50-int8-a8-cuda-untuned", "resnet50-torch-fp32-cuda",
+                   "resnet50-torch-compile-fp16-graphs-cuda"]
+
+
+def test_cpu_plans_leave_the_gpu_only_peers_out():
+    experiments = plan.build_plan(["resnet18"], ["torch-fp32", "torch-fp16", "ort-fp32"], ["cpu"], "quick")
+    assert [e.variant.name for e in experiments] == ["torch-fp32", "ort-fp32"]
+
+
+def test_asking_for_cuda_without_a_gpu_names_the_fix():
+    if targets.gpu_visible():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(QbuildError, match="no CUDA GPU is visible"):
+        plan.build_plan(["resnet18"], ["float"], ["cuda"], "quick")
