@@ -36,8 +36,9 @@ class CompiledModel:
     seconds: float
     relax_module: "tvm.IRModule"  # what was compiled (kept as an artifact)
     kernels: dict  # kernel set and, for "builtin", how many functions each schedule rule took
-    # CUDA: the cubins TVM compiled for the GPU. TVM compiles a CUDA module's source when it
-    # first runs (NVRTC, lazily), so the first run is watched (qbuild.cuda_code.capture_binaries).
+    # CUDA: the cubins TVM compiled for the GPU. With a GPU present TVM compiles the source while
+    # building; without one it defers that to the first run, so both are watched
+    # (qbuild.cuda_code.capture_binaries).
     binaries: list[bytes] = field(default_factory=list)
     _vm: "tvm.relax.VirtualMachine | None" = None  # made on first use: a cross-compiled model never runs
 
@@ -117,10 +118,17 @@ class CompiledModel:
                 if text and suffix not in found:
                     found[suffix] = text
         if "cu" in found:
-            compiled = {"ptx": cuda_code.ptx(found["cu"], self.target.spec["arch"]),
-                        "sass": "\n".join(filter(None, map(cuda_code.sass, self.binaries))) or None}
+            arch = self.target.spec["arch"]
+            binaries = self.binaries or list(filter(None, [cuda_code.cubin(found["cu"], arch)]))
+            compiled = {"ptx": cuda_code.ptx(found["cu"], arch),
+                        "sass": "\n".join(filter(None, map(cuda_code.sass, binaries))) or None}
             found.update((suffix, text) for suffix, text in compiled.items() if text)
         return found
+
+    @property
+    def sass_origin(self) -> str:
+        """Which binary a CUDA build's SASS disassembles: the one that ran, or nvcc's of the same source."""
+        return "the cubin TVM compiled (NVRTC)" if self.binaries else "nvcc -O3 of the same CUDA source"
 
     def _upload(self, batch: np.ndarray) -> "tvm.runtime.Tensor":
         import tvm
@@ -145,6 +153,7 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     Nothing runs here: a model cross-compiled for a GPU this machine lacks can still be analysed."""
     import tvm
 
+    from qbuild import cuda_code
     from qbuild.kernels.pipeline import pass_config, pipeline
 
     tvm_target = target.tvm_target()
@@ -152,8 +161,9 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     config = pass_config(kernels, tvm_target)
     start = time.perf_counter()
     current = tvm.transform.PassContext.current()
-    with tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target:
+    with (tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target,
+          cuda_code.capture_binaries() as binaries):
         executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
     details = {"set": kernels, "functions": report.to_json(), "pass_config": config}
-    return CompiledModel(executable, target, seconds, mod, details)
+    return CompiledModel(executable, target, seconds, mod, details, binaries)

@@ -19,7 +19,7 @@ PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "numpy", "on
 # CPU flags that decide which kernels a chip can run; they name the machine id's ISA tag.
 ISA_TAGS = (("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# Where no git repository is at hand, the commit (and "1" if the tree had changes) come from these.
+# Set, they name the commit (and "1": with uncommitted changes) instead of asking git.
 GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
 
 
@@ -92,10 +92,11 @@ def git_revision() -> dict:
         except (OSError, subprocess.SubprocessError):
             return None
 
-    commit = git("rev-parse", "HEAD")
-    if commit is None and os.environ.get(GIT_COMMIT_VAR):
-        # A copy of the work tree without .git (a lent GPU machine): the commit it was copied from.
+    if os.environ.get(GIT_COMMIT_VAR):
+        # A copy of the work tree run elsewhere (a lent GPU machine, whose copy may carry a stale
+        # .git): the caller names the commit it copied.
         return {"commit": os.environ[GIT_COMMIT_VAR], "dirty": os.environ.get(GIT_DIRTY_VAR) == "1"}
+    commit = git("rev-parse", "HEAD")
     # results/ is written by the run itself: its changes say nothing about the code that ran.
     status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}

@@ -243,6 +243,8 @@ def _analyse(experiment: Experiment, compiled, results_dir: Path) -> dict:
 
     sources = compiled.sources()
     census = analyse_sources(sources)
+    if census.get("instruction_census", {}).get("source") == "sass":
+        census["instruction_census"]["binary"] = compiled.sass_origin
     files = {**sources, "relax.py": compiled.relax_module.script()}
     census["artifacts"] = save_artifacts(files, results_dir / ARTIFACTS_DIR / experiment.id, "module", results_dir)
     return census
