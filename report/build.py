@@ -82,6 +82,7 @@ def context(results: Results, results_root: Path) -> dict:
         "kernel_findings": derive.kernel_findings(rows),
         "side_by_side": results.side_by_side,
         "gpu_cpu": derive.gpu_cpu_findings(latency),
+        "gpu_goals": derive.gpu_goals(latency),
         "accuracy": accuracy,
         "accuracy_findings": derive.accuracy_findings(accuracy),
         "environments": derive.environments(results),

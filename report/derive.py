@@ -95,6 +95,21 @@ class Row:
         return Variant(**self._get("experiment", "variant")).quantized
 
     @property
+    def precision(self) -> str:
+        """What the arithmetic runs in: int8 (quantized), fp16 (a half-precision peer) or fp32."""
+        if self.quantized:
+            return "int8"
+        return "fp16" if (self._get("experiment", "variant", "options") or {}).get("dtype") == "float16" else "fp32"
+
+    @property
+    def failure(self) -> dict | None:
+        """The first stage that failed: {"stage", "message"}, or None."""
+        for name, stage in (self._get("stages", default={}) or {}).items():
+            if stage.get("status") == "error":
+                return {"stage": name, "message": (stage.get("error") or {}).get("message", "")}
+        return None
+
+    @property
     def in_sweep(self) -> bool:
         """One of the bit-width sweep's precisions (shown on the sweep page, not the study's)."""
         return self.variant in SWEEP_VARIANTS
@@ -180,6 +195,9 @@ def quantized_layers(all_rows: list[Row]) -> list[dict]:
 
 
 # --- study item 4 ---------------------------------------------------------------------------
+# What each census read (qbuild.analysis): its artifact suffix -> the words the page uses.
+CENSUS_SOURCES = {"ll": "LLVM IR", "s": "x86 assembly", "cu": "CUDA source", "ptx": "PTX", "sass": "SASS (GPU machine code)"}
+
 def census(all_rows: list[Row]) -> list[dict]:
     """Per (machine, model, target): the dtype census of each variant, changes against unquantized,
     and the instruction census."""
@@ -202,15 +220,20 @@ def census(all_rows: list[Row]) -> list[dict]:
                             "study_claim_holds": float_change is not None and int_change is not None
                             and float_change <= -80 and int_change >= 100})
         families = list(next(iter(r.record["ir"].get("instruction_census", {}).get("families", {}) for r in with_ir), {}))
+        instructions = with_ir[0].record["ir"].get("instruction_census", {})
         out.append({
             "machine": machine, "model": model, "target": target, "device": with_ir[0].device,
+            "dtype_source": CENSUS_SOURCES.get(with_ir[0]._get("ir", "dtype_census", "source"), "generated code"),
+            "instruction_source": CENSUS_SOURCES.get(instructions.get("source"), "generated code"),
+            "binary": instructions.get("binary"),
             "variants": [{"label": r.label, "id": r.id, "artifacts": r.record["ir"].get("artifacts", {})} for r in with_ir],
             "dtype_rows": [{"dtype": d, "counts": [counts[r.variant].get(d, 0) for r in with_ir]} for d in dtypes],
             "changes": changes,
             "instruction_rows": [{"family": f, "counts": [r._get("ir", "instruction_census", "families", f, default=0)
                                                           for r in with_ir]} for f in families],
             "vector_rows": [{"width": w, "counts": [r._get("ir", "instruction_census", "vector_registers", w, default=0)
-                                                    for r in with_ir]} for w in ("xmm", "ymm", "zmm")],
+                                                    for r in with_ir]} for w in ("xmm", "ymm", "zmm")]
+            if instructions.get("source") == "s" else [],
         })
     return out
 
@@ -226,7 +249,9 @@ def latency(all_rows: list[Row], sweep: bool = False) -> list[dict]:
         if not timed or (sweep and not any(r.in_sweep for r in timed)):
             continue
         out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
+                    "failed": [{"label": r.label, **r.failure} for r in group if not r.samples and r.failure],
                     "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
+                              "precision": r.precision,
                               **r.record["latency"]["summary"],
                               "iterations": r.record["latency"]["iterations_run"],
                               "executions": r.record["latency"]["executions_run"],
@@ -267,10 +292,12 @@ def latency_findings(groups: list[dict]) -> list[dict]:
 
 
 def _against_peer(group_rows: list[dict], peer: dict) -> dict:
-    """A peer against qbuild's fastest build of the same precision (int8 peers against quantized)."""
-    same = [r for r in group_rows if not r["peer"] and r["quantized"] == peer["quantized"]]
+    """A peer against qbuild's fastest build of the same precision (int8 peers against quantized;
+    fp16 peers against none: qbuild builds no fp16 variant)."""
+    same = [r for r in group_rows if not r["peer"] and r["precision"] == peer["precision"]]
     ours = min(same, key=lambda r: r["median_ms"]) if same else None
-    return {"label": peer["label"], "median_ms": peer["median_ms"], "ours_label": ours["label"] if ours else None,
+    return {"label": peer["label"], "median_ms": peer["median_ms"], "precision": peer["precision"],
+            "ours_label": ours["label"] if ours else None,
             "ours_ratio": ours["median_ms"] / peer["median_ms"] if ours else None}
 
 
@@ -278,24 +305,51 @@ def kernel_findings(all_rows: list[Row]) -> list[dict]:
     """Per model and target: what the builtin kernels change against TVM's untuned default, variant
     by variant, and whether the study's "quantized is slower" holds under each kernel set."""
     out = []
-    timed = [r for r in all_rows if r.median_ms is not None and not r.is_peer and r.kernels in ("builtin", "untuned")]
-    for (model, target, machine), group in _by(timed, lambda r: (r.model, r.target, r.machine)):
+    built = [r for r in all_rows if (r.median_ms is not None or r.failure) and not r.is_peer
+             and r.kernels in ("builtin", "untuned")]
+    for (model, target, machine), group in _by(built, lambda r: (r.model, r.target, r.machine)):
         by = {(r.variant, r.kernels): r for r in group}
-        pairs = [{"label": by[(v, "builtin")].label, "untuned_ms": by[(v, "untuned")].median_ms,
-                  "builtin_ms": by[(v, "builtin")].median_ms,
-                  "speedup": by[(v, "untuned")].median_ms / by[(v, "builtin")].median_ms}
+        pairs = [_kernel_pair(by[(v, "untuned")], by[(v, "builtin")])
                  for v in VARIANT_ORDER if (v, "untuned") in by and (v, "builtin") in by]
-        if not pairs:
+        if not any(p["speedup"] for p in pairs):
             continue
+        timed = {key: r for key, r in by.items() if r.median_ms is not None}
         slower = {}
         for kernels in ("untuned", "builtin"):
-            base = by.get(("float", kernels))
-            quantized = [r for (v, k), r in by.items() if k == kernels and r.quantized]
+            base = timed.get(("float", kernels))
+            quantized = [r for (v, k), r in timed.items() if k == kernels and r.quantized]
             if base and quantized:
                 slower[kernels] = {"all": all(r.median_ms > base.median_ms for r in quantized),
                                    "none": all(r.median_ms <= base.median_ms for r in quantized),
                                    "best_ratio": min(r.median_ms for r in quantized) / base.median_ms}
         out.append({"model": model, "target": target, "machine": machine, "pairs": pairs, "quantized_slower": slower})
+    return out
+
+
+def _kernel_pair(untuned: Row, builtin: Row) -> dict:
+    """One variant under both kernel sets: medians (None where not timed), speed-up, failures."""
+    both = untuned.median_ms is not None and builtin.median_ms is not None
+    return {"label": builtin.label, "untuned_ms": untuned.median_ms, "builtin_ms": builtin.median_ms,
+            "speedup": untuned.median_ms / builtin.median_ms if both else None,
+            "untuned_failure": untuned.failure, "builtin_failure": builtin.failure}
+
+
+# Issue 7's goals on the GPU: (qbuild variant, peer, at most this ratio of medians).
+GPU_GOALS = (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0))
+
+
+def gpu_goals(groups: list[dict]) -> list[dict]:
+    """Per CUDA latency group with qbuild's kernels: each GPU goal's ratio, where both are timed."""
+    out = []
+    for g in groups:
+        if g["target"] != "cuda":
+            continue
+        rows = {r["variant"]: r for r in g["rows"]}
+        goals = [{"ours": rows[ours]["label"], "peer": rows[peer]["label"], "ratio": rows[ours]["median_ms"] / rows[peer]["median_ms"],
+                  "at_most": at_most, "met": rows[ours]["median_ms"] / rows[peer]["median_ms"] <= at_most}
+                 for ours, peer, at_most in GPU_GOALS if ours in rows and peer in rows]
+        if goals:
+            out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals})
     return out
 
 

@@ -210,3 +210,42 @@ def test_the_subbyte_kernel_comparison_is_shown_with_its_goals(quick_results, tm
     assert "| 64 x 56 -> 64, 3/1 | W1A1 | 1.000 ms | 0.50x |" in text
     assert "**W1A1 at most 1.0x the int8 conv**: met on 1 of 1 shapes" in text
     assert "**W2A2 at most 1.0x the int8 conv**: met on 0 of 1 shapes" in text
+
+
+def _on_gpu(record: dict, median_ms: float | None, variant: dict | None = None, failed_stage: str | None = None) -> dict:
+    """``record`` as if run on a GPU machine: CUDA target, another variant, or a failed stage."""
+    changed = _with_latency(record, median_ms if median_ms is not None else 1.0)
+    changed["experiment"]["target"].update(name="cuda", device="NVIDIA H200 (sm_90)")
+    if variant is not None:
+        changed["experiment"]["variant"] = {"qconfig": None, "options": None, **variant}
+        changed["experiment"]["kernels"] = None
+    if failed_stage is not None:
+        changed["latency"] = None
+        changed["stages"][failed_stage] = {"status": "error", "seconds": 1.0,
+                                           "error": {"type": "InternalError", "message": "Check failed: wmma"}}
+        changed["experiment"]["kernels"] = "untuned"
+    changed["id"] = f"{record['id']}-{len(str(variant))}-{failed_stage}"
+    return changed
+
+
+def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_results, tmp_path):
+    _root, outcomes = quick_results
+    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
+    root = tmp_path / "results" / "some-gpu-machine"
+    write_result(root / "f.json", _on_gpu(float_record, 4.0))
+    write_result(root / "q.json", _on_gpu(int8_record, 3.0))
+    write_result(root / "qu.json", _on_gpu(int8_record, None, failed_stage="compile"))
+    write_result(root / "fu.json", _untuned(_on_gpu(float_record, 5.0), 5.0))
+    write_result(root / "t.json", _on_gpu(float_record, 2.0, {"name": "torch-fp32", "label": "PyTorch eager fp32 (peer)",
+                                                                "engine": "torch"}))
+    write_result(root / "c.json", _on_gpu(float_record, 0.5, {"name": "torch-compile-fp16-graphs", "engine": "torch",
+                                                                "label": "torch.compile fp16 with CUDA graphs (peer)",
+                                                                "options": {"dtype": "float16"}}))
+    build(tmp_path / "results", tmp_path / "docs")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "unquantized / PyTorch eager fp32 (peer) = **2.00** (goal: at most 1.0; not met)" in text
+    assert "quantized (int8) / torch.compile fp16 with CUDA graphs (peer) = **6.00**" in text
+    assert "quantized (int8): not timed, stage compile failed: `Check failed: wmma`" in text
+    assert "| quantized (int8) | compile failed | 3.00 ms | – |" in text
+    assert "qbuild has no fp16 build to set beside it" in text
+    assert "Against the peer torch.compile" not in text
