@@ -2,24 +2,27 @@
 
 - ``untuned``: TVM 0.27's default CUDA pipeline. It schedules every fused function with
   dlight's default rules (``Matmul``, ``GEMV``, ``Reduction``, ``GeneralReduction``,
-  ``Fallback``). A conv2d is no matmul to dlight, so every conv takes ``Fallback``; integer
-  convs multiply on the plain integer cores (no dp4a, no tensor core).
-- ``builtin``: qbuild's pipeline. ``conv_to_matmul`` rewrites each ungrouped conv2d as an
-  im2col gather followed by a matmul ``(O, C*KH*KW) x (C*KH*KW, OH*OW)`` (a 1x1 stride-1 conv
-  needs no gather: its input is already that matrix), so dlight's matmul rules see it. An int8 x
-  int8 -> int32 matmul goes to the int8 tensor cores (``TensorCoreInt8``: dlight's
-  ``MatmulInt8Tensorization``, wmma ``m16n16k16`` s8, on every shape; dlight's own ``Matmul``
-  only tries it when every dimension exceeds 64, which misses ResNet's 64-channel layers and
-  its 7x7 stage). The whole model then runs as one captured CUDA graph
-  (``relax.backend.use_cuda_graph``): at batch 1 launch overhead is a large share of the time.
+  ``Fallback``). dlight's ``Matmul`` reads an NCHW conv2d as a matmul (the input window is
+  gathered while loading tiles), and tries the int8 tensor cores when every dimension exceeds
+  64; on ResNet-50's int8 convs that attempt fails to compile (below), so TVM's default pipeline
+  cannot build a quantized ResNet-50 at all.
+- ``builtin``: qbuild's pipeline: the same legalization and fusion, then ``TensorCoreInt8``
+  ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
+  with its fused requantize epilogue) on the int8 tensor cores (dlight's
+  ``MatmulInt8Tensorization``: wmma ``m16n16k16`` s8, 128x128 tiles padded as needed), whatever
+  its shape. The whole model then runs as one captured CUDA graph
+  (``relax.backend.use_cuda_graph``), so the host launches it once per inference.
 
 TVM 0.27 notes learned here: ``MatmulInt8Tensorization`` annotates its K loops for software
 pipelining, and ``InjectSoftwarePipeline`` then fails on the wmma fragments ("Check failed:
 (it != fragment_info_.end())" in ``GetWmmaFragmentSize``): ``TensorCoreInt8`` removes those
-annotations. A CUDA module prints its source with ``inspect_source("cuda")`` (the other formats
-give empty strings) and cannot ``write_to_file``: PTX and SASS for the census are made from the
-source (``qbuild.compile``). ``tvm.compile`` compiles CUDA with NVRTC (``cuda-bindings``) by
-default, so building for ``sm_XX`` needs no GPU, only those bindings.
+annotations. It also asserts, rather than declines, on functions that are no matmul, so
+``TensorCoreInt8`` makes dlight's own checks first. Importing ``tvm.s_tir.tensor_intrin.cuda``
+(the ~500 wmma/mma/dp4a intrinsics) takes over a minute through ``inspect.stack``:
+``load_tensor_intrinsics``. A CUDA module prints its source with ``inspect_source("cuda")``
+(other formats give empty strings) and cannot ``write_to_file``; ``qbuild.cuda_code`` makes the
+PTX and SASS. Building for ``sm_XX`` needs no GPU: without one TVM defers compiling the CUDA
+source (NVRTC) to the first run.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sys
 from contextlib import contextmanager
 
 import tvm
-from tvm import relax, te, tirx
+from tvm import relax, tirx
 from tvm.s_tir import dlight as dl
 
 from qbuild.kernels.schedule import KernelReport
