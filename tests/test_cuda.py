@@ -3,6 +3,7 @@ the lent GPU machine's job (scripts/gpu-plan.sh), never faked."""
 
 from __future__ import annotations
 
+import copy
 import shutil
 
 import numpy as np
@@ -13,17 +14,31 @@ from qbuild.analysis import analyse_sources, cuda_dtype_census, ptx_census, sass
 from qbuild.errors import QbuildError
 
 SM90 = targets.cuda_target("sm_90")
+needs_gpu = pytest.mark.skipif(not targets.gpu_visible(), reason="needs a CUDA GPU: runs on the lent GPU machine")
+# ResNet-50's int8 conv kinds: (in channels, size, out channels, kernel, stride, padding)
+RESNET_CONVS = {
+    "3x3, 64 channels": (64, 56, 64, 3, 1, 1),
+    "1x1 reduce": (256, 56, 64, 1, 1, 0),
+    "strided 3x3": (128, 56, 128, 3, 2, 1),
+    "3x3 on 7x7": (512, 7, 512, 3, 1, 1),
+    "strided 1x1 downsample": (1024, 14, 2048, 1, 2, 0),
+}
 
 
-def _int8_conv_module(channels: int):
+def _int8_conv_module(channels: int, size: int = 14, out_channels: int | None = None, kernel: int = 3,
+                      stride: int = 1, padding: int = 1, weight: np.ndarray | None = None):
+    """conv2d (int8 x int8 -> int32) + ReLU on an int8 input, weights bound (ones by default)."""
     from tvm import relax
 
+    out_channels = out_channels or channels
+    if weight is None:
+        weight = np.ones((out_channels, channels, kernel, kernel), "int8")
     bb = relax.BlockBuilder()
-    data = relax.Var("data", relax.TensorType((1, channels, 14, 14), "int8"))
-    weight = relax.const(np.ones((channels, channels, 3, 3), "int8"))
+    data = relax.Var("data", relax.TensorType((1, channels, size, size), "int8"))
     with bb.function("main", [data]):
         with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(data, weight, padding=1, out_dtype="int32"))
+            conv = bb.emit(relax.op.nn.conv2d(data, relax.const(weight), strides=stride, padding=padding,
+                                              out_dtype="int32"))
             out = bb.emit_output(relax.op.nn.relu(conv))
         bb.emit_func_output(out)
     return bb.get()
@@ -119,3 +134,37 @@ def test_asking_for_cuda_without_a_gpu_names_the_fix():
         pytest.skip("a GPU is visible here")
     with pytest.raises(QbuildError, match="no CUDA GPU is visible"):
         plan.build_plan(["resnet18"], ["float"], ["cuda"], "quick")
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", RESNET_CONVS)
+def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
+    import tvm
+    from test_kernels import reference_conv
+
+    from qbuild.compile import compile_model
+
+    channels, size, out_channels, kernel, stride, padding = RESNET_CONVS[name]
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, (1, channels, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
+    mod = _int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight)
+    compiled = compile_model(mod, targets.resolve_target("cuda"), "builtin")
+    assert compiled.kernels["functions"] == {"tensorcore_int8": 1}
+    out = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
+    np.testing.assert_array_equal(out, reference_conv(x, weight, stride, padding, 1))
+
+
+@needs_gpu
+def test_the_pytorch_gpu_peers_compute_the_model():
+    import torch
+
+    from qbuild.peers import TorchEager
+
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    batch = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    expected = module.eval()(torch.from_numpy(batch)).detach().numpy()
+    fp16 = TorchEager(copy.deepcopy(module), "cuda", "float16", channels_last=True)
+    np.testing.assert_allclose(fp16(batch), expected, rtol=0.02, atol=0.02)
+    assert fp16.prepare(batch)() is None and fp16.describe()["device"] == "cuda"
