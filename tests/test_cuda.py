@@ -82,7 +82,7 @@ def test_builtin_cuda_kernels_put_every_int8_conv_on_the_tensor_cores():
 
     for channels in (64, 128):  # dlight's own rule only tensorizes dimensions above 64
         compiled = compile_model(_int8_conv_module(channels), SM90, "builtin")
-        assert compiled.kernels["functions"] == {"tensorcore_int8": 1}
+        assert compiled.kernels["functions"]["tensorcore_int8"] == 1
         assert compiled.kernels["pass_config"] == {"relax.backend.use_cuda_graph": True}
         sources = compiled.sources()
         assert "wmma::mma_sync" in sources["cu"] and "ll" not in sources  # the device code, not the host's
@@ -136,6 +136,34 @@ def test_asking_for_cuda_without_a_gpu_names_the_fix():
         plan.build_plan(["resnet18"], ["float"], ["cuda"], "quick")
 
 
+def test_split_k_gives_small_deep_convs_more_blocks_and_leaves_wide_shallow_ones():
+    from qbuild.kernels.split_k import splits
+
+    assert splits(512, 49, 512 * 9, 512) == 16  # 3x3 on 7x7: 4 blocks -> 64
+    assert splits(64, 3136, 256, 256) == 1  # 1x1 reduce: the reduction is too short to cut
+    assert splits(2048, 3136, 4608, 512) == 1  # already more blocks than SMs
+    assert splits(512, 49, 3 * 9, 3) == 1  # cuts whole channels only
+
+
+@pytest.mark.parametrize("name", RESNET_CONVS)
+def test_split_k_convs_compute_the_conv_exactly(name):
+    """The rewrite is target-independent Relax: checked on the CPU against NumPy."""
+    import tvm
+    from test_kernels import reference_conv
+    from tvm import relax
+
+    from qbuild.kernels.split_k import split_k_convs
+
+    channels, size, out_channels, kernel, stride, padding = RESNET_CONVS[name]
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (1, channels, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
+    mod = split_k_convs()(_int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight))
+    vm = relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(),
+                                  reference_conv(x, weight, stride, padding, 1))
+
+
 @needs_gpu
 @pytest.mark.parametrize("name", RESNET_CONVS)
 def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
@@ -150,7 +178,7 @@ def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
     weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
     mod = _int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight)
     compiled = compile_model(mod, targets.resolve_target("cuda"), "builtin")
-    assert compiled.kernels["functions"] == {"tensorcore_int8": 1}
+    assert compiled.kernels["functions"]["tensorcore_int8"] == 1
     out = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
     np.testing.assert_array_equal(out, reference_conv(x, weight, stride, padding, 1))
 

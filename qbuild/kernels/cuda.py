@@ -6,8 +6,9 @@
   gathered while loading tiles), and tries the int8 tensor cores when every dimension exceeds
   64; on ResNet-50's int8 convs that attempt fails to compile (below), so TVM's default pipeline
   cannot build a quantized ResNet-50 at all.
-- ``builtin``: qbuild's pipeline: the same legalization and fusion, then ``TensorCoreInt8``
-  ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
+- ``builtin``: qbuild's pipeline: int8 convs with too few output tiles to fill the GPU are
+  split along their reduction (``split_k``), the same legalization and fusion, then
+  ``TensorCoreInt8`` ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
   with its fused requantize epilogue) on the int8 tensor cores (dlight's
   ``MatmulInt8Tensorization``: wmma ``m16n16k16`` s8, 128x128 tiles padded as needed), whatever
   its shape. The whole model then runs as one captured CUDA graph
@@ -35,6 +36,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.s_tir import dlight as dl
 
+from qbuild.kernels import split_k
 from qbuild.kernels.schedule import KernelReport
 
 CUDA_GRAPH_CONFIG = {"relax.backend.use_cuda_graph": True}
@@ -126,6 +128,7 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
              ("fallback", dl.gpu.Fallback())]
     passes = [
         *cuda.library_dispatch_passes(target),
+        split_k.split_k_convs(),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

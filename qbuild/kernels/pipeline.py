@@ -8,6 +8,7 @@ from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.kernels import KERNEL_SETS
+from qbuild.kernels.rewrite_calls import rewrite_calls
 from qbuild.kernels.schedule import KernelReport
 from qbuild.quantize.graph import scalar_value
 
@@ -66,24 +67,11 @@ def clip_to_min_max() -> tvm.transform.Pass:
     ``ConvertLayout`` knows how to keep in a blocked layout (it has no rule for clip, and would
     convert back to NCHW around every ReLU6 and requantize)."""
 
-    @relax.expr_functor.mutator
-    class _Rewrite(relax.PyExprMutator):
-        def visit_call_(self, call: relax.Call) -> relax.Expr:
-            call = super().visit_call_(call)
-            if not (isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip"):
-                return call
-            x, low, high = call.args
-            dtype = str(x.ty.dtype)
-            lo = relax.const(np.array(scalar_value(low)).astype(dtype), dtype)
-            hi = relax.const(np.array(scalar_value(high)).astype(dtype), dtype)
-            return relax.op.minimum(relax.op.maximum(x, lo), hi)
+    def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+        x, low, high = call.args
+        dtype = str(x.ty.dtype)
+        lo = relax.const(np.array(scalar_value(low)).astype(dtype), dtype)
+        hi = relax.const(np.array(scalar_value(high)).astype(dtype), dtype)
+        return relax.op.minimum(relax.op.maximum(x, lo), hi)
 
-    @tvm.transform.module_pass(opt_level=0, name="qbuild.ClipToMinMax")
-    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        rewriter = _Rewrite(mod)
-        for gvar, func in mod.functions.items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
-
-    return _apply
+    return rewrite_calls("qbuild.ClipToMinMax", "relax.clip", rewrite)
