@@ -251,7 +251,8 @@ def latency(all_rows: list[Row], sweep: bool = False) -> list[dict]:
         out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
                     "failed": [{"label": r.label, **r.failure} for r in group if not r.samples and r.failure],
                     "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
-                              "precision": r.precision,
+                              "precision": r.precision, "commit": r._get("environment", "git", "commit"),
+                              "date": r._get("environment", "date"),
                               **r.record["latency"]["summary"],
                               "iterations": r.record["latency"]["iterations_run"],
                               "executions": r.record["latency"]["executions_run"],
@@ -346,7 +347,9 @@ def gpu_goals(groups: list[dict]) -> list[dict]:
             continue
         rows = {r["variant"]: r for r in g["rows"]}
         goals = [{"ours": rows[ours]["label"], "peer": rows[peer]["label"], "ratio": rows[ours]["median_ms"] / rows[peer]["median_ms"],
-                  "at_most": at_most, "met": rows[ours]["median_ms"] / rows[peer]["median_ms"] <= at_most}
+                  "at_most": at_most, "met": rows[ours]["median_ms"] / rows[peer]["median_ms"] <= at_most,
+                  "same_commit": rows[ours]["commit"] == rows[peer]["commit"],
+                  "dates": sorted({(rows[ours]["date"] or "")[:16], (rows[peer]["date"] or "")[:16]})}
                  for ours, peer, at_most in GPU_GOALS if ours in rows and peer in rows]
         if goals:
             out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals})

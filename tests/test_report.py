@@ -243,7 +243,7 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
                                                                 "options": {"dtype": "float16"}}))
     build(tmp_path / "results", tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
-    assert "unquantized / PyTorch eager fp32 (peer) = **2.00** (goal: at most 1.0; not met)" in text
+    assert "unquantized / PyTorch eager fp32 (peer) = **2.00** (goal: at most 1.0; not met; one run of the plan" in text
     assert "quantized (int8) / torch.compile fp16 with CUDA graphs (peer) = **6.00**" in text
     assert "quantized (int8): not timed, stage compile failed: `Check failed: wmma`" in text
     assert "| quantized (int8) | compile failed | 3.00 ms | – |" in text
