@@ -234,3 +234,12 @@ def test_gptq_rounds_1x1_convs_and_brings_4_bit_weights_closer_to_float():
         model = compile_model(quantized.mod, CPU, "builtin")
         error[rounding] = float(np.linalg.norm(np.concatenate([model(x[None]) for x in batch]) - expected))
     assert error["gptq"] < error["nearest"]
+
+
+def test_sub_byte_models_build_for_cuda_with_popcounts_or_int8_tensor_cores(block):
+    """Built, not run: running them is the GPU machine's job."""
+    from qbuild.targets import cuda_target
+
+    for kernel, instruction in (("bitserial", "__popc"), ("int8", "wmma::mma_sync")):
+        quantized = quantized_block(block, nbit_weight=2, nbit_input=2, subbyte_kernel=kernel)
+        assert instruction in compile_model(quantized.mod, cuda_target("sm_90"), "builtin").sources()["cu"]
