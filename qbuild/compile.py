@@ -9,7 +9,7 @@ time the returned closure. Generated source (LLVM IR, assembly, CUDA) stays reac
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
@@ -119,9 +119,7 @@ class CompiledModel:
                     found[suffix] = text
         if "cu" in found:
             arch = self.target.spec["arch"]
-            binaries = self.binaries or list(filter(None, [cuda_code.cubin(found["cu"], arch)]))
-            compiled = {"ptx": cuda_code.ptx(found["cu"], arch),
-                        "sass": "\n".join(filter(None, map(cuda_code.sass, binaries))) or None}
+            compiled = {"ptx": cuda_code.ptx(found["cu"], arch), "sass": cuda_code.sass(self.binaries, found["cu"], arch)}
             found.update((suffix, text) for suffix, text in compiled.items() if text)
         return found
 
@@ -161,8 +159,8 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     config = pass_config(kernels, tvm_target)
     start = time.perf_counter()
     current = tvm.transform.PassContext.current()
-    with (tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target,
-          cuda_code.capture_binaries() as binaries):
+    capture = cuda_code.capture_binaries() if target.name == "cuda" else nullcontext([])
+    with tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target, capture as binaries:
         executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
     details = {"set": kernels, "functions": report.to_json(), "pass_config": config}

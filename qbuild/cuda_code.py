@@ -83,13 +83,18 @@ def _nvcc(source: str, arch: str, target_format: str) -> bytes | None:
         return bytes(nvcc.compile_cuda(source, target_format=target_format, arch=arch, compiler="nvcc"))
 
 
-def sass(binary: bytes) -> str | None:
-    """``cuobjdump -sass`` of a cubin or fatbin, or None without cuobjdump."""
+def sass(binaries: list[bytes], source: str, arch: str) -> str | None:
+    """``cuobjdump -sass`` of ``binaries``, or of nvcc's cubin of ``source`` where none was kept;
+    None without cuobjdump (or without nvcc when a cubin has to be made)."""
     cuobjdump = shutil.which("cuobjdump")
     if cuobjdump is None:
         return None
+    binaries = binaries or list(filter(None, [cubin(source, arch)]))
+    listings = []
     with tempfile.TemporaryDirectory(prefix="qbuild-sass-") as tmp:
-        path = Path(tmp) / "module.cubin"
-        path.write_bytes(binary)
-        return subprocess.run([cuobjdump, "-sass", str(path)], capture_output=True, text=True,
-                              check=True, timeout=300).stdout
+        for index, binary in enumerate(binaries):
+            path = Path(tmp) / f"module{index}.cubin"
+            path.write_bytes(binary)
+            listings.append(subprocess.run([cuobjdump, "-sass", str(path)], capture_output=True, text=True,
+                                           check=True, timeout=300).stdout)
+    return "\n".join(listings) or None

@@ -196,3 +196,15 @@ def test_the_pytorch_gpu_peers_compute_the_model():
     fp16 = TorchEager(copy.deepcopy(module), "cuda", "float16", channels_last=True)
     np.testing.assert_allclose(fp16(batch), expected, rtol=0.02, atol=0.02)
     assert fp16.prepare(batch)() is None and fp16.describe()["device"] == "cuda"
+
+
+def test_sass_disassembles_each_kept_binary_and_needs_cuobjdump(tmp_path, monkeypatch):
+    from qbuild import cuda_code
+
+    tool = tmp_path / "cuobjdump"
+    tool.write_text('#!/bin/sh\necho "listing of $(cat "$2")"\n')
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    assert cuda_code.sass([b"first", b"second"], "unused source", "sm_90") == "listing of first\n\nlisting of second\n"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert cuda_code.sass([b"first"], "unused source", "sm_90") is None
