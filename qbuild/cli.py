@@ -1,4 +1,4 @@
-"""The ``qbuild`` command line: run, experiments, plan, summary.
+"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, profile, summary.
 
 Bad input ends with one line on stderr, ``qbuild: error: <problem>; fix: <fix>``, and exit
 status 2. ``summary`` reads results files only and never imports TVM or torch.
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     kernels.add_argument("--executions", type=int, default=10, help="timed runs of each kernel per round (default: 10)")
     kernels.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     kernels.add_argument("--no-save", action="store_true", help="print only; write no results file")
+    profile = sub.add_parser("profile", help="time each generated function of one TVM build (a CUDA build "
+                                             "without its CUDA graph)")
+    _add_run_options(profile, many=False)
+    profile.add_argument("--runs", type=int, default=10, help="profiled runs (default: 10)")
+    profile.add_argument("--top", type=int, default=25, help="functions listed (default: 25)")
     summary = sub.add_parser("summary", help="one row per results file (reads results only)")
     summary.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -164,6 +169,24 @@ def _cmd_subbyte_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_profile(args: argparse.Namespace) -> int:
+    from qbuild import profile
+    from qbuild.models import load_model
+    from qbuild.runner import build
+
+    if args.runs < 1:
+        raise QbuildError("--runs must be at least 1", "pass a positive count")
+    (experiment,) = _plan(args, many=False)
+    if experiment.variant.engine != "tvm":
+        raise QbuildError(f"variant {experiment.variant.name} is a peer: qbuild generates none of its code",
+                          "profile a TVM variant (float, int8-a8, ...)")
+    loaded = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
+    compiled = build(experiment, loaded, cuda_graph=False)
+    print(f"{experiment.id}: {args.runs} runs on {experiment.target.device_name}")
+    print(profile.render(profile.profile(compiled, loaded.input_shape, args.runs), args.top))
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from qbuild.summary import collect, render_json, render_table
 
@@ -191,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "subbyte-kernels":
             return _cmd_subbyte_kernels(args)
+        if args.command == "profile":
+            return _cmd_profile(args)
         return _cmd_run(args, many=args.command == "experiments")
     except QbuildError as exc:
         print(f"qbuild: error: {exc}", file=sys.stderr)

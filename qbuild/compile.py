@@ -57,13 +57,13 @@ class CompiledModel:
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         with self._first_run():
-            out = self.vm["main"](self._upload(batch))
+            out = self.vm["main"](self.upload(batch))
             return _first_tensor(out).numpy()
 
     def prepare(self, batch: np.ndarray) -> Callable[[], None]:
         """Upload ``batch`` once; the returned closure runs the model on it and waits for the device.
         The model's first run ever happens here, untimed (on CUDA it compiles the kernels)."""
-        data = self._upload(batch)
+        data = self.upload(batch)
         main = self.vm["main"]
         device = self._device
         if self._unrun:
@@ -128,7 +128,8 @@ class CompiledModel:
         """Which binary a CUDA build's SASS disassembles: the one that ran, or nvcc's of the same source."""
         return "the cubin TVM compiled (NVRTC)" if self.binaries else "nvcc -O3 of the same CUDA source"
 
-    def _upload(self, batch: np.ndarray) -> "tvm.runtime.Tensor":
+    def upload(self, batch: np.ndarray) -> "tvm.runtime.Tensor":
+        """``batch`` as a float32 tensor on the model's device."""
         import tvm
 
         return tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=np.float32), self._device)
@@ -145,10 +146,13 @@ def _first_tensor(out):
     return out if hasattr(out, "numpy") else _first_tensor(out[0])
 
 
-def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin") -> CompiledModel:
+def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin",
+                  cuda_graph: bool = True) -> CompiledModel:
     """Compile a Relax module whose ``main`` takes only the input batch (weights bound), with the
     kernel set ``kernels`` (see ``qbuild.kernels``; None: TVM's default pipeline for the target).
-    Nothing runs here: a model cross-compiled for a GPU this machine lacks can still be analysed."""
+    ``cuda_graph=False`` leaves out the CUDA graph of qbuild's CUDA kernels (``qbuild.profile``
+    needs each kernel to be a call of its own). Nothing runs here: a model cross-compiled for a
+    GPU this machine lacks can still be analysed."""
     import tvm
 
     from qbuild import cuda_code
@@ -156,7 +160,7 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
 
     tvm_target = target.tvm_target()
     relax_pipeline, report = pipeline(kernels, tvm_target)
-    config = pass_config(kernels, tvm_target)
+    config = pass_config(kernels, tvm_target) if cuda_graph else {}
     start = time.perf_counter()
     current = tvm.transform.PassContext.current()
     capture = cuda_code.capture_binaries() if target.name == "cuda" else nullcontext([])

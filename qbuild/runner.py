@@ -178,9 +178,9 @@ def _run_peer(experiment: Experiment, log: StageLog, loaded, out: dict, progress
     return _measure(experiment, log, peer, loaded, out, progress)
 
 
-def build(experiment: Experiment, loaded):
+def build(experiment: Experiment, loaded, cuda_graph: bool = True):
     """What ``experiment`` measures, built outside the staged run (no results file): the compiled
-    TVM model, or the peer. Errors propagate."""
+    TVM model, or the peer. Errors propagate. ``cuda_graph``: see ``compile_model``."""
     from qbuild.trace import trace
 
     if experiment.variant.engine != "tvm":
@@ -188,7 +188,7 @@ def build(experiment: Experiment, loaded):
     traced = trace(loaded.module, loaded.input_shape)
     config = experiment.variant.config()
     mod = _quantize(experiment, loaded, traced, config).mod if config is not None else traced.inference_module()
-    return _compile(mod, experiment)
+    return _compile(mod, experiment, cuda_graph)
 
 
 def _make_peer(experiment: Experiment, loaded):
@@ -220,10 +220,10 @@ def _quantize(experiment: Experiment, loaded, traced, config):
     return quantize(traced.mod, traced.params, calibration, config)
 
 
-def _compile(mod, experiment: Experiment):
+def _compile(mod, experiment: Experiment, cuda_graph: bool = True):
     from qbuild.compile import compile_model
 
-    return compile_model(mod, experiment.target, experiment.kernels)
+    return compile_model(mod, experiment.target, experiment.kernels, cuda_graph)
 
 
 def _check_kernels(layers: list[dict]) -> dict:
