@@ -179,7 +179,7 @@ class Experiment:
     weights: str = "auto"
     protocol: Protocol = field(default=None)  # type: ignore[assignment]  # None: the profile's
     dataset: str | None = None  # labelled images for calibration and accuracy
-    kernels: str | None = "builtin"  # qbuild.kernels.KERNEL_SETS; None: the engine's own (peer, CUDA)
+    kernels: str | None = "builtin"  # qbuild.kernels.KERNEL_SETS; None: a peer's own
 
     def __post_init__(self) -> None:
         if self.protocol is None:

@@ -67,7 +67,7 @@ class Row:
 
     @property
     def kernels(self) -> str | None:
-        """The CPU kernel set (``qbuild.kernels``); None for peers and CUDA builds."""
+        """The kernel set (``qbuild.kernels``: builtin or untuned, on a CPU or a GPU); None for peers."""
         return self._get("experiment", "kernels")
 
     @property

@@ -1,4 +1,6 @@
-"""Kernel generation for the CPU: which code the compiler emits for each operator.
+"""Kernel generation: which code the compiler emits for each operator. This doc covers the
+CPU; on a CUDA target the same two names pick TVM's default GPU pipeline or qbuild's (``cuda``:
+int8 tensor cores, split-K, one CUDA graph).
 
 Two kernel sets, chosen per experiment (``KERNEL_SETS``):
 
