@@ -238,9 +238,11 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
     write_result(root / "fu.json", _untuned(_on_gpu(float_record, 5.0), 5.0))
     write_result(root / "t.json", _on_gpu(float_record, 2.0, {"name": "torch-fp32", "label": "PyTorch eager fp32 (peer)",
                                                                 "engine": "torch"}))
-    write_result(root / "c.json", _on_gpu(float_record, 0.5, {"name": "torch-compile-fp16-graphs", "engine": "torch",
-                                                                "label": "torch.compile fp16 with CUDA graphs (peer)",
-                                                                "options": {"dtype": "float16"}}))
+    compiled_peer = _on_gpu(float_record, 0.5, {"name": "torch-compile-fp16-graphs", "engine": "torch",
+                                                "label": "torch.compile fp16 with CUDA graphs (peer)",
+                                                "options": {"dtype": "float16"}})
+    compiled_peer["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": False}  # an earlier run
+    write_result(root / "c.json", compiled_peer)
     build(tmp_path / "results", tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "unquantized / PyTorch eager fp32 (peer) = **2.00** (goal: at most 1.0; not met; one run of the plan" in text
@@ -249,3 +251,5 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
     assert "| quantized (int8) | compile failed | 3.00 ms | – |" in text
     assert "qbuild has no fp16 build to set beside it" in text
     assert "Against the peer torch.compile" not in text
+    assert "These rows come from runs of different commits" in text and "0123456 (torch.compile" in text
+    assert "measured by different commits' runs" in text  # the int8 goal's two medians
