@@ -29,4 +29,9 @@ status=${PIPESTATUS[0]}
 kill "$packer" 2>/dev/null
 pack
 python3 -m qbuild summary --results results 2>&1 | grep -i cuda | tee "$OUT/summary.txt"
+# QBUILD_GPU_PROFILE=variant (e.g. int8-a8): also time each kernel of that build, slowest first.
+if [ -n "${QBUILD_GPU_PROFILE:-}" ]; then
+  python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 \
+    > "$OUT/profile-$QBUILD_GPU_PROFILE.txt" 2>&1
+fi
 exit "$status"
