@@ -98,7 +98,7 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
     }
 
 
-# CUDA C type names (longest first) -> dtype; vector types are matched by _CUDA_VECTOR.
+# CUDA C type names -> dtype (matched longest first); vector types: _CUDA_VECTOR_ELEMENTS.
 CUDA_TYPE_NAMES = {
     "unsigned long long": "uint64", "long long": "int64", "unsigned char": "uint8", "signed char": "int8",
     "unsigned short": "uint16", "unsigned int": "uint32", "unsigned": "uint32", "long": "int64",

@@ -9,9 +9,9 @@ time the returned closure. Generated source (LLVM IR, assembly, CUDA) stays reac
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -36,9 +36,9 @@ class CompiledModel:
     seconds: float
     relax_module: "tvm.IRModule"  # what was compiled (kept as an artifact)
     kernels: dict  # kernel set and, for "builtin", how many functions each schedule rule took
-    # CUDA: the cubins TVM compiled for the GPU. With a GPU present TVM compiles the source while
-    # building; without one it defers that to the first run, so both are watched
-    # (qbuild.cuda_code.capture_binaries).
+    # CUDA: the cubins TVM compiled for the GPU while building (qbuild.cuda_code.capture_binaries;
+    # seen on the lent H200: no compile happened at the first run). Cross-compiling without a GPU
+    # compiles none.
     binaries: list[bytes] = field(default_factory=list)
     _vm: "tvm.relax.VirtualMachine | None" = None  # made on first use: a cross-compiled model never runs
 
@@ -56,42 +56,20 @@ class CompiledModel:
         return self._vm
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with self._first_run():
-            out = self.vm["main"](self.upload(batch))
-            return _first_tensor(out).numpy()
+        out = self.vm["main"](self.upload(batch))
+        return _first_tensor(out).numpy()
 
     def prepare(self, batch: np.ndarray) -> Callable[[], None]:
-        """Upload ``batch`` once; the returned closure runs the model on it and waits for the device.
-        The model's first run ever happens here, untimed (on CUDA it compiles the kernels)."""
+        """Upload ``batch`` once; the returned closure runs the model on it and waits for the device."""
         data = self.upload(batch)
         main = self.vm["main"]
         device = self._device
-        if self._unrun:
-            with self._first_run():
-                main(data)
-                device.sync()
 
         def run_once() -> None:
             main(data)
             device.sync()
 
         return run_once
-
-    @property
-    def _unrun(self) -> bool:
-        return self.target.name == "cuda" and not self.binaries
-
-    @contextmanager
-    def _first_run(self) -> Iterator[None]:
-        """Keep the binaries TVM compiles during the first CUDA run (a no-op afterwards and on CPUs)."""
-        from qbuild import cuda_code
-
-        if not self._unrun:
-            yield
-            return
-        with cuda_code.capture_binaries() as binaries:
-            yield
-        self.binaries.extend(binaries)
 
     @property
     def weight_bytes(self) -> int:
@@ -108,9 +86,11 @@ class CompiledModel:
 
         found: dict[str, str] = {}
         # On CUDA the host module only launches kernels: the census is of the device code.
-        kinds = ("cuda",) if self.target.name == "cuda" else ("llvm",)
+        kind = "cuda" if self.target.name == "cuda" else "llvm"
         for module in _walk_modules(self.executable.mod):
-            for fmt, suffix in SOURCE_FORMATS.get(module.kind, ()) if module.kind in kinds else ():
+            if module.kind != kind:
+                continue
+            for fmt, suffix in SOURCE_FORMATS[kind]:
                 try:
                     text = module.inspect_source(fmt)
                 except Exception:  # a format this module cannot print

@@ -197,8 +197,7 @@ def _make_peer(experiment: Experiment, loaded):
     from qbuild.peers import OnnxRuntime, TorchEager
 
     if experiment.variant.engine == "torch":
-        device = "cuda" if experiment.target.name == "cuda" else "cpu"
-        return TorchEager(loaded.module, device, **(experiment.variant.options or {}))
+        return TorchEager(loaded.module, experiment.target.name, **(experiment.variant.options or {}))
     quant_format = experiment.variant.quant_format
     with tempfile.TemporaryDirectory(prefix="qbuild-onnx-") as workdir:
         calibration = _calibration_images(experiment, loaded) if quant_format else None

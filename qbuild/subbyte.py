@@ -42,7 +42,6 @@ def random_values(rng: np.random.Generator, encoding: Encoding, shape: tuple[int
 
 def _build(emit: Callable, data_shape: tuple[int, ...]):
     """A one-op Relax module on an int8 input, compiled with qbuild's kernels; its VM."""
-    import tvm
     from tvm import relax
 
     from qbuild.compile import compile_model
@@ -54,8 +53,7 @@ def _build(emit: Callable, data_shape: tuple[int, ...]):
         with bb.dataflow():
             out = bb.emit_output(emit(bb, data))
         bb.emit_func_output(out)
-    compiled = compile_model(bb.get(), resolve_target("cpu"), "builtin")
-    return relax.VirtualMachine(compiled.executable, tvm.cpu())
+    return compile_model(bb.get(), resolve_target("cpu"), "builtin").vm
 
 
 def _bitserial(activation: Encoding, weight: Encoding, weights: np.ndarray, strides, padding):

@@ -339,6 +339,13 @@ def _kernel_pair(untuned: Row, builtin: Row) -> dict:
 GPU_GOALS = (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0))
 
 
+def _goal(ours: dict, peer: dict, at_most: float) -> dict:
+    ratio = ours["median_ms"] / peer["median_ms"]
+    return {"ours": ours["label"], "peer": peer["label"], "ratio": ratio, "at_most": at_most, "met": ratio <= at_most,
+            "same_commit": ours["commit"] == peer["commit"],
+            "dates": sorted({(ours["date"] or "")[:16], (peer["date"] or "")[:16]})}
+
+
 def gpu_goals(groups: list[dict]) -> list[dict]:
     """Per CUDA latency group with qbuild's kernels: each GPU goal's ratio, where both are timed."""
     out = []
@@ -346,11 +353,7 @@ def gpu_goals(groups: list[dict]) -> list[dict]:
         if g["target"] != "cuda":
             continue
         rows = {r["variant"]: r for r in g["rows"]}
-        goals = [{"ours": rows[ours]["label"], "peer": rows[peer]["label"], "ratio": rows[ours]["median_ms"] / rows[peer]["median_ms"],
-                  "at_most": at_most, "met": rows[ours]["median_ms"] / rows[peer]["median_ms"] <= at_most,
-                  "same_commit": rows[ours]["commit"] == rows[peer]["commit"],
-                  "dates": sorted({(rows[ours]["date"] or "")[:16], (rows[peer]["date"] or "")[:16]})}
-                 for ours, peer, at_most in GPU_GOALS if ours in rows and peer in rows]
+        goals = [_goal(rows[ours], rows[peer], at_most) for ours, peer, at_most in GPU_GOALS if ours in rows and peer in rows]
         if goals:
             out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals})
     return out

@@ -44,6 +44,18 @@ def _int8_conv_module(channels: int, size: int = 14, out_channels: int | None = 
     return bb.get()
 
 
+def _random_resnet_conv(name: str, seed: int):
+    """One of ``RESNET_CONVS`` on random int8 data and weights: (data, module, exact NumPy result)."""
+    from test_kernels import reference_conv
+
+    channels, size, out_channels, kernel, stride, padding = RESNET_CONVS[name]
+    rng = np.random.default_rng(seed)
+    x = rng.integers(-128, 128, (1, channels, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
+    mod = _int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight)
+    return x, mod, reference_conv(x, weight, stride, padding, 1)
+
+
 def test_the_cuda_dtype_census_counts_c_type_names_and_vector_elements():
     source = """#include <cuda_fp16.h>
 // float in a comment
@@ -149,38 +161,27 @@ def test_split_k_gives_small_deep_convs_more_blocks_and_leaves_wide_shallow_ones
 def test_split_k_convs_compute_the_conv_exactly(name):
     """The rewrite is target-independent Relax: checked on the CPU against NumPy."""
     import tvm
-    from test_kernels import reference_conv
     from tvm import relax
 
     from qbuild.kernels.split_k import split_k_convs
 
-    channels, size, out_channels, kernel, stride, padding = RESNET_CONVS[name]
-    rng = np.random.default_rng(1)
-    x = rng.integers(-128, 128, (1, channels, size, size)).astype(np.int8)
-    weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
-    mod = split_k_convs()(_int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight))
-    vm = relax.VirtualMachine(tvm.compile(mod, tvm.target.Target({"kind": "llvm"})), tvm.cpu())
-    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(),
-                                  reference_conv(x, weight, stride, padding, 1))
+    x, mod, expected = _random_resnet_conv(name, seed=1)
+    vm = relax.VirtualMachine(tvm.compile(split_k_convs()(mod), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
 
 
 @needs_gpu
 @pytest.mark.parametrize("name", RESNET_CONVS)
 def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
     import tvm
-    from test_kernels import reference_conv
 
     from qbuild.compile import compile_model
 
-    channels, size, out_channels, kernel, stride, padding = RESNET_CONVS[name]
-    rng = np.random.default_rng(0)
-    x = rng.integers(-128, 128, (1, channels, size, size)).astype(np.int8)
-    weight = rng.integers(-128, 128, (out_channels, channels, kernel, kernel)).astype(np.int8)
-    mod = _int8_conv_module(channels, size, out_channels, kernel, stride, padding, weight)
+    x, mod, expected = _random_resnet_conv(name, seed=0)
     compiled = compile_model(mod, targets.resolve_target("cuda"), "builtin")
     assert compiled.kernels["functions"]["tensorcore_int8"] == 1
     out = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
-    np.testing.assert_array_equal(out, reference_conv(x, weight, stride, padding, 1))
+    np.testing.assert_array_equal(out, expected)
 
 
 @needs_gpu

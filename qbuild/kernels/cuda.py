@@ -22,8 +22,8 @@ annotations. It also asserts, rather than declines, on functions that are no mat
 (the ~500 wmma/mma/dp4a intrinsics) takes over a minute through ``inspect.stack``:
 ``load_tensor_intrinsics``. A CUDA module prints its source with ``inspect_source("cuda")``
 (other formats give empty strings) and cannot ``write_to_file``; ``qbuild.cuda_code`` makes the
-PTX and SASS. Building for ``sm_XX`` needs no GPU: without one TVM defers compiling the CUDA
-source (NVRTC) to the first run.
+PTX and SASS. Building for ``sm_XX`` needs no GPU: without one TVM does not compile the CUDA
+source while building (with one it does, through NVRTC).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ layer input's second moment (Frantar et al., "GPTQ", 2022, after Optimal Brain Q
 Where rounding to nearest minimises each weight's own error, this minimises the error of the
 layer's *output* on the calibration inputs, ``||W X - Q X||``: what keeps 4-bit weights usable
 without retraining. Columns go in order of decreasing input energy (GPTQ's "act order"): the
-channels whose errors cost most are rounded while the most columns remain to absorb them. Used for 1x1 convolutions (``QConfig.weight_rounding="gptq"``), whose input
-Gram matrix ``X X^T`` is the calibration pass's per-channel product.
+channels whose errors cost most are rounded while the most columns remain to absorb them.
+Used for 1x1 convolutions (``QConfig.weight_rounding="gptq"``), whose input Gram matrix
+``X X^T`` is the calibration pass's per-channel product.
 """
 
 from __future__ import annotations

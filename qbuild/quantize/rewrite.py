@@ -269,9 +269,10 @@ class Rewriter:
         if gram is None:
             q = rounded(weights, step.reshape(shape))
         else:
-            columns = np.moveaxis(weights, out_axis, 0).reshape(weights.shape[out_axis], -1)
+            by_output = np.moveaxis(weights, out_axis, 0)
+            columns = by_output.reshape(by_output.shape[0], -1)
             codes = gptq.round_columns(columns, gram, lambda column: rounded(column, step), step)
-            q = np.moveaxis(codes.reshape(np.moveaxis(weights, out_axis, 0).shape), 0, out_axis)
+            q = np.moveaxis(codes.reshape(by_output.shape), 0, out_axis)
         return q.astype(self.config.dtype_weight), step, encoding
 
     def _gram(self, data: relax.Expr, attrs, weights: np.ndarray) -> np.ndarray | None:
