@@ -1,4 +1,4 @@
-"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, profile, summary.
+"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, tune, profile, summary.
 
 Bad input ends with one line on stderr, ``qbuild: error: <problem>; fix: <fix>``, and exit
 status 2. ``summary`` reads results files only and never imports TVM or torch.
@@ -14,6 +14,7 @@ from pathlib import Path
 from qbuild.errors import QbuildError
 
 DEFAULT_RESULTS = Path("results")
+TUNE_VARIANTS = ("float", "int8-a8")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
@@ -25,15 +26,16 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
         parser.add_argument("--targets", nargs="+", metavar="TARGET",
                             help="auto | cpu | cuda (default: cpu, plus cuda when a GPU is visible)")
         parser.add_argument("--kernels", nargs="+", metavar="SET",
-                            help="kernel sets: builtin | untuned (default: builtin, and untuned "
-                                 "for the study's four variants)")
+                            help="kernel sets: builtin | tuned | untuned (default: builtin, and for the "
+                                 "study's four variants untuned, and tuned on the CPU when this machine has a "
+                                 "tuning database)")
         parser.add_argument("--stop-after", type=float, metavar="SECONDS",
                             help="start no experiment after this many seconds (default: no limit)")
     else:
         parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
         parser.add_argument("--variant", default="float", help="variant (default: float)")
         parser.add_argument("--target", default="auto", help="auto | cpu | cuda (default: auto)")
-        parser.add_argument("--kernels", default="builtin", help="kernel set: builtin | untuned (default: builtin)")
+        parser.add_argument("--kernels", default="builtin", help="kernel set: builtin | tuned | untuned (default: builtin)")
     parser.add_argument("--profile", default="default", choices=sorted(PROFILES),
                         help="how thoroughly to run (default: default)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -79,6 +81,19 @@ def build_parser() -> argparse.ArgumentParser:
     kernels.add_argument("--executions", type=int, default=10, help="timed runs of each kernel per round (default: 10)")
     kernels.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     kernels.add_argument("--no-save", action="store_true", help="print only; write no results file")
+    tune = sub.add_parser("tune", help="time every register tile of each conv of the models on this machine; "
+                                       "write the fastest into its tuning database (used by --kernels tuned)")
+    tune.add_argument("--models", nargs="+", metavar="MODEL", help="models (default: the profile's)")
+    tune.add_argument("--variants", nargs="+", metavar="VARIANT", default=list(TUNE_VARIANTS),
+                      help=f"variants whose convs are tuned (default: {' '.join(TUNE_VARIANTS)}; every int8 "
+                           "variant shares int8-a8's convs)")
+    tune.add_argument("--profile", default="default", help="profile (its image size; default: default)")
+    tune.add_argument("--rounds", type=int, default=5, help="interleaved rounds (default: 5)")
+    tune.add_argument("--executions", type=int, default=10, help="timed runs of each tile per round (default: 10)")
+    tune.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
+    tune.add_argument("--dataset", help="labelled images for calibration (default: as for experiments)")
+    tune.add_argument("--output", type=Path, help="database file (default: this machine's, under $QBUILD_TUNING_DIR "
+                                                  "or tuning/); merged with what it holds")
     profile = sub.add_parser("profile", help="time each generated function of one TVM build (a CUDA build "
                                              "without its CUDA graph)")
     _add_run_options(profile, many=False)
@@ -169,6 +184,37 @@ def _cmd_subbyte_kernels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from qbuild import environment, tune, tuning_db
+    from qbuild.models import load_model
+    from qbuild.plan import build_plan
+    from qbuild.runner import relax_module
+    from qbuild.targets import resolve_target
+
+    if args.rounds < 1 or args.executions < 1:
+        raise QbuildError("--rounds and --executions must be at least 1", "pass positive counts")
+    experiments = build_plan(args.models, args.variants, ["cpu"], args.profile, args.weights, None, args.dataset,
+                             ["builtin"])
+    peers = sorted({e.variant.name for e in experiments if e.variant.engine != "tvm"})
+    if peers:
+        raise QbuildError(f"{', '.join(peers)}: peer baselines run their own kernels", "tune TVM variants only")
+    path = args.output or tuning_db.machine_path()
+    previous = tuning_db.load(path) if path.exists() else None  # an unreadable one fails now, not after tuning
+    loaded = {}
+    modules = []
+    for experiment in experiments:
+        if experiment.model not in loaded:
+            loaded[experiment.model] = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
+        print(f"preparing {experiment.id} ...")
+        modules.append(relax_module(experiment, loaded[experiment.model]))
+    measured = tune.tune(modules, resolve_target("cpu").tvm_target(), args.rounds, args.executions)
+    env = environment.capture()
+    database = tune.to_database(measured, previous, env["machine_id"], args.rounds, env)
+    print(tune.render(database))
+    print(f"wrote {tuning_db.save(database, path)}")
+    return 0
+
+
 def _cmd_profile(args: argparse.Namespace) -> int:
     from qbuild import profile
     from qbuild.models import load_model
@@ -214,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_compare(args)
         if args.command == "subbyte-kernels":
             return _cmd_subbyte_kernels(args)
+        if args.command == "tune":
+            return _cmd_tune(args)
         if args.command == "profile":
             return _cmd_profile(args)
         return _cmd_run(args, many=args.command == "experiments")

@@ -209,8 +209,10 @@ class Experiment:
 
 
     def fingerprint(self, packages: dict) -> str:
-        """Config + code version + package versions: equal fingerprints mean an identical run."""
-        blob = json.dumps([self.to_json(), code_version(), packages], sort_keys=True)
+        """Config + code version + package versions (+ the tuning database of a tuned build):
+        equal fingerprints mean an identical run."""
+        database = _database_digest() if self.kernels == "tuned" else None
+        blob = json.dumps([self.to_json(), code_version(), packages, database], sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -252,6 +254,10 @@ def build_plan(
     for name in kernels or ():
         if name not in KERNEL_SETS:
             raise QbuildError(f"unknown kernel set {name!r}", f"use one or more of: {', '.join(KERNEL_SETS)}")
+    if "tuned" in (kernels or ()):
+        from qbuild import tuning_db
+
+        tuning_db.load(tuning_db.machine_path())  # fails here, naming the fix, when missing or unreadable
     resolved: dict[str, TargetChoice] = {}
     for requested in targets or default_targets():
         choice = resolve_target(requested)
@@ -278,14 +284,25 @@ def build_plan(
         for variant in chosen_variants
         for target in resolved.values()
         if target.name in variant.targets
-        for kernel_set in _kernel_sets(variant, kernels)
+        for kernel_set in _kernel_sets(variant, target, kernels)
     ]
 
 
-def _kernel_sets(variant: Variant, requested: list[str] | None) -> list[str | None]:
-    """None: a peer's own kernels."""
+def _database_digest() -> str | None:
+    """The digest of this machine's tuning database (None: it has none)."""
+    from qbuild import tuning_db
+
+    path = tuning_db.machine_path()
+    return tuning_db.digest(path) if path.exists() else None
+
+
+def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None) -> list[str | None]:
+    """None: a peer's own kernels. By default the builtin set, plus, for the study's variants,
+    the untuned one and (on the CPU, when this machine has a tuning database) the tuned one.
+    The tuned set exists for CPU targets only."""
     if variant.engine != "tvm":
         return [None]
-    if requested:
-        return list(requested)
-    return list(KERNEL_SETS) if variant.name in STUDY_VARIANTS else ["builtin"]
+    sets = list(requested) if requested else ["builtin"]
+    if not requested and variant.name in STUDY_VARIANTS:
+        sets += ["untuned", "tuned"] if _database_digest() else ["untuned"]
+    return [s for s in sets if s != "tuned" or target.name == "cpu"]

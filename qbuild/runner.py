@@ -181,14 +181,18 @@ def _run_peer(experiment: Experiment, log: StageLog, loaded, out: dict, progress
 def build(experiment: Experiment, loaded, cuda_graph: bool = True):
     """What ``experiment`` measures, built outside the staged run (no results file): the compiled
     TVM model, or the peer. Errors propagate. ``cuda_graph``: see ``compile_model``."""
-    from qbuild.trace import trace
-
     if experiment.variant.engine != "tvm":
         return _make_peer(experiment, loaded)
+    return _compile(relax_module(experiment, loaded), experiment, cuda_graph)
+
+
+def relax_module(experiment: Experiment, loaded):
+    """The Relax module ``experiment`` hands to the compiler: traced, and quantized if its variant is."""
+    from qbuild.trace import trace
+
     traced = trace(loaded.module, loaded.input_shape)
     config = experiment.variant.config()
-    mod = _quantize(experiment, loaded, traced, config).mod if config is not None else traced.inference_module()
-    return _compile(mod, experiment, cuda_graph)
+    return _quantize(experiment, loaded, traced, config).mod if config is not None else traced.inference_module()
 
 
 def _make_peer(experiment: Experiment, loaded):

@@ -1,5 +1,5 @@
 """Shared fixtures: one quick plan (resnet18: float, int8 and the sweep's W1A1; 64x64) reused by every test that
-reads results."""
+reads results; every test sees an empty tuning directory unless it writes a database itself."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ import pytest
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.runner import run_plan
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_shipped_tuning_database(tmp_path_factory: pytest.TempPathFactory):
+    """Tests must not depend on the database committed for this machine (tuning/)."""
+    from qbuild import tuning_db
+
+    patch = pytest.MonkeyPatch()
+    patch.setenv(tuning_db.DIR_VAR, str(tmp_path_factory.mktemp("tuning")))
+    yield
+    patch.undo()
 
 
 @pytest.fixture(scope="session")

@@ -53,9 +53,10 @@ SHAPES = {
     "odd channels": (5, 9, 6, 3, 1, 1, 1),
     "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
 }
-def run_builtin(mod, x: np.ndarray, avx2: bool | None = None):
+def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None):
+    """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key), run on ``x``."""
     target = CPU.tvm_target()
-    relax_pipeline, report = pipeline("builtin", target, avx2)
+    relax_pipeline, report = pipeline("builtin", target, avx2, tiles)
     executable = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy(), report
@@ -105,17 +106,10 @@ def test_the_vpmaddwd_intrinsic_is_in_the_integer_code():
     assert compiled.kernels["set"] == "builtin" and compiled.kernels["functions"]["conv"] >= 1
 
 
-def test_register_tiles_divide_the_row_and_stay_within_the_register_budget():
-    for width in (7, 14, 28, 56, 112, 13, 1):
-        tile = conv2d.tile_width(width)
-        assert width % tile == 0 and 1 <= tile <= conv2d.ACCUMULATORS
-    assert conv2d.tile_width(56) == 8 and conv2d.tile_width(14) == 7
-
-
 def test_an_unknown_kernel_set_is_refused_with_the_choices():
     from qbuild.errors import QbuildError
 
-    with pytest.raises(QbuildError, match="unknown kernel set 'fast'.*builtin, untuned"):
+    with pytest.raises(QbuildError, match="unknown kernel set 'fast'.*builtin, tuned, untuned"):
         pipeline("fast", CPU.tvm_target())
 
 
@@ -132,4 +126,4 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
     untuned = compile_model(mod, CPU, "untuned")
     np.testing.assert_array_equal(builtin(x), untuned(x))
     assert builtin.kernels["functions"].get("unscheduled", 0) == 0
-    assert untuned.kernels == {"set": "untuned", "functions": {}, "pass_config": {}}
+    assert untuned.kernels == {"set": "untuned", "functions": {}, "pass_config": {}, "tuning": None}

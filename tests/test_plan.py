@@ -30,7 +30,12 @@ def test_untuned_builds_are_named_apart_and_record_their_kernel_set():
 
 
 def test_an_unknown_kernel_set_is_refused_before_any_work():
-    with pytest.raises(QbuildError, match="unknown kernel set 'tuned'"):
+    with pytest.raises(QbuildError, match="unknown kernel set 'fast'"):
+        build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["fast"])
+
+
+def test_tuned_kernels_without_a_tuning_database_are_refused_before_any_work_naming_the_fix():
+    with pytest.raises(QbuildError, match="no tuning database for this machine.*fix: run `nox -s tune`"):
         build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["tuned"])
 
 

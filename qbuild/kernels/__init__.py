@@ -2,7 +2,7 @@
 CPU; on a CUDA target the same two names pick TVM's default GPU pipeline or qbuild's (``cuda``:
 int8 tensor cores, split-K, one CUDA graph).
 
-Two kernel sets, chosen per experiment (``KERNEL_SETS``):
+Three kernel sets, chosen per experiment (``KERNEL_SETS``):
 
 - ``untuned``: TVM 0.27's default Relax pipeline for LLVM. It legalizes every operator to TOPI's
   generic compute and applies no schedule: single-threaded, scalar loops (the study's setting).
@@ -12,6 +12,8 @@ Two kernel sets, chosen per experiment (``KERNEL_SETS``):
   (``bitserial``: AND + popcount over packed bit planes) are scheduled by the same conv rule.
   Everything else (fusion, memory planning, VM lowering) is
   TVM's default CPU pipeline, reused pass for pass.
+- ``tuned`` (CPU only): ``builtin`` with each conv's register tile taken from this machine's
+  tuning database (``qbuild.tuning_db``, written by ``qbuild tune``: ``qbuild.tune``).
 
 ``qbuild.kernels.pipeline.pipeline`` returns the Relax pipeline for
 ``tvm.compile(..., relax_pipeline=...)`` and the ``KernelReport`` it fills in while compiling.
@@ -27,7 +29,7 @@ shuffles (no VPOPCNTDQ). The VM's ``profile=`` argument is gone; per-function ti
 ``VirtualMachine.set_instrument``.
 """
 
-KERNEL_SETS = ("builtin", "untuned")
+KERNEL_SETS = ("builtin", "tuned", "untuned")
 
 # "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
 # (activation plane, weight plane) pairs. Measured on this AVX2 CPU (no vector popcount

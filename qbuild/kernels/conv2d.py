@@ -23,16 +23,6 @@ CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this
 PAD_BLOCK = "qbuild_pad"
 BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
 VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
-# Output pixels per register tile (one vector accumulator each). LLVM unrolls the short
-# channel loop inside the tile and keeps its weight vectors live too; above 8 accumulators the
-# 16 AVX2 registers spill (seen in the int8 3x3 convs: 109 vs 65 GOP/s at 8 vs 14).
-ACCUMULATORS = 8
-
-
-def tile_width(width: int) -> int:
-    """Output pixels of one row that a register tile covers: the largest divisor of the row
-    within the accumulator budget (rows of 7, 14, 28 get 7; 56 and 112 get 8)."""
-    return max(d for d in range(1, ACCUMULATORS + 1) if width % d == 0)
 
 
 def _block(channels: int) -> int:

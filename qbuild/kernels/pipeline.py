@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -10,6 +12,7 @@ from qbuild.errors import QbuildError
 from qbuild.kernels import KERNEL_SETS
 from qbuild.kernels.rewrite_calls import rewrite_calls
 from qbuild.kernels.schedule import KernelReport
+from qbuild.kernels.tiles import ConvTile
 from qbuild.quantize.graph import scalar_value
 
 
@@ -28,26 +31,45 @@ def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
     return dict(CUDA_GRAPH_CONFIG) if kernels == "builtin" and target.kind.name == "cuda" else {}
 
 
-def pipeline(kernels: str | None, target: tvm.target.Target,
-             avx2: bool | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
+def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None = None,
+             tiles: Mapping[str, ConvTile] | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
     """The Relax pipeline for ``kernels`` on ``target`` (a CPU, or CUDA: ``qbuild.kernels.cuda``),
-    and the report it fills in; "untuned" and None give TVM's default pipeline for the target.
+    and the report it fills in; "untuned" and None give TVM's default pipeline for the target,
+    "tuned" the builtin one with this machine's tuning database (``qbuild.tuning_db``).
     ``avx2`` overrides what a CPU target says (False: the integer conv's plain-vector fallback, as
-    on a CPU without AVX2)."""
+    on a CPU without AVX2); ``tiles`` gives conv tiles by workload key directly."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from qbuild.kernels import conv2d, cuda, schedule
+    from qbuild.kernels import cuda, schedule
 
     report = KernelReport()
     if kernels is not None and kernels not in KERNEL_SETS:
         raise QbuildError(f"unknown kernel set {kernels!r}", f"use one of {', '.join(KERNEL_SETS)}")
     if target.kind.name == "cuda":
+        if kernels == "tuned":
+            raise QbuildError("the tuned kernel set exists for CPU targets only", "use --kernels builtin on CUDA")
         cuda.load_tensor_intrinsics()  # both pipelines' matmul rules use them
     if kernels in ("untuned", None):
         return "default", report
     if target.kind.name == "cuda":
         return cuda.builtin_pipeline(target)
+    if kernels == "tuned":
+        tiles = _machine_database(report)
     passes = [
+        *lowering_passes(),
+        schedule.schedule_pass(has_avx2(target) if avx2 is None else avx2, report, tiles),
+        *cpu.dataflow_lower_passes(target),
+        *cpu.finalize_passes(target),
+    ]
+    return tvm.transform.Sequential(passes, name=f"qbuild.{kernels}"), report
+
+
+def lowering_passes() -> list[tvm.transform.Pass]:
+    """The builtin CPU pipeline up to scheduling: blocked layouts, qbuild's computes, fused
+    PrimFuncs (what ``qbuild.tune`` takes the conv workloads from)."""
+    from qbuild.kernels import conv2d
+
+    return [
         clip_to_min_max(),
         relax.transform.ConvertLayout({}, conv2d.desired_layout),
         relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d.legalize}),
@@ -55,11 +77,18 @@ def pipeline(kernels: str | None, target: tvm.target.Target,
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
-        schedule.schedule_pass(has_avx2(target) if avx2 is None else avx2, report),
-        *cpu.dataflow_lower_passes(target),
-        *cpu.finalize_passes(target),
     ]
-    return tvm.transform.Sequential(passes, name="qbuild.builtin"), report
+
+
+def _machine_database(report: KernelReport) -> dict[str, ConvTile]:
+    """This machine's tuning database's tiles; what it is goes into ``report.tuning``."""
+    from qbuild import tuning_db
+
+    path = tuning_db.machine_path()
+    database = tuning_db.load(path)
+    report.tuning = {"database": path.name, "digest": tuning_db.digest(path), "workloads": len(database.records),
+                     "trials": database.trials, "rounds": database.rounds}
+    return database.tiles()
 
 
 def clip_to_min_max() -> tvm.transform.Pass:

@@ -1,9 +1,11 @@
 """Built-in CPU schedules for the fused PrimFuncs of a model: no tuning, one rule per kind.
 
-- ``conv``: a function holding a ``conv2d.CONV_BLOCK``. Output rows of each channel block run
-  in parallel; ``conv2d.tile_width`` output pixels x one channel block (the vector lanes)
-  accumulate in a register tile (``cache_write`` to local) across the whole reduction; the
-  integer conv's innermost channel pair is tensorized with ``vpmaddwd`` (``intrin``). The
+- ``conv``: a function holding a ``conv2d.CONV_BLOCK``. Output rows of each group of channel
+  blocks run in parallel; a register tile (``tiles.ConvTile``: output pixels of a row x channel
+  blocks, the vector lanes) accumulates (``cache_write`` to local) across the whole reduction;
+  the tile is ``tiles.default_tile`` unless a tuning database names one for the conv's
+  workload (``conv_workload``); the integer conv's innermost channel pair is tensorized with
+  ``vpmaddwd`` (``intrin``). The
   elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
   add) is inlined into the tile's write-back, so each output is stored once.
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
@@ -27,6 +29,7 @@ Each function is scheduled on a copy; a rule that fails on some unforeseen shape
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import tvm
@@ -34,7 +37,8 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, VECTOR_LANES, tile_width
+from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, VECTOR_LANES
+from qbuild.kernels.tiles import ConvTile, default_tile, workload_key
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
 SERIAL = 0  # tirx.ForKind.SERIAL
@@ -44,42 +48,78 @@ SCHEDULE_ERRORS = (RuntimeError, tvm.error.InternalError)
 
 @dataclass
 class KernelReport:
-    """How many PrimFuncs each rule scheduled (``conv``, ``generic``, ``unscheduled``)."""
+    """How many PrimFuncs each rule scheduled (``conv``, ``generic``, ``unscheduled``), and how
+    many convs took their tile from a tuning database."""
 
     counts: Counter = field(default_factory=Counter)
+    tuned_convs: int = 0
+    tuning: dict | None = None  # the tuning database compiled with (``qbuild.tuning_db``), if any
 
     def to_json(self) -> dict:
         return dict(sorted(self.counts.items()))
+
+    def tuning_json(self) -> dict | None:
+        """The database and how many convs took their tile from it (None: no database)."""
+        return None if self.tuning is None else {**self.tuning, "tuned_convs": self.tuned_convs}
+
+
+@dataclass(frozen=True)
+class ConvWorkload:
+    """What a tile is chosen for: a conv block's key (``tiles.workload_key``), its output row
+    width and channel blocks, and a readable summary."""
+
+    key: str
+    width: int
+    out_blocks: int
+    summary: str
+
+    def default_tile(self) -> ConvTile:
+        return default_tile(self.width, self.out_blocks)
+
+
+def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
+    """The conv workload of a fused PrimFunc (None if it holds no qbuild conv)."""
+    sch = Schedule(func)
+    name = _conv_block_name(sch)
+    if name is None:
+        return None
+    block = sch.get(sch.get_sblock(name))
+    extents = [int(iv.dom.extent) for iv in block.iter_vars]
+    operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
+    summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
+               f"reduce {tuple(extents[5:])}")
+    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], summary)
 
 
 def _extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _conv(sch: Schedule, name: str, avx2: bool) -> None:
+def _conv(sch: Schedule, name: str, avx2: bool, tile: ConvTile) -> None:
     conv = sch.get_sblock(name)
     loops = sch.get_loops(conv)
     n, o, y, x, b, *reduction = loops
     lanes = _extent(sch, b)
     paired = len(reduction) == 5 and lanes % intrin.LANES == 0 and avx2  # (c, r, q, p, t): int path
-    xo, xi = sch.split(x, [None, tile_width(_extent(sch, x))])
+    xo, xi = sch.split(x, [None, tile.pixels])
+    oo, oi = sch.split(o, [None, tile.blocks])
     if paired:
         bo, bi = sch.split(b, [None, intrin.LANES])
-        sch.reorder(n, o, y, xo, *reduction[:-1], xi, bo, bi, reduction[-1])
+        sch.reorder(n, oo, y, xo, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
     else:
-        sch.reorder(n, o, y, xo, *reduction, xi, b)
-    sch.parallel(sch.fuse(n, o, y))
+        sch.reorder(n, oo, y, xo, *reduction, xi, oi, b)
+    sch.parallel(sch.fuse(n, oo, y))
     writeback = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(writeback, xo)
     if not paired:
         sch.vectorize(b)
-        sch.unroll(xi)
     init = sch.decompose_reduction(conv, reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
     if paired:
         sch.tensorize(bi, intrin.register())
-        sch.unroll(xi)
         sch.unroll(bo)
+    sch.unroll(xi)
+    sch.unroll(oi)
     _inline_epilogue(sch, writeback)
     sch.vectorize(sch.get_loops(writeback)[-1])
 
@@ -183,10 +223,19 @@ def _conv_block_name(sch: Schedule) -> str | None:
     return next((name for name in names if name.startswith(CONV_BLOCK)), None)
 
 
-def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport) -> tirx.PrimFunc:
-    """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged."""
-    conv = _conv_block_name(Schedule(func))
-    rules = ([("conv", lambda s: (_conv(s, conv, avx2), _generic(s)))] if conv else []) + [("generic", _generic)]
+def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport,
+                      tiles: Mapping[str, ConvTile] | None = None) -> tirx.PrimFunc:
+    """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged.
+    ``tiles``: a tuning database's conv tiles by workload key (the rest get the default tile)."""
+    workload = conv_workload(func)
+    tuned = (tiles or {}).get(workload.key) if workload is not None else None
+    if tuned is not None and not tuned.fits(workload.width, workload.out_blocks):
+        tuned = None  # a database for another build of this workload's code: ignored
+    rules = [("generic", _generic)]
+    if workload is not None:
+        tile = tuned or workload.default_tile()
+        conv = _conv_block_name(Schedule(func))
+        rules.insert(0, ("conv", lambda s: (_conv(s, conv, avx2, tile), _generic(s))))
     for name, rule in rules:
         sch = Schedule(func)
         try:
@@ -194,12 +243,13 @@ def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport) -> 
         except SCHEDULE_ERRORS:
             continue
         report.counts[name] += 1
+        report.tuned_convs += name == "conv" and tuned is not None
         return sch.mod["main"]
     report.counts["unscheduled"] += 1
     return func
 
 
-def schedule_pass(avx2: bool, report: KernelReport) -> tvm.transform.Pass:
+def schedule_pass(avx2: bool, report: KernelReport, tiles: Mapping[str, ConvTile] | None = None) -> tvm.transform.Pass:
     """A module pass applying ``schedule_function`` to every PrimFunc of the module."""
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.ScheduleCPU")
@@ -207,7 +257,7 @@ def schedule_pass(avx2: bool, report: KernelReport) -> tvm.transform.Pass:
         updated = {}
         for gvar, func in mod.functions.items():
             if isinstance(func, tirx.PrimFunc):
-                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), avx2, report)
+                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), avx2, report, tiles)
         for gvar, func in updated.items():
             mod[gvar] = func
         return mod

@@ -1,0 +1,74 @@
+"""The register tile of a blocked convolution: the one knob of the conv schedule.
+
+A tile is ``pixels`` neighbouring output pixels of one row x ``blocks`` output channel blocks
+(each block one vector of ``conv2d.VECTOR_LANES`` lanes). Every accumulator of the tile stays
+in a register across the whole reduction; each broadcast input value feeds ``blocks`` vector
+multiply-adds and each weight vector ``pixels`` of them. With 16 vector registers (AVX2) the
+tile must leave room for the weight vectors and the broadcast value: at most
+``MAX_ACCUMULATORS`` accumulators, and LLVM spills well before that on the integer path (it
+reassociates the adds of the unrolled channel pairs).
+
+Measured on ResNet-50's conv shapes (AMD EPYC, AVX2, 2 threads, side by side): 4 pixels x 2
+blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0.96x the time
+of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). ``default_tile``
+encodes that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
+fastest in a tuning database, which ``schedule`` then reads by ``workload_key``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+MAX_ACCUMULATORS = 14
+MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
+
+
+@dataclass(frozen=True)
+class ConvTile:
+    """``pixels`` output pixels of a row x ``blocks`` output channel blocks."""
+
+    pixels: int
+    blocks: int
+
+    def __post_init__(self) -> None:
+        if self.pixels < 1 or self.blocks < 1:
+            raise ValueError(f"a conv tile needs at least one pixel and one block, not {self}")
+        if self.pixels * self.blocks > MAX_ACCUMULATORS:
+            raise ValueError(f"{self} needs {self.pixels * self.blocks} accumulators; at most "
+                             f"{MAX_ACCUMULATORS} fit in the vector registers")
+
+    def fits(self, width: int, out_blocks: int) -> bool:
+        """Whether the tile divides a row of ``width`` pixels and ``out_blocks`` channel blocks."""
+        return width % self.pixels == 0 and out_blocks % self.blocks == 0
+
+    def to_json(self) -> list[int]:
+        return [self.pixels, self.blocks]
+
+
+def _divisors(n: int, at_most: int) -> list[int]:
+    return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
+
+
+def candidate_tiles(width: int, out_blocks: int) -> list[ConvTile]:
+    """The default tile, then every tile that divides the row and the channel blocks with
+    ``MIN_ACCUMULATORS`` to ``MAX_ACCUMULATORS`` accumulators."""
+    default = default_tile(width, out_blocks)
+    return [default] + [ConvTile(p, b) for p in _divisors(width, MAX_ACCUMULATORS)
+                        for b in _divisors(out_blocks, MAX_ACCUMULATORS)
+                        if MIN_ACCUMULATORS <= p * b <= MAX_ACCUMULATORS and ConvTile(p, b) != default]
+
+
+def default_tile(width: int, out_blocks: int) -> ConvTile:
+    """The untuned choice (see the module doc): 4 x 2, else 2 x 4, else the widest row divisor
+    of at most 8 pixels x 1 block."""
+    for tile in (ConvTile(4, 2), ConvTile(2, 4)):
+        if tile.fits(width, out_blocks):
+            return tile
+    return ConvTile(max(_divisors(width, 8)), 1)
+
+
+def workload_key(block_script: str) -> str:
+    """A tuning database key: a hash of the conv block's TIR (its loop extents, strides, operand
+    types and arithmetic; not the fused epilogue, which the tile does not change)."""
+    return hashlib.sha256(block_script.encode()).hexdigest()[:16]

@@ -1,0 +1,130 @@
+"""Tuning: the conv schedule's register tile, the knob search over it, and the database the
+``tuned`` kernel set compiles with."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tvm
+
+from qbuild import tuning_db
+from qbuild.compile import compile_model
+from qbuild.errors import QbuildError
+from qbuild.kernels.pipeline import pipeline
+from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
+from qbuild.plan import build_plan
+from qbuild.targets import resolve_target
+from qbuild.tune import conv_functions, to_database, tune
+from test_kernels import conv_module, reference_conv, run_builtin
+
+CPU = resolve_target("cpu")
+
+
+@pytest.fixture
+def tuning_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(tuning_db.DIR_VAR, str(tmp_path))
+    return tmp_path
+
+
+def small_conv(dtype: str):
+    """A 16 -> 32 channel 3x3 conv on 8x8 (rows of 8 pixels, 4 output channel blocks) and its input."""
+    rng = np.random.default_rng(11)
+    if dtype == "int8":
+        x = rng.integers(-128, 128, (1, 16, 8, 8)).astype(np.int8)
+        weight = rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+        return conv_module(x.shape, weight, 1, 1, 1, "int32"), x, weight
+    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
+    weight = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    return conv_module(x.shape, weight, 1, 1, 1, "float32"), x, weight
+
+
+def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget():
+    for width in (1, 7, 13, 14, 28, 56, 112):
+        for blocks in (1, 3, 8, 64):
+            tiles = candidate_tiles(width, blocks)
+            assert tiles[0] == default_tile(width, blocks), "the default tile is measured first"
+            assert len(set(tiles)) == len(tiles)
+            for tile in tiles:
+                assert tile.fits(width, blocks) and tile.pixels * tile.blocks <= MAX_ACCUMULATORS
+
+
+def test_the_default_tile_is_four_pixels_by_two_blocks_where_they_divide():
+    assert default_tile(56, 8) == ConvTile(4, 2)
+    assert default_tile(14, 32) == ConvTile(2, 4)
+    assert default_tile(7, 64) == ConvTile(7, 1)
+
+
+def test_a_tile_beyond_the_register_budget_is_refused():
+    with pytest.raises(ValueError, match="accumulators"):
+        ConvTile(8, 2)
+
+
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_every_candidate_tile_computes_the_same_conv(dtype):
+    mod, x, weight = small_conv(dtype)
+    ((key, (workload, _)),) = conv_functions(mod, CPU.tvm_target()).items()
+    assert (workload.width, workload.out_blocks) == (8, 4)
+    expected = reference_conv(x, weight, 1, 1, 1)
+    for tile in candidate_tiles(workload.width, workload.out_blocks):
+        got, report = run_builtin(mod, x, tiles={key: tile})
+        assert report.tuned_convs == 1, tile
+        if dtype == "int8":
+            np.testing.assert_array_equal(got, expected, err_msg=str(tile))
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=str(tile))
+
+
+def test_tune_measures_each_tile_and_the_tuned_kernel_set_compiles_with_the_fastest(tuning_dir):
+    mod, x, weight = small_conv("int8")
+    measured = tune([mod], CPU.tvm_target(), rounds=2, executions=1, say=lambda _: None)
+    ((key, (workload, candidates)),) = measured.items()
+    assert [c.tile for c in candidates] == candidate_tiles(workload.width, workload.out_blocks)
+    assert all(len(c.samples_ms) == 2 and min(c.samples_ms) > 0 for c in candidates)
+    database = to_database(measured, None, "this-machine", 2, {})
+    record = database.records[key]
+    assert record.best_ms == min(c.median_ms for c in candidates) <= record.default_ms
+    tuning_db.save(database, tuning_db.machine_path())
+
+    compiled = compile_model(mod, CPU, "tuned")
+    got = compiled.vm["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(got, reference_conv(x, weight, 1, 1, 1))
+    tuning = compiled.kernels["tuning"]
+    assert tuning["tuned_convs"] == 1 and tuning["workloads"] == 1
+    assert tuning["digest"] == tuning_db.digest(tuning_db.machine_path())
+
+
+def test_the_tuned_set_joins_the_study_variants_when_this_machine_has_a_database(tuning_dir):
+    def sets():
+        plan = build_plan(["resnet18"], ["float", "w4a8"], ["cpu"], "quick", "random")
+        return {(e.variant.name, e.kernels) for e in plan}
+
+    assert ("float", "tuned") not in sets()
+    tuning_db.save(tuning_db.TuningDatabase("this-machine", 1), tuning_db.machine_path())
+    assert sets() == {("float", "builtin"), ("float", "untuned"), ("float", "tuned"), ("w4a8", "builtin")}
+
+
+def test_a_tuned_result_is_no_longer_current_once_the_database_changes(tuning_dir):
+    database = tuning_db.TuningDatabase("this-machine", 1)
+    tuning_db.save(database, tuning_db.machine_path())
+    (experiment,) = build_plan(["resnet18"], ["float"], ["cpu"], "quick", "random", kernels=["tuned"])
+    before = experiment.fingerprint({})
+    database.rounds = 2
+    tuning_db.save(database, tuning_db.machine_path())
+    assert experiment.fingerprint({}) != before
+
+
+def test_a_corrupt_database_is_one_error_naming_the_file_and_the_fix(tuning_dir):
+    path = tuning_db.machine_path()
+    path.write_text(json.dumps({"schema": tuning_db.SCHEMA, "machine_id": "m", "rounds": 1,
+                                "workloads": {"k": {"tile": [9, 9]}}}))
+    with pytest.raises(QbuildError, match=f"tuning database {path} is unreadable.*fix: delete it"):
+        pipeline("tuned", CPU.tvm_target())
+
+
+def test_the_tuned_set_is_refused_on_cuda():
+    from qbuild.targets import cuda_target
+
+    with pytest.raises(QbuildError, match="CPU targets only"):
+        pipeline("tuned", cuda_target("sm_90").tvm_target())
