@@ -8,6 +8,11 @@ slow spell of this shared machine slows them alike) and the fastest median wins.
 into this machine's tuning database (``qbuild.tuning_db``), merged with what it held, and the
 ``tuned`` kernel set compiles with them. This tunes the builtin schedule's knob; it does not
 search schedule space from scratch as MetaSchedule does (no MetaSchedule database is made).
+
+TVM 0.27 notes learned here: ``tvm.compile`` of a module of PrimFuncs returns an ``Executable``
+whose ``jit()`` module has ``time_evaluator``; a PrimFunc's ``params`` are its buffers (shape and
+dtype on each; there is no ``buffer_map``); a block's read regions name their buffer as
+``region.source``.
 """
 
 from __future__ import annotations
@@ -42,11 +47,11 @@ def conv_functions(mod, target) -> dict:
     {key: (ConvWorkload, fused PrimFunc)}."""
     import tvm
 
-    from qbuild.kernels.pipeline import lowering_passes
+    from qbuild.kernels.pipeline import cpu_features, lowering_passes
     from qbuild.kernels.schedule import conv_workload
 
     with target:
-        lowered = tvm.transform.Sequential(lowering_passes())(mod)
+        lowered = tvm.transform.Sequential(lowering_passes("avx512vnni" in cpu_features(target)))(mod)
     found = {}
     for func in lowered.functions.values():
         workload = conv_workload(func) if isinstance(func, tvm.tirx.PrimFunc) else None
@@ -62,7 +67,7 @@ def _operand(rng: np.random.Generator, shape: tuple[int, ...], dtype: str) -> np
     return rng.integers(low, 8, shape).astype(dtype)
 
 
-def timer(func, workload, tile: ConvTile, target, avx2: bool, executions: int) -> Callable[[], float]:
+def timer(func, workload, tile: ConvTile, target, features: frozenset[str], executions: int) -> Callable[[], float]:
     """``func`` scheduled with ``tile``, built on its own; a call timing ``executions`` runs (ms).
     Raises ValueError if the conv rule does not take the tile."""
     import tvm
@@ -70,7 +75,7 @@ def timer(func, workload, tile: ConvTile, target, avx2: bool, executions: int) -
     from qbuild.kernels.schedule import KernelReport, schedule_function
 
     report = KernelReport()
-    scheduled = schedule_function(func.with_attr("global_symbol", "main"), avx2, report, {workload.key: tile})
+    scheduled = schedule_function(func.with_attr("global_symbol", "main"), features, report, {workload.key: tile})
     if report.tuned_convs != 1:
         raise ValueError(f"the conv schedule does not take {tile} for {workload.summary}")
     library = tvm.compile(tvm.IRModule({"main": scheduled}), target)
@@ -84,9 +89,9 @@ def tune(modules: list, target, rounds: int = 5, executions: int = 10,
          say: Callable[[str], None] = print) -> dict[str, tuple[object, list[Candidate]]]:
     """Time every candidate tile of every conv workload of ``modules`` in interleaved rounds:
     {key: (workload, candidates)}; the default tile is each list's first entry."""
-    from qbuild.kernels.pipeline import has_avx2
+    from qbuild.kernels.pipeline import cpu_features
 
-    avx2 = has_avx2(target)
+    features = cpu_features(target)
     workloads = {}
     for mod in modules:
         for key, found in conv_functions(mod, target).items():
@@ -95,7 +100,7 @@ def tune(modules: list, target, rounds: int = 5, executions: int = 10,
     for index, (key, (workload, func)) in enumerate(workloads.items(), start=1):
         tiles = candidate_tiles(workload.width, workload.out_blocks)
         say(f"building {len(tiles)} tiles of conv {index}/{len(workloads)}: {workload.summary}")
-        measured[key] = (workload, [Candidate(tile, timer(func, workload, tile, target, avx2, executions))
+        measured[key] = (workload, [Candidate(tile, timer(func, workload, tile, target, features, executions))
                                     for tile in tiles])
     for round_index in range(rounds):
         for _, candidates in measured.values():

@@ -11,7 +11,7 @@ from tvm import relax
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
 from qbuild.kernels.pipeline import has_avx2, pipeline
-from qbuild.targets import resolve_target
+from qbuild.targets import TargetChoice, resolve_target
 
 CPU = resolve_target("cpu")
 
@@ -104,6 +104,57 @@ def test_the_vpmaddwd_intrinsic_is_in_the_integer_code():
     compiled = compile_model(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"), CPU, "builtin")
     assert "vpmaddwd" in compiled.sources()["s"]
     assert compiled.kernels["set"] == "builtin" and compiled.kernels["functions"]["conv"] >= 1
+
+
+# An AVX-512 VNNI CPU, for cross-compiling (nothing built for it runs here).
+ZEN4 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, "AMD Zen 4 (znver4)", "test")
+
+
+def _conv_summaries(mod, vnni: bool) -> list[str]:
+    from qbuild.kernels.pipeline import lowering_passes
+    from qbuild.kernels.schedule import conv_workload
+
+    with CPU.tvm_target():
+        lowered = tvm.transform.Sequential(lowering_passes(vnni))(mod)
+    workloads = [conv_workload(f) for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+    return [w.summary for w in workloads if w is not None]
+
+
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+def test_the_vnni_compute_with_unsigned_activations_is_bit_exact_on_any_cpu(shape):
+    """The VNNI form (activations + 128, the offset taken back out per channel) runs as plain
+    vector code where the CPU lacks VNNI: its arithmetic is checked here on every CPU."""
+    cin, size, cout, k, stride, padding, groups = SHAPES[shape]
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (1, cin, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (cout, cin // groups, k, k)).astype(np.int8)
+    mod = conv_module(x.shape, weight, stride, padding, groups, "int32")
+    target = CPU.tvm_target()
+    relax_pipeline, _ = pipeline("builtin", target, vnni=True)
+    vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=relax_pipeline), tvm.cpu())
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), reference_conv(x, weight, stride, padding, groups))
+    if groups == 1 and cin % 4 == 0:
+        assert any(s.startswith("uint8 x int8 -> int32") for s in _conv_summaries(mod, vnni=True))
+
+
+def test_for_a_vnni_cpu_the_integer_conv_is_built_on_vpdpbusd():
+    from qbuild.analysis import analyse_sources
+
+    weight = np.random.default_rng(7).integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+    compiled = compile_model(conv_module((1, 16, 14, 14), weight, 1, 1, 1, "int32"), ZEN4, "builtin")
+    families = analyse_sources(compiled.sources())["instruction_census"]["families"]
+    assert families["int8 dot VNNI (vpdpbusd)"] > 0 and families["s16*s16 pairs (vpmaddwd)"] == 0
+    assert compiled.kernels["functions"]["conv"] == 1
+
+
+def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
+    from qbuild.kernels.pipeline import cpu_features
+
+    if "avx512vnni" not in cpu_features(CPU.tvm_target()):
+        pytest.skip("this CPU has no AVX-512 VNNI (the compute is tested on any CPU, the code cross-compiled)")
+    weight = np.random.default_rng(8).integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
+    compiled = compile_model(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"), CPU, "builtin")
+    assert "vpdpbusd" in compiled.sources()["s"]
 
 
 def test_an_unknown_kernel_set_is_refused_with_the_choices():

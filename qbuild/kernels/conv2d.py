@@ -13,6 +13,12 @@ The integer compute reads int16 operands: weights are widened and repacked at co
 of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage. An integer conv
 whose channel block is odd (a quantized RGB stem) cannot pair channels: it takes the float
 compute's loop structure with operands widened to int32 (plain vector multiply-adds).
+
+On a CPU with AVX-512 VNNI (``legalize(..., vnni=True)``), an int8 conv whose blocks hold whole
+channel quads reads bytes instead: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
+(``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
+padding itself 128), and the sum then corrected exactly per output channel by
+``128 * sum(weights)``, folded at compile time (``_offset_sums``).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from tvm import relax, te, tirx
 
 CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
 PAD_BLOCK = "qbuild_pad"
+UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
 BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
 VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
 
@@ -60,15 +67,16 @@ def desired_layout(call: relax.Call) -> dict[str, list[str]]:
     return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
 
 
-def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
-    """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's."""
+def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False) -> relax.Expr:
+    """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's;
+    ``vnni``: int8 convs take the unsigned-byte compute of ``vpdpbusd``."""
     attrs = call.attrs
     data, weight = call.args
     integer = data.ty.dtype != "float32"
     if attrs.data_layout == "NCHW":
         in_channels = int(data.ty.shape[1])
         if _plain(call) and attrs.groups == 1:
-            return _legalize_locally_blocked(bb, call)
+            return _legalize_locally_blocked(bb, call, vnni)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
@@ -77,11 +85,15 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
     if not integer or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
+    if vnni and data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0:
+        quads = bb.emit_te(_quad_weights, weight, primfunc_name_hint="pack_weights_quads")
+        sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
+        return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
     pairs = bb.emit_te(_pair_weights, weight, primfunc_name_hint="pack_weights_i16")
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
 
 
-def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call, vnni: bool) -> relax.Expr:
     """An NCHW conv run in blocked layouts: data and weights packed, the output unpacked."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
@@ -100,7 +112,7 @@ def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call) -> relax
     attrs = call.attrs
     inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
                                out_dtype=attrs.out_dtype or None, **layouts)
-    out = bb.emit(legalize(bb, bb.normalize(inner)))
+    out = bb.emit(legalize(bb, bb.normalize(inner), vnni))
     return bb.call_te(
         lambda t: te.compute(
             (t.shape[0], out_channels, t.shape[2], t.shape[3]),
@@ -108,13 +120,17 @@ def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call) -> relax
         out, primfunc_name_hint="unpack_output")
 
 
-def _pad(data: te.Tensor, padding: list[int], dtype: str) -> te.Tensor:
+def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:
+    """Zero padding, the values cast to ``dtype``; with ``offset``, ``offset`` is added to every
+    value (the padding included) through int32."""
     _, _, height, width, _ = data.shape
     top, left, bottom, right = padding
 
     def value(n, c, y, x, b):
         inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
-        return tirx.if_then_else(inside, data[n, c, y - top, x - left, b].astype(dtype), tirx.const(0, dtype))
+        inner = data[n, c, y - top, x - left, b]
+        shifted = (inner.astype("int32") + offset).astype(dtype) if offset else inner.astype(dtype)
+        return tirx.if_then_else(inside, shifted, tirx.const(offset, dtype))
 
     shape = (data.shape[0], data.shape[1], height + top + bottom, width + left + right, data.shape[4])
     return te.compute(shape, value, name=PAD_BLOCK)
@@ -170,6 +186,46 @@ def _conv_nchwc_int(data: te.Tensor, pairs: te.Tensor, strides: list[int], paddi
         ),
         name=CONV_BLOCK,
     )
+
+
+def _quad_weights(weight: te.Tensor) -> te.Tensor:
+    """(O/o, I/i, KH, KW, i, o) int8 -> (O/o, I/i, KH, KW, i/4, o, 4) int8: vpdpbusd's operand order."""
+    oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
+    return te.compute(
+        (oc_chunks, ic_chunks, kh, kw, ic_block // 4, oc_block, 4),
+        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * 4 + t, b],
+        name="pack_weights_quads",
+    )
+
+
+def _offset_sums(weight: te.Tensor) -> te.Tensor:
+    """(O/o, o) int32: ``UNSIGNED_OFFSET`` x each output channel's weight sum, what the offset adds."""
+    oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = (int(d) for d in weight.shape)
+    c, r, q, i = _reduce_axes(c=ic_chunks, r=kh, q=kw, i=ic_block)
+    return te.compute(
+        (oc_chunks, oc_block),
+        lambda o, b: te.sum(weight[o, c, r, q, i, b].astype("int32") * UNSIGNED_OFFSET, axis=[c, r, q, i]),
+        name="offset_sums",
+    )
+
+
+def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
+                   out_dtype: str) -> te.Tensor:
+    """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
+    padded = _pad(data, padding, "uint8", UNSIGNED_OFFSET)
+    oc_chunks, ic_chunks, kh, kw, quarter, oc_block, _ = (int(d) for d in quads.shape)
+    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=quarter, t=4)
+    sy, sx = strides
+    conv = te.compute(
+        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
+        lambda n, o, y, x, b: te.sum(
+            padded[n, c, y * sy + r, x * sx + q, p * 4 + t].astype("int32") * quads[o, c, r, q, p, b, t].astype("int32"),
+            axis=[c, r, q, p, t],
+        ),
+        name=CONV_BLOCK,
+    )
+    return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
+                      name="qbuild_unsigned_offset")
 
 
 def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:

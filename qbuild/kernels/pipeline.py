@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import numpy as np
@@ -16,11 +17,19 @@ from qbuild.kernels.tiles import ConvTile
 from qbuild.quantize.graph import scalar_value
 
 
-def has_avx2(target: tvm.target.Target) -> bool:
-    """Whether LLVM's view of the target CPU includes AVX2 (the integer fast path needs it)."""
+TENSOR_FEATURES = ("avx2", "avx512vnni")  # the instruction sets the integer conv has an intrinsic for
+
+
+def cpu_features(target: tvm.target.Target) -> frozenset[str]:
+    """Which of ``TENSOR_FEATURES`` LLVM's view of the target CPU includes."""
     from tvm.target import codegen
 
-    return bool(codegen.target_has_features("avx2", target))
+    return frozenset(f for f in TENSOR_FEATURES if codegen.target_has_features(f, target))
+
+
+def has_avx2(target: tvm.target.Target) -> bool:
+    """Whether the target CPU has AVX2 (the integer fast path of CPUs without VNNI needs it)."""
+    return "avx2" in cpu_features(target)
 
 
 def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
@@ -32,12 +41,15 @@ def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
 
 
 def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None = None,
-             tiles: Mapping[str, ConvTile] | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
+             tiles: Mapping[str, ConvTile] | None = None,
+             vnni: bool | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
     """The Relax pipeline for ``kernels`` on ``target`` (a CPU, or CUDA: ``qbuild.kernels.cuda``),
     and the report it fills in; "untuned" and None give TVM's default pipeline for the target,
     "tuned" the builtin one with this machine's tuning database (``qbuild.tuning_db``).
-    ``avx2`` overrides what a CPU target says (False: the integer conv's plain-vector fallback, as
-    on a CPU without AVX2); ``tiles`` gives conv tiles by workload key directly."""
+    Overrides of what a CPU target says, for tests: ``avx2=False`` gives the integer conv's
+    plain-vector fallback, as on a CPU without AVX2; ``vnni=True`` the VNNI compute (unsigned
+    activations, channel quads) even without VNNI (it then runs as plain vector code).
+    ``tiles`` gives conv tiles by workload key directly."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
     from qbuild.kernels import cuda, schedule
@@ -55,24 +67,29 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
         return cuda.builtin_pipeline(target)
     if kernels == "tuned":
         tiles = _machine_database(report)
+    features = set(cpu_features(target))
+    if avx2 is not None:
+        features = (features | {"avx2"}) if avx2 else (features - {"avx2"})
     passes = [
-        *lowering_passes(),
-        schedule.schedule_pass(has_avx2(target) if avx2 is None else avx2, report, tiles),
+        *lowering_passes("avx512vnni" in features if vnni is None else vnni),
+        schedule.schedule_pass(frozenset(features), report, tiles),
         *cpu.dataflow_lower_passes(target),
         *cpu.finalize_passes(target),
     ]
     return tvm.transform.Sequential(passes, name=f"qbuild.{kernels}"), report
 
 
-def lowering_passes() -> list[tvm.transform.Pass]:
-    """The builtin CPU pipeline up to scheduling: blocked layouts, qbuild's computes, fused
-    PrimFuncs (what ``qbuild.tune`` takes the conv workloads from)."""
+def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
+    """The builtin CPU pipeline up to scheduling: blocked layouts, qbuild's computes (``vnni``:
+    the integer convs' VNNI form), fused PrimFuncs (what ``qbuild.tune`` takes the conv
+    workloads from)."""
     from qbuild.kernels import conv2d
 
+    legalize = functools.partial(conv2d.legalize, vnni=vnni)
     return [
         clip_to_min_max(),
         relax.transform.ConvertLayout({}, conv2d.desired_layout),
-        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": conv2d.legalize}),
+        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize}),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),

@@ -4,8 +4,8 @@
   blocks run in parallel; a register tile (``tiles.ConvTile``: output pixels of a row x channel
   blocks, the vector lanes) accumulates (``cache_write`` to local) across the whole reduction;
   the tile is ``tiles.default_tile`` unless a tuning database names one for the conv's
-  workload (``conv_workload``); the integer conv's innermost channel pair is tensorized with
-  ``vpmaddwd`` (``intrin``). The
+  workload (``conv_workload``); the integer conv's innermost channel group is tensorized with
+  ``vpmaddwd`` (pairs, AVX2) or ``vpdpbusd`` (quads, AVX-512 VNNI; ``intrin``). The
   elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
   add) is inlined into the tile's write-back, so each output is stored once.
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
@@ -95,15 +95,30 @@ def _extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _conv(sch: Schedule, name: str, avx2: bool, tile: ConvTile) -> None:
+def _tensor_intrinsic(sch: Schedule, loops: list, features: frozenset[str]) -> str | None:
+    """The intrinsic for an integer conv's innermost (lanes, channel group) step on this CPU:
+    ``vpmaddwd`` for channel pairs (AVX2), ``vpdpbusd`` for quads (AVX-512 VNNI); None for a
+    float conv, a conv whose block is not a multiple of the lanes, or a CPU without the
+    instruction (plain vector code then)."""
+    _n, _o, _y, _x, b, *reduction = loops
+    if len(reduction) != 5 or _extent(sch, b) % intrin.LANES:  # (c, r, q, group, channel): the integer computes
+        return None
+    group = _extent(sch, reduction[-1])
+    if group == intrin.PAIR and "avx2" in features:
+        return intrin.register(intrin.PMADDWD_8X2)
+    if group == intrin.QUAD and "avx512vnni" in features:
+        return intrin.register(intrin.VPDPBUSD_8X4)
+    return None
+
+
+def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) -> None:
     conv = sch.get_sblock(name)
     loops = sch.get_loops(conv)
     n, o, y, x, b, *reduction = loops
-    lanes = _extent(sch, b)
-    paired = len(reduction) == 5 and lanes % intrin.LANES == 0 and avx2  # (c, r, q, p, t): int path
+    tensor_intrinsic = _tensor_intrinsic(sch, loops, features)
     xo, xi = sch.split(x, [None, tile.pixels])
     oo, oi = sch.split(o, [None, tile.blocks])
-    if paired:
+    if tensor_intrinsic:
         bo, bi = sch.split(b, [None, intrin.LANES])
         sch.reorder(n, oo, y, xo, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
     else:
@@ -111,12 +126,12 @@ def _conv(sch: Schedule, name: str, avx2: bool, tile: ConvTile) -> None:
     sch.parallel(sch.fuse(n, oo, y))
     writeback = sch.cache_write(conv, 0, "local")
     sch.reverse_compute_at(writeback, xo)
-    if not paired:
+    if not tensor_intrinsic:
         sch.vectorize(b)
     init = sch.decompose_reduction(conv, reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
-    if paired:
-        sch.tensorize(bi, intrin.register())
+    if tensor_intrinsic:
+        sch.tensorize(bi, tensor_intrinsic)
         sch.unroll(bo)
     sch.unroll(xi)
     sch.unroll(oi)
@@ -223,10 +238,11 @@ def _conv_block_name(sch: Schedule) -> str | None:
     return next((name for name in names if name.startswith(CONV_BLOCK)), None)
 
 
-def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport,
+def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: KernelReport,
                       tiles: Mapping[str, ConvTile] | None = None) -> tirx.PrimFunc:
     """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged.
-    ``tiles``: a tuning database's conv tiles by workload key (the rest get the default tile)."""
+    ``features``: the CPU's tensor instruction sets ("avx2", "avx512vnni"). ``tiles``: a tuning
+    database's conv tiles by workload key (the rest get the default tile)."""
     workload = conv_workload(func)
     tuned = (tiles or {}).get(workload.key) if workload is not None else None
     if tuned is not None and not tuned.fits(workload.width, workload.out_blocks):
@@ -235,7 +251,7 @@ def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport,
     if workload is not None:
         tile = tuned or workload.default_tile()
         conv = _conv_block_name(Schedule(func))
-        rules.insert(0, ("conv", lambda s: (_conv(s, conv, avx2, tile), _generic(s))))
+        rules.insert(0, ("conv", lambda s: (_conv(s, conv, features, tile), _generic(s))))
     for name, rule in rules:
         sch = Schedule(func)
         try:
@@ -249,7 +265,8 @@ def schedule_function(func: tirx.PrimFunc, avx2: bool, report: KernelReport,
     return func
 
 
-def schedule_pass(avx2: bool, report: KernelReport, tiles: Mapping[str, ConvTile] | None = None) -> tvm.transform.Pass:
+def schedule_pass(features: frozenset[str], report: KernelReport,
+                  tiles: Mapping[str, ConvTile] | None = None) -> tvm.transform.Pass:
     """A module pass applying ``schedule_function`` to every PrimFunc of the module."""
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.ScheduleCPU")
@@ -257,7 +274,8 @@ def schedule_pass(avx2: bool, report: KernelReport, tiles: Mapping[str, ConvTile
         updated = {}
         for gvar, func in mod.functions.items():
             if isinstance(func, tirx.PrimFunc):
-                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), avx2, report, tiles)
+                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), features, report,
+                                                  tiles)
         for gvar, func in updated.items():
             mod[gvar] = func
         return mod
