@@ -59,6 +59,15 @@ def subbyte(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def tune(session: nox.Session) -> None:
+    """Search each conv's register tile on this machine (ResNet-50 and EfficientNet-Lite0, float and int8) and
+    write its tuning database under tuning/, which the tuned kernel set compiles with (posargs go to
+    `qbuild tune`, e.g. -- --models resnet50)."""
+    bin_dir = shared_env(session)
+    session.run(str(bin_dir / "qbuild"), "tune", *session.posargs, external=True)
+
+
+@nox.session(venv_backend="none")
 def report(session: nox.Session) -> None:
     """Render the report pages (docs/) from results/ (posargs go to `python -m report`)."""
     bin_dir = shared_env(session)

@@ -67,18 +67,19 @@ class Row:
 
     @property
     def kernels(self) -> str | None:
-        """The kernel set (``qbuild.kernels``: builtin or untuned, on a CPU or a GPU); None for peers."""
+        """The kernel set (``qbuild.kernels``: builtin, tuned (CPU) or untuned); None for peers."""
         return self._get("experiment", "kernels")
 
     @property
     def subject(self) -> str:
         """What is compared across variants: the model, plus its profile when not the default one
         (a quick 64x64 run must not share a box plot with full-size runs), plus "untuned
-        kernels" for TVM's unscheduled default build (the study's setting), which is compared
-        among itself; builtin builds share their tables with the peers."""
+        kernels" for TVM's unscheduled default build (the study's setting) and "tuned kernels"
+        for builds with a tuning database, each compared among itself; builtin builds share
+        their tables with the peers."""
         profile = self._get("experiment", "profile", default="default")
         subject = self.model if profile == "default" else f"{self.model} ({profile} profile)"
-        return f"{subject}, untuned TVM kernels" if self.kernels == "untuned" else subject
+        return f"{subject}, {self.kernels} TVM kernels" if self.kernels in ("untuned", "tuned") else subject
 
     @property
     def weights(self) -> dict:
@@ -302,37 +303,50 @@ def _against_peer(group_rows: list[dict], peer: dict) -> dict:
             "ours_ratio": ours["median_ms"] / peer["median_ms"] if ours else None}
 
 
+KERNEL_SET_ORDER = ("untuned", "builtin", "tuned")
+
+
 def kernel_findings(all_rows: list[Row]) -> list[dict]:
-    """Per model and target: what the builtin kernels change against TVM's untuned default, variant
-    by variant, and whether the study's "quantized is slower" holds under each kernel set."""
+    """Per model and target: what the builtin kernels change against TVM's untuned default, and
+    the tuned ones against the builtin, variant by variant; and whether the study's "quantized is
+    slower" holds under each kernel set."""
     out = []
     built = [r for r in all_rows if (r.median_ms is not None or r.failure) and not r.is_peer
-             and r.kernels in ("builtin", "untuned")]
+             and r.kernels in KERNEL_SET_ORDER]
     for (model, target, machine), group in _by(built, lambda r: (r.model, r.target, r.machine)):
         by = {(r.variant, r.kernels): r for r in group}
-        pairs = [_kernel_pair(by[(v, "untuned")], by[(v, "builtin")])
-                 for v in VARIANT_ORDER if (v, "untuned") in by and (v, "builtin") in by]
-        if not any(p["speedup"] for p in pairs):
+        pairs = [_kernel_row({k: by.get((v, k)) for k in KERNEL_SET_ORDER})
+                 for v in VARIANT_ORDER if (v, "builtin") in by and ((v, "untuned") in by or (v, "tuned") in by)]
+        if not any(p["speedup"] or p["tuned_gain"] for p in pairs):
             continue
         timed = {key: r for key, r in by.items() if r.median_ms is not None}
         slower = {}
-        for kernels in ("untuned", "builtin"):
+        for kernels in KERNEL_SET_ORDER:
             base = timed.get(("float", kernels))
             quantized = [r for (v, k), r in timed.items() if k == kernels and r.quantized]
             if base and quantized:
                 slower[kernels] = {"all": all(r.median_ms > base.median_ms for r in quantized),
                                    "none": all(r.median_ms <= base.median_ms for r in quantized),
                                    "best_ratio": min(r.median_ms for r in quantized) / base.median_ms}
-        out.append({"model": model, "target": target, "machine": machine, "pairs": pairs, "quantized_slower": slower})
+        out.append({"model": model, "target": target, "machine": machine, "pairs": pairs, "quantized_slower": slower,
+                    "tuned": any(p["tuned_ms"] is not None or p["tuned_failure"] for p in pairs)})
     return out
 
 
-def _kernel_pair(untuned: Row, builtin: Row) -> dict:
-    """One variant under both kernel sets: medians (None where not timed), speed-up, failures."""
-    both = untuned.median_ms is not None and builtin.median_ms is not None
-    return {"label": builtin.label, "untuned_ms": untuned.median_ms, "builtin_ms": builtin.median_ms,
-            "speedup": untuned.median_ms / builtin.median_ms if both else None,
-            "untuned_failure": untuned.failure, "builtin_failure": builtin.failure}
+def _ratio(before: Row | None, after: Row | None) -> float | None:
+    timed = before is not None and after is not None and before.median_ms is not None and after.median_ms is not None
+    return before.median_ms / after.median_ms if timed else None
+
+
+def _kernel_row(builds: dict[str, Row | None]) -> dict:
+    """One variant under each kernel set: medians (None where not built or not timed), failures,
+    the speed-up of builtin over untuned and the gain of tuned over builtin."""
+    row = {"label": builds["builtin"].label, "speedup": _ratio(builds["untuned"], builds["builtin"]),
+           "tuned_gain": _ratio(builds["builtin"], builds["tuned"])}
+    for kernels, r in builds.items():
+        row[f"{kernels}_ms"] = r.median_ms if r is not None else None
+        row[f"{kernels}_failure"] = r.failure if r is not None else None
+    return row
 
 
 # Issue 7's goals on the GPU: (qbuild variant, peer, at most this ratio of medians).
