@@ -157,6 +157,64 @@ def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
     assert "vpdpbusd" in compiled.sources()["s"]
 
 
+def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool):
+    """int32 input -> [ReLU] -> rounding shift, clamp to [-127, 127], int8 (a requantize) -> conv."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(x_shape, "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.maximum(x, relax.const(0, "int32"))) if relu else x
+            y = bb.emit(relax.op.astype(y, "int64"))
+            y = bb.emit(relax.op.right_shift(relax.op.add(y, relax.const(8, "int64")), relax.const(4, "int64")))
+            y = bb.emit(relax.op.minimum(relax.op.maximum(y, relax.const(-127, "int64")), relax.const(127, "int64")))
+            y = bb.emit(relax.op.astype(y, "int8"))
+            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(weight), padding=1, out_dtype="int32"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_value_ranges_see_a_relu_then_a_requantize_as_seven_bit_data():
+    from qbuild.kernels.ranges import seven_bit_values
+
+    weight = np.ones((8, 8, 3, 3), np.int8)
+    for relu, expected in ((True, 1), (False, 0)):
+        mod = _requantized_relu_module((1, 8, 4, 4), weight, relu)
+        int8_inputs = [v for v in seven_bit_values(mod) if str(v.ty.dtype) == "int8"]
+        assert len(int8_inputs) == expected, "without the ReLU the data may be negative"
+
+
+def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
+    """Each conv input of a ResNet follows a ReLU (the stem's through max-pooling and the float
+    -> int8 quantize; the rest through requantize shifts and clamps): all take the byte compute."""
+    from qbuild.models import load_model
+    from qbuild.quantize import make, quantize
+    from qbuild.trace import trace
+    from qbuild.tune import conv_functions
+
+    loaded = load_model("resnet18", "random", 32)
+    traced = trace(loaded.module, loaded.input_shape)
+    mod = quantize(traced.mod, traced.params, config=make()).mod
+    summaries = [w.summary for w, _ in conv_functions(mod, CPU.tvm_target()).values()]
+    integer = [s for s in summaries if not s.startswith("float32")]
+    assert integer and all(s.startswith("uint8 x int8 -> int32") for s in integer), integer
+
+
+def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():
+    from qbuild.analysis import analyse_sources
+
+    rng = np.random.default_rng(9)
+    x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
+    weight = rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+    compiled = compile_model(_requantized_relu_module(x.shape, weight, relu=True), CPU, "builtin")
+    data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, 127)
+    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    expected = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))  # no ReLU after this conv
+    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    if has_avx2(CPU.tvm_target()):
+        families = analyse_sources(compiled.sources())["instruction_census"]["families"]
+        assert families["u8*s8 pairs (vpmaddubsw)"] > 0
+
+
 def test_an_unknown_kernel_set_is_refused_with_the_choices():
     from qbuild.errors import QbuildError
 

@@ -14,8 +14,13 @@ of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage. 
 whose channel block is odd (a quantized RGB stem) cannot pair channels: it takes the float
 compute's loop structure with operands widened to int32 (plain vector multiply-adds).
 
-On a CPU with AVX-512 VNNI (``legalize(..., vnni=True)``), an int8 conv whose blocks hold whole
-channel quads reads bytes instead: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
+An int8 conv whose input is known to lie in [0, 127] (after a ReLU and a requantize clamp:
+``ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
+``(O/o, I/i, KH, KW, i/4, o, 4)`` int8, the data read as uint8 as it is; on AVX2 its products
+are formed by ``vpmaddubsw``, which cannot saturate on such data (``intrin``), and its block is
+named with ``SEVEN_BIT`` so that the schedule knows. On a CPU with AVX-512 VNNI
+(``legalize(..., vnni=True)``), every other int8 conv whose blocks hold whole channel quads
+reads bytes too: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
 (``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
 padding itself 128), and the sum then corrected exactly per output channel by
 ``128 * sum(weights)``, folded at compile time (``_offset_sums``).
@@ -23,11 +28,14 @@ padding itself 128), and the sum then corrected exactly per output channel by
 
 from __future__ import annotations
 
+from typing import Callable
+
 from tvm import relax, te, tirx
 
 CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
 PAD_BLOCK = "qbuild_pad"
 UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
+SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at most 127
 BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
 VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
 
@@ -67,16 +75,19 @@ def desired_layout(call: relax.Call) -> dict[str, list[str]]:
     return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
 
 
-def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False) -> relax.Expr:
-    """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's;
-    ``vnni``: int8 convs take the unsigned-byte compute of ``vpdpbusd``."""
+def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
+             seven_bit: Callable[[relax.Expr], bool] = lambda _: False) -> relax.Expr:
+    """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's.
+    An int8 conv whose data ``seven_bit`` says lies in [0, 127] (``ranges``) takes the byte
+    compute of ``vpmaddubsw`` / ``vpdpbusd``; else, with ``vnni``, the offset byte compute of
+    ``vpdpbusd``; else the int16 one of ``vpmaddwd``."""
     attrs = call.attrs
     data, weight = call.args
     integer = data.ty.dtype != "float32"
     if attrs.data_layout == "NCHW":
         in_channels = int(data.ty.shape[1])
         if _plain(call) and attrs.groups == 1:
-            return _legalize_locally_blocked(bb, call, vnni)
+            return _legalize_locally_blocked(bb, call, vnni, seven_bit)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
@@ -85,7 +96,11 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False) -> re
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
     if not integer or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
-    if vnni and data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0:
+    bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
+    if bytes_ok and seven_bit(data):
+        quads = bb.emit_te(_quad_weights, weight, primfunc_name_hint="pack_weights_quads")
+        return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
+    if bytes_ok and vnni:
         quads = bb.emit_te(_quad_weights, weight, primfunc_name_hint="pack_weights_quads")
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
@@ -93,7 +108,8 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False) -> re
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
 
 
-def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call, vnni: bool) -> relax.Expr:
+def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
+                              seven_bit: Callable[[relax.Expr], bool]) -> relax.Expr:
     """An NCHW conv run in blocked layouts: data and weights packed, the output unpacked."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
@@ -112,7 +128,7 @@ def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call, vnni: bo
     attrs = call.attrs
     inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
                                out_dtype=attrs.out_dtype or None, **layouts)
-    out = bb.emit(legalize(bb, bb.normalize(inner), vnni))
+    out = bb.emit(legalize(bb, bb.normalize(inner), vnni, lambda _: seven_bit(data)))
     return bb.call_te(
         lambda t: te.compute(
             (t.shape[0], out_channels, t.shape[2], t.shape[3]),
@@ -209,23 +225,35 @@ def _offset_sums(weight: te.Tensor) -> te.Tensor:
     )
 
 
-def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
-                   out_dtype: str) -> te.Tensor:
-    """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
-    padded = _pad(data, padding, "uint8", UNSIGNED_OFFSET)
+def _quad_conv(padded: te.Tensor, quads: te.Tensor, strides: list[int], name: str) -> te.Tensor:
+    """uint8 data x int8 weight quads, accumulated in int32."""
     oc_chunks, ic_chunks, kh, kw, quarter, oc_block, _ = (int(d) for d in quads.shape)
     c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=quarter, t=4)
     sy, sx = strides
-    conv = te.compute(
+    return te.compute(
         _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
         lambda n, o, y, x, b: te.sum(
             padded[n, c, y * sy + r, x * sx + q, p * 4 + t].astype("int32") * quads[o, c, r, q, p, b, t].astype("int32"),
             axis=[c, r, q, p, t],
         ),
-        name=CONV_BLOCK,
+        name=name,
     )
+
+
+def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
+                   out_dtype: str) -> te.Tensor:
+    """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
+    conv = _quad_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET), quads, strides, CONV_BLOCK)
     return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
                       name="qbuild_unsigned_offset")
+
+
+def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int],
+                   out_dtype: str) -> te.Tensor:
+    """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
+    ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name."""
+    conv = _quad_conv(_pad(data, padding, "uint8"), quads, strides, CONV_BLOCK + SEVEN_BIT)
+    return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
 
 
 def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:

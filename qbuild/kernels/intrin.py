@@ -9,6 +9,12 @@ saturates u8 x s8 pair sums). This is the path for CPUs without AVX-512 VNNI; th
 widened at compile time (weights) and in the padding stage (activations), so the inner loop is
 one broadcast, one multiply-add and one add per 16 MACs.
 
+``vpmaddubsw`` + ``vpmaddwd`` (AVX2) on bytes, for data known to lie in [0, 127]: the same
+operands as ``vpdpbusd`` below; ``vpmaddubsw`` forms eight x two int16 pair sums of u8 x s8
+products (at most 2 x 127 x 128 = 32512: no saturation for such data, which is why it is used
+for nothing else) and ``vpmaddwd`` by ones adds the pairs into int32: 32 MACs for one broadcast
+and three instructions, against 16 per two with ``vpmaddwd`` on int16.
+
 ``vpdpbusd`` (AVX-512 VNNI, on 256-bit registers: AVX512VL): one call computes eight int32
 outputs from a quad of input channels, ``C[j] += sum_k A[k]*B[j,k]``, with ``A`` four uint8
 (broadcast as one 32-bit word) and ``B`` 32 int8 (eight output channels x the quad), accumulating
@@ -27,6 +33,7 @@ from tvm.script import tirx as T
 
 PMADDWD_8X2 = "qbuild_pmaddwd_8x2_i16"
 VPDPBUSD_8X4 = "qbuild_vpdpbusd_8x4_u8s8"
+PMADDUBSW_8X4 = "qbuild_pmaddubsw_8x4_u7s8"
 LANES = 8  # int32 outputs per call
 PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
@@ -99,7 +106,27 @@ def _vpdpbusd_impl(
         )
 
 
-_INTRINSICS = {PMADDWD_8X2: (_pmaddwd_desc, _pmaddwd_impl), VPDPBUSD_8X4: (_vpdpbusd_desc, _vpdpbusd_impl)}
+@T.prim_func(s_tir=True)
+def _pmaddubsw_impl(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((8, 4), "int8", offset_factor=1),
+    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
+        T.writes(C[0:8])
+        quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        a = T.reinterpret(T.broadcast(quad, 8), dtype="int8x32")
+        b = B.vload([0, 0], "int8x32")
+        pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
+        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16), dtype="int32x8"
+        )
+
+
+# The vpmaddubsw pair shares vpdpbusd's description: the same arithmetic, exact for data <= 127.
+_INTRINSICS = {PMADDWD_8X2: (_pmaddwd_desc, _pmaddwd_impl), VPDPBUSD_8X4: (_vpdpbusd_desc, _vpdpbusd_impl),
+               PMADDUBSW_8X4: (_vpdpbusd_desc, _pmaddubsw_impl)}
 
 
 def register(name: str) -> str:

@@ -85,16 +85,29 @@ def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
     workloads from)."""
     from qbuild.kernels import conv2d
 
-    legalize = functools.partial(conv2d.legalize, vnni=vnni)
     return [
         clip_to_min_max(),
         relax.transform.ConvertLayout({}, conv2d.desired_layout),
-        relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize}),
+        legalize_convs(vnni),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
+
+
+def legalize_convs(vnni: bool) -> tvm.transform.Pass:
+    """``LegalizeOps`` with qbuild's conv computes (``conv2d.legalize``), told which int8 conv
+    inputs are known to lie in [0, 127] (``ranges``: their convs may multiply bytes on AVX2)."""
+    from qbuild.kernels import conv2d, ranges
+
+    @tvm.transform.module_pass(opt_level=0, name="qbuild.LegalizeConvs")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        seven_bit = ranges.seven_bit_values(mod)
+        legalize = functools.partial(conv2d.legalize, vnni=vnni, seven_bit=lambda expr: expr in seven_bit)
+        return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize})(mod)
+
+    return _apply
 
 
 def _machine_database(report: KernelReport) -> dict[str, ConvTile]:

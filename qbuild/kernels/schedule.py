@@ -37,7 +37,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, VECTOR_LANES
+from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, SEVEN_BIT, VECTOR_LANES
 from qbuild.kernels.tiles import ConvTile, default_tile, workload_key
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -95,11 +95,12 @@ def _extent(sch: Schedule, loop) -> int:
     return int(sch.get(loop).extent)
 
 
-def _tensor_intrinsic(sch: Schedule, loops: list, features: frozenset[str]) -> str | None:
+def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset[str]) -> str | None:
     """The intrinsic for an integer conv's innermost (lanes, channel group) step on this CPU:
-    ``vpmaddwd`` for channel pairs (AVX2), ``vpdpbusd`` for quads (AVX-512 VNNI); None for a
-    float conv, a conv whose block is not a multiple of the lanes, or a CPU without the
-    instruction (plain vector code then)."""
+    ``vpmaddwd`` for int16 channel pairs (AVX2), ``vpdpbusd`` for byte quads (AVX-512 VNNI),
+    ``vpmaddubsw`` for byte quads of data known to be at most 127 (AVX2, the ``SEVEN_BIT``
+    block); None for a float conv, a conv whose block is not a multiple of the lanes, or a CPU
+    without the instruction (plain vector code then)."""
     _n, _o, _y, _x, b, *reduction = loops
     if len(reduction) != 5 or _extent(sch, b) % intrin.LANES:  # (c, r, q, group, channel): the integer computes
         return None
@@ -108,6 +109,8 @@ def _tensor_intrinsic(sch: Schedule, loops: list, features: frozenset[str]) -> s
         return intrin.register(intrin.PMADDWD_8X2)
     if group == intrin.QUAD and "avx512vnni" in features:
         return intrin.register(intrin.VPDPBUSD_8X4)
+    if group == intrin.QUAD and "avx2" in features and name.endswith(SEVEN_BIT):
+        return intrin.register(intrin.PMADDUBSW_8X4)
     return None
 
 
@@ -115,7 +118,7 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     conv = sch.get_sblock(name)
     loops = sch.get_loops(conv)
     n, o, y, x, b, *reduction = loops
-    tensor_intrinsic = _tensor_intrinsic(sch, loops, features)
+    tensor_intrinsic = _tensor_intrinsic(sch, name, loops, features)
     xo, xi = sch.split(x, [None, tile.pixels])
     oo, oi = sch.split(o, [None, tile.blocks])
     if tensor_intrinsic:

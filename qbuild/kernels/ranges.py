@@ -1,0 +1,109 @@
+"""Integer value ranges of a Relax function's bindings, for choosing an integer conv's kernel.
+
+A quantized conv's input is usually a ReLU'd, requantized tensor: ``maximum(acc, 0)``, a
+rounding shift, a clamp to [-127, 127], a cast to int8 (or, after a float ReLU and max-pool, a
+positive scale, ``floor(x + 0.5)`` and the same clamp). Such data lies in [0, 127], and there
+the AVX2 byte multiply ``vpmaddubsw`` is exact (``conv2d``, ``intrin``). ``value_ranges``
+follows each dataflow binding forward from what is known (constants, dtype limits, the
+operators below) and bounds every variable; an operator it does not know gets its dtype's
+whole range, so the answer is never narrower than the truth.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tvm
+from tvm import relax
+
+Interval = tuple[float, float]
+_UNBOUNDED: Interval = (-math.inf, math.inf)
+# Operators whose output values are some of their first argument's values.
+_SAME_VALUES = {"relax.layout_transform", "relax.reshape", "relax.permute_dims", "relax.nn.max_pool2d",
+                "relax.squeeze", "relax.expand_dims"}
+
+
+# Elementwise non-decreasing functions (applied to the interval's ends).
+_MONOTONE = {"relax.floor": math.floor, "relax.ceil": math.ceil, "relax.round": round}
+
+
+def _dtype_range(expr: relax.Expr) -> Interval:
+    dtype = str(getattr(expr.ty, "dtype", ""))
+    if dtype.startswith(("int", "uint")):
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    return _UNBOUNDED
+
+
+def _within(interval: Interval, bounds: Interval) -> bool:
+    return bounds[0] <= interval[0] and interval[1] <= bounds[1]
+
+
+def _shift(interval: Interval, amount: Interval, left: bool) -> Interval:
+    """An arithmetic shift by a constant amount (x * 2**a, or floor(x / 2**a))."""
+    if amount[0] != amount[1] or amount[0] < 0:
+        return _UNBOUNDED
+    scale = 2.0 ** amount[0]
+    return tuple(v if math.isinf(v) else float(v * scale if left else math.floor(v / scale))  # type: ignore[return-value]
+                 for v in interval)
+
+
+def _call_range(call: relax.Call, arg) -> Interval:
+    name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+    args = [arg(a) for a in call.args]
+    if name == "relax.nn.relu":
+        return max(args[0][0], 0.0), max(args[0][1], 0.0)
+    if name == "relax.maximum":
+        return max(args[0][0], args[1][0]), max(args[0][1], args[1][1])
+    if name == "relax.minimum":
+        return min(args[0][0], args[1][0]), min(args[0][1], args[1][1])
+    if name == "relax.add":
+        result = (args[0][0] + args[1][0], args[0][1] + args[1][1])
+        return result if _within(result, _dtype_range(call)) else _UNBOUNDED  # may wrap around
+    if name == "relax.multiply":
+        products = [a * b for a in args[0] for b in args[1] if not (math.isinf(a) or math.isinf(b))]
+        if len(products) < 4:  # an unbounded factor: only the sign may still be known
+            nonnegative = args[0][0] >= 0 and args[1][0] >= 0
+            return (0.0, math.inf) if nonnegative else _UNBOUNDED
+        return min(products), max(products)
+    if name in _MONOTONE:
+        return tuple(v if math.isinf(v) else float(_MONOTONE[name](v)) for v in args[0])  # type: ignore[return-value]
+    if name == "relax.right_shift":
+        return _shift(args[0], args[1], left=False)
+    if name == "relax.left_shift":
+        result = _shift(args[0], args[1], left=True)
+        return result if _within(result, _dtype_range(call)) else _UNBOUNDED  # may overflow
+    if name == "relax.astype":
+        return args[0] if _within(args[0], _dtype_range(call)) else _UNBOUNDED
+    if name in _SAME_VALUES:
+        return args[0]
+    return _UNBOUNDED
+
+
+def value_ranges(func: relax.Function) -> dict[relax.Var, Interval]:
+    """Bounds on the values of every variable bound in ``func``'s blocks (by variable object)."""
+    ranges: dict[relax.Var, Interval] = {}
+
+    def arg(expr: relax.Expr) -> Interval:
+        if isinstance(expr, tvm.ir.expr.GenericConst):  # TVM 0.27's relax constant: its array in .value
+            values = expr.value.numpy()
+            return (float(values.min()), float(values.max())) if values.size else _UNBOUNDED
+        known = ranges.get(expr, _UNBOUNDED)
+        limits = _dtype_range(expr)
+        return max(known[0], limits[0]), min(known[1], limits[1])
+
+    for block in getattr(func.body, "blocks", []):
+        for binding in block.bindings:
+            if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.Call):
+                ranges[binding.var] = _call_range(binding.value, arg)
+    return ranges
+
+
+def seven_bit_values(mod) -> set[relax.Var]:
+    """The variables of ``mod``'s Relax functions whose values are known to lie in [0, 127]."""
+    found: set[relax.Var] = set()
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            found.update(var for var, interval in value_ranges(func).items() if _within(interval, (0.0, 127.0)))
+    return found
