@@ -3,7 +3,11 @@
 The engine is a one-way pipeline of small stages (see ARCHITECTURE in the README):
 models -> trace -> compile -> analysis -> bench -> results JSON. Importing this package is
 cheap: TVM and torch are imported only by the stages that need them, so the results readers
-(`qbuild summary`, the report) run without either.
+(`qbuild summary`, the report) run without either. Importing it also gives TVM's runtime all
+of this process's CPUs (``threads``: TVM's own default would be half of them on x86).
 """
 
+from qbuild.threads import use_all_cpus
+
 __version__ = "0.1.0"
+use_all_cpus()

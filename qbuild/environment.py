@@ -115,7 +115,7 @@ def package_versions() -> dict[str, str | None]:
 
 def capture() -> dict:
     """The environment block of a results file."""
-    from qbuild import __version__
+    from qbuild import __version__, threads
 
     return {
         "machine_id": machine_id(),
@@ -125,6 +125,7 @@ def capture() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
         "os": f"{platform.system()} {platform.release()}",
-        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags()},
+        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(),
+                "tvm_threads": int(os.environ.get(threads.ENV_VAR, "0")) or None},
         "gpu": gpu_name(),
     }

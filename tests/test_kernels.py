@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import tvm
@@ -236,3 +238,11 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
     np.testing.assert_array_equal(builtin(x), untuned(x))
     assert builtin.kernels["functions"].get("unscheduled", 0) == 0
     assert untuned.kernels == {"set": "untuned", "functions": {}, "pass_config": {}, "tuning": None}
+
+
+def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():
+    """TVM's own default is half the logical CPUs on x86; the peers use all of them."""
+    from qbuild import threads
+
+    expected = int(os.environ.get(threads.ENV_VAR) or threads.available_cpus())
+    assert tvm.get_global_func("runtime.NumThreads")() == expected
