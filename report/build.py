@@ -90,6 +90,7 @@ def context(results: Results, results_root: Path) -> dict:
         "sweep": derive.sweep(rows),
         "max_auto_pairs": MAX_AUTO_PAIRS,
         "subbyte_kernels": results.subbyte_kernels,
+        "tuning": [derive.tuning(database) for database in results.tuning],
         "sweep_charts": _charts(rows, sweep_latency, "sweep", "precision"),
     }
 
@@ -132,10 +133,11 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
         shutil.copytree(source, docs / "artifacts" / source.parent.name, dirs_exist_ok=True)
 
 
-def build(results_root: Path, docs: Path) -> list[Path]:
-    """Render every page from the results under ``results_root`` into ``docs``; return the pages."""
+def build(results_root: Path, docs: Path, tuning_dir: Path | None = None) -> list[Path]:
+    """Render every page from the results under ``results_root`` (and the tuning databases in
+    ``tuning_dir``, default qbuild's) into ``docs``; return the pages."""
     results_root, docs = Path(results_root), Path(docs)
-    results = load(results_root)
+    results = load(results_root, tuning_dir)
     ctx = context(results, results_root)
     docs.mkdir(parents=True, exist_ok=True)
     _write_assets(docs, ctx, results_root)

@@ -349,6 +349,23 @@ def _kernel_row(builds: dict[str, Row | None]) -> dict:
     return row
 
 
+TUNING_TOP = 8  # workloads listed per tuning database: the largest gains
+
+
+def tuning(database) -> dict:
+    """A tuning database (``qbuild.tuning_db``) for the page: what was searched, the summed
+    medians of every workload with the default and the chosen tiles, the largest gains."""
+    records = list(database.records.values())
+    gains = sorted(records, key=lambda r: r.default_ms / r.best_ms, reverse=True)[:TUNING_TOP]
+    return {"machine": database.machine_id, "workloads": len(records), "trials": database.trials,
+            "rounds": database.rounds, "date": database.environment.get("date", ""),
+            "commit": (database.environment.get("git") or {}).get("commit"),
+            "default_ms": sum(r.default_ms for r in records), "tuned_ms": sum(r.best_ms for r in records),
+            "changed": sum(r.best_ms < r.default_ms for r in records),
+            "top": [{"summary": r.summary, "tile": f"{r.tile.pixels} x {r.tile.blocks}", "default_ms": r.default_ms,
+                     "tuned_ms": r.best_ms, "gain": r.default_ms / r.best_ms} for r in gains]}
+
+
 # Issue 7's goals on the GPU: (qbuild variant, peer, at most this ratio of medians).
 GPU_GOALS = (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0))
 

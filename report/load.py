@@ -6,9 +6,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from qbuild import tuning_db
 from qbuild.compare import SCHEMA as SIDE_BY_SIDE_SCHEMA
+from qbuild.errors import QbuildError
 from qbuild.results import ResultFile, ResultsFileError, iter_results
 from qbuild.subbyte import SCHEMA as SUBBYTE_SCHEMA
+from qbuild.tuning_db import TuningDatabase
 
 
 @dataclass
@@ -19,6 +22,7 @@ class Results:
     problems: list[str] = field(default_factory=list)
     side_by_side: list[dict] = field(default_factory=list)  # qbuild compare documents
     subbyte_kernels: list[dict] = field(default_factory=list)  # qbuild subbyte-kernels documents
+    tuning: list[TuningDatabase] = field(default_factory=list)  # qbuild tune databases
 
     @property
     def records(self) -> list[dict]:
@@ -28,10 +32,16 @@ class Results:
         return sorted({f.machine_id for f in self.files})
 
 
-def load(root: Path) -> Results:
-    """All results under ``root`` (``<root>/<machine>/<experiment>.json``) and the side-by-side
-    comparisons (``<root>/<machine>/side-by-side/<model>.json``, and ``subbyte-kernels.json``)."""
+def load(root: Path, tuning_dir: Path | None = None) -> Results:
+    """All results under ``root`` (``<root>/<machine>/<experiment>.json``), the side-by-side
+    comparisons (``<root>/<machine>/side-by-side/<model>.json``, and ``subbyte-kernels.json``)
+    and the tuning databases in ``tuning_dir`` (``<machine>.json``; default: qbuild's)."""
     results = Results()
+    for path in sorted(Path(tuning_dir or tuning_db.directory()).glob("*.json")):
+        try:
+            results.tuning.append(tuning_db.load(path))
+        except QbuildError as exc:
+            results.problems.append(str(exc))
     for item in iter_results(Path(root)):
         if isinstance(item, ResultsFileError):
             results.problems.append(str(item))
