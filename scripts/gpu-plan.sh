@@ -34,4 +34,10 @@ if [ -n "${QBUILD_GPU_PROFILE:-}" ]; then
   python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 \
     > "$OUT/profile-$QBUILD_GPU_PROFILE.txt" 2>&1
 fi
+# QBUILD_GPU_CPU_TESTS=1: also run the CPU kernel tests on the lent machine's host CPU (an
+# AVX-512 VNNI Xeon so far: the only place the vpdpbusd convs run, bit-exact or not).
+if [ -n "${QBUILD_GPU_CPU_TESTS:-}" ]; then
+  grep -m1 -o 'avx512_vnni' /proc/cpuinfo | tee "$OUT/cpu-kernel-tests.txt"
+  python3 -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_tuning.py >> "$OUT/cpu-kernel-tests.txt" 2>&1
+fi
 exit "$status"
