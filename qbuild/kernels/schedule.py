@@ -4,8 +4,8 @@
   blocks run in parallel; a register tile (``tiles.ConvTile``: output pixels of a row x channel
   blocks, the vector lanes) accumulates (``cache_write`` to local) across the whole reduction;
   the tile is ``tiles.default_tile`` unless a tuning database names one for the conv's
-  workload (``conv_workload``); the integer conv's innermost channel group is tensorized with
-  ``vpmaddwd`` (pairs, AVX2) or ``vpdpbusd`` (quads, AVX-512 VNNI; ``intrin``). The
+  workload (``conv_workload``); the integer conv's innermost channel group is tensorized
+  (``intrin``, ``_tensor_intrinsic``: ``vpdpbusd``, ``vpmaddubsw`` or ``vpmaddwd``). The
   elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
   add) is inlined into the tile's write-back, so each output is stored once.
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
