@@ -74,40 +74,38 @@ def test_the_quantized_is_slower_claim_is_worded_from_the_data(quick_results, tm
         assert expected in (docs / "benchmarks.md").read_text()
 
 
-def _untuned(record: dict, median_ms: float, kernels: str = "untuned") -> dict:
+def _with_kernels(record: dict, median_ms: float, kernels: str = "untuned") -> dict:
     changed = _with_latency(record, median_ms)
     changed["experiment"]["kernels"] = kernels
     changed["id"] = f"{record['id']}-{kernels}"
     return changed
 
 
-def test_untuned_builds_are_compared_with_builtin_ones_and_the_turnaround_is_worded_from_the_data(quick_results, tmp_path):
+def _benchmarks_page(quick_results, tmp_path, medians: dict[tuple[str, str], float]) -> str:
+    """The benchmarks page of the quick float and int8-a8 results under other kernel sets and medians,
+    given as {(variant, kernel set): ms}."""
     _root, outcomes = quick_results
-    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
-    machine = float_record["environment"]["machine_id"]
+    machine = outcomes["float"].record["environment"]["machine_id"]
     root = tmp_path / "results"
-    write_result(root / machine / "f.json", _with_latency(float_record, 10.0))
-    write_result(root / machine / "q.json", _with_latency(int8_record, 5.0))
-    write_result(root / machine / "fu.json", _untuned(float_record, 100.0))
-    write_result(root / machine / "qu.json", _untuned(int8_record, 200.0))
+    for (variant, kernels), median_ms in medians.items():
+        record = outcomes[variant].record
+        changed = _with_latency(record, median_ms) if kernels == "builtin" else _with_kernels(record, median_ms, kernels)
+        write_result(root / machine / f"{variant}-{kernels}.json", changed)
     build(root, tmp_path / "docs")
-    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    return (tmp_path / "docs" / "benchmarks.md").read_text()
+
+
+def test_untuned_builds_are_compared_with_builtin_ones_and_the_turnaround_is_worded_from_the_data(quick_results, tmp_path):
+    text = _benchmarks_page(quick_results, tmp_path, {("float", "builtin"): 10.0, ("int8-a8", "builtin"): 5.0,
+                                                      ("float", "untuned"): 100.0, ("int8-a8", "untuned"): 200.0})
     assert "With untuned kernels, \"quantized is slower\" **holds**" in text
     assert "With builtin kernels, \"quantized is slower\" **does not hold**" in text
     assert "| 100.00 ms | 10.00 ms | 10.0x |" in text and "| 200.00 ms | 5.00 ms | 40.0x |" in text
 
 
 def test_tuned_builds_get_their_own_tables_and_their_gain_over_builtin_is_shown(quick_results, tmp_path):
-    _root, outcomes = quick_results
-    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
-    machine = float_record["environment"]["machine_id"]
-    root = tmp_path / "results"
-    write_result(root / machine / "f.json", _with_latency(float_record, 10.0))
-    write_result(root / machine / "q.json", _with_latency(int8_record, 6.0))
-    write_result(root / machine / "ft.json", _untuned(float_record, 8.0, "tuned"))
-    write_result(root / machine / "qt.json", _untuned(int8_record, 4.0, "tuned"))
-    build(root, tmp_path / "docs")
-    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    text = _benchmarks_page(quick_results, tmp_path, {("float", "builtin"): 10.0, ("int8-a8", "builtin"): 6.0,
+                                                      ("float", "tuned"): 8.0, ("int8-a8", "tuned"): 4.0})
     assert "untuned vs builtin vs tuned kernels" in text
     assert "| 10.00 ms | – | 8.00 ms | 1.25x |" in text and "| 6.00 ms | – | 4.00 ms | 1.50x |" in text
     assert "With tuned kernels, \"quantized is slower\" **does not hold** (fastest quantized build: 0.50x" in text
@@ -273,7 +271,7 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
     write_result(root / "f.json", _on_gpu(float_record, 4.0))
     write_result(root / "q.json", _on_gpu(int8_record, 3.0))
     write_result(root / "qu.json", _on_gpu(int8_record, None, failed_stage="compile"))
-    write_result(root / "fu.json", _untuned(_on_gpu(float_record, 5.0), 5.0))
+    write_result(root / "fu.json", _with_kernels(_on_gpu(float_record, 5.0), 5.0))
     write_result(root / "t.json", _on_gpu(float_record, 2.0, {"name": "torch-fp32", "label": "PyTorch eager fp32 (peer)",
                                                                 "engine": "torch"}))
     compiled_peer = _on_gpu(float_record, 0.5, {"name": "torch-compile-fp16-graphs", "engine": "torch",

@@ -97,14 +97,13 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     if not integer or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
-    if bytes_ok and seven_bit(data):
-        quads = bb.emit_te(_quad_weights, weight, primfunc_name_hint="pack_weights_quads")
-        return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
-    if bytes_ok and vnni:
-        quads = bb.emit_te(_quad_weights, weight, primfunc_name_hint="pack_weights_quads")
+    if bytes_ok and (seven_bit(data) or vnni):
+        quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
+        if seven_bit(data):
+            return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
-    pairs = bb.emit_te(_pair_weights, weight, primfunc_name_hint="pack_weights_i16")
+    pairs = bb.emit_te(_group_weights, weight, 2, "int16", primfunc_name_hint="pack_weights_i16")
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
 
 
@@ -178,40 +177,37 @@ def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding:
     )
 
 
-def _pair_weights(weight: te.Tensor) -> te.Tensor:
-    """(O/o, I/i, KH, KW, i, o) int8 -> (O/o, I/i, KH, KW, i/2, o, 2) int16: vpmaddwd's operand order."""
+def _group_weights(weight: te.Tensor, group: int, dtype: str) -> te.Tensor:
+    """(O/o, I/i, KH, KW, i, o) -> (O/o, I/i, KH, KW, i/g, o, g) in ``dtype``: each output lane's
+    ``group`` input channels adjacent, the operand order of the intrinsic that takes them (2 int16:
+    ``vpmaddwd``; 4 int8: ``vpdpbusd``, ``vpmaddubsw``)."""
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
     return te.compute(
-        (oc_chunks, ic_chunks, kh, kw, ic_block // 2, oc_block, 2),
-        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * 2 + t, b].astype("int16"),
-        name="pack_weights_i16",
+        (oc_chunks, ic_chunks, kh, kw, ic_block // group, oc_block, group),
+        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * group + t, b].astype(dtype),
+        name=f"pack_weights_{dtype}x{group}",
+    )
+
+
+def _grouped_conv(padded: te.Tensor, grouped: te.Tensor, strides: list[int], accumulate: str, name: str) -> te.Tensor:
+    """Padded data x grouped weights (``_group_weights``), accumulated in ``accumulate``."""
+    oc_chunks, ic_chunks, kh, kw, groups, oc_block, group = (int(d) for d in grouped.shape)
+    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=groups, t=group)
+    sy, sx = strides
+    return te.compute(
+        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
+        lambda n, o, y, x, b: te.sum(
+            padded[n, c, y * sy + r, x * sx + q, p * group + t].astype(accumulate)
+            * grouped[o, c, r, q, p, b, t].astype(accumulate),
+            axis=[c, r, q, p, t],
+        ),
+        name=name,
     )
 
 
 def _conv_nchwc_int(data: te.Tensor, pairs: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
     """Integer: int16-widened data and paired weights, accumulated in ``out_dtype`` (int32)."""
-    padded = _pad(data, padding, "int16")
-    oc_chunks, ic_chunks, kh, kw, half, oc_block, _ = (int(d) for d in pairs.shape)
-    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=half, t=2)
-    sy, sx = strides
-    return te.compute(
-        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
-        lambda n, o, y, x, b: te.sum(
-            padded[n, c, y * sy + r, x * sx + q, p * 2 + t].astype(out_dtype) * pairs[o, c, r, q, p, b, t].astype(out_dtype),
-            axis=[c, r, q, p, t],
-        ),
-        name=CONV_BLOCK,
-    )
-
-
-def _quad_weights(weight: te.Tensor) -> te.Tensor:
-    """(O/o, I/i, KH, KW, i, o) int8 -> (O/o, I/i, KH, KW, i/4, o, 4) int8: vpdpbusd's operand order."""
-    oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
-    return te.compute(
-        (oc_chunks, ic_chunks, kh, kw, ic_block // 4, oc_block, 4),
-        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * 4 + t, b],
-        name="pack_weights_quads",
-    )
+    return _grouped_conv(_pad(data, padding, "int16"), pairs, strides, out_dtype, CONV_BLOCK)
 
 
 def _offset_sums(weight: te.Tensor) -> te.Tensor:
@@ -225,25 +221,10 @@ def _offset_sums(weight: te.Tensor) -> te.Tensor:
     )
 
 
-def _quad_conv(padded: te.Tensor, quads: te.Tensor, strides: list[int], name: str) -> te.Tensor:
-    """uint8 data x int8 weight quads, accumulated in int32."""
-    oc_chunks, ic_chunks, kh, kw, quarter, oc_block, _ = (int(d) for d in quads.shape)
-    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=quarter, t=4)
-    sy, sx = strides
-    return te.compute(
-        _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
-        lambda n, o, y, x, b: te.sum(
-            padded[n, c, y * sy + r, x * sx + q, p * 4 + t].astype("int32") * quads[o, c, r, q, p, b, t].astype("int32"),
-            axis=[c, r, q, p, t],
-        ),
-        name=name,
-    )
-
-
 def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
                    out_dtype: str) -> te.Tensor:
     """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
-    conv = _quad_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET), quads, strides, CONV_BLOCK)
+    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET), quads, strides, "int32", CONV_BLOCK)
     return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
                       name="qbuild_unsigned_offset")
 
@@ -252,7 +233,7 @@ def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], paddin
                    out_dtype: str) -> te.Tensor:
     """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name."""
-    conv = _quad_conv(_pad(data, padding, "uint8"), quads, strides, CONV_BLOCK + SEVEN_BIT)
+    conv = _grouped_conv(_pad(data, padding, "uint8"), quads, strides, "int32", CONV_BLOCK + SEVEN_BIT)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
 
 

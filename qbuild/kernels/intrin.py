@@ -28,6 +28,7 @@ parameter type does not match function signature!"): the byte operands must be t
 
 from __future__ import annotations
 
+from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
@@ -39,94 +40,72 @@ PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
 
 
-@T.prim_func(s_tir=True)
-def _pmaddwd_desc(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 2):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _dot_desc(group: int, a_dtype: str, b_dtype: str) -> tirx.PrimFunc:
+    """What every intrinsic here computes: ``C[j] += sum_k A[k] * B[j, k]`` in int32, for
+    ``LANES`` outputs j and ``group`` input channels k."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        B: T.Buffer((8, group), b_dtype, offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:group], B[0:8, 0:group])
+            T.writes(C[0:8])
+            for i in T.serial(0, 8):
+                for k in T.serial(0, group):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
 
 
-@T.prim_func(s_tir=True)
-def _pmaddwd_impl(
-    A: T.Buffer((2,), "int16", offset_factor=1),
-    B: T.Buffer((8, 2), "int16", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:2], B[0:8, 0:2])
-        T.writes(C[0:8])
-        pair = T.reinterpret(A.vload([0], "int16x2"), dtype="int32")
-        a = T.reinterpret(T.broadcast(pair, 8), dtype="int16x16")
-        b = B.vload([0, 0], "int16x16")
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8"
-        )
+def _pmaddwd_step(acc, a, b):
+    """vpmaddwd (int16 pair sums in int32), add."""
+    return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8")
 
 
-@T.prim_func(s_tir=True)
-def _vpdpbusd_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+def _vpdpbusd_step(acc, a, b):
+    """vpdpbusd: acc += the four u8 x s8 products of each lane, in one instruction."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), acc, a, b,
+                                   dtype="int32x8")
 
 
-@T.prim_func(s_tir=True)
-def _vpdpbusd_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        a = T.reinterpret(T.broadcast(quad, 8), dtype="int8x32")
-        b = B.vload([0, 0], "int8x32")
-        C[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), C.vload([0], "int32x8"), a, b,
-            dtype="int32x8",
-        )
+def _pmaddubsw_step(acc, a, b):
+    """vpmaddubsw (u8 x s8 pair sums in int16), vpmaddwd by ones (pairs of pairs in int32), add."""
+    pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
+    return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs,
+                                         T.broadcast(T.int16(1), 16), dtype="int32x8")
 
 
-@T.prim_func(s_tir=True)
-def _pmaddubsw_impl(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        quad = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-        a = T.reinterpret(T.broadcast(quad, 8), dtype="int8x32")
-        b = B.vload([0, 0], "int8x32")
-        pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
-        C[T.ramp(T.int32(0), 1, 8)] = C.vload([0], "int32x8") + T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16), dtype="int32x8"
-        )
+def _impl(group: int, a_dtype: str, b_dtype: str, step) -> tirx.PrimFunc:
+    """An intrinsic over ``group`` input channels: the group of ``A`` broadcast to every lane as one
+    32-bit word, ``B`` loaded as one vector, ``step(accumulators, a, b)`` the new accumulators
+    (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them)."""
+    vector = f"{b_dtype}x{LANES * group}"
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        B: T.Buffer((8, group), b_dtype, offset_factor=1),
+        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:8], A[0:group], B[0:8, 0:group])
+            T.writes(C[0:8])
+            word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
+            a = T.reinterpret(T.broadcast(word, 8), dtype=vector)
+            b = B.vload([0, 0], vector)
+            C[T.ramp(T.int32(0), 1, 8)] = step(C.vload([0], "int32x8"), a, b)
+
+    return impl
 
 
-# The vpmaddubsw pair shares vpdpbusd's description: the same arithmetic, exact for data <= 127.
-_INTRINSICS = {PMADDWD_8X2: (_pmaddwd_desc, _pmaddwd_impl), VPDPBUSD_8X4: (_vpdpbusd_desc, _vpdpbusd_impl),
-               PMADDUBSW_8X4: (_vpdpbusd_desc, _pmaddubsw_impl)}
+_OPERANDS = {PAIR: ("int16", "int16"), QUAD: ("uint8", "int8")}  # (A, B) dtypes per channel group
+_STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step), VPDPBUSD_8X4: (QUAD, _vpdpbusd_step),
+          PMADDUBSW_8X4: (QUAD, _pmaddubsw_step)}  # described as vpdpbusd is: the same sums for data <= 127
 
 
 def register(name: str) -> str:
@@ -134,5 +113,6 @@ def register(name: str) -> str:
     try:
         TensorIntrin.get(name)
     except Exception:  # not registered yet (TensorIntrin.get raises for unknown names)
-        TensorIntrin.register(name, *_INTRINSICS[name])
+        group, step = _STEPS[name]
+        TensorIntrin.register(name, _dot_desc(group, *_OPERANDS[group]), _impl(group, *_OPERANDS[group], step))
     return name
