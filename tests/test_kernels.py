@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -199,6 +200,23 @@ def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
     summaries = [w.summary for w, _ in conv_functions(mod, CPU.tvm_target()).values()]
     integer = [s for s in summaries if not s.startswith("float32")]
     assert integer and all(s.startswith("uint8 x int8 -> int32") for s in integer), integer
+
+
+def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
+    from qbuild.kernels.ranges import value_ranges
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4,), "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            relu = bb.emit(relax.op.maximum(x, relax.const(0, "int32")))
+            tripled = bb.emit(relax.op.multiply(relu, relax.const(3, "int32")))  # may overflow int32
+            small = bb.emit(relax.op.right_shift(relu, relax.const(24, "int32")))
+            out = bb.emit_output(relax.op.multiply(small, relax.const(3, "int32")))
+        bb.emit_func_output(out)
+    ranges = value_ranges(bb.get()["main"])
+    assert ranges[relu][0] == 0 and ranges[small] == (0.0, 127.0)
+    assert ranges[tripled] == (-math.inf, math.inf) and ranges[out] == (0.0, 381.0)
 
 
 def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():

@@ -49,6 +49,16 @@ def _shift(interval: Interval, amount: Interval, left: bool) -> Interval:
                  for v in interval)
 
 
+def _product(x: Interval, y: Interval, limits: Interval) -> Interval:
+    """x * y elementwise; an integer product that may leave its type wraps around: unbounded."""
+    products = [a * b for a in x for b in y if not (math.isinf(a) or math.isinf(b))]
+    if len(products) == 4:
+        result = (min(products), max(products))
+    else:  # an unbounded factor: only the sign may still be known
+        result = (0.0, math.inf) if x[0] >= 0 and y[0] >= 0 else _UNBOUNDED
+    return result if limits == _UNBOUNDED or _within(result, limits) else _UNBOUNDED
+
+
 def _call_range(call: relax.Call, arg) -> Interval:
     name = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
     args = [arg(a) for a in call.args]
@@ -62,11 +72,7 @@ def _call_range(call: relax.Call, arg) -> Interval:
         result = (args[0][0] + args[1][0], args[0][1] + args[1][1])
         return result if _within(result, _dtype_range(call)) else _UNBOUNDED  # may wrap around
     if name == "relax.multiply":
-        products = [a * b for a in args[0] for b in args[1] if not (math.isinf(a) or math.isinf(b))]
-        if len(products) < 4:  # an unbounded factor: only the sign may still be known
-            nonnegative = args[0][0] >= 0 and args[1][0] >= 0
-            return (0.0, math.inf) if nonnegative else _UNBOUNDED
-        return min(products), max(products)
+        return _product(args[0], args[1], _dtype_range(call))
     if name in _MONOTONE:
         return tuple(v if math.isinf(v) else float(_MONOTONE[name](v)) for v in args[0])  # type: ignore[return-value]
     if name == "relax.right_shift":
@@ -75,7 +81,10 @@ def _call_range(call: relax.Call, arg) -> Interval:
         result = _shift(args[0], args[1], left=True)
         return result if _within(result, _dtype_range(call)) else _UNBOUNDED  # may overflow
     if name == "relax.astype":
-        return args[0] if _within(args[0], _dtype_range(call)) else _UNBOUNDED
+        lo, hi = args[0]
+        if _dtype_range(call) != _UNBOUNDED:  # to an integer type: truncation or rounding, at most to the next integer
+            lo, hi = (v if math.isinf(v) else float(f(v)) for v, f in ((lo, math.floor), (hi, math.ceil)))
+        return (lo, hi) if _within((lo, hi), _dtype_range(call)) else _UNBOUNDED
     if name in _SAME_VALUES:
         return args[0]
     return _UNBOUNDED
