@@ -16,13 +16,13 @@ accuracy stages treat it exactly like qbuild's own output.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from qbuild.errors import QbuildError
+from qbuild.threads import available_cpus
 
 if TYPE_CHECKING:
     import torch
@@ -48,7 +48,7 @@ class TorchEager:
             raise QbuildError(f"unsupported PyTorch peer settings dtype={dtype!r}, compile={compile_mode!r}",
                               f"use dtype in {TORCH_DTYPES} and compile mode in {TORCH_COMPILE_MODES}")
         if device == "cpu":
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(available_cpus())
         self.device, self.dtype, self.channels_last, self.compile_mode = device, dtype, channels_last, compile_mode
         module = module.eval().to(device=device, dtype=getattr(torch, dtype))
         if channels_last:
@@ -114,7 +114,7 @@ class OnnxRuntime:
             path = _quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = os.cpu_count() or 1
+        options.intra_op_num_threads = available_cpus()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.quant_format = quant_format

@@ -277,6 +277,7 @@ def build_plan(
                 f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}",
             )
     dataset_name = str(dataset_path) if dataset_path else None
+    tuned_by_default = _database_digest() is not None
     return [
         Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol,
                    dataset_name, kernel_set)
@@ -284,7 +285,7 @@ def build_plan(
         for variant in chosen_variants
         for target in resolved.values()
         if target.name in variant.targets
-        for kernel_set in _kernel_sets(variant, target, kernels)
+        for kernel_set in _kernel_sets(variant, target, kernels, tuned_by_default)
     ]
 
 
@@ -296,13 +297,14 @@ def _database_digest() -> str | None:
     return tuning_db.digest(path) if path.exists() else None
 
 
-def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None) -> list[str | None]:
+def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None,
+                 with_tuned: bool) -> list[str | None]:
     """None: a peer's own kernels. By default the builtin set, plus, for the study's variants,
-    the untuned one and (on the CPU, when this machine has a tuning database) the tuned one.
-    The tuned set exists for CPU targets only."""
+    the untuned one and (on the CPU, ``with_tuned``: this machine has a tuning database) the
+    tuned one. The tuned set exists for CPU targets only."""
     if variant.engine != "tvm":
         return [None]
     sets = list(requested) if requested else ["builtin"]
     if not requested and variant.name in STUDY_VARIANTS:
-        sets += ["untuned", "tuned"] if _database_digest() else ["untuned"]
+        sets += ["untuned", "tuned"] if with_tuned else ["untuned"]
     return [s for s in sets if s != "tuned" or target.name == "cpu"]

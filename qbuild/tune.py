@@ -127,8 +127,7 @@ def render(database: TuningDatabase) -> str:
         tile = f"{record.tile.pixels}x{record.tile.blocks}"
         lines.append(f"{record.summary:<72} {tile:>6} {record.default_ms:>11.3f} {record.best_ms:>9.3f} "
                      f"{record.default_ms / record.best_ms:>8.2f}x")
-    total_default = sum(r.default_ms for r in database.records.values())
-    total_best = sum(r.best_ms for r in database.records.values())
+    total_default, total_best = database.summed_ms()
     lines.append(f"all {len(database.records)} workloads, once each: {total_default:.1f} ms with the default tiles, "
                  f"{total_best:.1f} ms tuned ({database.trials} tiles measured)")
     return "\n".join(lines)

@@ -53,6 +53,10 @@ class TuningDatabase:
         """Tiles measured in all (each in ``rounds`` interleaved rounds)."""
         return sum(r.candidates for r in self.records.values())
 
+    def summed_ms(self) -> tuple[float, float]:
+        """Every workload run once: (with the default tiles, with the chosen ones), in ms."""
+        return (sum(r.default_ms for r in self.records.values()), sum(r.best_ms for r in self.records.values()))
+
     def tiles(self) -> dict[str, ConvTile]:
         return {key: record.tile for key, record in self.records.items()}
 

@@ -357,10 +357,11 @@ def tuning(database) -> dict:
     medians of every workload with the default and the chosen tiles, the largest gains."""
     records = list(database.records.values())
     gains = sorted(records, key=lambda r: r.default_ms / r.best_ms, reverse=True)[:TUNING_TOP]
+    default_ms, tuned_ms = database.summed_ms()
     return {"machine": database.machine_id, "workloads": len(records), "trials": database.trials,
             "rounds": database.rounds, "date": database.environment.get("date", ""),
             "commit": (database.environment.get("git") or {}).get("commit"),
-            "default_ms": sum(r.default_ms for r in records), "tuned_ms": sum(r.best_ms for r in records),
+            "default_ms": default_ms, "tuned_ms": tuned_ms,
             "changed": sum(r.best_ms < r.default_ms for r in records),
             "top": [{"summary": r.summary, "tile": f"{r.tile.pixels} x {r.tile.blocks}", "default_ms": r.default_ms,
                      "tuned_ms": r.best_ms, "gain": r.default_ms / r.best_ms} for r in gains]}

@@ -13,7 +13,7 @@ from tvm import relax
 
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
-from qbuild.kernels.pipeline import has_avx2, pipeline
+from qbuild.kernels.pipeline import cpu_features, pipeline
 from qbuild.targets import TargetChoice, resolve_target
 
 CPU = resolve_target("cpu")
@@ -100,7 +100,7 @@ def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays
 
 
 def test_the_vpmaddwd_intrinsic_is_in_the_integer_code():
-    if not has_avx2(CPU.tvm_target()):
+    if not "avx2" in cpu_features(CPU.tvm_target()):
         pytest.skip("this CPU has no AVX2: the integer fast path is not used (see the fallback test)")
     rng = np.random.default_rng(4)
     weight = rng.integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
@@ -151,8 +151,6 @@ def test_for_a_vnni_cpu_the_integer_conv_is_built_on_vpdpbusd():
 
 
 def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
-    from qbuild.kernels.pipeline import cpu_features
-
     if "avx512vnni" not in cpu_features(CPU.tvm_target()):
         pytest.skip("this CPU has no AVX-512 VNNI (the compute is tested on any CPU, the code cross-compiled)")
     weight = np.random.default_rng(8).integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
@@ -230,7 +228,7 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
     windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     expected = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))  # no ReLU after this conv
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
-    if has_avx2(CPU.tvm_target()):
+    if "avx2" in cpu_features(CPU.tvm_target()):
         families = analyse_sources(compiled.sources())["instruction_census"]["families"]
         assert families["u8*s8 pairs (vpmaddubsw)"] > 0
 

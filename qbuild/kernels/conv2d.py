@@ -97,9 +97,10 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     if not integer or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
-    if bytes_ok and (seven_bit(data) or vnni):
+    seven = bytes_ok and seven_bit(data)
+    if seven or (bytes_ok and vnni):
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
-        if seven_bit(data):
+        if seven:
             return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")

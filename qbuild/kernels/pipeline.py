@@ -27,11 +27,6 @@ def cpu_features(target: tvm.target.Target) -> frozenset[str]:
     return frozenset(f for f in TENSOR_FEATURES if codegen.target_has_features(f, target))
 
 
-def has_avx2(target: tvm.target.Target) -> bool:
-    """Whether the target CPU has AVX2 (the integer fast path of CPUs without VNNI needs it)."""
-    return "avx2" in cpu_features(target)
-
-
 def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
     """The PassContext options ``kernels`` compiles under: qbuild's CUDA kernels run the model as
     one CUDA graph."""

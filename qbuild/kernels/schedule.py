@@ -66,12 +66,13 @@ class KernelReport:
 @dataclass(frozen=True)
 class ConvWorkload:
     """What a tile is chosen for: a conv block's key (``tiles.workload_key``), its output row
-    width and channel blocks, and a readable summary."""
+    width and channel blocks, a readable summary, and the block's name."""
 
     key: str
     width: int
     out_blocks: int
     summary: str
+    block: str
 
     def default_tile(self) -> ConvTile:
         return default_tile(self.width, self.out_blocks)
@@ -88,7 +89,7 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
                f"reduce {tuple(extents[5:])}")
-    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], summary)
+    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], summary, name)
 
 
 def _extent(sch: Schedule, loop) -> int:
@@ -253,8 +254,7 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     rules = [("generic", _generic)]
     if workload is not None:
         tile = tuned or workload.default_tile()
-        conv = _conv_block_name(Schedule(func))
-        rules.insert(0, ("conv", lambda s: (_conv(s, conv, features, tile), _generic(s))))
+        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s))))
     for name, rule in rules:
         sch = Schedule(func)
         try:
