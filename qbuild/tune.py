@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from qbuild.kernels.tiles import ConvTile, candidate_tiles
+from qbuild.kernels.tiles import ConvTile
 from qbuild.tuning_db import Record, TuningDatabase
 
 OPERAND_SEED = 0
@@ -98,7 +98,7 @@ def tune(modules: list, target, rounds: int = 5, executions: int = 10,
             workloads.setdefault(key, found)
     measured = {}
     for index, (key, (workload, func)) in enumerate(workloads.items(), start=1):
-        tiles = candidate_tiles(workload.width, workload.out_blocks)
+        tiles = workload.candidate_tiles()
         say(f"building {len(tiles)} tiles of conv {index}/{len(workloads)}: {workload.summary}")
         measured[key] = (workload, [Candidate(tile, timer(func, workload, tile, target, features, executions))
                                     for tile in tiles])
@@ -124,8 +124,7 @@ def render(database: TuningDatabase) -> str:
     """The database as a table: each workload's tile and its speed-up over the default tile."""
     lines = [f"{'conv workload':<72} {'tile':>6} {'default ms':>11} {'tuned ms':>9} {'speed-up':>9}"]
     for record in sorted(database.records.values(), key=lambda r: r.summary):
-        tile = f"{record.tile.pixels}x{record.tile.blocks}"
-        lines.append(f"{record.summary:<72} {tile:>6} {record.default_ms:>11.3f} {record.best_ms:>9.3f} "
+        lines.append(f"{record.summary:<72} {record.tile.label():>6} {record.default_ms:>11.3f} {record.best_ms:>9.3f} "
                      f"{record.default_ms / record.best_ms:>8.2f}x")
     total_default, total_best = database.summed_ms()
     lines.append(f"all {len(database.records)} workloads, once each: {total_default:.1f} ms with the default tiles, "

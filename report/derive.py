@@ -363,7 +363,7 @@ def tuning(database) -> dict:
             "commit": (database.environment.get("git") or {}).get("commit"),
             "default_ms": default_ms, "tuned_ms": tuned_ms,
             "changed": sum(r.best_ms < r.default_ms for r in records),
-            "top": [{"summary": r.summary, "tile": f"{r.tile.pixels} x {r.tile.blocks}", "default_ms": r.default_ms,
+            "top": [{"summary": r.summary, "tile": r.tile.label(), "default_ms": r.default_ms,
                      "tuned_ms": r.best_ms, "gain": r.default_ms / r.best_ms} for r in gains]}
 
 

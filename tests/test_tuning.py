@@ -12,12 +12,13 @@ import tvm
 from qbuild import tuning_db
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
+from qbuild.kernels.conv2d import SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
-from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
+from qbuild.kernels.tiles import CHUNKS, MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
 from qbuild.tune import conv_functions, to_database, tune
-from test_kernels import conv_module, reference_conv, run_builtin
+from test_kernels import _requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
 
@@ -43,11 +44,24 @@ def small_conv(dtype: str):
 def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget():
     for width in (1, 7, 13, 14, 28, 56, 112):
         for blocks in (1, 3, 8, 64):
-            tiles = candidate_tiles(width, blocks)
-            assert tiles[0] == default_tile(width, blocks), "the default tile is measured first"
-            assert len(set(tiles)) == len(tiles)
-            for tile in tiles:
-                assert tile.fits(width, blocks) and tile.pixels * tile.blocks <= MAX_ACCUMULATORS
+            for in_blocks in (1, 4, 32):
+                tiles = candidate_tiles(width, blocks, in_blocks)
+                assert tiles[0] == default_tile(width, blocks), "the default tile is measured first"
+                assert len(set(tiles)) == len(tiles)
+                for tile in tiles:
+                    assert tile.fits(width, blocks, in_blocks) and tile.pixels * tile.blocks <= MAX_ACCUMULATORS
+
+
+def test_a_chunk_splits_the_input_channel_blocks_into_several_passes_or_is_not_a_candidate():
+    assert {t.chunk for t in candidate_tiles(14, 32, 32)} == {0, *CHUNKS}
+    assert {t.chunk for t in candidate_tiles(14, 32, 4)} == {0, 1}, "4 of 4 blocks is one pass: no chunk"
+    assert {t.chunk for t in candidate_tiles(14, 32, 1)} == {0}
+    assert not ConvTile(2, 4, 3).fits(14, 32, 32)
+
+
+def test_a_tile_reads_and_writes_its_json_with_the_chunk_only_when_it_has_one():
+    assert ConvTile(4, 2).to_json() == [4, 2] and ConvTile(*[4, 2]) == ConvTile(4, 2, 0)
+    assert ConvTile(4, 2, 4).to_json() == [4, 2, 4] and ConvTile(4, 2, 4).label() == "4x2/4"
 
 
 def test_the_default_tile_is_four_pixels_by_two_blocks_where_they_divide():
@@ -65,9 +79,11 @@ def test_a_tile_beyond_the_register_budget_is_refused():
 def test_every_candidate_tile_computes_the_same_conv(dtype):
     mod, x, weight = small_conv(dtype)
     ((key, (workload, _)),) = conv_functions(mod, CPU.tvm_target()).items()
-    assert (workload.width, workload.out_blocks) == (8, 4)
+    assert (workload.width, workload.out_blocks, workload.in_blocks) == (8, 4, 2)
     expected = reference_conv(x, weight, 1, 1, 1)
-    for tile in candidate_tiles(workload.width, workload.out_blocks):
+    tiles = workload.candidate_tiles()
+    assert any(tile.chunk for tile in tiles)
+    for tile in tiles:
         got, report = run_builtin(mod, x, tiles={key: tile})
         assert report.tuned_convs == 1, tile
         if dtype == "int8":
@@ -76,11 +92,27 @@ def test_every_candidate_tile_computes_the_same_conv(dtype):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=str(tile))
 
 
+def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact():
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 2000, (1, 32, 8, 8)).astype(np.int32)
+    weight = rng.integers(-128, 128, (16, 32, 3, 3)).astype(np.int8)
+    mod = _requantized_relu_module(x.shape, weight, relu=True)
+    ((key, (workload, _)),) = conv_functions(mod, CPU.tvm_target()).items()
+    assert workload.block.endswith(SEVEN_BIT) and workload.in_blocks == 4
+    expected, _ = run_builtin(mod, x)
+    tiles = workload.candidate_tiles()
+    assert {tile.chunk for tile in tiles} == {0, 1}
+    for tile in tiles:
+        got, report = run_builtin(mod, x, tiles={key: tile})
+        assert report.tuned_convs == 1, tile
+        np.testing.assert_array_equal(got, expected, err_msg=str(tile))
+
+
 def test_tune_measures_each_tile_and_the_tuned_kernel_set_compiles_with_the_fastest(tuning_dir):
     mod, x, weight = small_conv("int8")
     measured = tune([mod], CPU.tvm_target(), rounds=2, executions=1, say=lambda _: None)
     ((key, (workload, candidates)),) = measured.items()
-    assert [c.tile for c in candidates] == candidate_tiles(workload.width, workload.out_blocks)
+    assert [c.tile for c in candidates] == workload.candidate_tiles()
     assert all(len(c.samples_ms) == 2 and min(c.samples_ms) > 0 for c in candidates)
     database = to_database(measured, None, "this-machine", 2, {})
     record = database.records[key]

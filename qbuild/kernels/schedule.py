@@ -2,7 +2,10 @@
 
 - ``conv``: a function holding a ``conv2d.CONV_BLOCK``. Output rows of each group of channel
   blocks run in parallel; a register tile (``tiles.ConvTile``: output pixels of a row x channel
-  blocks, the vector lanes) accumulates (``cache_write`` to local) across the whole reduction;
+  blocks, the vector lanes) accumulates (``cache_write`` to local) across the whole reduction
+  (or, with a ``chunk``, the groups run in parallel, each sweeping its output plane once per
+  chunk of input channel blocks, the partial sums in a local plane buffer that LLVM keeps in
+  registers while a tile's chunk runs);
   the tile is ``tiles.default_tile`` unless a tuning database names one for the conv's
   workload (``conv_workload``); the integer conv's innermost channel group is tensorized
   (``intrin``, ``_tensor_intrinsic``: ``vpdpbusd``, ``vpmaddubsw`` or ``vpmaddwd``). The
@@ -38,7 +41,7 @@ from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
 from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, SEVEN_BIT, VECTOR_LANES
-from qbuild.kernels.tiles import ConvTile, default_tile, workload_key
+from qbuild.kernels.tiles import ConvTile, candidate_tiles, default_tile, workload_key
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
 SERIAL = 0  # tirx.ForKind.SERIAL
@@ -66,16 +69,24 @@ class KernelReport:
 @dataclass(frozen=True)
 class ConvWorkload:
     """What a tile is chosen for: a conv block's key (``tiles.workload_key``), its output row
-    width and channel blocks, a readable summary, and the block's name."""
+    width, output and input channel blocks (1 for a depthwise conv: no channel reduction), a
+    readable summary, and the block's name."""
 
     key: str
     width: int
     out_blocks: int
+    in_blocks: int
     summary: str
     block: str
 
     def default_tile(self) -> ConvTile:
         return default_tile(self.width, self.out_blocks)
+
+    def candidate_tiles(self) -> list[ConvTile]:
+        return candidate_tiles(self.width, self.out_blocks, self.in_blocks)
+
+    def fits(self, tile: ConvTile) -> bool:
+        return tile.fits(self.width, self.out_blocks, self.in_blocks)
 
 
 def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
@@ -89,7 +100,8 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
                f"reduce {tuple(extents[5:])}")
-    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], summary, name)
+    in_blocks = extents[5] if len(extents) > 7 else 1  # (c, r, q, ...) but not a depthwise (r, q)
+    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name)
 
 
 def _extent(sch: Schedule, loop) -> int:
@@ -122,17 +134,23 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     tensor_intrinsic = _tensor_intrinsic(sch, name, loops, features)
     xo, xi = sch.split(x, [None, tile.pixels])
     oo, oi = sch.split(o, [None, tile.blocks])
+    if tile.chunk:  # a task per channel group; its plane swept once per chunk of input blocks
+        chunks, *reduction = [*sch.split(reduction[0], [None, tile.chunk]), *reduction[1:]]
+        tasks, sweep = [n, oo], [chunks, y, xo]
+    else:  # a task per row of a channel group; each tile takes the whole reduction
+        tasks, sweep = [n, oo, y], [xo]
     if tensor_intrinsic:
         bo, bi = sch.split(b, [None, intrin.LANES])
-        sch.reorder(n, oo, y, xo, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
+        sch.reorder(*tasks, *sweep, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
     else:
-        sch.reorder(n, oo, y, xo, *reduction, xi, oi, b)
-    sch.parallel(sch.fuse(n, oo, y))
+        sch.reorder(*tasks, *sweep, *reduction, xi, oi, b)
+    task = sch.fuse(*tasks)
+    sch.parallel(task)
     writeback = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(writeback, xo)
+    sch.reverse_compute_at(writeback, task if tile.chunk else xo)
     if not tensor_intrinsic:
         sch.vectorize(b)
-    init = sch.decompose_reduction(conv, reduction[0])
+    init = sch.decompose_reduction(conv, sweep[0] if tile.chunk else reduction[0])
     sch.vectorize(sch.get_loops(init)[-1])
     if tensor_intrinsic:
         sch.tensorize(bi, tensor_intrinsic)
@@ -249,7 +267,7 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     database's conv tiles by workload key (the rest get the default tile)."""
     workload = conv_workload(func)
     tuned = (tiles or {}).get(workload.key) if workload is not None else None
-    if tuned is not None and not tuned.fits(workload.width, workload.out_blocks):
+    if tuned is not None and not workload.fits(tuned):
         tuned = None  # a database for another build of this workload's code: ignored
     rules = [("generic", _generic)]
     if workload is not None:

@@ -1,9 +1,19 @@
-"""The register tile of a blocked convolution: the one knob of the conv schedule.
+"""The register tile of a blocked convolution: the knobs of the conv schedule.
 
 A tile is ``pixels`` neighbouring output pixels of one row x ``blocks`` output channel blocks
 (each block one vector of ``conv2d.VECTOR_LANES`` lanes). Every accumulator of the tile stays
-in a register across the whole reduction; each broadcast input value feeds ``blocks`` vector
-multiply-adds and each weight vector ``pixels`` of them. With 16 vector registers (AVX2) the
+in a register across the reduction; each broadcast input value feeds ``blocks`` vector
+multiply-adds and each weight vector ``pixels`` of them.
+
+``chunk`` says how much of the reduction a register tile takes in one go. 0 (the default): the
+whole of it, the tile written once; a parallel task is one output row of ``blocks`` blocks, and
+every tile of the row streams all of that group's weights again (for a 3x3 conv of 256
+channels, 4 blocks x 74 kB: from L2, the bottleneck). ``chunk`` = k > 0: k input channel blocks
+at a time over the whole output plane of the group (a parallel task), the partial sums kept in a
+plane-sized buffer: each chunk's weights (k x 9 x 1 kB for a 3x3 conv of 4 blocks) are then
+read from L1 by every tile of the plane. The plane buffer is read and written once per chunk.
+Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
+the whole-reduction tile; on others from 0.8x to 1.1x: a knob for ``qbuild tune``, not a default. With 16 vector registers (AVX2) the
 tile must leave room for the weight vectors and the broadcast value: at most
 ``MAX_ACCUMULATORS`` accumulators, and LLVM spills well before that on the integer path (it
 reassociates the adds of the unrolled channel pairs).
@@ -22,48 +32,61 @@ from dataclasses import dataclass
 
 MAX_ACCUMULATORS = 14
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
+CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
 
 
 @dataclass(frozen=True)
 class ConvTile:
-    """``pixels`` output pixels of a row x ``blocks`` output channel blocks."""
+    """``pixels`` output pixels of a row x ``blocks`` output channel blocks, taking ``chunk``
+    input channel blocks of the reduction per pass over the output plane (0: all of it)."""
 
     pixels: int
     blocks: int
+    chunk: int = 0
 
     def __post_init__(self) -> None:
-        if self.pixels < 1 or self.blocks < 1:
-            raise ValueError(f"a conv tile needs at least one pixel and one block, not {self}")
+        if self.pixels < 1 or self.blocks < 1 or self.chunk < 0:
+            raise ValueError(f"a conv tile needs at least one pixel and one block, and a chunk of 0 or more, "
+                             f"not {self}")
         if self.pixels * self.blocks > MAX_ACCUMULATORS:
             raise ValueError(f"{self} needs {self.pixels * self.blocks} accumulators; at most "
                              f"{MAX_ACCUMULATORS} fit in the vector registers")
 
-    def fits(self, width: int, out_blocks: int) -> bool:
-        """Whether the tile divides a row of ``width`` pixels and ``out_blocks`` channel blocks."""
-        return width % self.pixels == 0 and out_blocks % self.blocks == 0
+    def fits(self, width: int, out_blocks: int, in_blocks: int) -> bool:
+        """Whether the tile divides a row of ``width`` pixels and ``out_blocks`` channel blocks,
+        and its chunk (if any) the ``in_blocks`` input channel blocks into more than one pass."""
+        chunk_fits = self.chunk == 0 or (in_blocks % self.chunk == 0 and self.chunk < in_blocks)
+        return width % self.pixels == 0 and out_blocks % self.blocks == 0 and chunk_fits
 
     def to_json(self) -> list[int]:
-        return [self.pixels, self.blocks]
+        """[pixels, blocks], then the chunk if there is one."""
+        return [self.pixels, self.blocks] + ([self.chunk] if self.chunk else [])
+
+    def label(self) -> str:
+        """"4x2", or "4x2/4" for 4 input channel blocks per pass."""
+        return f"{self.pixels}x{self.blocks}" + (f"/{self.chunk}" if self.chunk else "")
 
 
 def _divisors(n: int, at_most: int) -> list[int]:
     return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
 
 
-def candidate_tiles(width: int, out_blocks: int) -> list[ConvTile]:
+def candidate_tiles(width: int, out_blocks: int, in_blocks: int) -> list[ConvTile]:
     """The default tile, then every tile that divides the row and the channel blocks with
-    ``MIN_ACCUMULATORS`` to ``MAX_ACCUMULATORS`` accumulators."""
+    ``MIN_ACCUMULATORS`` to ``MAX_ACCUMULATORS`` accumulators, each whole and in the
+    ``CHUNKS`` that divide the input channel blocks."""
     default = default_tile(width, out_blocks)
-    return [default] + [ConvTile(p, b) for p in _divisors(width, MAX_ACCUMULATORS)
-                        for b in _divisors(out_blocks, MAX_ACCUMULATORS)
-                        if MIN_ACCUMULATORS <= p * b <= MAX_ACCUMULATORS and ConvTile(p, b) != default]
+    shapes = [(p, b) for p in _divisors(width, MAX_ACCUMULATORS) for b in _divisors(out_blocks, MAX_ACCUMULATORS)
+              if MIN_ACCUMULATORS <= p * b <= MAX_ACCUMULATORS]
+    tiles = [ConvTile(p, b, chunk) for p, b in shapes for chunk in (0, *CHUNKS)]
+    return [default] + [tile for tile in tiles if tile != default and tile.fits(width, out_blocks, in_blocks)]
 
 
 def default_tile(width: int, out_blocks: int) -> ConvTile:
     """The untuned choice (see the module doc): 4 x 2, else 2 x 4, else the widest row divisor
     of at most 8 pixels x 1 block."""
     for tile in (ConvTile(4, 2), ConvTile(2, 4)):
-        if tile.fits(width, out_blocks):
+        if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
     return ConvTile(max(_divisors(width, 8)), 1)
 
