@@ -55,6 +55,7 @@ SHAPES = {
     "depthwise": (16, 12, 16, 3, 1, 1, 16),
     "odd channels": (5, 9, 6, 3, 1, 1, 1),
     "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
+    "input blocks of 4, output blocks of 8": (12, 10, 16, 3, 1, 1, 1),
 }
 def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None):
     """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key), run on ``x``."""
@@ -86,6 +87,25 @@ def test_float_convs_match_numpy(shape):
     got, report = run_builtin(conv_module(x.shape, weight, stride, padding, groups, "float32"), x)
     np.testing.assert_allclose(got, reference_conv(x, weight, stride, padding, groups), rtol=1e-4, atol=1e-4)
     assert report.counts["conv"] >= 1
+
+
+def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_blocked():
+    from qbuild.kernels.pipeline import lowering_passes
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 16, 16), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            stem = relax.op.nn.conv2d(x, relax.const(np.ones((8, 3, 3, 3), "float32")), padding=1)
+            pooled = bb.emit(relax.op.nn.max_pool2d(relax.op.nn.relu(stem), 3, 2, 1))
+            out = bb.emit_output(relax.op.nn.conv2d(pooled, relax.const(np.ones((8, 8, 1, 1), "float32"))))
+        bb.emit_func_output(out)
+    with CPU.tvm_target():
+        lowered = tvm.transform.Sequential(lowering_passes(vnni=False))(bb.get())
+    calls = [str(binding.value.args[0].name_hint) for block in lowered["main"].body.blocks for binding in block.bindings]
+    assert calls[0] == "pack_data", "the image packed as one block of its 3 channels"
+    assert [name for name in calls if "layout_transform" in name or "unpack" in name] == [calls[-1]], \
+        "blocked from the stem to the output"
 
 
 def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays_exact():

@@ -121,7 +121,7 @@ def test_a_tuning_database_is_summarised_with_its_largest_gains(quick_results, t
     machine = outcomes["float"].record["environment"]["machine_id"]
     write_result(root / machine / "f.json", outcomes["float"].record)
     records = {"a": tuning_db.Record(ConvTile(4, 2), "float32 -> float32: out (1, 8, 56, 56, 8)", 2.0, 2.0, 9),
-               "b": tuning_db.Record(ConvTile(1, 8), "uint8 x int8 -> int32: out (1, 8, 56, 56, 8)", 1.5, 1.0, 9)}
+               "b": tuning_db.Record(ConvTile(1, 8, 4), "uint8 x int8 -> int32: out (1, 8, 56, 56, 8)", 1.5, 1.0, 9)}
     database = tuning_db.TuningDatabase("machine-x", 5, records, {"date": "2026-11-26T09:00:00", "git": {"commit": "abc1234"}})
     tuning_db.save(database, tmp_path / "tuning" / "machine-x.json")
     build(root, tmp_path / "docs", tmp_path / "tuning")
@@ -129,7 +129,7 @@ def test_a_tuning_database_is_summarised_with_its_largest_gains(quick_results, t
     assert "## Tuning database: machine-x" in text
     assert "timed 18 register tiles of\n2 conv workloads in 5 interleaved rounds" in text
     assert "1 of them beat the default tile" in text and "3.5 ms with the\ndefault tiles, 3.0 ms" in text
-    assert text.index("| uint8 x int8 -> int32: out (1, 8, 56, 56, 8) | 1 x 8 | 1.500 ms | 1.000 ms | 1.50x |") \
+    assert text.index("| uint8 x int8 -> int32: out (1, 8, 56, 56, 8) | 1x8/4 | 1.500 ms | 1.000 ms | 1.50x |") \
         < text.index("| float32 -> float32"), "largest gain first"
 
 

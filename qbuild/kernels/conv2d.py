@@ -8,6 +8,10 @@ carries it through the elementwise ops in between):
 - depthwise: data ``NCHW[c]c``, weights ``OIHW1i[c]o``; lanes are channels again.
 - grouped (not depthwise) or dilated convs keep NCHW and the stock TOPI legalization.
 
+A conv whose input channels split into no block of at least 4 (an RGB stem: 3) reads NCHW data
+(``ConvertLayout`` cannot block 3 channels) but writes the blocked layout, so the ops after it
+(ReLU, pooling) run blocked too; ``legalize`` packs its data as one block of all its channels.
+
 The integer compute reads int16 operands: weights are widened and repacked at compile time to
 ``(O/o, I/i, KH, KW, i/2, o, 2)`` (each output lane's channel pair adjacent, the operand order
 of ``vpmaddwd``, see ``intrin``), activations are widened in the padding stage. An integer conv
@@ -44,10 +48,6 @@ def _block(channels: int) -> int:
     return next(b for b in BLOCK_CHOICES if channels % b == 0)
 
 
-def _in_block(channels: int) -> int:
-    return channels if channels <= BLOCK_CHOICES[0] else _block(channels)
-
-
 def _plain(call: relax.Call) -> bool:
     """NCHW/OIHW, undilated: the convolutions qbuild's computes cover."""
     attrs = call.attrs
@@ -58,18 +58,21 @@ def desired_layout(call: relax.Call) -> dict[str, list[str]]:
     """``ConvertLayout`` callback: the blocked layout for a conv2d, {} for every other op.
 
     Every tensor gets the same block for a given channel count, so a residual add always sees
-    its two operands in one layout. A conv whose input channels do not split into blocks of at
-    least 4 (an RGB stem) stays NCHW here (ConvertLayout fails on a 3c layout) and is blocked
-    locally by ``legalize``."""
+    its two operands in one layout; the output layout is named too (ConvertLayout would give it
+    the input's block, which differs where, say, 12 channels go in and 16 come out). A conv whose
+    input channels do not split into blocks of at least 4 (an RGB stem) reads NCHW (ConvertLayout
+    fails on a 3c layout) and writes the blocked layout (``legalize`` blocks its data itself)."""
     if call.op.name != "relax.nn.conv2d":
         return {}
     data, weight = call.args[0].ty, call.args[1].ty
     out_channels, in_channels = int(weight.shape[0]), int(data.shape[1])
     ic, oc = _block(in_channels), _block(out_channels)
-    if not _plain(call) or ic < 4:
+    if not _plain(call):
         return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+    if call.attrs.groups == 1 and ic < 4:
+        return {"relax.nn.conv2d": ["NCHW", "OIHW", f"NCHW{oc}c"]}
     if call.attrs.groups == 1:
-        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW{ic}i{oc}o"]}
+        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW{ic}i{oc}o", f"NCHW{oc}c"]}
     if call.attrs.groups == in_channels == out_channels and int(weight.shape[1]) == 1:
         return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW1i{ic}o"]}  # lanes are channels: in = out
     return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
@@ -83,18 +86,16 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     ``vpdpbusd``; else the int16 one of ``vpmaddwd``."""
     attrs = call.attrs
     data, weight = call.args
-    integer = data.ty.dtype != "float32"
     if attrs.data_layout == "NCHW":
-        in_channels = int(data.ty.shape[1])
-        if _plain(call) and attrs.groups == 1:
-            return _legalize_locally_blocked(bb, call, vnni, seven_bit)
+        if _plain(call) and attrs.groups == 1 and attrs.out_layout != "NCHW":
+            return _legalize_stem(bb, call, vnni, seven_bit)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
     args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], attrs.out_dtype or data.ty.dtype)
     if attrs.groups > 1:
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
-    if not integer or int(data.ty.shape[4]) % 2:
+    if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
     seven = bytes_ok and seven_bit(data)
@@ -108,32 +109,26 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
 
 
-def _legalize_locally_blocked(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
-                              seven_bit: Callable[[relax.Expr], bool]) -> relax.Expr:
-    """An NCHW conv run in blocked layouts: data and weights packed, the output unpacked."""
+def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
+                   seven_bit: Callable[[relax.Expr], bool]) -> relax.Expr:
+    """An NCHW conv with a blocked output: its data packed as one block of all its channels and
+    its weights to match, then the blocked compute."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
-    ic, oc = _in_block(in_channels), _block(out_channels)
+    oc = _block(out_channels)
     blocked = bb.emit_te(
-        lambda d: te.compute(
-            (d.shape[0], in_channels // ic, d.shape[2], d.shape[3], ic),
-            lambda n, c, y, x, b: d[n, c * ic + b, y, x], name="pack_data"),
+        lambda d: te.compute((d.shape[0], 1, d.shape[2], d.shape[3], in_channels),
+                             lambda n, _c, y, x, i: d[n, i, y, x], name="pack_data"),
         data, primfunc_name_hint="pack_data")
     packed = bb.emit_te(
-        lambda w: te.compute(
-            (out_channels // oc, in_channels // ic, kh, kw, ic, oc),
-            lambda o, c, r, q, i, b: w[o * oc + b, c * ic + i, r, q], name="pack_weights"),
+        lambda w: te.compute((out_channels // oc, 1, kh, kw, in_channels, oc),
+                             lambda o, _c, r, q, i, b: w[o * oc + b, i, r, q], name="pack_weights"),
         weight, primfunc_name_hint="pack_weights")
-    layouts = {"data_layout": f"NCHW{ic}c", "kernel_layout": f"OIHW{ic}i{oc}o", "out_layout": f"NCHW{oc}c"}
     attrs = call.attrs
     inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
-                               out_dtype=attrs.out_dtype or None, **layouts)
-    out = bb.emit(legalize(bb, bb.normalize(inner), vnni, lambda _: seven_bit(data)))
-    return bb.call_te(
-        lambda t: te.compute(
-            (t.shape[0], out_channels, t.shape[2], t.shape[3]),
-            lambda n, c, y, x: t[n, c // oc, y, x, c % oc], name="unpack_output"),
-        out, primfunc_name_hint="unpack_output")
+                               data_layout=f"NCHW{in_channels}c", kernel_layout=f"OIHW{in_channels}i{oc}o",
+                               out_layout=attrs.out_layout, out_dtype=attrs.out_dtype or None)
+    return legalize(bb, bb.normalize(inner), vnni, lambda _: seven_bit(data))
 
 
 def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:
