@@ -57,7 +57,8 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
     parser.add_argument("--variants", nargs="+", metavar="VARIANT", default=list(DEFAULT_BUILDS),
                         help=f"builds to compare (default: {' '.join(DEFAULT_BUILDS)})")
-    parser.add_argument("--kernels", default="builtin", help="kernel set for qbuild's builds (default: builtin)")
+    parser.add_argument("--kernels", help="kernel set for qbuild's builds (default: tuned where this machine has a "
+                                          "tuning database, else builtin)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
     parser.add_argument("--executions", type=int, default=10, help="timed runs of each build per round (default: 10)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -156,13 +157,14 @@ def _cmd_run(args: argparse.Namespace, many: bool) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from qbuild import compare, environment
+    from qbuild import compare, environment, tuning_db
     from qbuild.plan import build_plan
 
     if args.rounds < 1 or args.executions < 1:
         raise QbuildError("--rounds and --executions must be at least 1", "pass positive counts")
+    kernels = args.kernels or ("tuned" if tuning_db.machine_path().exists() else "builtin")
     experiments = build_plan([args.model], args.variants, ["cpu"], "default", args.weights, None, args.dataset,
-                             [args.kernels])
+                             [kernels])
     entries = compare.run(experiments, args.rounds, args.executions)
     document = compare.record(args.model, entries, args.rounds, args.executions, environment.capture())
     print(compare.render(document["builds"], document["targets"], document["errors"]))
