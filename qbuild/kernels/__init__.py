@@ -34,6 +34,7 @@ KERNEL_SETS = ("builtin", "tuned", "untuned")
 # "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
 # (activation plane, weight plane) pairs. Measured on this AVX2 CPU (no vector popcount
 # instruction: LLVM builds one from byte shuffles), ResNet-50's conv shapes side by side with
-# the int8 conv (`nox -s subbyte`): 1 pair (W1A1) takes 0.45-0.9x the int8 time, 4 pairs (W2A2)
-# 1.2-1.9x, 16 pairs (W4A4) 5-6.6x.
+# the int8 conv as it runs in a quantized network (`nox -s subbyte`; the byte compute, both on 2
+# threads): 1 pair (W1A1) takes 0.49-0.71x the int8 time, 4 pairs (W2A2) 1.6-1.9x, 16 pairs
+# (W4A4) 7.8-10.4x.
 MAX_AUTO_PAIRS = 2
