@@ -3,6 +3,7 @@ float PyTorch model on the same images, and the study's cat-image check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Callable, Iterable
 
@@ -26,29 +27,42 @@ def _top(logits: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-logits.reshape(-1))[:k]
 
 
-def labelled(
-    run: Logits,
-    reference: Logits,
-    samples: Iterable[tuple[np.ndarray, int]],
-    dataset_id: str,
-    on_progress: Callable[[int], None] | None = None,
-) -> dict:
-    """Top-1/top-5 of ``run`` on (image, label) samples, and its top-1 agreement with ``reference``."""
-    top1 = top5 = agree = reference_top1 = n = 0
+@dataclass(frozen=True)
+class Evaluation:
+    """Labelled images, preprocessed, with the float reference's top-1 on each: what every build
+    of a model is scored on (made once, ``evaluation``, then shared by the builds)."""
+
+    dataset_id: str
+    images: tuple[np.ndarray, ...]
+    labels: tuple[int, ...]
+    reference_top1: tuple[int, ...]
+
+
+def evaluation(reference: Logits, samples: Iterable[tuple[np.ndarray, int]], dataset_id: str) -> Evaluation:
+    """(image, label) samples read once, each with ``reference``'s top-1 class."""
+    images, labels, expected = [], [], []
     for image, label in samples:
-        batch = image[None]
-        predicted = _top(run(batch), 5)
-        expected = int(_top(reference(batch), 1)[0])
+        images.append(image)
+        labels.append(int(label))
+        expected.append(int(_top(reference(image[None]), 1)[0]))
+    if not images:
+        raise ValueError("no evaluation images")
+    return Evaluation(dataset_id, tuple(images), tuple(labels), tuple(expected))
+
+
+def labelled(run: Logits, scored: Evaluation, on_progress: Callable[[int], None] | None = None) -> dict:
+    """Top-1/top-5 of ``run`` on the evaluation's images, and its top-1 agreement with the reference."""
+    top1 = top5 = agree = 0
+    for n, (image, label, expected) in enumerate(zip(scored.images, scored.labels, scored.reference_top1), start=1):
+        predicted = _top(run(image[None]), 5)
         top1 += int(predicted[0] == label)
         top5 += int(label in predicted)
         agree += int(predicted[0] == expected)
-        reference_top1 += int(expected == label)
-        n += 1
         if on_progress is not None and n % 100 == 0:
             on_progress(n)
-    if n == 0:
-        raise ValueError("no evaluation images")
-    return {"dataset": dataset_id, "n": n, "top1": top1 / n, "top5": top5 / n,
+    n = len(scored.labels)
+    reference_top1 = sum(e == label for e, label in zip(scored.reference_top1, scored.labels))
+    return {"dataset": scored.dataset_id, "n": n, "top1": top1 / n, "top5": top5 / n,
             "agreement_with_float": agree / n, "float_top1": reference_top1 / n}
 
 

@@ -70,7 +70,9 @@ def test_top1_top5_and_agreement_with_the_float_model():
     # the candidate predicts the label for the first two, label-1 (label second-best) for the others
     candidate = lambda batch: one_hot(int(batch.flat[0]) if batch.flat[0] < 3 else int(batch.flat[0]) - 1)
     reference = lambda batch: one_hot(int(batch.flat[0]))
-    result = accuracy.labelled(candidate, reference, samples, "demo")
+    scored = accuracy.evaluation(reference, samples, "demo")
+    assert scored.reference_top1 == (1, 2, 3, 4)
+    result = accuracy.labelled(candidate, scored)
     assert result == {"dataset": "demo", "n": 4, "top1": 0.5, "top5": 1.0,
                       "agreement_with_float": 0.5, "float_top1": 1.0}
 
@@ -85,3 +87,25 @@ def test_the_cat_check_names_the_classes_and_knows_a_cat():
 def test_the_cat_image_ships_with_a_dependency():
     image = datasets.cat_image()
     assert image is not None and image.size == (451, 300)
+
+
+def test_the_builds_of_a_model_share_one_reading_and_scoring_of_the_evaluation_images(tmp_path, monkeypatch):
+    from qbuild import runner
+    from qbuild.models import load_model
+    from qbuild.plan import build_plan
+    from qbuild.progress import Progress
+
+    dataset = make_csv_set(tmp_path / "set", n=12)
+    float_build, int8_build = build_plan(["efficientnet_lite0"], ["float", "int8-a8"], ["cpu"], "quick", "auto",
+                                         dataset=str(dataset), kernels=["builtin"])
+    loaded = load_model("efficientnet_lite0", "auto", float_build.profile.image_size)
+    scorings = []
+    real_evaluation = accuracy.evaluation
+    monkeypatch.setattr(accuracy, "evaluation", lambda *args: scorings.append(args) or real_evaluation(*args))
+    monkeypatch.setattr(runner, "_EVALUATION", {})
+    reference = accuracy.torch_logits(loaded.module)
+    results = [runner._accuracy(build, reference, loaded, Progress(quiet=True)) for build in (float_build, int8_build)]
+    assert len(scorings) == 1, "read and scored once for both builds"
+    for result in results:  # the reference scored against itself
+        assert result["labelled"]["n"] == float_build.profile.accuracy_images
+        assert result["labelled"]["agreement_with_float"] == 1.0
