@@ -108,6 +108,34 @@ def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_bloc
         "blocked from the stem to the output"
 
 
+@pytest.mark.parametrize("dtype", ["int8", "float32"])
+def test_an_explicit_zero_pad_before_a_conv_becomes_the_convs_own_padding(dtype):
+    from qbuild.kernels.pipeline import fold_pads_into_convs
+
+    rng = np.random.default_rng(4)
+    x = (rng.integers(-128, 128, (1, 16, 9, 9)) if dtype == "int8" else rng.standard_normal((1, 16, 9, 9))).astype(dtype)
+    weight = (rng.integers(-128, 128, (16, 16, 3, 3)) if dtype == "int8" else rng.standard_normal((16, 16, 3, 3)))
+    weight = weight.astype(dtype)
+    bb = relax.BlockBuilder()
+    data = relax.Var("x", relax.TensorType(x.shape, dtype))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            padded = bb.emit(relax.op.nn.pad(data, [0, 0, 0, 0, 0, 1, 0, 1]))  # TF "same" for stride 2
+            conv = bb.emit(relax.op.nn.conv2d(padded, relax.const(weight), strides=2,
+                                              out_dtype="int32" if dtype == "int8" else ""))
+            out = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    folded = fold_pads_into_convs()(mod)["main"].body.blocks[0].bindings
+    assert [str(b.value.op.name) for b in folded if isinstance(b.value, relax.Call)] == ["relax.nn.conv2d", "relax.nn.relu"]
+    got, _report = run_builtin(mod, x)
+    expected = reference_conv(np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1))), weight, 2, 0, 1)
+    if dtype == "int8":
+        np.testing.assert_array_equal(got, expected)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays_exact():
     cin, size, cout, k, stride, padding, groups = SHAPES["3x3"]
     rng = np.random.default_rng(3)

@@ -82,6 +82,7 @@ def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
 
     return [
         clip_to_min_max(),
+        fold_pads_into_convs(),
         relax.transform.ConvertLayout({}, conv2d.desired_layout),
         legalize_convs(vnni),
         relax.transform.AnnotateTIROpPattern(),
@@ -114,6 +115,30 @@ def _machine_database(report: KernelReport) -> dict[str, ConvTile]:
     report.tuning = {"database": path.name, "digest": tuning_db.digest(path), "workloads": len(database.records),
                      "trials": database.trials, "rounds": database.rounds}
     return database.tiles()
+
+
+def fold_pads_into_convs() -> tvm.transform.Pass:
+    """conv2d(pad(x), w) -> conv2d(x, w) with the padding added, where ``conv2d.fold_zero_pad``
+    allows (a pad that other ops also read stays for them)."""
+    from tvm.relax.dpl import is_op, rewrite_call, wildcard
+
+    from qbuild.kernels import conv2d
+
+    pad = is_op("relax.nn.pad")(wildcard())
+    conv = is_op("relax.nn.conv2d")(pad, wildcard())
+
+    def rewrite(expr: relax.Expr, matches) -> relax.Expr:
+        folded = conv2d.fold_zero_pad(matches[conv], matches[pad])
+        return expr if folded is None else folded
+
+    @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldPadsIntoConvs")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        for gvar, func in list(mod.functions.items()):
+            if isinstance(func, relax.Function):
+                mod[gvar] = rewrite_call(conv, rewrite, func)
+        return mod
+
+    return _apply
 
 
 def clip_to_min_max() -> tvm.transform.Pass:
