@@ -156,6 +156,9 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
     assert "| unquantized | tvm | fp32 | 30.00 ms | 1.50x (ort-fp32) |" in text
     assert "float / ort-fp32 = **1.50** (goal: at most 1.1; not met)" in text
     assert "ort-int8-qdq: not timed (no onnxruntime)" in text
+    flags = document["environment"]["cpu"]["flags"]
+    instruction = "`vpdpbusd`" if "avx512_vnni" in flags else "`vpmaddubsw` and widen the pair sums with `vpmaddwd`"
+    assert f"qbuild's int8 convs multiply bytes with {instruction}" in text, "the CPU's int8 instruction is named"
 
 
 def test_a_side_by_side_file_of_another_schema_is_listed_not_fatal(tmp_path):

@@ -22,7 +22,10 @@ around a reduction block whose init was already decomposed (vectorize and parall
 then ``decompose_reduction``; the other order made every matmul and pool fall back to scalar
 code, a 2048 x 1000 classifier taking 6.4 ms instead of 0.4); a tensor
 intrinsic's buffers must declare the scope they match (``local`` for a register tile); a
-``reverse_compute_inline`` of a layout transform fails (kept as its own nest).
+``reverse_compute_inline`` of a layout transform fails (kept as its own nest); a ``Schedule``
+made from a PrimFunc that nothing else holds (``Schedule(func.with_attr(...))``) may rewrite its
+statements in place, and those are shared with ``func``, which then changes too: hold the copy
+in a variable while scheduling it (``schedule_function``'s parameter does).
 
 Each function is scheduled on a copy; a rule that fails on some unforeseen shape falls back to
 ``generic``, then to the function as it was, and the counts of each outcome are kept

@@ -13,10 +13,12 @@ at a time over the whole output plane of the group (a parallel task), the partia
 plane-sized buffer: each chunk's weights (k x 9 x 1 kB for a 3x3 conv of 4 blocks) are then
 read from L1 by every tile of the plane. The plane buffer is read and written once per chunk.
 Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
-the whole-reduction tile; on others from 0.8x to 1.1x: a knob for ``qbuild tune``, not a default. With 16 vector registers (AVX2) the
-tile must leave room for the weight vectors and the broadcast value: at most
-``MAX_ACCUMULATORS`` accumulators, and LLVM spills well before that on the integer path (it
-reassociates the adds of the unrolled channel pairs).
+the whole-reduction tile; on others from 0.8x to 1.1x: a knob for ``qbuild tune``, not a default
+(the committed database for this machine chose a chunk for 61 of its 108 workloads).
+
+With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
+broadcast value: at most ``MAX_ACCUMULATORS`` accumulators, and LLVM spills well before that on
+the integer path (it reassociates the adds of the unrolled channel pairs).
 
 Measured on ResNet-50's conv shapes (AMD EPYC, AVX2, 2 threads, side by side): 4 pixels x 2
 blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0.96x the time
