@@ -269,6 +269,8 @@ _EVALUATION: dict[tuple, object] = {}
 
 
 def _evaluation(experiment: Experiment, loaded, progress: Progress):
+    """The held-out images ``experiment`` is scored on, with the float reference's top-1 on each:
+    read and scored on the first build of a model, then reused (``_EVALUATION``)."""
     from qbuild import accuracy, datasets
 
     dataset = datasets.load(experiment.dataset)
