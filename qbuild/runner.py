@@ -117,7 +117,6 @@ def run_experiment(experiment: Experiment, root: Path, force: bool = False, prog
 
 def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -> dict:
     from qbuild.models import load_model, model_summary
-    from qbuild.trace import trace
 
     log = StageLog(progress)
     out: dict = {"experiment": experiment.to_json(), "model": None, "quantization": None, "compile": None,
@@ -129,7 +128,7 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -
         out["model"] = log.run("summarise", model_summary, loaded, needs=("load",))
     if experiment.variant.engine != "tvm":
         return _run_peer(experiment, log, loaded, out, progress)
-    traced = log.run("trace", lambda: trace(loaded.module, loaded.input_shape), needs=("load",))
+    traced = log.run("trace", lambda: _traced(experiment, loaded), needs=("load",))
     module_stage = "trace"
     config = experiment.variant.config()
     if config is not None:
@@ -188,9 +187,7 @@ def build(experiment: Experiment, loaded, cuda_graph: bool = True):
 
 def relax_module(experiment: Experiment, loaded):
     """The Relax module ``experiment`` hands to the compiler: traced, and quantized if its variant is."""
-    from qbuild.trace import trace
-
-    traced = trace(loaded.module, loaded.input_shape)
+    traced = _traced(experiment, loaded)
     config = experiment.variant.config()
     return _quantize(experiment, loaded, traced, config).mod if config is not None else traced.inference_module()
 
@@ -220,7 +217,7 @@ def _quantize(experiment: Experiment, loaded, traced, config):
     from qbuild.quantize import quantize
 
     calibration = _calibration_images(experiment, loaded) if config.needs_data else None
-    return quantize(traced.mod, traced.params, calibration, config)
+    return quantize(traced.inference_module(), None, calibration, config)
 
 
 def _compile(mod, experiment: Experiment, cuda_graph: bool = True):
@@ -262,29 +259,48 @@ def _bench(experiment: Experiment, compiled, loaded, progress: Progress) -> dict
     return benchmark(compiled.prepare, loaded.input_shape, experiment.protocol, on_iteration)
 
 
-# The latest model's scored evaluation images: {key: accuracy.Evaluation}. A plan runs a model's
-# builds one after another; each is scored on the same images against the same float reference,
-# which are read and run once (on EfficientNet-Lite0, 500 images: ~20 s saved per build).
-_EVALUATION: dict[tuple, object] = {}
+# What a plan's builds of one model share, made for the first and reused by the next: {what: (key,
+# value)}. A plan runs a model's builds one after another, so one model's are kept at a time.
+_SHARED: dict[str, tuple] = {}
+
+
+def _shared(what: str, key: tuple, make):
+    """``make()``, or what it made last time for ``what`` if ``key`` is unchanged."""
+    held = _SHARED.get(what)
+    if held is None or held[0] != key:
+        _SHARED.pop(what, None)  # the previous model's goes before the next is made
+        _SHARED[what] = (key, make())
+    return _SHARED[what][1]
+
+
+def _traced(experiment: Experiment, loaded):
+    """The model traced into Relax (its inference module made once too): traced on the first build
+    of a model and reused (ResNet-50: ~6 s of tracing and ~8 s of batch-norm folding per build)."""
+    from qbuild.trace import trace
+
+    key = (experiment.model, repr(loaded.weights.to_json()), tuple(loaded.input_shape))
+    return _shared("traced", key, lambda: trace(loaded.module, loaded.input_shape))
 
 
 def _evaluation(experiment: Experiment, loaded, progress: Progress):
     """The held-out images ``experiment`` is scored on, with the float reference's top-1 on each:
-    read and scored on the first build of a model, then reused (``_EVALUATION``)."""
+    read and scored on the first build of a model, then reused (on EfficientNet-Lite0, 500
+    images: ~20 s per build)."""
     from qbuild import accuracy, datasets
 
     dataset = datasets.load(experiment.dataset)
     profile = experiment.profile
     key = (experiment.model, repr(loaded.weights.to_json()), dataset.id, profile.calibration_images,
            profile.accuracy_images, profile.image_size)
-    if key not in _EVALUATION:
-        _EVALUATION.clear()
+
+    def score():
         _, held_out = dataset.split(profile.calibration_images)
         held_out = held_out[: profile.accuracy_images]
         progress.say(f"reading {len(held_out)} evaluation images, scoring the float reference on them")
-        _EVALUATION[key] = accuracy.evaluation(accuracy.torch_logits(loaded.module),
-                                               datasets.images(held_out, loaded.preprocess), dataset.id)
-    return _EVALUATION[key]
+        return accuracy.evaluation(accuracy.torch_logits(loaded.module),
+                                   datasets.images(held_out, loaded.preprocess), dataset.id)
+
+    return _shared("evaluation", key, score)
 
 
 def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> dict:

@@ -7,7 +7,7 @@ also folds batch norm into the convolutions: the form both the float build and t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +25,7 @@ class TracedModel:
     params: dict[str, np.ndarray]
     input_name: str
     input_shape: tuple[int, ...]
+    _inference: "tvm.IRModule | None" = field(default=None, repr=False, compare=False)
 
     def bind_params(self) -> "tvm.IRModule":
         """The module with every weight bound as a constant, leaving ``main(input)``."""
@@ -33,8 +34,11 @@ class TracedModel:
         return relax.transform.BindParams("main", dict(self.params))(self.mod)
 
     def inference_module(self) -> "tvm.IRModule":
-        """``main(input)`` with weights bound and batch norm folded into the convolutions."""
-        return fold_batch_norm(self.bind_params())
+        """``main(input)`` with weights bound and batch norm folded into the convolutions (made on
+        the first call; IRModules are immutable, so every caller may share it)."""
+        if self._inference is None:
+            self._inference = fold_batch_norm(self.bind_params())
+        return self._inference
 
 
 def fold_batch_norm(mod: "tvm.IRModule") -> "tvm.IRModule":

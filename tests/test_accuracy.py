@@ -102,7 +102,7 @@ def test_the_builds_of_a_model_share_one_reading_and_scoring_of_the_evaluation_i
     scorings = []
     real_evaluation = accuracy.evaluation
     monkeypatch.setattr(accuracy, "evaluation", lambda *args: scorings.append(args) or real_evaluation(*args))
-    monkeypatch.setattr(runner, "_EVALUATION", {})
+    monkeypatch.setattr(runner, "_SHARED", {})
     reference = accuracy.torch_logits(loaded.module)
     results = [runner._accuracy(build, reference, loaded, Progress(quiet=True)) for build in (float_build, int8_build)]
     assert len(scorings) == 1, "read and scored once for both builds"

@@ -11,6 +11,7 @@ from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.quantize import QConfig, make, quantize
+from qbuild.quantize import calibrate
 from qbuild.quantize.calibrate import Histogram, threshold
 from qbuild.quantize.fixed_point import requantize_reference
 from qbuild.trace import trace
@@ -131,16 +132,37 @@ def test_data_driven_calibration_without_data_says_what_to_pass(tiny):
     assert "--dataset" in err.value.fix
 
 
-def test_calibration_in_chunks_gives_the_same_model(tiny):
+def test_calibration_in_chunks_gives_the_same_model(tiny, monkeypatch):
     module, traced = tiny
     x = images(1)[0][None]
     outputs = []
     for chunk in (-1, 1):
+        monkeypatch.setattr(calibrate, "_LATEST", {})  # measure again, not the kept statistics
         config = make(calibrate_mode="max", calibrate_chunk_by=chunk, calibrate_samples=3, per_channel_weights=True)
         quantized = quantize(traced.mod, traced.params, images(3), config)
         assert quantized.calibration["images"] == 3 and quantized.calibration["tensors"] > 0
         outputs.append(build(quantized.mod)(x))
     np.testing.assert_array_equal(*outputs)
+
+
+def test_the_precisions_of_a_sweep_share_one_calibration_of_the_same_module_and_images(tiny, monkeypatch):
+    _module, traced = tiny
+    measured = []
+    real_measure = calibrate._measure
+    monkeypatch.setattr(calibrate, "_measure", lambda *args: measured.append(args) or real_measure(*args))
+    monkeypatch.setattr(calibrate, "_LATEST", {})
+    sweep = dict(calibrate_mode="mse", per_channel_weights=True, weight_rounding="gptq", calibrate_samples=3)
+    module = traced.inference_module()
+    x = images(1)[0][None]
+    kept = {bits: build(quantize(module, None, images(3), make(nbit_weight=bits, **sweep)).mod)(x) for bits in (8, 4)}
+    assert len(measured) == 1, "one calibration run for both precisions"
+    quantize(module, None, images(3), make(nbit_weight=4, **{**sweep, "weight_rounding": "nearest"}))
+    assert len(measured) == 1, "statistics with Gram matrices serve a calibration that needs none"
+    quantize(module, None, images(4), make(nbit_weight=4, **{**sweep, "calibrate_samples": 4}))
+    assert len(measured) == 2, "other images are measured again"
+    monkeypatch.setattr(calibrate, "_LATEST", {})
+    fresh = build(quantize(module, None, images(3), make(nbit_weight=4, **sweep)).mod)(x)
+    np.testing.assert_array_equal(kept[4], fresh)
 
 
 def test_histogram_percentile_and_range_doubling_keep_every_value():
@@ -219,3 +241,19 @@ def test_gptq_rounding_loses_less_of_the_layer_output_than_rounding_to_nearest()
         return np.linalg.norm(weights @ inputs - (q * step[:, None]) @ inputs)
 
     assert output_error(codes) < 0.8 * output_error(nearest)
+
+
+def test_gptq_blocks_round_like_one_column_at_a_time():
+    from qbuild.quantize import gptq
+
+    rng = np.random.default_rng(1)
+    inputs = rng.standard_normal((40, 500)) * np.linspace(0.2, 2.0, 40)[:, None]
+    weights = rng.standard_normal((6, 40))
+    step = np.abs(weights).max(axis=1) / 7
+
+    def rounded(column):
+        return np.clip(np.round(column / step), -7, 7)
+
+    one_at_a_time = gptq.round_columns(weights, inputs @ inputs.T, rounded, step, block=1)
+    for block in (7, 16, 40, 128):
+        assert np.array_equal(gptq.round_columns(weights, inputs @ inputs.T, rounded, step, block=block), one_at_a_time)

@@ -34,3 +34,23 @@ def test_bad_input_inside_a_stage_stops_the_run_instead_of_being_recorded():
 
     with pytest.raises(QbuildError):
         log.run("load", bad_input)
+
+
+def test_the_builds_of_one_model_share_its_trace_and_the_next_model_replaces_it(monkeypatch):
+    from types import SimpleNamespace
+
+    import qbuild.trace
+    from qbuild import runner
+
+    traced = []
+    monkeypatch.setattr(qbuild.trace, "trace", lambda module, shape: traced.append(module) or SimpleNamespace(of=module))
+    monkeypatch.setattr(runner, "_SHARED", {})
+
+    def build_of(model):
+        weights = SimpleNamespace(to_json=lambda: {"kind": "random", "seed": 0})
+        return SimpleNamespace(model=model), SimpleNamespace(module=model, weights=weights, input_shape=(1, 3, 8, 8))
+
+    first = [runner._traced(*build_of("a")).of for _ in range(3)]
+    assert traced == ["a"] and first == ["a"] * 3
+    assert runner._traced(*build_of("b")).of == "b" and traced == ["a", "b"]
+    assert list(runner._SHARED) == ["traced"], "one model's trace is held at a time"
