@@ -119,8 +119,8 @@ PROFILES: dict[str, Profile] = {
     for p in (
         Profile(
             "default",
-            "the study's protocol (15 x 30), capped at 120 s of timing per experiment; 500 images for accuracy",
-            Protocol(iterations=15, executions=30, warmup=3, budget_s=120.0),
+            "the study's protocol (15 x 30), capped at 40 s of timing per experiment; 500 images for accuracy",
+            Protocol(iterations=15, executions=30, warmup=3, budget_s=40.0),
             accuracy_images=500,
         ),
         Profile(

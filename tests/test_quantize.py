@@ -257,3 +257,35 @@ def test_gptq_blocks_round_like_one_column_at_a_time():
     one_at_a_time = gptq.round_columns(weights, inputs @ inputs.T, rounded, step, block=1)
     for block in (7, 16, 40, 128):
         assert np.array_equal(gptq.round_columns(weights, inputs @ inputs.T, rounded, step, block=block), one_at_a_time)
+
+
+class PadThenConv(torch.nn.Module):
+    """TF-style "same" padding: an explicit zero pad, then an unpadded strided conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv1 = torch.nn.Conv2d(8, 8, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv1(torch.nn.functional.pad(torch.relu(self.conv0(x)), (0, 1, 0, 1)))
+
+
+def test_an_explicit_zero_pad_becomes_the_quantized_convs_own_padding_with_the_same_integers(monkeypatch):
+    import qbuild.kernels.pipeline
+
+    torch.manual_seed(0)
+    traced = trace(PadThenConv().eval(), (1, 3, 8, 8))
+    config = make(skip_conv_layers=None)
+
+    def ops(mod):
+        return [str(b.value.op.name) for block in mod["main"].body.blocks for b in block.bindings
+                if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+
+    folded = quantize(traced.mod, traced.params, config=config).mod
+    assert "relax.nn.pad" not in ops(folded)
+    monkeypatch.setattr(qbuild.kernels.pipeline, "fold_pads_into_convs", lambda: tvm.transform.Sequential([]))
+    unfolded = quantize(traced.mod, traced.params, config=config).mod
+    assert "relax.nn.pad" in ops(unfolded)
+    x = images(1, (3, 8, 8))[0][None]
+    np.testing.assert_array_equal(build(folded)(x), build(unfolded)(x))
