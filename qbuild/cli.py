@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--executions", type=int, default=10, help="timed runs of each tile per round (default: 10)")
     tune.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
     tune.add_argument("--dataset", help="labelled images for calibration (default: as for experiments)")
+    tune.add_argument("--missing", action="store_true",
+                      help="tune only the workloads the database holds no record of (e.g. after a change to a conv)")
+    tune.add_argument("--prune", action="store_true",
+                      help="drop the database's records of workloads these models and variants no longer have")
     tune.add_argument("--output", type=Path, help="database file (default: this machine's, under $QBUILD_TUNING_DIR "
                                                   "or tuning/); merged with what it holds")
     profile = sub.add_parser("profile", help="time each generated function of one TVM build (a CUDA build "
@@ -209,9 +213,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             loaded[experiment.model] = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
         print(f"preparing {experiment.id} ...")
         modules.append(relax_module(experiment, loaded[experiment.model]))
-    measured = tune.tune(modules, resolve_target("cpu").tvm_target(), args.rounds, args.executions)
+    target = resolve_target("cpu").tvm_target()
+    workloads = tune.workloads_of(modules, target)
+    wanted = {key: found for key, found in workloads.items()
+              if not (args.missing and previous and key in previous.records)}
+    print(f"{len(workloads)} conv workloads, {len(wanted)} to tune")
+    measured = tune.tune(wanted, target, args.rounds, args.executions)
     env = environment.capture()
-    database = tune.to_database(measured, previous, env["machine_id"], args.rounds, env)
+    database = tune.to_database(measured, previous, env["machine_id"], args.rounds, env,
+                                keep=set(workloads) if args.prune else None)
     print(tune.render(database))
     print(f"wrote {tuning_db.save(database, path)}")
     return 0

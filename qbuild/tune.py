@@ -85,17 +85,22 @@ def timer(func, workload, tile: ConvTile, target, features: frozenset[str], exec
     return lambda: float(evaluator(*args).mean * 1e3)
 
 
-def tune(modules: list, target, rounds: int = 5, executions: int = 10,
+def workloads_of(modules: list, target) -> dict:
+    """The distinct conv workloads of all ``modules``: {key: (ConvWorkload, fused PrimFunc)}."""
+    workloads: dict = {}
+    for mod in modules:
+        for key, found in conv_functions(mod, target).items():
+            workloads.setdefault(key, found)
+    return workloads
+
+
+def tune(workloads: dict, target, rounds: int = 5, executions: int = 10,
          say: Callable[[str], None] = print) -> dict[str, tuple[object, list[Candidate]]]:
-    """Time every candidate tile of every conv workload of ``modules`` in interleaved rounds:
+    """Time every candidate tile of every workload (``workloads_of``) in interleaved rounds:
     {key: (workload, candidates)}; the default tile is each list's first entry."""
     from qbuild.kernels.pipeline import cpu_features
 
     features = cpu_features(target)
-    workloads = {}
-    for mod in modules:
-        for key, found in conv_functions(mod, target).items():
-            workloads.setdefault(key, found)
     measured = {}
     for index, (key, (workload, func)) in enumerate(workloads.items(), start=1):
         tiles = workload.candidate_tiles()
@@ -111,9 +116,12 @@ def tune(modules: list, target, rounds: int = 5, executions: int = 10,
 
 
 def to_database(measured: dict, previous: TuningDatabase | None, machine_id: str, rounds: int,
-                environment: dict) -> TuningDatabase:
-    """A record per measured workload (its fastest tile), added to or replacing ``previous``'s."""
-    records = dict(previous.records) if previous else {}
+                environment: dict, keep: set[str] | None = None) -> TuningDatabase:
+    """A record per measured workload (its fastest tile), added to or replacing ``previous``'s.
+    ``keep``: the workload keys whose earlier records stay (None: all); a change to a conv's
+    compute changes its key, and the old key's record would otherwise stay for good."""
+    records = {key: record for key, record in (previous.records if previous else {}).items()
+               if keep is None or key in keep}
     for key, (workload, candidates) in measured.items():
         best = min(candidates, key=lambda c: c.median_ms)
         records[key] = Record(best.tile, workload.summary, candidates[0].median_ms, best.median_ms, len(candidates))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from qbuild.kernels.pipeline import pipeline
 from qbuild.kernels.tiles import CHUNKS, MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
-from qbuild.tune import conv_functions, to_database, tune
+from qbuild.tune import Candidate, conv_functions, to_database, tune, workloads_of
 from test_kernels import _requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
@@ -110,7 +111,7 @@ def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact():
 
 def test_tune_measures_each_tile_and_the_tuned_kernel_set_compiles_with_the_fastest(tuning_dir):
     mod, x, weight = small_conv("int8")
-    measured = tune([mod], CPU.tvm_target(), rounds=2, executions=1, say=lambda _: None)
+    measured = tune(workloads_of([mod], CPU.tvm_target()), CPU.tvm_target(), rounds=2, executions=1, say=lambda _: None)
     ((key, (workload, candidates)),) = measured.items()
     assert [c.tile for c in candidates] == workload.candidate_tiles()
     assert all(len(c.samples_ms) == 2 and min(c.samples_ms) > 0 for c in candidates)
@@ -125,6 +126,19 @@ def test_tune_measures_each_tile_and_the_tuned_kernel_set_compiles_with_the_fast
     tuning = compiled.kernels["tuning"]
     assert tuning["tuned_convs"] == 1 and tuning["workloads"] == 1
     assert tuning["digest"] == tuning_db.digest(tuning_db.machine_path())
+
+
+def test_a_retune_replaces_measured_records_and_prunes_only_when_told_which_workloads_remain():
+    def record(ms):
+        return tuning_db.Record(ConvTile(4, 2), "a conv", ms, ms, 3)
+
+    previous = tuning_db.TuningDatabase("m", 5, {"kept": record(1.0), "stale": record(2.0), "retuned": record(3.0)})
+    workload = SimpleNamespace(summary="a conv")
+    measured = {"retuned": (workload, [Candidate(ConvTile(2, 4), lambda: 0.0, [2.5])])}
+    merged = to_database(measured, previous, "m", 5, {})
+    assert set(merged.records) == {"kept", "stale", "retuned"} and merged.records["retuned"].best_ms == 2.5
+    pruned = to_database(measured, previous, "m", 5, {}, keep={"kept", "retuned"})
+    assert set(pruned.records) == {"kept", "retuned"}
 
 
 def test_the_tuned_set_joins_the_study_variants_when_this_machine_has_a_database(tuning_dir):

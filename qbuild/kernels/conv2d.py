@@ -152,7 +152,10 @@ def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
 
 def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:
     """Zero padding, the values cast to ``dtype``; with ``offset``, ``offset`` is added to every
-    value (the padding included) through int32."""
+    value (the padding included) through int32. With nothing to pad, cast or offset (a float 1x1
+    conv), ``data`` itself: the conv reads its input where it lies, no copy of it is made."""
+    if not any(padding) and not offset and data.dtype == dtype:
+        return data
     _, _, height, width, _ = data.shape
     top, left, bottom, right = padding
 
