@@ -292,3 +292,12 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
     assert "Against the peer torch.compile" not in text
     assert "These rows come from runs of different commits" in text and "0123456 (torch.compile" in text
     assert "measured by different commits' runs" in text  # the int8 goal's two medians
+
+
+def test_the_time_results_took_is_summed_over_their_stages_largest_first(site_docs):
+    records = [{"stages": {"compile": {"seconds": 30.0}, "bench": {"seconds": 120.0}}},
+               {"stages": {"compile": {"seconds": 60.0}, "accuracy": {"status": "skipped", "seconds": 0.0}}}, {}]
+    summed = derive.stage_minutes(records)
+    assert summed["minutes"] == 3.5
+    assert summed["by_stage"] == [("bench", 2.0), ("compile", 1.5), ("accuracy", 0.0)]
+    assert "| time these results took |" in (site_docs / "environment.md").read_text()

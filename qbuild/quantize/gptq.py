@@ -12,7 +12,7 @@ Used for 1x1 convolutions (``QConfig.weight_rounding="gptq"``), whose input Gram
 Columns are rounded in blocks (GPTQ's "lazy batch" updates): a rounded column's error updates
 only the rest of its block at once, and the block's errors reach the columns after it in one
 matrix product. Same arithmetic as updating every later column after each one, but the
-per-column work stays in cache (ResNet-50's 33 pointwise convs: ~55 s -> a few seconds).
+per-column work stays in cache (ResNet-50's 33 pointwise convs: ~64 s -> ~12 s).
 """
 
 from __future__ import annotations
