@@ -289,3 +289,23 @@ def test_an_explicit_zero_pad_becomes_the_quantized_convs_own_padding_with_the_s
     assert "relax.nn.pad" in ops(unfolded)
     x = images(1, (3, 8, 8))[0][None]
     np.testing.assert_array_equal(build(folded)(x), build(unfolded)(x))
+
+
+def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_the_gram_is_known():
+    from qbuild.quantize.rewrite import _mse_steps
+
+    rng = np.random.default_rng(3)
+    rows = rng.standard_normal((32, 16))
+    rows[:, 0] *= 6.0  # one channel of large weights ...
+    energy = np.ones(16)
+    energy[0] = 1e-3  # ... whose input hardly ever carries a value
+    magnitude = np.abs(rows).max(axis=1)
+
+    def output_error(steps):
+        q = np.clip(np.round(rows / steps[:, None]), -7, 7) * steps[:, None]
+        return float((((q - rows) ** 2) * energy).sum())
+
+    plain = _mse_steps(rows, magnitude, 7, "UPWARD")
+    weighted = _mse_steps(rows, magnitude, 7, "UPWARD", energy)
+    assert (weighted <= plain).all() and (weighted < plain).any(), "the idle channel's outliers get clipped"
+    assert output_error(weighted) < output_error(plain)

@@ -134,10 +134,13 @@ class Rewriter:
             return self.config.global_activation_scale(high)
         return self.thresholds(var, high) / high
 
-    def weight_step(self, weights: np.ndarray, out_axis: int, encoding: Encoding) -> np.ndarray:
+    def weight_step(self, weights: np.ndarray, out_axis: int, encoding: Encoding,
+                    gram: np.ndarray | None = None) -> np.ndarray:
         """Weight scale, per output channel (``per_channel_weights``) or one for the tensor:
         from the largest magnitude (power2, max), the clipping that minimises the squared error
-        (mse), or, for bipolar weights, the mean magnitude (the least-squares scale of sign(w))."""
+        (mse; given the input's Gram matrix, each input channel's error weighted by its energy,
+        the diagonal: the error the layer's output sees), or, for bipolar weights, the mean
+        magnitude (the least-squares scale of sign(w))."""
         rows = np.moveaxis(weights, out_axis, 0).reshape(weights.shape[out_axis], -1).astype(np.float64)
         if not self.config.per_channel_weights:
             rows = rows.reshape(1, -1)
@@ -149,7 +152,8 @@ class Rewriter:
         if self.config.weight_scale == "power2":
             return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (encoding.bits - 1))
         if self.config.weight_scale == "mse":
-            return _mse_steps(rows, magnitude, encoding.high, self.config.rounding)
+            energy = None if gram is None or not self.config.per_channel_weights else np.diag(gram)
+            return _mse_steps(rows, magnitude, encoding.high, self.config.rounding, energy)
         return magnitude / encoding.high
 
     # --- conversions between forms ------------------------------------------------------
@@ -257,7 +261,7 @@ class Rewriter:
         rounded to nearest, or by GPTQ given the input's Gram matrix (``gram``, for weights whose
         only non-output axis is the input channel: a 1x1 conv)."""
         encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
-        step = self.weight_step(weights, out_axis, encoding)
+        step = self.weight_step(weights, out_axis, encoding, gram)
         shape = [1] * weights.ndim
         shape[out_axis] = -1
 
@@ -433,14 +437,17 @@ def _keeps_float_nonneg(name: str | None, call: relax.Expr, value) -> bool:
     return passes_sign and getattr(value, "nonneg", False)
 
 
-def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str) -> np.ndarray:
+def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str,
+               column_weights: np.ndarray | None = None) -> np.ndarray:
     """Per row, the step (clip / high) among clips of 20%..100% of the row's largest magnitude
-    that minimises the squared quantization error of the row (searched in float32: a ranking)."""
+    that minimises the squared quantization error of the row, each column's weighted by
+    ``column_weights`` if given (searched in float32: a ranking)."""
     rows = rows.astype(np.float32)
+    weights = np.ones(rows.shape[1], np.float32) if column_weights is None else column_weights.astype(np.float32)
     best_step, best_error = magnitude / high, np.full(rows.shape[0], np.inf)
     for fraction in np.linspace(0.2, 1.0, 41):
         step = (magnitude * fraction / high).astype(np.float32)[:, None]
-        error = ((np.clip(round_half(rows / step, rounding), -high, high) * step - rows) ** 2).sum(axis=1)
+        error = (((np.clip(round_half(rows / step, rounding), -high, high) * step - rows) ** 2) * weights).sum(axis=1)
         better = error < best_error
         best_step = np.where(better, step[:, 0], best_step)
         best_error = np.where(better, error, best_error)
