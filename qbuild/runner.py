@@ -273,12 +273,17 @@ def _shared(what: str, key: tuple, make):
     return _SHARED[what][1]
 
 
+def _model_key(experiment: Experiment, loaded) -> tuple:
+    """Which model, with which weights: what the shared values of a model's builds depend on first."""
+    return (experiment.model, repr(loaded.weights.to_json()))
+
+
 def _traced(experiment: Experiment, loaded):
     """The model traced into Relax (its inference module made once too): traced on the first build
     of a model and reused (ResNet-50: ~6 s of tracing and ~8 s of batch-norm folding per build)."""
     from qbuild.trace import trace
 
-    key = (experiment.model, repr(loaded.weights.to_json()), tuple(loaded.input_shape))
+    key = (*_model_key(experiment, loaded), tuple(loaded.input_shape))
     return _shared("traced", key, lambda: trace(loaded.module, loaded.input_shape))
 
 
@@ -290,8 +295,8 @@ def _evaluation(experiment: Experiment, loaded, progress: Progress):
 
     dataset = datasets.load(experiment.dataset)
     profile = experiment.profile
-    key = (experiment.model, repr(loaded.weights.to_json()), dataset.id, profile.calibration_images,
-           profile.accuracy_images, profile.image_size)
+    key = (*_model_key(experiment, loaded), dataset.id, profile.calibration_images, profile.accuracy_images,
+           profile.image_size)
 
     def score():
         _, held_out = dataset.split(profile.calibration_images)
