@@ -73,11 +73,12 @@ class Profile:
 # ranges from the 99.99th percentile on held-out images.
 CALIBRATED = {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}
 # The bit-width sweep (the study's int8 -> int4 -> int2 -> int1, and mixed settings): W weight
-# bits, A conv-input bits. Calibrated for low bits (per-channel weights and activation ranges
-# that minimise the squared error, GPTQ rounding of 1x1 convs, bias correction); the first conv
+# bits, A conv-input bits. Calibrated for low bits (per-channel weights; activation ranges by KL
+# divergence at 8 bits and by least squared error below, GPTQ rounding of 1x1 convs, bias
+# correction); the first conv
 # stays float (relay's default skip), the classifier and depthwise convs stay at 8 bits
 # (nbit_edge); activations between layers are int8.
-SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "mse", "weight_rounding": "gptq",
+SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "kl_mse", "weight_rounding": "gptq",
          "bias_correction": True, "skip_dense_layer": False, "edge_layers": ["first_conv", "dense", "depthwise"],
          "nbit_activation": 8, "dtype_activation": "int8"}
 SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))

@@ -207,6 +207,15 @@ def test_mse_ranges_clip_harder_the_fewer_the_bits():
     assert two_bit < four_bit < eight_bit < histogram.max_abs
 
 
+def test_kl_mse_ranges_are_kls_at_8_bits_and_mses_below():
+    histogram = Histogram()
+    histogram.add(np.random.default_rng(0).laplace(size=100_000))
+    mixed, kl, mse = (make(calibrate_mode=mode) for mode in ("kl_mse", "kl_divergence", "mse"))
+    assert threshold(mixed, histogram, 127) == threshold(kl, histogram, 127) != threshold(mse, histogram, 127)
+    for levels in (1, 7, 15):
+        assert threshold(mixed, histogram, levels) == threshold(mse, histogram, levels) != threshold(kl, histogram, levels)
+
+
 def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
     from qbuild.quantize.bitpack import Encoding
     from qbuild.quantize.rewrite import Rewriter
@@ -309,3 +318,35 @@ def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_th
     weighted = _mse_steps(rows, magnitude, 7, "UPWARD", energy)
     assert (weighted <= plain).all() and (weighted < plain).any(), "the idle channel's outliers get clipped"
     assert output_error(weighted) < output_error(plain)
+
+
+class PointwiseRelu6(torch.nn.Module):
+    """A 1x1 conv whose pre-activations span hundreds, clipped by ReLU6 to [0, 6]."""
+
+    def __init__(self, weights: np.ndarray) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(weights.shape[1], weights.shape[0], 1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(weights))
+
+    def forward(self, x):
+        return torch.nn.functional.relu6(self.conv(x))
+
+
+def test_a_relu6_after_a_conv_keeps_8_bit_resolution_over_its_own_output_range():
+    rng = np.random.default_rng(3)
+    # Inputs and weights on their own 8-bit grids (calibrate_mode="max", per-channel weights), so the
+    # integer accumulator is exact and the only rounding left is the one into the ReLU6's codes.
+    codes = rng.integers(-127, 128, (1, 2, 6, 6))
+    codes[0, 0, 0, 0] = 127
+    x = (codes * np.float32(4 / 127)).astype(np.float32)
+    weights = rng.integers(-127, 128, (4, 2, 1, 1)).astype(np.float32)
+    weights[:, 0] = 127
+    weights *= 0.5
+    traced = trace(PointwiseRelu6(weights).eval(), (1, 2, 6, 6))
+    config = make(skip_conv_layers=None, nbit_activation=8, dtype_activation="int8", calibrate_mode="max",
+                  per_channel_weights=True, weight_scale="max")
+    quantized = quantize(traced.mod, traced.params, dataset=[x[0]], config=config)
+    pre_activation = np.einsum("nchw,oc->nohw", x, weights[:, :, 0, 0])
+    assert np.abs(pre_activation).max() > 100, "the pre-activations span hundreds"
+    np.testing.assert_allclose(build(quantized.mod)(x), np.clip(pre_activation, 0, 6), atol=0.5 * 6 / 127 + 1e-5)

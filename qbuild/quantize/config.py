@@ -21,7 +21,7 @@ from qbuild.errors import QbuildError
 
 # Integer dtypes a quantized tensor may be stored in, with their bit widths.
 INT_DTYPES = {"int8": 8, "int16": 16, "int32": 32}
-CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse")
+CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse", "kl_mse")
 WEIGHT_SCALES = ("power2", "max", "mse")
 # How a sub-byte conv2d runs (qbuild.kernels.bitserial, or the int8 conv on the same values).
 SUBBYTE_KERNELS = ("auto", "bitserial", "int8")
