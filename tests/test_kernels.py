@@ -310,3 +310,23 @@ def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():
 
     expected = int(os.environ.get(threads.ENV_VAR) or threads.available_cpus())
     assert tvm.get_global_func("runtime.NumThreads")() == expected
+
+
+def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant_would_compute(monkeypatch):
+    from qbuild.kernels import fold_constants
+    from qbuild.kernels.pipeline import legalize_convs
+
+    weight = np.random.default_rng(0).integers(-127, 128, (16, 16, 3, 3)).astype(np.int8)
+    with CPU.tvm_target():
+        legalized = tvm.transform.Sequential([
+            relax.transform.ConvertLayout({}, conv2d.desired_layout), legalize_convs(vnni=True),
+            relax.transform.AnnotateTIROpPattern()])(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"))
+        builds = []
+        compile_ = tvm.compile
+        monkeypatch.setattr(tvm, "compile", lambda *args, **kwargs: builds.append(args) or compile_(*args, **kwargs))
+        folded = fold_constants.fold_constant_calls()(legalized)
+        monkeypatch.undo()
+        assert len(builds) == 1 and len(fold_constants._foldable_bindings(legalized["main"])) >= 3  # transform, quads, sums
+        assert fold_constants._foldable_bindings(folded["main"]) == []
+        fold = relax.transform.FoldConstant()
+        tvm.ir.assert_structural_equal(fold(folded)["main"], fold(legalized)["main"])

@@ -11,6 +11,7 @@ from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.kernels import KERNEL_SETS
+from qbuild.kernels.fold_constants import fold_constant_calls
 from qbuild.kernels.rewrite_calls import rewrite_calls
 from qbuild.kernels.schedule import KernelReport
 from qbuild.kernels.tiles import ConvTile
@@ -86,6 +87,7 @@ def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
         relax.transform.ConvertLayout({}, conv2d.desired_layout),
         legalize_convs(vnni),
         relax.transform.AnnotateTIROpPattern(),
+        fold_constant_calls(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
@@ -133,6 +135,7 @@ def fold_pads_into_convs() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldPadsIntoConvs")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        mod = mod.clone()  # a Python module pass receives the caller's module itself
         for gvar, func in list(mod.functions.items()):
             if isinstance(func, relax.Function):
                 mod[gvar] = rewrite_call(conv, rewrite, func)

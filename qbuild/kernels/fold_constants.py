@@ -1,0 +1,87 @@
+"""Compile-time evaluation of the calls whose inputs are all constants, in one LLVM build.
+
+After ``LegalizeOps`` a model's weights reach its convs through ``call_tir``s of packing
+functions (layout transforms to ``OIHW[i]i[o]o``, channel pairs or quads, offset sums), each of
+which Relax's ``FoldConstant`` evaluates by compiling it on its own: ResNet-50 has ~160, and
+one LLVM build each took ~6 s of its ~17 s compile. ``fold_constant_calls`` finds every such call
+(in program order, so a packing of a packed weight counts too), builds their PrimFuncs together
+as one module, runs them and binds each result as a constant. ``FoldConstant`` then has
+nothing left to build, and carries the constants into the calls that read them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+_CALL_TIR = "relax.call_tir"
+
+
+def fold_constant_calls() -> tvm.transform.Pass:
+    """A module pass: every ``call_tir`` in ``main`` whose arguments are constants (or results
+    of such calls) becomes the constant it computes."""
+
+    @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldConstantCalls")
+    def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
+        main = mod["main"]
+        foldable = _foldable_bindings(main)
+        if not foldable:
+            return mod
+        values = _evaluate(mod, foldable)
+        mod = mod.clone()  # a Python module pass receives the caller's module itself
+        mod["main"] = _with_constants(main, values)
+        return mod
+
+    return _apply
+
+
+def _foldable_bindings(func: relax.Function) -> list[relax.VarBinding]:
+    """The bindings of ``call_tir(f, args)`` whose args are constants or earlier such bindings."""
+    known: set = set()
+    found = []
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == _CALL_TIR):
+                continue
+            if len(value.args) > 2 or not isinstance(value.ty, relax.TensorType) or value.ty.shape is None:
+                continue  # symbolic shape arguments, several outputs, an unknown shape: left to FoldConstant
+            args = value.args[1].fields
+            if all(isinstance(arg, tvm.ir.expr.GenericConst) or (isinstance(arg, relax.Var) and arg in known) for arg in args):
+                known.add(binding.var)
+                found.append(binding)
+    return found
+
+
+def _evaluate(mod: tvm.IRModule, bindings: list[relax.VarBinding]) -> dict:
+    """Each binding's value, computed by its PrimFunc from one build of all of them."""
+    names = {}
+    for binding in bindings:
+        gvar = binding.value.args[0]
+        names[gvar.name_hint] = mod[gvar].with_attr("global_symbol", gvar.name_hint)
+    library = tvm.compile(tvm.IRModule(names), target=tvm.target.Target({"kind": "llvm", "opt-level": 0}))
+    device = tvm.cpu()
+    values: dict = {}
+    for binding in bindings:
+        call = binding.value
+        inputs = [tvm.runtime.tensor(arg.value.numpy() if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg], device)
+                  for arg in call.args[1].fields]
+        out_type = call.ty
+        output = tvm.runtime.empty(tuple(int(d) for d in out_type.shape), str(out_type.dtype), device)
+        library[call.args[0].name_hint](*inputs, output)
+        values[binding.var] = output.numpy()
+    return values
+
+
+def _with_constants(func: relax.Function, values: dict) -> relax.Function:
+    """``func`` with each var in ``values`` bound to its value as a constant."""
+    blocks = []
+    for block in func.body.blocks:
+        # The dtype named: relax.const narrows an int64 array to int32 by itself (TVM 0.27).
+        bindings = [relax.VarBinding(b.var, relax.const(values[b.var], str(values[b.var].dtype))) if b.var in values
+                    else b for b in block.bindings]
+        kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
+        blocks.append(kind(bindings))
+    body = relax.SeqExpr(blocks, func.body.body)
+    return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
