@@ -321,7 +321,8 @@ def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_th
 
 
 class PointwiseRelu6(torch.nn.Module):
-    """A 1x1 conv whose pre-activations span hundreds, clipped by ReLU6 to [0, 6]."""
+    """A 1x1 conv whose pre-activations span hundreds, clipped by ReLU6 to [0, 6] and stored in
+    the activation dtype (the max pooling takes them as integers)."""
 
     def __init__(self, weights: np.ndarray) -> None:
         super().__init__()
@@ -330,7 +331,7 @@ class PointwiseRelu6(torch.nn.Module):
             self.conv.weight.copy_(torch.from_numpy(weights))
 
     def forward(self, x):
-        return torch.nn.functional.relu6(self.conv(x))
+        return torch.nn.functional.max_pool2d(torch.nn.functional.relu6(self.conv(x)), 1)
 
 
 def test_a_relu6_after_a_conv_keeps_8_bit_resolution_over_its_own_output_range():
