@@ -320,34 +320,47 @@ def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_th
     assert output_error(weighted) < output_error(plain)
 
 
-class PointwiseRelu6(torch.nn.Module):
-    """A 1x1 conv whose pre-activations span hundreds, clipped by ReLU6 to [0, 6] and stored in
-    the activation dtype (the max pooling takes them as integers)."""
+class PointwiseClamp(torch.nn.Module):
+    """A 1x1 conv whose pre-activations span hundreds, clamped (ReLU6: to [0, 6]) and stored in the
+    activation dtype (the max pooling takes them as integers)."""
 
-    def __init__(self, weights: np.ndarray) -> None:
+    def __init__(self, weights: np.ndarray, low: float, high: float | None) -> None:
         super().__init__()
         self.conv = torch.nn.Conv2d(weights.shape[1], weights.shape[0], 1, bias=False)
+        self.low, self.high = low, high
         with torch.no_grad():
             self.conv.weight.copy_(torch.from_numpy(weights))
 
     def forward(self, x):
-        return torch.nn.functional.max_pool2d(torch.nn.functional.relu6(self.conv(x)), 1)
+        return torch.nn.functional.max_pool2d(torch.clamp(self.conv(x), self.low, self.high), 1)
 
 
-def test_a_relu6_after_a_conv_keeps_8_bit_resolution_over_its_own_output_range():
+def _clamped_exactly(low: float, high: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(quantized output, float output, pre-activations) of ``PointwiseClamp`` on inputs and weights
+    that lie on their own 8-bit grids (calibrate_mode="max", per-channel weights), so that the integer
+    accumulator is exact and the only rounding left is the one into the clamp's codes."""
     rng = np.random.default_rng(3)
-    # Inputs and weights on their own 8-bit grids (calibrate_mode="max", per-channel weights), so the
-    # integer accumulator is exact and the only rounding left is the one into the ReLU6's codes.
     codes = rng.integers(-127, 128, (1, 2, 6, 6))
     codes[0, 0, 0, 0] = 127
     x = (codes * np.float32(4 / 127)).astype(np.float32)
     weights = rng.integers(-127, 128, (4, 2, 1, 1)).astype(np.float32)
     weights[:, 0] = 127
     weights *= 0.5
-    traced = trace(PointwiseRelu6(weights).eval(), (1, 2, 6, 6))
+    traced = trace(PointwiseClamp(weights, low, high).eval(), (1, 2, 6, 6))
     config = make(skip_conv_layers=None, nbit_activation=8, dtype_activation="int8", calibrate_mode="max",
                   per_channel_weights=True, weight_scale="max")
     quantized = quantize(traced.mod, traced.params, dataset=[x[0]], config=config)
     pre_activation = np.einsum("nchw,oc->nohw", x, weights[:, :, 0, 0])
+    return build(quantized.mod)(x), np.clip(pre_activation, low, high), pre_activation
+
+
+def test_a_relu6_after_a_conv_keeps_8_bit_resolution_over_its_own_output_range():
+    got, expected, pre_activation = _clamped_exactly(0.0, 6.0)
     assert np.abs(pre_activation).max() > 100, "the pre-activations span hundreds"
-    np.testing.assert_allclose(build(quantized.mod)(x), np.clip(pre_activation, 0, 6), atol=0.5 * 6 / 127 + 1e-5)
+    np.testing.assert_allclose(got, expected, atol=0.5 * 6 / 127 + 1e-5)
+
+
+def test_a_one_sided_clamp_after_a_conv_clips_only_where_it_has_a_bound():
+    got, expected, _ = _clamped_exactly(-1.0, None)  # traced as clip(x, -1, inf)
+    assert expected.min() == -1.0 and expected.max() > 100
+    np.testing.assert_allclose(got, expected, atol=0.5 * np.abs(expected).max() / 127 + 1e-4)

@@ -433,8 +433,11 @@ class Rewriter:
         lower, upper = scalar_value(call.args[1]), scalar_value(call.args[2])
         if isinstance(value, Acc):
             ndim = len(_shape(value.expr))
-            bounds = [emit.channel_const(np.ceil(lower / value.scale), "int32", ndim, value.axis),
-                      emit.channel_const(np.floor(upper / value.scale), "int32", ndim, value.axis)]
+            int32 = np.iinfo(np.int32)  # a one-sided clip's infinite bound clips nothing
+            bounds = [emit.channel_const(np.clip(np.ceil(lower / value.scale), int32.min, int32.max), "int32", ndim,
+                                         value.axis),
+                      emit.channel_const(np.clip(np.floor(upper / value.scale), int32.min, int32.max), "int32", ndim,
+                                         value.axis)]
             clipped = bb.emit(relax.op.minimum(relax.op.maximum(value.expr, bounds[0]), bounds[1]))
             return Acc(clipped, value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
         low = lower / value.scale
