@@ -11,11 +11,10 @@ nothing left to build, and carries the constants into the calls that read them.
 
 from __future__ import annotations
 
-import numpy as np
 import tvm
 from tvm import relax
 
-_CALL_TIR = "relax.call_tir"
+from qbuild.quantize.graph import bindings, op_name
 
 
 def fold_constant_calls() -> tvm.transform.Pass:
@@ -24,11 +23,11 @@ def fold_constant_calls() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldConstantCalls")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        main = mod["main"]
-        foldable = _foldable_bindings(main)
+        foldable = _foldable_bindings(mod)
         if not foldable:
             return mod
         values = _evaluate(mod, foldable)
+        main = mod["main"]
         mod = mod.clone()  # a Python module pass receives the caller's module itself
         mod["main"] = _with_constants(main, values)
         return mod
@@ -36,41 +35,37 @@ def fold_constant_calls() -> tvm.transform.Pass:
     return _apply
 
 
-def _foldable_bindings(func: relax.Function) -> list[relax.VarBinding]:
-    """The bindings of ``call_tir(f, args)`` whose args are constants or earlier such bindings."""
+def _foldable_bindings(mod: tvm.IRModule) -> list[relax.VarBinding]:
+    """The bindings of ``main`` that call ``call_tir(f, args)`` on args that are constants or
+    earlier such bindings."""
     known: set = set()
     found = []
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and value.op.name == _CALL_TIR):
-                continue
-            if len(value.args) > 2 or not isinstance(value.ty, relax.TensorType) or value.ty.shape is None:
-                continue  # symbolic shape arguments, several outputs, an unknown shape: left to FoldConstant
-            args = value.args[1].fields
-            if all(isinstance(arg, tvm.ir.expr.GenericConst) or (isinstance(arg, relax.Var) and arg in known) for arg in args):
-                known.add(binding.var)
-                found.append(binding)
+    for binding in bindings(mod):
+        value = binding.value
+        if op_name(value) != "relax.call_tir":
+            continue
+        if len(value.args) > 2 or not isinstance(value.ty, relax.TensorType) or value.ty.shape is None:
+            continue  # symbolic shape arguments, several outputs, an unknown shape: left to FoldConstant
+        if all(isinstance(arg, tvm.ir.expr.GenericConst) or arg in known for arg in value.args[1].fields):
+            known.add(binding.var)
+            found.append(binding)
     return found
 
 
-def _evaluate(mod: tvm.IRModule, bindings: list[relax.VarBinding]) -> dict:
-    """Each binding's value, computed by its PrimFunc from one build of all of them."""
-    names = {}
-    for binding in bindings:
+def _evaluate(mod: tvm.IRModule, foldable: list[relax.VarBinding]) -> dict:
+    """Each binding's value (a runtime tensor), computed by its PrimFunc from one build of all of them."""
+    functions = {}
+    for binding in foldable:
         gvar = binding.value.args[0]
-        names[gvar.name_hint] = mod[gvar].with_attr("global_symbol", gvar.name_hint)
-    library = tvm.compile(tvm.IRModule(names), target=tvm.target.Target({"kind": "llvm", "opt-level": 0}))
-    device = tvm.cpu()
+        functions[gvar.name_hint] = mod[gvar].with_attr("global_symbol", gvar.name_hint)
+    library = tvm.compile(tvm.IRModule(functions), target=tvm.target.Target({"kind": "llvm", "opt-level": 0}))
     values: dict = {}
-    for binding in bindings:
+    for binding in foldable:
         call = binding.value
-        inputs = [tvm.runtime.tensor(arg.value.numpy() if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg], device)
-                  for arg in call.args[1].fields]
-        out_type = call.ty
-        output = tvm.runtime.empty(tuple(int(d) for d in out_type.shape), str(out_type.dtype), device)
+        inputs = [arg.value if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg] for arg in call.args[1].fields]
+        output = tvm.runtime.empty(tuple(int(d) for d in call.ty.shape), str(call.ty.dtype), tvm.cpu())
         library[call.args[0].name_hint](*inputs, output)
-        values[binding.var] = output.numpy()
+        values[binding.var] = output
     return values
 
 
@@ -79,9 +74,9 @@ def _with_constants(func: relax.Function, values: dict) -> relax.Function:
     blocks = []
     for block in func.body.blocks:
         # The dtype named: relax.const narrows an int64 array to int32 by itself (TVM 0.27).
-        bindings = [relax.VarBinding(b.var, relax.const(values[b.var], str(values[b.var].dtype))) if b.var in values
-                    else b for b in block.bindings]
+        rebound = [relax.VarBinding(b.var, relax.const(values[b.var].numpy(), str(values[b.var].dtype)))
+                   if b.var in values else b for b in block.bindings]
         kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
-        blocks.append(kind(bindings))
+        blocks.append(kind(rebound))
     body = relax.SeqExpr(blocks, func.body.body)
     return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)

@@ -186,16 +186,15 @@ class Rewriter:
         nonneg = value.nonneg
         low, high = (0, (1 << nbit) - 1) if nbit < 8 and nonneg else signed_range(max(nbit, 2))
         scale = self.step(var, high)
-        if isinstance(value, Acc):
-            q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding,
-                                cfg.round_for_shift, value.axis)
-            return Quant(q, scale, low, high, dtype, nonneg)
         if isinstance(value, Float):
             q = emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding)
             return Quant(q, scale, low, high, dtype)
-        if (value.low, value.high, value.dtype) == (low, high, dtype) and np.isclose(value.scale, scale, rtol=1e-12):
+        if isinstance(value, Quant) and (value.low, value.high, value.dtype) == (low, high, dtype) and \
+                np.isclose(value.scale, scale, rtol=1e-12):
             return value
-        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift)
+        axis = value.axis if isinstance(value, Acc) else 1  # an accumulator's scales are per channel
+        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift,
+                            axis)
         return Quant(q, scale, low, high, dtype, nonneg)
 
     # --- the rewrite -------------------------------------------------------------------------
@@ -432,19 +431,22 @@ class Rewriter:
         int8-a8-calibrated lost 2.6 points to float there)."""
         lower, upper = scalar_value(call.args[1]), scalar_value(call.args[2])
         if isinstance(value, Acc):
+            int32 = np.iinfo(np.int32)  # a tiny scale's or a one-sided clip's bound beyond int32 clips nothing
+            low, high = _code_bounds(lower, upper, value.scale, (int32.min, int32.max))
             ndim = len(_shape(value.expr))
-            int32 = np.iinfo(np.int32)  # a one-sided clip's infinite bound clips nothing
-            bounds = [emit.channel_const(np.clip(np.ceil(lower / value.scale), int32.min, int32.max), "int32", ndim,
-                                         value.axis),
-                      emit.channel_const(np.clip(np.floor(upper / value.scale), int32.min, int32.max), "int32", ndim,
-                                         value.axis)]
-            clipped = bb.emit(relax.op.minimum(relax.op.maximum(value.expr, bounds[0]), bounds[1]))
+            clipped = bb.emit(relax.op.minimum(
+                relax.op.maximum(value.expr, emit.channel_const(low, "int32", ndim, value.axis)),
+                emit.channel_const(high, "int32", ndim, value.axis)))
             return Acc(clipped, value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
-        low = lower / value.scale
-        high = upper / value.scale
-        bounds = [int(np.clip(np.ceil(low), value.low, value.high)), int(np.clip(np.floor(high), value.low, value.high))]
-        return Quant(bb.emit(relax.op.clip(value.expr, *bounds)), value.scale, value.low, value.high, value.dtype,
-                     nonneg=value.nonneg or bounds[0] >= 0)
+        low, high = (int(b) for b in _code_bounds(lower, upper, value.scale, (value.low, value.high)))
+        return Quant(bb.emit(relax.op.clip(value.expr, low, high)), value.scale, value.low, value.high, value.dtype,
+                     nonneg=value.nonneg or low >= 0)
+
+
+def _code_bounds(lower: float, upper: float, scale, limits: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The integer codes of a clip to [lower, upper] at ``scale`` (a float or one per channel):
+    the codes inside it, kept within ``limits``."""
+    return (np.clip(np.ceil(lower / np.asarray(scale)), *limits), np.clip(np.floor(upper / np.asarray(scale)), *limits))
 
 
 def _keeps_float_nonneg(name: str | None, call: relax.Expr, value) -> bool:
