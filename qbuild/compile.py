@@ -147,5 +147,6 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     with tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target, capture as binaries:
         executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
-    details = {"set": kernels, "functions": report.to_json(), "pass_config": config, "tuning": report.tuning_json()}
+    details = {"set": kernels, "functions": report.to_json(), "int16_sum_convs": report.int16_sum_convs,
+               "pass_config": config, "tuning": report.tuning_json()}
     return CompiledModel(executable, target, seconds, mod, details, binaries)

@@ -4,14 +4,18 @@ against the int8 conv of the same shape, side by side.
 ``check_layers`` takes the layer records of a quantized model (``QuantizedModule.layers``),
 builds each distinct bit-serial conv once with qbuild's kernels, runs it on random integers of
 its encodings and compares with the exact NumPy conv. ``compare_kernels`` times, per conv
-shape, the int8 conv (blocked layout, as it runs inside a network) and bit-serial convs of
-several precisions in interleaved rounds, and reports each one's ratio to int8. Not a test:
-nothing here asserts a speed.
+shape, the int8 conv on 8-bit values (blocked layout, as it runs inside a network) and, for
+each of several precisions, the two kernels a layer of that precision may run: the bit-serial
+conv, and the byte conv on the precision's values (which accumulates in int16 where its sums
+fit, ``qbuild.kernels.conv2d``), in interleaved rounds, and reports each one's ratio to int8.
+A precision's goal is judged on the faster of its two kernels per shape, the one a layer would
+take. Not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,7 +24,7 @@ import numpy as np
 
 from qbuild.quantize.bitpack import Encoding
 
-SCHEMA = "qbuild.subbyte-kernels/1"
+SCHEMA = "qbuild.subbyte-kernels/2"
 CHECK_SEED = 7
 # ResNet-50's conv shapes, (in channels, size, out channels, kernel, stride).
 RESNET50_SHAPES = ((64, 56, 64, 3, 1), (128, 28, 128, 3, 1), (256, 14, 256, 3, 1), (512, 7, 512, 3, 1),
@@ -31,6 +35,7 @@ PRECISIONS = (("W1A1", Encoding(1, "unsigned"), Encoding(1, "bipolar")),
               ("W4A4", Encoding(4, "unsigned"), Encoding(4, "signed")))
 # The issue's goals, as (precision, at most this times the int8 conv).
 GOALS = (("W1A1", 1.0), ("W2A2", 1.0))
+BITSERIAL, BYTES = "bit-serial", "bytes"  # a precision's two kernels, named after it: "W2A2 bytes"
 
 
 def random_values(rng: np.random.Generator, encoding: Encoding, shape: tuple[int, ...]) -> np.ndarray:
@@ -107,24 +112,27 @@ class Timed:
         return statistics.median(self.samples_ms)
 
 
-def _int8_conv(weights: np.ndarray, stride: int, padding: int):
+def _byte_conv(weights: np.ndarray, stride: int, padding: int, data_max: int = 127):
     """The int8 conv as it runs inside a quantized network: data and output in the blocked NCHW8c
-    layout, the data (after a ReLU and a requantize) in [0, 127], so on this CPU the byte compute
-    (``vpmaddubsw``, or ``vpdpbusd`` with AVX-512 VNNI) runs, as it does in the network."""
+    layout, the data (after a ReLU and a requantize) in [0, ``data_max``], so on this CPU the byte
+    compute (``vpmaddubsw``, or ``vpdpbusd`` with AVX-512 VNNI) runs, as it does in the network,
+    accumulating in int16 where ``data_max`` and the weights allow."""
     from tvm import relax
 
     from qbuild.kernels import conv2d
     from qbuild.kernels.pipeline import cpu_features
+    from qbuild.kernels.ranges import largest_channel_sum
     from qbuild.targets import resolve_target
 
     out_channels, in_channels, k, _ = weights.shape
     blocked = weights.reshape(out_channels // 8, 8, in_channels // 8, 8, k, k).transpose(0, 2, 4, 5, 3, 1)
     vnni = "avx512vnni" in cpu_features(resolve_target("cpu").tvm_target())
+    weight_sum = largest_channel_sum(weights, "OIHW")
     call = relax.op.nn.conv2d  # legalized here: ConvertLayout does not take a conv that is blocked already
     return lambda bb, data: conv2d.legalize(bb, bb.normalize(call(
         data, relax.const(np.ascontiguousarray(blocked).astype(np.int8)), strides=stride, padding=padding,
         data_layout="NCHW8c", kernel_layout="OIHW8i8o", out_layout="NCHW8c", out_dtype="int32")),
-        vnni, seven_bit=lambda _: True)
+        vnni, data_max=lambda _: data_max, weight_sum=lambda _: weight_sum)
 
 
 def _timer(vm, data: np.ndarray, executions: int) -> Callable[[], float]:
@@ -135,9 +143,16 @@ def _timer(vm, data: np.ndarray, executions: int) -> Callable[[], float]:
     return lambda: float(evaluator(argument).mean * 1e3)
 
 
+def _blocked(data: np.ndarray) -> np.ndarray:
+    """NCHW -> NCHW8c."""
+    n, channels, height, width = data.shape
+    return np.ascontiguousarray(data.reshape(n, channels // 8, 8, height, width).transpose(0, 1, 3, 4, 2))
+
+
 def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 10,
                     say: Callable[[str], None] = print) -> list[Timed]:
-    """Build int8 and each ``PRECISIONS`` conv for every shape, then time them in interleaved rounds."""
+    """Build the int8 conv and each ``PRECISIONS`` precision's two convs (bit-serial, bytes) for
+    every shape, then time them in interleaved rounds."""
     rng = np.random.default_rng(0)
     timed: list[Timed] = []
     for shape in shapes:
@@ -146,13 +161,15 @@ def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 1
         say(f"building {channels}x{size}x{size} -> {out_channels}, {k}x{k}/{stride} ...")
         weights8 = rng.integers(-127, 128, (out_channels, channels, k, k))
         data8 = rng.integers(0, 128, (1, channels // 8, size, size, 8)).astype(np.int8)
-        vm = _build(_int8_conv(weights8, stride, padding), data8.shape)
+        vm = _build(_byte_conv(weights8, stride, padding), data8.shape)
         timed.append(Timed(shape, "int8", _timer(vm, data8, executions), []))
         for name, activation, weight in PRECISIONS:
             weights = random_values(rng, weight, (out_channels, channels, k, k))
             data = random_values(rng, activation, (1, channels, size, size)).astype(np.int8)
             vm = _build(_bitserial(activation, weight, weights, (stride, stride), (padding,) * 4), data.shape)
-            timed.append(Timed(shape, name, _timer(vm, data, executions), []))
+            timed.append(Timed(shape, f"{name} {BITSERIAL}", _timer(vm, data, executions), []))
+            vm = _build(_byte_conv(weights, stride, padding, activation.high), (1, channels // 8, size, size, 8))
+            timed.append(Timed(shape, f"{name} {BYTES}", _timer(vm, _blocked(data), executions), []))
     for round_index in range(rounds):
         for entry in timed:
             entry.samples_ms.append(entry.run())
@@ -170,24 +187,31 @@ def record(timed: list[Timed], rounds: int, executions: int, env: dict) -> dict:
                          "kernel": entry.name, "median_ms": entry.median_ms, "ratio_to_int8": entry.median_ms / int8.median_ms})
     goals = []
     for name, at_most in GOALS:
-        ratios = [row["ratio_to_int8"] for row in rows if row["kernel"] == name]
-        if ratios:
-            goals.append({"kernel": name, "goal_at_most": at_most, "worst_ratio": max(ratios),
-                          "met_on": sum(r <= at_most for r in ratios), "shapes": len(ratios)})
+        best = {}  # per shape: the faster of the precision's kernels (ratio, kernel)
+        for row in rows:
+            if row["kernel"].split()[0] == name:
+                key = repr(row["shape"])
+                best[key] = min(best.get(key, (np.inf, "")), (row["ratio_to_int8"], row["kernel"]))
+        if best:
+            worst_ratio, worst_kernel = max(best.values())
+            goals.append({"kernel": name, "goal_at_most": at_most, "worst_ratio": worst_ratio,
+                          "worst_kernel": worst_kernel, "met_on": sum(r <= at_most for r, _ in best.values()),
+                          "shapes": len(best), "faster_kernel": dict(Counter(kernel for _, kernel in best.values()))})
     return {"schema": SCHEMA, "rounds": rounds, "executions": executions, "environment": env,
             "kernels": rows, "goals": goals}
 
 
 def render(document: dict) -> str:
     """The comparison as a plain-text table."""
-    lines = [f"{'conv (C x size -> O, k/s)':<28} {'kernel':<6} {'median ms':>10} {'vs int8':>8}"]
+    lines = [f"{'conv (C x size -> O, k/s)':<28} {'kernel':<16} {'median ms':>10} {'vs int8':>8}"]
     for row in document["kernels"]:
         s = row["shape"]
         shape = f"{s['in_channels']}x{s['size']} -> {s['out_channels']}, {s['kernel']}/{s['stride']}"
-        lines.append(f"{shape:<28} {row['kernel']:<6} {row['median_ms']:>10.3f} {row['ratio_to_int8']:>7.2f}x")
+        lines.append(f"{shape:<28} {row['kernel']:<16} {row['median_ms']:>10.3f} {row['ratio_to_int8']:>7.2f}x")
     for goal in document["goals"]:
         lines.append(f"{goal['kernel']} <= {goal['goal_at_most']}x int8: met on {goal['met_on']}/{goal['shapes']} "
-                     f"shapes (worst {goal['worst_ratio']:.2f}x)")
+                     f"shapes (worst {goal['worst_ratio']:.2f}x, by {goal['worst_kernel']}; the faster kernel per "
+                     f"shape: {goal['faster_kernel']})")
     return "\n".join(lines)
 
 

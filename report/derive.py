@@ -492,6 +492,7 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                 "bytes_vs_float": weight_bytes / float_bytes if weight_bytes and float_bytes else None,
                 "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in layers),
                 "int8_layers": sum(layer.get("kernel") == "int8" for layer in layers),
+                "int16_sum_convs": r._get("compile", "kernels", "int16_sum_convs"),
                 "kernel_check": r.record.get("kernel_check"),
             })
         w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)

@@ -206,8 +206,8 @@ def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
     assert "vpdpbusd" in compiled.sources()["s"]
 
 
-def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool):
-    """int32 input -> [ReLU] -> rounding shift, clamp to [-127, 127], int8 (a requantize) -> conv."""
+def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127):
+    """int32 input -> [ReLU] -> rounding shift, clamp to [-127, ``top``], int8 (a requantize) -> conv."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(x_shape, "int32"))
     with bb.function("main", [x]):
@@ -215,7 +215,7 @@ def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool):
             y = bb.emit(relax.op.maximum(x, relax.const(0, "int32"))) if relu else x
             y = bb.emit(relax.op.astype(y, "int64"))
             y = bb.emit(relax.op.right_shift(relax.op.add(y, relax.const(8, "int64")), relax.const(4, "int64")))
-            y = bb.emit(relax.op.minimum(relax.op.maximum(y, relax.const(-127, "int64")), relax.const(127, "int64")))
+            y = bb.emit(relax.op.minimum(relax.op.maximum(y, relax.const(-127, "int64")), relax.const(top, "int64")))
             y = bb.emit(relax.op.astype(y, "int8"))
             out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(weight), padding=1, out_dtype="int32"))
         bb.emit_func_output(out)
@@ -281,6 +281,58 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
         assert families["u8*s8 pairs (vpmaddubsw)"] > 0
 
 
+def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int) -> np.ndarray:
+    """``_requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
+    data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
+    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    return np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))
+
+
+def _conv_blocks(mod) -> list[str]:
+    from qbuild.tune import conv_functions
+
+    return [workload.block for workload, _ in conv_functions(mod, CPU.tvm_target()).values()]
+
+
+def test_a_conv_of_two_bit_data_and_weights_accumulates_in_int16_and_stays_exact():
+    """Data in [0, 3] and weights in [-2, 1]: every partial sum fits in int16 (3 x 144 x 2), so on
+    AVX2 the products accumulate in int16, one vpmaddwd per accumulator and tile instead of one
+    per vpmaddubsw."""
+    from qbuild.analysis import analyse_sources
+
+    rng = np.random.default_rng(10)
+    x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
+    weight = rng.integers(-2, 2, (32, 16, 3, 3)).astype(np.int8)
+    mod = _requantized_relu_module(x.shape, weight, relu=True, top=3)
+    assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod)] == [True]
+    compiled = compile_model(mod, CPU, "builtin")
+    assert compiled.kernels["int16_sum_convs"] == 1
+    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
+                                  _requantized_reference(x, weight, 3))
+    got, _ = run_builtin(mod, x, avx2=False)  # the plain vector fallback of the same compute
+    np.testing.assert_array_equal(got, _requantized_reference(x, weight, 3))
+    if "avx2" in cpu_features(CPU.tvm_target()):
+        families = analyse_sources(compiled.sources())["instruction_census"]["families"]
+        assert 0 < families["s16*s16 pairs (vpmaddwd)"] < families["u8*s8 pairs (vpmaddubsw)"]
+
+
+def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
+    """Weights all 2: an output channel's sum is 288 x the data's top; 113 x 288 fits in int16, 114 x 288 not."""
+    weight = np.full((32, 16, 3, 3), 2, np.int8)
+    for top, int16 in ((113, True), (114, False)):
+        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top))
+        assert [block.endswith(conv2d.INT16_SUMS) for block in blocks] == [int16], top
+
+
+def test_a_weight_sum_bound_is_the_same_in_any_layout_of_the_weights():
+    from qbuild.kernels.ranges import largest_channel_sum
+
+    weight = np.random.default_rng(2).integers(-128, 128, (16, 8, 3, 3))
+    blocked = weight.reshape(2, 8, 1, 8, 3, 3).transpose(0, 2, 4, 5, 3, 1)  # OIHW8i8o
+    expected = max(np.maximum(weight, 0).sum(axis=(1, 2, 3)).max(), -np.minimum(weight, 0).sum(axis=(1, 2, 3)).min())
+    assert largest_channel_sum(weight, "OIHW") == largest_channel_sum(blocked, "OIHW8i8o") == expected
+
+
 def test_an_unknown_kernel_set_is_refused_with_the_choices():
     from qbuild.errors import QbuildError
 
@@ -301,7 +353,8 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
     untuned = compile_model(mod, CPU, "untuned")
     np.testing.assert_array_equal(builtin(x), untuned(x))
     assert builtin.kernels["functions"].get("unscheduled", 0) == 0
-    assert untuned.kernels == {"set": "untuned", "functions": {}, "pass_config": {}, "tuning": None}
+    assert untuned.kernels == {"set": "untuned", "functions": {}, "int16_sum_convs": 0, "pass_config": {},
+                               "tuning": None}
 
 
 def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():

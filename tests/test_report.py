@@ -241,14 +241,16 @@ def test_the_subbyte_kernel_comparison_is_shown_with_its_goals(quick_results, tm
     _root, outcomes = quick_results
     env = outcomes["float"].record["environment"]
     timed = [subbyte.Timed((64, 56, 64, 3, 1), name, lambda: 0.0, [ms]) for name, ms in
-             (("int8", 2.0), ("W1A1", 1.0), ("W2A2", 3.0))]
+             (("int8", 2.0), ("W1A1 bit-serial", 1.0), ("W1A1 bytes", 1.5), ("W2A2 bit-serial", 3.0),
+              ("W2A2 bytes", 2.5))]
     root = tmp_path / "results"
     subbyte.save(root, env["machine_id"], subbyte.record(timed, 1, 1, env))
     build(root, tmp_path / "docs")
     text = (tmp_path / "docs" / "sweep.md").read_text()
-    assert "| 64 x 56 -> 64, 3/1 | W1A1 | 1.000 ms | 0.50x |" in text
-    assert "**W1A1 at most 1.0x the int8 conv**: met on 1 of 1 shapes" in text
-    assert "**W2A2 at most 1.0x the int8 conv**: met on 0 of 1 shapes" in text
+    assert "| 64 x 56 -> 64, 3/1 | W1A1 bit-serial | 1.000 ms | 0.50x |" in text
+    assert "**W1A1 at most 1.0x the int8 conv**: met on 1 of 1 shapes\n  (worst 0.50x, by W1A1 bit-serial)" in text
+    assert "**W2A2 at most 1.0x the int8 conv**: met on 0 of 1 shapes\n  (worst 1.25x, by W2A2 bytes)" in text
+    assert "(W2A2 bytes on 1)" in text
 
 
 def _on_gpu(record: dict, median_ms: float | None, variant: dict | None = None, failed_stage: str | None = None) -> dict:

@@ -13,7 +13,7 @@ import tvm
 from qbuild import tuning_db
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
-from qbuild.kernels.conv2d import SEVEN_BIT
+from qbuild.kernels.conv2d import INT16_SUMS, SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
 from qbuild.kernels.tiles import CHUNKS, MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
 from qbuild.plan import build_plan
@@ -93,13 +93,15 @@ def test_every_candidate_tile_computes_the_same_conv(dtype):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=str(tile))
 
 
-def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact():
+@pytest.mark.parametrize("top, low, suffix", [(127, -128, SEVEN_BIT), (3, -2, INT16_SUMS)],
+                         ids=["int32 sums", "int16 sums"])
+def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact(top, low, suffix):
     rng = np.random.default_rng(12)
     x = rng.integers(0, 2000, (1, 32, 8, 8)).astype(np.int32)
-    weight = rng.integers(-128, 128, (16, 32, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True)
+    weight = rng.integers(low, -low, (16, 32, 3, 3)).astype(np.int8)
+    mod = _requantized_relu_module(x.shape, weight, relu=True, top=top)
     ((key, (workload, _)),) = conv_functions(mod, CPU.tvm_target()).items()
-    assert workload.block.endswith(SEVEN_BIT) and workload.in_blocks == 4
+    assert workload.block.endswith(suffix) and workload.in_blocks == 4
     expected, _ = run_builtin(mod, x)
     tiles = workload.candidate_tiles()
     assert {tile.chunk for tile in tiles} == {0, 1}

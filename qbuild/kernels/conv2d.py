@@ -22,7 +22,12 @@ An int8 conv whose input is known to lie in [0, 127] (after a ReLU and a requant
 ``ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
 ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8, the data read as uint8 as it is; on AVX2 its products
 are formed by ``vpmaddubsw``, which cannot saturate on such data (``intrin``), and its block is
-named with ``SEVEN_BIT`` so that the schedule knows. On a CPU with AVX-512 VNNI
+named with ``SEVEN_BIT`` so that the schedule knows. Where, besides, every partial sum of such a
+conv is known to fit in int16 (the data's bound times the largest positive or negative weight sum
+of an output channel: narrow codes, e.g. 2-bit activations and weights), and the CPU has no
+VNNI, the products accumulate in int16 (``INT16_SUMS``: a block of ``2 o`` lanes, the two
+halves of each channel quad side by side, summed into int32 by ``PAIR_SUM_BLOCK`` after the
+reduction), which drops ``vpmaddwd`` from the inner loop (``intrin``). On a CPU with AVX-512 VNNI
 (``legalize(..., vnni=True)``), every other int8 conv whose blocks hold whole channel quads
 reads bytes too: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
 (``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
@@ -40,6 +45,9 @@ CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this
 PAD_BLOCK = "qbuild_pad"
 UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
 SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at most 127
+INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known to fit in int16
+PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
+INT16_MAX = 32767
 BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
 VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
 
@@ -98,16 +106,20 @@ def fold_zero_pad(call: relax.Call, pad: relax.Call) -> relax.Call | None:
 
 
 def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
-             seven_bit: Callable[[relax.Expr], bool] = lambda _: False) -> relax.Expr:
+             data_max: Callable[[relax.Expr], float | None] = lambda _: None,
+             weight_sum: Callable[[relax.Expr], float | None] = lambda _: None) -> relax.Expr:
     """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's.
-    An int8 conv whose data ``seven_bit`` says lies in [0, 127] (``ranges``) takes the byte
-    compute of ``vpmaddubsw`` / ``vpdpbusd``; else, with ``vnni``, the offset byte compute of
-    ``vpdpbusd``; else the int16 one of ``vpmaddwd``."""
+    ``data_max(data)``: the largest value the data takes where it is known to lie in [0, 127]
+    (``ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
+    positive or negative weight sum, where the weights are known constants, else None.
+    An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
+    ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,
+    the offset byte compute of ``vpdpbusd``; else the int16 one of ``vpmaddwd``."""
     attrs = call.attrs
     data, weight = call.args
     if attrs.data_layout == "NCHW":
         if _plain(call) and attrs.groups == 1 and attrs.out_layout != "NCHW":
-            return _legalize_stem(bb, call, vnni, seven_bit)
+            return _legalize_stem(bb, call, vnni, data_max)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
@@ -117,10 +129,13 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
-    seven = bytes_ok and seven_bit(data)
-    if seven or (bytes_ok and vnni):
+    top = data_max(data) if bytes_ok else None
+    if top is not None or (bytes_ok and vnni):
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
-        if seven:
+        bound = weight_sum(weight)
+        if top is not None and not vnni and bound is not None and top * bound <= INT16_MAX:
+            return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
+        if top is not None:
             return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
@@ -129,7 +144,7 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
 
 
 def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
-                   seven_bit: Callable[[relax.Expr], bool]) -> relax.Expr:
+                   data_max: Callable[[relax.Expr], float | None]) -> relax.Expr:
     """An NCHW conv with a blocked output: its data packed as one block of all its channels and
     its weights to match, then the blocked compute."""
     data, weight = call.args
@@ -147,7 +162,7 @@ def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
     inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
                                data_layout=f"NCHW{in_channels}c", kernel_layout=f"OIHW{in_channels}i{oc}o",
                                out_layout=attrs.out_layout, out_dtype=str(call.ty.dtype))
-    return legalize(bb, bb.normalize(inner), vnni, lambda _: seven_bit(data))
+    return legalize(bb, bb.normalize(inner), vnni, lambda _: data_max(data))
 
 
 def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:
@@ -253,6 +268,31 @@ def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], paddin
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name."""
     conv = _grouped_conv(_pad(data, padding, "uint8"), quads, strides, "int32", CONV_BLOCK + SEVEN_BIT)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
+
+
+def _conv_nchwc_acc16(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int],
+                      out_dtype: str) -> te.Tensor:
+    """Integer, data in [0, 127] and every partial sum known to fit in int16 (``legalize``): the
+    products of each half h of a channel quad accumulated in int16 in lane 2b + h of a block of
+    twice the output lanes (the lanes of ``vpmaddubsw``), the two halves of each output channel
+    added in ``out_dtype`` once the reduction is done."""
+    padded = _pad(data, padding, "uint8")
+    oc_chunks, ic_chunks, kh, kw, quad_count, oc_block, quad = (int(d) for d in quads.shape)
+    half = quad // 2
+    c, r, q, p, t = _reduce_axes(c=ic_chunks, r=kh, q=kw, p=quad_count, t=half)
+    sy, sx = strides
+    shape = _out_shape(padded, kh, kw, strides, oc_chunks, oc_block)
+    halves = te.compute(
+        (*shape[:-1], 2 * oc_block),
+        lambda n, o, y, x, lane: te.sum(
+            padded[n, c, y * sy + r, x * sx + q, p * quad + lane % 2 * half + t].astype("int16")
+            * quads[o, c, r, q, p, lane // 2, lane % 2 * half + t].astype("int16"),
+            axis=[c, r, q, p, t],
+        ),
+        name=CONV_BLOCK + INT16_SUMS,
+    )
+    return te.compute(shape, lambda n, o, y, x, b: halves[n, o, y, x, b * 2].astype(out_dtype)
+                      + halves[n, o, y, x, b * 2 + 1].astype(out_dtype), name=PAIR_SUM_BLOCK)
 
 
 def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:

@@ -15,6 +15,14 @@ products (at most 2 x 127 x 128 = 32512: no saturation for such data, which is w
 for nothing else) and ``vpmaddwd`` by ones adds the pairs into int32: 32 MACs for one broadcast
 and three instructions, against 16 per two with ``vpmaddwd`` on int16.
 
+``vpmaddubsw`` + ``vpaddw`` (AVX2) on bytes, for data in [0, 127] whose conv sums are known to
+fit in int16 (narrow codes: 2-bit activations and weights, and others whose weights are small
+enough, ``conv2d``): the pair sums of ``vpmaddubsw`` are accumulated as they are, sixteen int16
+lanes (eight output channels x two halves of the quad), and the halves are added into int32 once
+per output, after the whole reduction. 32 MACs for one broadcast and two instructions, one of
+them a multiply: half the multiplies of the int8 byte path above, the saving fewer bits buy on a
+CPU without VNNI.
+
 ``vpdpbusd`` (AVX-512 VNNI, on 256-bit registers: AVX512VL): one call computes eight int32
 outputs from a quad of input channels, ``C[j] += sum_k A[k]*B[j,k]``, with ``A`` four uint8
 (broadcast as one 32-bit word) and ``B`` 32 int8 (eight output channels x the quad), accumulating
@@ -35,6 +43,8 @@ from tvm.script import tirx as T
 PMADDWD_8X2 = "qbuild_pmaddwd_8x2_i16"
 VPDPBUSD_8X4 = "qbuild_vpdpbusd_8x4_u8s8"
 PMADDUBSW_8X4 = "qbuild_pmaddubsw_8x4_u7s8"
+PMADDUBSW_8X4_I16 = "qbuild_pmaddubsw_8x4_u7s8_acc16"
+PAIR_SUM_8 = "qbuild_pair_sum_8_i16"
 LANES = 8  # int32 outputs per call
 PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
@@ -60,6 +70,81 @@ def _dot_desc(group: int, a_dtype: str, b_dtype: str) -> tirx.PrimFunc:
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     return desc
+
+
+def _int16_dot_desc() -> tirx.PrimFunc:
+    """What ``PMADDUBSW_8X4_I16`` computes: ``C[2j + h] += A[2h] * B[j, 2h] + A[2h+1] * B[j, 2h+1]``
+    in int16, for ``LANES`` outputs j and the two halves h of a channel quad."""
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((QUAD,), "uint8", offset_factor=1),
+        B: T.Buffer((8, QUAD), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:16])
+            for lane, t in T.grid(16, 2):
+                with T.sblock("update"):
+                    vl, vt = T.axis.remap("SR", [lane, t])
+                    C[vl] = C[vl] + T.cast(A[vl % 2 * 2 + vt], "int16") * T.cast(B[vl // 2, vl % 2 * 2 + vt], "int16")
+
+    return desc
+
+
+def _int16_dot_impl() -> tirx.PrimFunc:
+    """``vpmaddubsw`` of the broadcast quad and the weights, added to the int16 accumulators."""
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((QUAD,), "uint8", offset_factor=1),
+        B: T.Buffer((8, QUAD), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:8, 0:4])
+            T.writes(C[0:16])
+            word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a = T.reinterpret(T.broadcast(word, 8), dtype="int8x32")
+            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a,
+                                            B.vload([0, 0], "int8x32"), dtype="int16x16")
+            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], "int16x16") + pairs
+
+    return impl
+
+
+def _pair_sum_desc() -> tirx.PrimFunc:
+    """What ``PAIR_SUM_8`` computes: ``D[j] = C[2j] + C[2j+1]``, int16 lanes summed into int32."""
+
+    @T.prim_func(s_tir=True)
+    def desc(C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+             D: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16])
+            T.writes(D[0:8])
+            for j in T.serial(0, 8):
+                with T.sblock("update"):
+                    vj = T.axis.remap("S", [j])
+                    D[vj] = T.cast(C[vj * 2], "int32") + T.cast(C[vj * 2 + 1], "int32")
+
+    return desc
+
+
+def _pair_sum_impl() -> tirx.PrimFunc:
+    """``vpmaddwd`` by ones: one instruction for the eight pair sums."""
+
+    @T.prim_func(s_tir=True)
+    def impl(C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+             D: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16])
+            T.writes(D[0:8])
+            D[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), C.vload([0], "int16x16"),
+                T.broadcast(T.int16(1), 16), dtype="int32x8")
+
+    return impl
 
 
 def _pmaddwd_step(acc, a, b):
@@ -113,6 +198,15 @@ def register(name: str) -> str:
     try:
         TensorIntrin.get(name)
     except Exception:  # not registered yet (TensorIntrin.get raises for unknown names)
-        group, step = _STEPS[name]
-        TensorIntrin.register(name, _dot_desc(group, *_OPERANDS[group]), _impl(group, *_OPERANDS[group], step))
+        TensorIntrin.register(name, *_definition(name))
     return name
+
+
+def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """(description, implementation) of intrinsic ``name``."""
+    if name == PMADDUBSW_8X4_I16:
+        return _int16_dot_desc(), _int16_dot_impl()
+    if name == PAIR_SUM_8:
+        return _pair_sum_desc(), _pair_sum_impl()
+    group, step = _STEPS[name]
+    return _dot_desc(group, *_OPERANDS[group]), _impl(group, *_OPERANDS[group], step)

@@ -96,13 +96,14 @@ def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
 
 def legalize_convs(vnni: bool) -> tvm.transform.Pass:
     """``LegalizeOps`` with qbuild's conv computes (``conv2d.legalize``), told which int8 conv
-    inputs are known to lie in [0, 127] (``ranges``: their convs may multiply bytes on AVX2)."""
+    inputs are known to lie in [0, 127] and how far (``ranges``: their convs may multiply bytes on
+    AVX2), and the weight sums of constant conv weights (which bound the convs' partial sums)."""
     from qbuild.kernels import conv2d, ranges
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.LegalizeConvs")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        seven_bit = ranges.seven_bit_values(mod)
-        legalize = functools.partial(conv2d.legalize, vnni=vnni, seven_bit=lambda expr: expr in seven_bit)
+        seven_bit, weight_sums = ranges.seven_bit_values(mod), ranges.conv_weight_sums(mod)
+        legalize = functools.partial(conv2d.legalize, vnni=vnni, data_max=seven_bit.get, weight_sum=weight_sums.get)
         return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize})(mod)
 
     return _apply

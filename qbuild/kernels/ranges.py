@@ -7,11 +7,15 @@ the AVX2 byte multiply ``vpmaddubsw`` is exact (``conv2d``, ``intrin``). ``value
 follows each dataflow binding forward from what is known (constants, dtype limits, the
 operators below) and bounds every variable; an operator it does not know gets its dtype's
 whole range, so the answer is never narrower than the truth.
+
+The data's bound times a conv's weight sums bounds every partial sum of the conv
+(``conv_weight_sums``): where that fits in int16, the byte conv may accumulate in int16.
 """
 
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import tvm
@@ -109,10 +113,42 @@ def value_ranges(func: relax.Function) -> dict[relax.Var, Interval]:
     return ranges
 
 
-def seven_bit_values(mod) -> set[relax.Var]:
-    """The variables of ``mod``'s Relax functions whose values are known to lie in [0, 127]."""
-    found: set[relax.Var] = set()
-    for func in mod.functions.values():
-        if isinstance(func, relax.Function):
-            found.update(var for var, interval in value_ranges(func).items() if _within(interval, (0.0, 127.0)))
+def _functions(mod) -> list[relax.Function]:
+    return [func for func in mod.functions.values() if isinstance(func, relax.Function)]
+
+
+def seven_bit_values(mod) -> dict[relax.Var, float]:
+    """The variables of ``mod``'s Relax functions whose values are known to lie in [0, 127], with
+    the largest value each may take."""
+    return {var: interval[1] for func in _functions(mod) for var, interval in value_ranges(func).items()
+            if _within(interval, (0.0, 127.0))}
+
+
+def conv_weight_sums(mod) -> dict[relax.Expr, float]:
+    """The weights of ``mod``'s conv2d calls that are constants (or a layout transform of one), each
+    with the largest magnitude of one output channel's positive or of its negative weight sum: a
+    conv of data in [0, m] has every partial sum within m times that."""
+    found: dict[relax.Expr, float] = {}
+    for func in _functions(mod):
+        bound = {binding.var: binding.value for block in getattr(func.body, "blocks", [])
+                 for binding in block.bindings if isinstance(binding, relax.VarBinding)}
+        for value in bound.values():
+            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
+                weight = value.args[1]
+                layout, source = str(value.attrs.kernel_layout), bound.get(weight, weight)
+                if isinstance(source, relax.Call) and getattr(source.op, "name", "") == "relax.layout_transform":
+                    # ConvertLayout blocks only OIHW weights (``conv2d.desired_layout``)
+                    layout, source = "OIHW", bound.get(source.args[0], source.args[0])
+                if isinstance(source, tvm.ir.expr.GenericConst):
+                    found[weight] = largest_channel_sum(source.value.numpy(), layout)
     return found
+
+
+def largest_channel_sum(weights: np.ndarray, layout: str) -> float:
+    """max over output channels of max(sum of positive weights, -sum of negative weights);
+    ``layout`` names the axes (e.g. "OIHW", "OIHW8i8o": "O" and "o" are output channels)."""
+    letters = [token[-1] for token in re.findall(r"\d*[A-Za-z]", layout)]
+    inputs = tuple(axis for axis, letter in enumerate(letters) if letter not in "Oo")
+    values = weights.astype(np.int64)
+    positive, negative = np.maximum(values, 0).sum(axis=inputs), np.minimum(values, 0).sum(axis=inputs)
+    return float(max(positive.max(), -negative.min()))

@@ -8,7 +8,9 @@
   registers while a tile's chunk runs);
   the tile is ``tiles.default_tile`` unless a tuning database names one for the conv's
   workload (``conv_workload``); the integer conv's innermost channel group is tensorized
-  (``intrin``, ``_tensor_intrinsic``: ``vpdpbusd``, ``vpmaddubsw`` or ``vpmaddwd``). The
+  (``intrin``, ``_tensor_intrinsic``: ``vpdpbusd``, ``vpmaddubsw`` or ``vpmaddwd``; the conv that
+  accumulates in int16 keeps its int16 tile local and sums its pairs into a local int32 tile with
+  one ``vpmaddwd`` per accumulator, ``conv2d.INT16_SUMS``). The
   elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
   add) is inlined into the tile's write-back, so each output is stored once.
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
@@ -25,7 +27,10 @@ intrinsic's buffers must declare the scope they match (``local`` for a register 
 ``reverse_compute_inline`` of a layout transform fails (kept as its own nest); a ``Schedule``
 made from a PrimFunc that nothing else holds (``Schedule(func.with_attr(...))``) may rewrite its
 statements in place, and those are shared with ``func``, which then changes too: hold the copy
-in a variable while scheduling it (``schedule_function``'s parameter does).
+in a variable while scheduling it (``schedule_function``'s parameter does); ``reverse_compute_at``
+of a block that reads its producer at a constant index (``halves[..., 0] + halves[..., 1]``)
+fails ("TensorRegion pattern match failed"), so the int16 conv keeps its halves in lanes
+``2b + h`` and the pair sum reads ``2b`` and ``2b + 1``.
 
 Each function is scheduled on a copy; a rule that fails on some unforeseen shape falls back to
 ``generic``, then to the function as it was, and the counts of each outcome are kept
@@ -43,7 +48,7 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, PAD_BLOCK, SEVEN_BIT, VECTOR_LANES
+from qbuild.kernels.conv2d import CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT, VECTOR_LANES
 from qbuild.kernels.tiles import ConvTile, candidate_tiles, default_tile, workload_key
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -54,11 +59,12 @@ SCHEDULE_ERRORS = (RuntimeError, tvm.error.InternalError)
 
 @dataclass
 class KernelReport:
-    """How many PrimFuncs each rule scheduled (``conv``, ``generic``, ``unscheduled``), and how
-    many convs took their tile from a tuning database."""
+    """How many PrimFuncs each rule scheduled (``conv``, ``generic``, ``unscheduled``), how
+    many convs took their tile from a tuning database, and how many accumulated in int16."""
 
     counts: Counter = field(default_factory=Counter)
     tuned_convs: int = 0
+    int16_sum_convs: int = 0
     tuning: dict | None = None  # the tuning database compiled with (``qbuild.tuning_db``), if any
 
     def to_json(self) -> dict:
@@ -100,10 +106,11 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
         return None
     block = sch.get(sch.get_sblock(name))
     extents = [int(iv.dom.extent) for iv in block.iter_vars]
+    reduce = [int(iv.dom.extent) for iv in block.iter_vars if int(iv.iter_type) != DATA_PAR]
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
-               f"reduce {tuple(extents[5:])}")
-    in_blocks = extents[5] if len(extents) > 7 else 1  # (c, r, q, ...) but not a depthwise (r, q)
+               f"reduce {tuple(reduce)}")
+    in_blocks = reduce[0] if len(reduce) > 2 else 1  # (c, r, q, ...) but not a depthwise (r, q)
     return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name)
 
 
@@ -115,9 +122,13 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     """The intrinsic for an integer conv's innermost (lanes, channel group) step on this CPU:
     ``vpmaddwd`` for int16 channel pairs (AVX2), ``vpdpbusd`` for byte quads (AVX-512 VNNI),
     ``vpmaddubsw`` for byte quads of data known to be at most 127 (AVX2, the ``SEVEN_BIT``
-    block); None for a float conv, a conv whose block is not a multiple of the lanes, or a CPU
-    without the instruction (plain vector code then)."""
+    block), accumulating in int16 for the ``INT16_SUMS`` block; None for a float conv, a conv
+    whose block is not a multiple of the lanes, or a CPU without the instruction (plain vector
+    code then)."""
     _n, _o, _y, _x, b, *reduction = loops
+    if name.endswith(INT16_SUMS):  # lanes: two int16 halves per output channel
+        lanes_fit = _extent(sch, b) % (2 * intrin.LANES) == 0
+        return intrin.register(intrin.PMADDUBSW_8X4_I16) if lanes_fit and "avx2" in features else None
     if len(reduction) != 5 or _extent(sch, b) % intrin.LANES:  # (c, r, q, group, channel): the integer computes
         return None
     group = _extent(sch, reduction[-1])
@@ -133,6 +144,7 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
 def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) -> None:
     conv = sch.get_sblock(name)
     loops = sch.get_loops(conv)
+    halves = name.endswith(INT16_SUMS)  # int16 lanes, two per output channel, summed by the next block
     n, o, y, x, b, *reduction = loops
     tensor_intrinsic = _tensor_intrinsic(sch, name, loops, features)
     xo, xi = sch.split(x, [None, tile.pixels])
@@ -143,14 +155,22 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     else:  # a task per row of a channel group; each tile takes the whole reduction
         tasks, sweep = [n, oo, y], [xo]
     if tensor_intrinsic:
-        bo, bi = sch.split(b, [None, intrin.LANES])
+        bo, bi = sch.split(b, [None, intrin.LANES * (2 if halves else 1)])
         sch.reorder(*tasks, *sweep, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
     else:
         sch.reorder(*tasks, *sweep, *reduction, xi, oi, b)
     task = sch.fuse(*tasks)
     sch.parallel(task)
-    writeback = sch.cache_write(conv, 0, "local")
-    sch.reverse_compute_at(writeback, task if tile.chunk else xo)
+    tile_loop = task if tile.chunk else xo
+    pair_sum = None
+    if halves:  # the tile's int16 sums stay local, summed in pairs into a local int32 tile
+        sch.set_scope(conv, 0, "local")
+        pair_sum = sch.get_consumers(conv)[0]
+        writeback = sch.cache_write(pair_sum, 0, "local")
+        sch.reverse_compute_at(pair_sum, tile_loop)
+    else:
+        writeback = sch.cache_write(conv, 0, "local")
+    sch.reverse_compute_at(writeback, tile_loop)
     if not tensor_intrinsic:
         sch.vectorize(b)
     init = sch.decompose_reduction(conv, sweep[0] if tile.chunk else reduction[0])
@@ -158,6 +178,12 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     if tensor_intrinsic:
         sch.tensorize(bi, tensor_intrinsic)
         sch.unroll(bo)
+    if pair_sum is not None:
+        lanes = sch.get_loops(pair_sum)[-1]
+        if tensor_intrinsic:
+            sch.tensorize(lanes, intrin.register(intrin.PAIR_SUM_8))
+        else:
+            sch.vectorize(lanes)
     sch.unroll(xi)
     sch.unroll(oi)
     _inline_epilogue(sch, writeback)
@@ -284,6 +310,7 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
             continue
         report.counts[name] += 1
         report.tuned_convs += name == "conv" and tuned is not None
+        report.int16_sum_convs += name == "conv" and workload.block.endswith(INT16_SUMS)
         return sch.mod["main"]
     report.counts["unscheduled"] += 1
     return func
