@@ -31,6 +31,9 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
                                  "tuning database)")
         parser.add_argument("--stop-after", type=float, metavar="SECONDS",
                             help="start no experiment after this many seconds (default: no limit)")
+        parser.add_argument("--jobs", type=int, default=2, metavar="N",
+                            help="run the plan's models as N parallel processes whose untimed stages overlap; "
+                                 "timed stages always run alone (default: 2; 1: one process)")
     else:
         parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
         parser.add_argument("--variant", default="float", help="variant (default: float)")
@@ -148,7 +151,7 @@ def _cmd_run(args: argparse.Namespace, many: bool) -> int:
     from qbuild.runner import run_plan
 
     outcomes = run_plan(_plan(args, many), args.results, args.force, Progress(quiet=args.quiet),
-                        getattr(args, "stop_after", None))
+                        getattr(args, "stop_after", None), getattr(args, "jobs", 1))
     failed = 0
     for outcome in outcomes:
         errors = {n: s for n, s in outcome.record["stages"].items() if s["status"] == "error"}

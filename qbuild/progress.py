@@ -27,13 +27,15 @@ class Progress:
         self.prefix = ""
         self._plan_started = time.perf_counter()
 
-    def experiment(self, index: int, total: int, experiment_id: str) -> None:
-        """Announce experiment ``index`` (1-based) of ``total``, with the plan's ETA so far."""
+    def experiment(self, index: int, total: int, experiment_id: str, done: int, left: int) -> None:
+        """Announce experiment ``index`` (1-based) of ``total``; ``done`` and ``left`` (this one
+        included) count this job's experiments, from which the ETA of its share of the plan comes."""
         self.prefix = f"[{index}/{total}] {experiment_id}"
         elapsed = time.perf_counter() - self._plan_started
-        eta = "" if index == 1 else f", plan ETA {format_seconds(elapsed / (index - 1) * (total - index + 1))}"
+        eta = "" if done == 0 else f", ETA {format_seconds(elapsed / done * left)}"
         self.say(f"start (elapsed {format_seconds(elapsed)}{eta})")
 
     def say(self, message: str) -> None:
-        if not self.quiet:
-            print(f"{self.prefix}: {message}" if self.prefix else message, file=self.stream, flush=True)
+        if not self.quiet:  # one write per line: the jobs of a parallel plan share the stream
+            self.stream.write((f"{self.prefix}: {message}" if self.prefix else message) + "\n")
+            self.stream.flush()

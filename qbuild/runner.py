@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from qbuild import environment
 from qbuild.errors import QbuildError, one_line
+from qbuild.gate import TimingGate
 from qbuild.plan import Experiment
 from qbuild.progress import Progress, format_seconds
 from qbuild.results import SCHEMA, ResultsFileError, load_result, result_path, write_result
@@ -31,8 +32,9 @@ _DETAIL_LIMIT = 4000
 class StageLog:
     """Runs stages in order, recording each one's status, duration and error."""
 
-    def __init__(self, progress: Progress) -> None:
+    def __init__(self, progress: Progress, gate: TimingGate | None = None) -> None:
         self.progress = progress
+        self.gate = gate or TimingGate()
         self.stages: dict[str, dict] = {}
 
     def ok(self, name: str) -> bool:
@@ -52,7 +54,8 @@ class StageLog:
         self.progress.say(f"{name} ...")
         start = time.perf_counter()
         try:
-            value = fn(*args)
+            with self.gate.stage(name):
+                value = fn(*args)
         except (QbuildError, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -96,8 +99,10 @@ def _current_result(path: Path, fingerprint: str, progress: Progress) -> dict | 
     return None
 
 
-def run_experiment(experiment: Experiment, root: Path, force: bool = False, progress: Progress | None = None) -> Outcome:
-    """Run ``experiment`` unless a current result exists (``force`` re-runs it); write its results file."""
+def run_experiment(experiment: Experiment, root: Path, force: bool = False, progress: Progress | None = None,
+                   gate: TimingGate | None = None, jobs: int = 1) -> Outcome:
+    """Run ``experiment`` unless a current result exists (``force`` re-runs it); write its results file.
+    ``gate``: shared with the other ``jobs`` - 1 jobs of a parallel plan (``qbuild.gate``)."""
     progress = progress or Progress()
     env = environment.capture()
     path = result_path(root, env["machine_id"], experiment.id)
@@ -108,17 +113,17 @@ def run_experiment(experiment: Experiment, root: Path, force: bool = False, prog
             progress.say("up to date, skipped (--force re-runs it)")
             return Outcome(path, current, skipped=True)
 
-    record = _run_stages(experiment, path.parent, progress)
-    record.update(schema=SCHEMA, id=experiment.id, fingerprint=fingerprint, environment=env)
+    record = _run_stages(experiment, path.parent, progress, gate)
+    record.update(schema=SCHEMA, id=experiment.id, fingerprint=fingerprint, environment=env, jobs=jobs)
     write_result(path, record)
     progress.say(f"wrote {path}")
     return Outcome(path, record, skipped=False)
 
 
-def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress) -> dict:
+def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, gate: TimingGate | None) -> dict:
     from qbuild.models import load_model, model_summary
 
-    log = StageLog(progress)
+    log = StageLog(progress, gate)
     out: dict = {"experiment": experiment.to_json(), "model": None, "quantization": None, "compile": None,
                  "correctness": None, "ir": None, "latency": None, "accuracy": None}
 
@@ -321,25 +326,67 @@ def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> d
 
 
 def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None,
-             stop_after_s: float | None = None) -> list[Outcome]:
-    """Run every experiment in order; each result is written as soon as it is done. With
-    ``stop_after_s``, no experiment starts once that many seconds have passed (a lent machine's
-    time is limited; what finished is kept)."""
+             stop_after_s: float | None = None, jobs: int = 1) -> list[Outcome]:
+    """Run every experiment; each result is written as soon as it is done. With ``stop_after_s``,
+    no experiment starts once that many seconds have passed (a lent machine's time is limited;
+    what finished is kept). With ``jobs`` > 1, the plan's models are shared out to that many
+    processes, each running its models' experiments in plan order (a model's builds share its
+    trace and evaluation images, ``_shared``): their untimed stages overlap, their timed stages
+    run alone (``qbuild.gate``). Outcomes come back in plan order."""
     import time
 
     from qbuild.results import ensure_writable
 
     progress = progress or Progress()
     ensure_writable(Path(root))
+    numbered = list(enumerate(experiments, start=1))
+    deadline = None if stop_after_s is None else time.time() + stop_after_s
+    groups = list(_by_model(numbered).values())
+    if jobs <= 1 or len(groups) <= 1:
+        return [outcome for _, outcome in _run_group(numbered, len(experiments), root, force, progress, deadline)]
+    return _run_parallel(groups, len(experiments), root, force, progress.quiet, deadline, jobs)
+
+
+def _by_model(numbered: list[tuple[int, Experiment]]) -> dict[str, list[tuple[int, Experiment]]]:
+    groups: dict[str, list[tuple[int, Experiment]]] = {}
+    for index, experiment in numbered:
+        groups.setdefault(experiment.model, []).append((index, experiment))
+    return groups
+
+
+def _run_group(numbered: list[tuple[int, Experiment]], total: int, root: Path, force: bool, progress: Progress,
+               deadline: float | None, gate_dir: str | None = None, jobs: int = 1) -> list[tuple[int, Outcome]]:
+    """Run ``numbered`` (plan index, experiment) in order, in this process; ``(index, outcome)`` each."""
+    import time
+
+    gate = TimingGate(gate_dir)
     outcomes = []
-    start = time.monotonic()
-    for index, experiment in enumerate(experiments, start=1):
-        if stop_after_s is not None and time.monotonic() - start > stop_after_s:
+    for done, (index, experiment) in enumerate(numbered):
+        if deadline is not None and time.time() > deadline:
             progress.prefix = ""
-            progress.say(f"time limit of {stop_after_s:.0f} s reached: not started: "
-                         + ", ".join(e.id for e in experiments[index - 1:]))
+            progress.say("time limit reached: not started: " + ", ".join(e.id for _, e in numbered[done:]))
             break
-        progress.experiment(index, len(experiments), experiment.id)
-        outcomes.append(run_experiment(experiment, root, force, progress))
+        progress.experiment(index, total, experiment.id, done, len(numbered) - done)
+        outcomes.append((index, run_experiment(experiment, root, force, progress, gate, jobs)))
     progress.prefix = ""
     return outcomes
+
+
+def _run_group_quietly(numbered, total, root, force, quiet: bool, deadline, gate_dir, jobs) -> list[tuple[int, Outcome]]:
+    """``_run_group`` in a job process (a ``Progress`` cannot be sent to one: it holds a stream)."""
+    return _run_group(numbered, total, root, force, Progress(quiet=quiet), deadline, gate_dir, jobs)
+
+
+def _run_parallel(groups: list, total: int, root: Path, force: bool, quiet: bool, deadline: float | None,
+                  jobs: int) -> list[Outcome]:
+    import multiprocessing
+    import tempfile
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM thread pool forked mid-use
+    with tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir, \
+            ProcessPoolExecutor(min(jobs, len(groups)), mp_context=context) as pool:
+        futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, jobs)
+                   for group in groups]
+        numbered = [pair for future in futures for pair in future.result()]
+    return [outcome for _, outcome in sorted(numbered, key=lambda pair: pair[0])]

@@ -521,6 +521,7 @@ def environments(results) -> list[dict]:
         newest = max(files, key=lambda f: f.record["environment"].get("date", ""))
         env = newest.record["environment"]
         out.append({"machine": machine, "env": env, "experiments": len(files),
+                    "jobs": max(f.record.get("jobs", 1) for f in files),
                     "dates": sorted({f.record["environment"].get("date", "")[:10] for f in files}),
                     **stage_minutes(f.record for f in files)})
     return out

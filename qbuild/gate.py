@@ -1,0 +1,58 @@
+"""Timed stages run alone: the lock that the jobs of a plan run in parallel share.
+
+A plan run as several jobs (processes, ``runner.run_plan(..., jobs=N)``) overlaps their untimed
+stages (quantize, compile, verify, analyse, accuracy: mostly one core each), but a timed stage
+(``TIMED_STAGES``) never overlaps anything: it waits until no other job is inside a stage, and
+no other job enters one until it is done. Two lock files (``fcntl.flock``) in a directory the
+jobs share:
+
+- ``room``: held shared by a job inside an untimed stage, exclusively by one inside a timed one;
+- ``door``: held by a job waiting for the room alone, and passed through (taken and released)
+  by a job before it enters the room; so once a timed stage waits, no new untimed stage starts
+  ahead of it.
+
+A lock held by a process goes when it exits, however it exits: a killed job blocks nobody.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TIMED_STAGES = frozenset({"bench"})
+
+
+@contextmanager
+def _locked(path: Path, mode: int) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, mode)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class TimingGate:
+    """The gate of one plan's jobs, in ``directory``; ``None``: a plan run as one job (no locks)."""
+
+    def __init__(self, directory: Path | None = None) -> None:
+        self.directory = None if directory is None else Path(directory)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Hold the gate as stage ``name`` needs it: alone if it is timed, shared otherwise."""
+        if self.directory is None:
+            yield
+            return
+        room, door = self.directory / "room.lock", self.directory / "door.lock"
+        if name in TIMED_STAGES:
+            with _locked(door, fcntl.LOCK_EX), _locked(room, fcntl.LOCK_EX):
+                yield
+            return
+        with _locked(door, fcntl.LOCK_EX):
+            pass
+        with _locked(room, fcntl.LOCK_SH):
+            yield
