@@ -4,7 +4,8 @@ load -> summarise -> trace -> [quantize] -> compile -> verify -> [kernel_check] 
 ``kernel_check`` runs for a model with bit-serial layers: each distinct one against NumPy.
 A peer baseline (engine "torch" or "onnxruntime") has that engine stand in for the compiled model.
 
-Each stage records ok / error / skipped with its duration; a failing stage records the
+Each stage records ok / error / skipped with its duration (from entering the gate of a parallel
+plan, ``qbuild.gate``: a wait there is not the stage's time); a failing stage records the
 exception (type, first line, detail) and the stages that need it are skipped, so a result
 always says how far it got and why.
 Bad input (a QbuildError) is not a stage failure: it stops the run before anything is written.
@@ -55,6 +56,7 @@ class StageLog:
         start = time.perf_counter()
         try:
             with self.gate.stage(name):
+                start = time.perf_counter()  # the stage's own time, not its wait at the gate
                 value = fn(*args)
         except (QbuildError, KeyboardInterrupt):
             raise
@@ -384,9 +386,10 @@ def _run_parallel(groups: list, total: int, root: Path, force: bool, quiet: bool
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM thread pool forked mid-use
+    workers = min(jobs, len(groups))
     with tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir, \
-            ProcessPoolExecutor(min(jobs, len(groups)), mp_context=context) as pool:
-        futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, jobs)
+            ProcessPoolExecutor(workers, mp_context=context) as pool:
+        futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
                    for group in groups]
         numbered = [pair for future in futures for pair in future.result()]
     return [outcome for _, outcome in sorted(numbered, key=lambda pair: pair[0])]

@@ -36,6 +36,7 @@ KERNEL_SETS = ("builtin", "tuned", "untuned")
 # Measured on this AVX2 CPU (no vector popcount instruction: LLVM builds one from byte
 # shuffles), ResNet-50's conv shapes side by side with the int8 conv as it runs in a quantized
 # network (`nox -s subbyte`; the byte compute, all on 2 threads): bit-serial with 1 pair (W1A1)
-# takes 0.47-0.70x the int8 time, 4 pairs (W2A2) 1.5-2.3x, 16 pairs (W4A4) 5.7-10x; the byte
-# conv on W1A1's values 0.56-0.90x, on W2A2's 0.60-0.90x (int16 sums), on W4A4's 0.69-1.19x.
+# takes 0.49-0.78x the int8 time, 4 pairs (W2A2) 1.7-2.1x, 16 pairs (W4A4) 6.8-8.3x; the byte
+# conv on W1A1's values 0.53-0.93x, on W2A2's 0.58-0.93x (int16 sums), on W4A4's 0.65-1.01x
+# (int16 sums where random 4-bit weights allow).
 MAX_AUTO_PAIRS = 2
