@@ -8,8 +8,9 @@ shape, the int8 conv on 8-bit values (blocked layout, as it runs inside a networ
 each of several precisions, the two kernels a layer of that precision may run: the bit-serial
 conv, and the byte conv on the precision's values (which accumulates in int16 where its sums
 fit, ``qbuild.kernels.conv2d``), in interleaved rounds, and reports each one's ratio to int8.
-A precision's goal is judged on the faster of its two kernels per shape, the one a layer would
-take. Not a test: nothing here asserts a speed.
+A precision's goal is judged per shape on the faster of its two kernels (a quantized layer
+takes one by its count of plane pairs, ``qbuild.kernels.MAX_AUTO_PAIRS``, set from these
+timings: W1A1 bit-serial, W2A2 and wider bytes). Not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations
