@@ -93,27 +93,6 @@ def _int16_dot_desc() -> tirx.PrimFunc:
     return desc
 
 
-def _int16_dot_impl() -> tirx.PrimFunc:
-    """``vpmaddubsw`` of the broadcast quad and the weights, added to the int16 accumulators."""
-
-    @T.prim_func(s_tir=True)
-    def impl(
-        A: T.Buffer((QUAD,), "uint8", offset_factor=1),
-        B: T.Buffer((8, QUAD), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:8, 0:4])
-            T.writes(C[0:16])
-            word = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a = T.reinterpret(T.broadcast(word, 8), dtype="int8x32")
-            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a,
-                                            B.vload([0, 0], "int8x32"), dtype="int16x16")
-            C[T.ramp(T.int32(0), 1, 16)] = C.vload([0], "int16x16") + pairs
-
-    return impl
-
-
 def _pair_sum_desc() -> tirx.PrimFunc:
     """What ``PAIR_SUM_8`` computes: ``D[j] = C[2j] + C[2j+1]``, int16 lanes summed into int32."""
 
@@ -140,9 +119,7 @@ def _pair_sum_impl() -> tirx.PrimFunc:
         with T.sblock("root"):
             T.reads(C[0:16])
             T.writes(D[0:8])
-            D[T.ramp(T.int32(0), 1, 8)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), C.vload([0], "int16x16"),
-                T.broadcast(T.int16(1), 16), dtype="int32x8")
+            D[T.ramp(T.int32(0), 1, 8)] = _pair_sums(C.vload([0], "int16x16"))
 
     return impl
 
@@ -158,32 +135,49 @@ def _vpdpbusd_step(acc, a, b):
                                    dtype="int32x8")
 
 
+def _byte_pairs(a, b):
+    """vpmaddubsw: the u8 x s8 products of neighbouring bytes summed in pairs, sixteen int16."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
+
+
+def _pair_sums(pairs):
+    """vpmaddwd by ones: sixteen int16 summed in neighbouring pairs, eight int32."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs,
+                                   T.broadcast(T.int16(1), 16), dtype="int32x8")
+
+
 def _pmaddubsw_step(acc, a, b):
     """vpmaddubsw (u8 x s8 pair sums in int16), vpmaddwd by ones (pairs of pairs in int32), add."""
-    pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
-    return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs,
-                                         T.broadcast(T.int16(1), 16), dtype="int32x8")
+    return acc + _pair_sums(_byte_pairs(a, b))
 
 
-def _impl(group: int, a_dtype: str, b_dtype: str, step) -> tirx.PrimFunc:
+def _pmaddubsw_int16_step(acc, a, b):
+    """vpmaddubsw, added to int16 accumulators as it is."""
+    return acc + _byte_pairs(a, b)
+
+
+def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str = "int32x8") -> tirx.PrimFunc:
     """An intrinsic over ``group`` input channels: the group of ``A`` broadcast to every lane as one
     32-bit word, ``B`` loaded as one vector, ``step(accumulators, a, b)`` the new accumulators
-    (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them)."""
+    (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them; the
+    accumulators a vector of type ``accumulators``)."""
     vector = f"{b_dtype}x{LANES * group}"
+    acc_dtype, lanes = accumulators.split("x")
+    lanes = int(lanes)
 
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((group,), a_dtype, offset_factor=1),
         B: T.Buffer((8, group), b_dtype, offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+        C: T.Buffer((lanes,), acc_dtype, offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:group], B[0:8, 0:group])
-            T.writes(C[0:8])
+            T.reads(C[0:lanes], A[0:group], B[0:8, 0:group])
+            T.writes(C[0:lanes])
             word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
             a = T.reinterpret(T.broadcast(word, 8), dtype=vector)
             b = B.vload([0, 0], vector)
-            C[T.ramp(T.int32(0), 1, 8)] = step(C.vload([0], "int32x8"), a, b)
+            C[T.ramp(T.int32(0), 1, lanes)] = step(C.vload([0], accumulators), a, b)
 
     return impl
 
@@ -205,7 +199,7 @@ def register(name: str) -> str:
 def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     """(description, implementation) of intrinsic ``name``."""
     if name == PMADDUBSW_8X4_I16:
-        return _int16_dot_desc(), _int16_dot_impl()
+        return _int16_dot_desc(), _impl(QUAD, "uint8", "int8", _pmaddubsw_int16_step, "int16x16")
     if name == PAIR_SUM_8:
         return _pair_sum_desc(), _pair_sum_impl()
     group, step = _STEPS[name]

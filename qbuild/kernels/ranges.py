@@ -21,6 +21,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from qbuild.quantize.graph import op_name
+
 Interval = tuple[float, float]
 _UNBOUNDED: Interval = (-math.inf, math.inf)
 # Operators whose output values are some of their first argument's values.
@@ -133,10 +135,10 @@ def conv_weight_sums(mod) -> dict[relax.Expr, float]:
         bound = {binding.var: binding.value for block in getattr(func.body, "blocks", [])
                  for binding in block.bindings if isinstance(binding, relax.VarBinding)}
         for value in bound.values():
-            if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.nn.conv2d":
+            if op_name(value) == "relax.nn.conv2d" and str(value.args[1].ty.dtype) == "int8":  # the byte convs'
                 weight = value.args[1]
                 layout, source = str(value.attrs.kernel_layout), bound.get(weight, weight)
-                if isinstance(source, relax.Call) and getattr(source.op, "name", "") == "relax.layout_transform":
+                if op_name(source) == "relax.layout_transform":
                     # ConvertLayout blocks only OIHW weights (``conv2d.desired_layout``)
                     layout, source = "OIHW", bound.get(source.args[0], source.args[0])
                 if isinstance(source, tvm.ir.expr.GenericConst):
