@@ -361,7 +361,7 @@ def _run_group(numbered: list[tuple[int, Experiment]], total: int, root: Path, f
     """Run ``numbered`` (plan index, experiment) in order, in this process; ``(index, outcome)`` each."""
     import time
 
-    gate = TimingGate(gate_dir)
+    gate = TimingGate(gate_dir, jobs)
     outcomes = []
     for done, (index, experiment) in enumerate(numbered):
         if deadline is not None and time.time() > deadline:

@@ -78,3 +78,15 @@ def test_impossible_protocols_are_rejected(field, value):
 def test_a_budget_needs_a_warmup_run_to_size_the_run():
     with pytest.raises(QbuildError, match="warm-up"):
         Protocol(warmup=0, budget_s=10.0)
+
+
+def test_under_a_budget_the_warmup_stops_once_it_has_taken_its_share():
+    def slow_prepare(_batch):
+        import time
+
+        return lambda: time.sleep(0.03)
+
+    slow = benchmark(slow_prepare, (2,), Protocol(iterations=1, executions=1, warmup=3, budget_s=0.2))
+    assert len(slow["warmup_ms"]) == 1, "one 30 ms run is more than a tenth of a 0.2 s budget"
+    ample = benchmark(slow_prepare, (2,), Protocol(iterations=1, executions=1, warmup=3, budget_s=10.0))
+    assert len(ample["warmup_ms"]) == 3

@@ -49,6 +49,33 @@ def test_a_timed_stage_waits_for_the_stage_running_and_holds_back_the_next(tmp_p
     assert held["analyse"][0] >= held["bench"][1], "a stage started while the bench ran"
 
 
+def _threads_inside(gate_dir: str, name: str, jobs: int, log: str) -> None:
+    """Log how many threads TVM, PyTorch and NumPy's BLAS run on inside the gate as stage ``name``."""
+    import threadpoolctl
+    import torch
+    import tvm
+
+    with TimingGate(Path(gate_dir), jobs).stage(name):
+        blas = {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+        counts = tvm.get_global_func("runtime.NumThreads")(), torch.get_num_threads(), *blas
+    with open(log, "a") as out:
+        out.write(" ".join(map(str, (name, *counts))) + "\n")
+
+
+def test_an_untimed_stage_runs_on_its_jobs_share_of_the_threads_and_a_timed_one_on_all(tmp_path, monkeypatch):
+    monkeypatch.setenv("TVM_NUM_THREADS", "4")  # the pool of each job process: 4 threads
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")  # and NumPy's BLAS
+    log = tmp_path / "log"
+    context = multiprocessing.get_context("spawn")
+    for stage in ("accuracy", "bench"):
+        process = context.Process(target=_threads_inside, args=(str(tmp_path), stage, 2, str(log)))
+        process.start()
+        process.join(timeout=120)
+        assert process.exitcode == 0
+    counts = {name: tuple(map(int, counts)) for name, *counts in (line.split() for line in log.read_text().splitlines())}
+    assert counts == {"accuracy": (2, 2, 2), "bench": (4, 4, 4)}, "(TVM, PyTorch, BLAS) threads"
+
+
 def test_a_plan_of_two_models_runs_as_two_jobs_and_returns_its_outcomes_in_plan_order(tmp_path):
     plan = build_plan(["resnet18", "efficientnet_lite0"], ["torch-fp32"], profile="quick", weights="random")
     outcomes = run_plan(plan, tmp_path, progress=Progress(quiet=True), jobs=2)

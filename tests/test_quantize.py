@@ -191,6 +191,43 @@ def test_wide_tensors_are_never_clipped_by_calibration():
     assert threshold(make(), histogram, int8) == 8.0  # global_scale ignores the data
 
 
+def test_a_histograms_thresholds_are_searched_once_and_again_after_new_values():
+    rng = np.random.default_rng(0)
+    histogram = Histogram()
+    histogram.add(rng.laplace(size=100_000))
+    first = histogram.kl_threshold(128), histogram.mse_threshold(7)
+    searched = []
+    histogram._search_kl = lambda levels: searched.append(levels) or 0.0
+    assert histogram.kl_threshold(128) == first[0] and searched == [], "the same search is not made twice"
+    del histogram._search_kl
+    histogram.add(rng.laplace(size=100_000) * 4)  # a wider spread: other thresholds
+    fresh = Histogram(counts=histogram.counts.copy(), upper=histogram.upper, max_abs=histogram.max_abs)
+    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == (fresh.kl_threshold(128), fresh.mse_threshold(7))
+    assert histogram.kl_threshold(128) != first[0]
+
+
+def test_weights_rounded_once_per_precision_come_back_the_same_and_read_only(monkeypatch):
+    from qbuild.quantize import rewrite
+    from qbuild.quantize.rewrite import Rewriter
+
+    monkeypatch.setattr(rewrite, "_CODES", {})
+    weights = np.random.default_rng(0).laplace(size=(8, 16, 1, 1))
+    gram = np.eye(16) * np.arange(1, 17)
+    config = make(per_channel_weights=True, weight_scale="mse", weight_rounding="gptq", calibrate_mode="mse")
+    rounded = []
+    real = Rewriter._round_weights
+    monkeypatch.setattr(Rewriter, "_round_weights", lambda self, *args: rounded.append(args[2]) or real(self, *args))
+    first = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 4, gram)
+    again = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights.copy(), 0, 4, gram.copy())
+    other = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 2, gram)
+    assert rounded == [4, 2], "equal weights and Gram matrix at the same precision are rounded once"
+    assert again[0] is first[0] and not first[0].flags.writeable and not first[1].flags.writeable
+    assert other[0].max() < first[0].max()
+    monkeypatch.setattr(rewrite, "_CODES", {})
+    fresh = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 4, gram)
+    np.testing.assert_array_equal(fresh[0], first[0])
+
+
 def test_a_model_with_every_layer_skipped_needs_no_calibration_run(tiny):
     _module, traced = tiny
     config = make(calibrate_mode="max", skip_conv_layers=[0, 1], skip_dense_layer=True, calibrate_samples=1)
