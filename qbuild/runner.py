@@ -4,8 +4,8 @@ load -> summarise -> trace -> [quantize] -> compile -> verify -> [kernel_check] 
 ``kernel_check`` runs for a model with bit-serial layers: each distinct one against NumPy.
 A peer baseline (engine "torch" or "onnxruntime") has that engine stand in for the compiled model.
 
-Each stage records ok / error / skipped with its duration (from entering the gate of a parallel
-plan, ``qbuild.gate``: a wait there is not the stage's time); a failing stage records the
+Each stage records ok / error / skipped with its duration (in a parallel plan, ``qbuild.gate``,
+neither a wait at the gate nor the time another job had this one stopped); a failing stage records the
 exception (type, first line, detail) and the stages that need it are skipped, so a result
 always says how far it got and why.
 Bad input (a QbuildError) is not a stage failure: it stops the run before anything is written.
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from qbuild import environment
 from qbuild.errors import QbuildError, one_line
-from qbuild.gate import TimingGate
+from qbuild.gate import TimingGate, release_all
 from qbuild.plan import Experiment
 from qbuild.progress import Progress, format_seconds
 from qbuild.results import SCHEMA, ResultsFileError, load_result, result_path, write_result
@@ -53,15 +53,15 @@ class StageLog:
             self.skip(name, f"needs {', '.join(missing)}")
             return None
         self.progress.say(f"{name} ...")
-        start = time.perf_counter()
+        start = time.monotonic()
         try:
             with self.gate.stage(name):
-                start = time.perf_counter()  # the stage's own time, not its wait at the gate
+                start = time.monotonic()  # the stage's own time, not its wait at the gate
                 value = fn(*args)
         except (QbuildError, KeyboardInterrupt):
             raise
         except Exception as exc:
-            seconds = time.perf_counter() - start
+            seconds = self._seconds_since(start)
             detail = "".join(traceback.format_exception(exc))[-_DETAIL_LIMIT:]
             self.stages[name] = {
                 "status": "error",
@@ -70,10 +70,16 @@ class StageLog:
             }
             self.progress.say(f"{name} FAILED after {format_seconds(seconds)}: {type(exc).__name__}: {one_line(exc)}")
             return None
-        seconds = time.perf_counter() - start
+        seconds = self._seconds_since(start)
         self.stages[name] = {"status": "ok", "seconds": seconds}
         self.progress.say(f"{name} ok ({format_seconds(seconds)})")
         return value
+
+
+    def _seconds_since(self, start: float) -> float:
+        """The stage's seconds since ``start``, less those in which another job had this one stopped."""
+        end = time.monotonic()
+        return end - start - self.gate.stopped_seconds(start, end)
 
 
 @dataclass(frozen=True)
@@ -361,15 +367,16 @@ def _run_group(numbered: list[tuple[int, Experiment]], total: int, root: Path, f
     """Run ``numbered`` (plan index, experiment) in order, in this process; ``(index, outcome)`` each."""
     import time
 
-    gate = TimingGate(gate_dir, jobs)
+    gate = TimingGate(gate_dir)
     outcomes = []
-    for done, (index, experiment) in enumerate(numbered):
-        if deadline is not None and time.time() > deadline:
-            progress.prefix = ""
-            progress.say("time limit reached: not started: " + ", ".join(e.id for _, e in numbered[done:]))
-            break
-        progress.experiment(index, total, experiment.id, done, len(numbered) - done)
-        outcomes.append((index, run_experiment(experiment, root, force, progress, gate, jobs)))
+    with gate.joined():
+        for done, (index, experiment) in enumerate(numbered):
+            if deadline is not None and time.time() > deadline:
+                progress.prefix = ""
+                progress.say("time limit reached: not started: " + ", ".join(e.id for _, e in numbered[done:]))
+                break
+            progress.experiment(index, total, experiment.id, done, len(numbered) - done)
+            outcomes.append((index, run_experiment(experiment, root, force, progress, gate, jobs)))
     progress.prefix = ""
     return outcomes
 
@@ -389,7 +396,10 @@ def _run_parallel(groups: list, total: int, root: Path, force: bool, quiet: bool
     workers = min(jobs, len(groups))
     with tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir, \
             ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
-                   for group in groups]
-        numbered = [pair for future in futures for pair in future.result()]
+        try:
+            futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
+                       for group in groups]
+            numbered = [pair for future in futures for pair in future.result()]
+        finally:
+            release_all(Path(gate_dir))
     return [outcome for _, outcome in sorted(numbered, key=lambda pair: pair[0])]
