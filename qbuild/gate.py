@@ -4,8 +4,8 @@ A plan run as several jobs (processes, ``runner.run_plan(..., jobs=N)``) overlap
 stages (quantize, compile, verify, analyse, accuracy: mostly one core each), but a timed stage
 (``TIMED_STAGES``) never overlaps anything: the job about to time stops every other job where it
 stands (``SIGSTOP``), times, and lets them go on (``SIGCONT``). Waiting for the other jobs'
-stages to end instead left a core idle for as long as the longest of them (ResNet-50's first
-sweep quantize: 90 s) before every bench. In a directory the jobs share:
+stages to end instead left a core idle before every bench for the rest of the stage running
+(up to 90 s: ResNet-50's first sweep quantize). In a directory the jobs share:
 
 - ``jobs/<pid>``: each job's file, locked (``fcntl.flock``) by that job while it runs: a job
   stops only the jobs whose files are locked, so never a finished one, nor a process that

@@ -1,4 +1,4 @@
-"""How many threads TVM's runtime (and PyTorch) run qbuild's kernels on.
+"""How many threads TVM's runtime (and PyTorch, and NumPy's BLAS) run qbuild's kernels on.
 
 TVM 0.27's thread pool, when ``TVM_NUM_THREADS`` is unset, takes half of
 ``std::thread::hardware_concurrency()`` on x86-64 (it assumes hyper-threading): on a 2-vCPU

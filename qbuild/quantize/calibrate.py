@@ -67,8 +67,8 @@ class Histogram:
             self.channel_sums = sums if self.channel_sums is None else self.channel_sums + sums
             self.channel_samples += values.size // values.shape[1]
             if self.keep_gram:
-                # One image's product in float32 (relative error ~1e-7, 3-5x faster than float64:
-                # ResNet-50's calibration spent 25 s here), summed over images in float64.
+                # One image's product in float32 (relative error ~1e-7; on ResNet-50's 1x1 conv
+                # inputs 2-5x faster than float64 and its copies), summed over images in float64.
                 columns = np.moveaxis(values, 1, 0).reshape(values.shape[1], -1).astype(np.float32, copy=False)
                 product = (columns @ columns.T).astype(np.float64)
                 self.gram = product if self.gram is None else self.gram + product
