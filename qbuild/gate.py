@@ -40,6 +40,17 @@ TIMED_STAGES = frozenset({"bench"})
 _STOP_WAIT_S = 2.0  # at most, for a stopped job to be seen stopped (/proc) before timing starts
 
 
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """``path`` (made if missing) locked exclusively by this process for the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 class TimingGate:
     """The gate of a plan's jobs, in ``directory``; ``None``: a plan run as one job (no locks,
     nobody stopped, the thread count left alone)."""
@@ -55,13 +66,11 @@ class TimingGate:
             return
         mine = self.directory / "jobs" / str(os.getpid())
         mine.parent.mkdir(exist_ok=True)
-        fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            mine.unlink(missing_ok=True)
-            os.close(fd)
+        with _locked(mine):
+            try:
+                yield
+            finally:
+                mine.unlink(missing_ok=True)
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -74,9 +83,7 @@ class TimingGate:
             threads.run_on(threads.pool_size() // (len(self._running_jobs()) + 1))
             yield
             return
-        fd = os.open(self.directory / "door", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with _locked(self.directory / "door"):
             others = self._running_jobs()
             since = time.monotonic()
             _signal(others, signal.SIGSTOP)
@@ -88,8 +95,6 @@ class TimingGate:
                 with open(self.directory / "stopped", "a") as log:
                     log.write(f"{os.getpid()} {since} {time.monotonic()}\n")
                 _signal(others, signal.SIGCONT)
-        finally:
-            os.close(fd)
 
     def stopped_seconds(self, start: float, end: float) -> float:
         """Seconds of [start, end] (``time.monotonic``) in which the other jobs had this one stopped."""
