@@ -80,13 +80,31 @@ def test_a_budget_needs_a_warmup_run_to_size_the_run():
         Protocol(warmup=0, budget_s=10.0)
 
 
-def test_under_a_budget_the_warmup_stops_once_it_has_taken_its_share():
+def test_under_a_budget_the_warmup_stops_once_the_runs_after_the_first_have_taken_their_share():
     def slow_prepare(_batch):
         import time
 
         return lambda: time.sleep(0.03)
 
-    slow = benchmark(slow_prepare, (2,), Protocol(iterations=1, executions=1, warmup=3, budget_s=0.2))
-    assert len(slow["warmup_ms"]) == 1, "one 30 ms run is more than a tenth of a 0.2 s budget"
+    slow = benchmark(slow_prepare, (2,), Protocol(iterations=1, executions=1, warmup=4, budget_s=0.2))
+    assert len(slow["warmup_ms"]) == 2, "the second 30 ms run is more than a tenth of a 0.2 s budget"
     ample = benchmark(slow_prepare, (2,), Protocol(iterations=1, executions=1, warmup=3, budget_s=10.0))
     assert len(ample["warmup_ms"]) == 3
+
+
+def test_a_first_run_that_compiles_neither_ends_the_warmup_nor_sizes_the_run():
+    """torch.compile compiles at its first call (seconds), then runs in milliseconds."""
+    import time
+
+    calls = []
+
+    def compiling(_batch):
+        def run():
+            calls.append(1)
+            time.sleep(0.5 if len(calls) == 1 else 0.001)
+        return run
+
+    result = benchmark(compiling, (2,), Protocol(iterations=3, executions=4, warmup=3, budget_s=1.0))
+    assert len(result["warmup_ms"]) == 3
+    assert not result["truncated_by_budget"], "sized by a 1 ms run, the 12 runs fit the budget"
+    assert result["summary"]["median_ms"] < 100
