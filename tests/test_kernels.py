@@ -57,10 +57,11 @@ SHAPES = {
     "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
     "input blocks of 4, output blocks of 8": (12, 10, 16, 3, 1, 1, 1),
 }
-def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None):
-    """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key), run on ``x``."""
+def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None, vnni: bool | None = None):
+    """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key), run on ``x``;
+    ``avx2``, ``vnni``: override what this CPU has (``pipeline``)."""
     target = CPU.tvm_target()
-    relax_pipeline, report = pipeline("builtin", target, avx2, tiles)
+    relax_pipeline, report = pipeline("builtin", target, avx2, tiles, vnni)
     executable = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy(), report
@@ -147,18 +148,28 @@ def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays
     assert report.counts["conv"] >= 1
 
 
-def test_the_vpmaddwd_intrinsic_is_in_the_integer_code():
-    if not "avx2" in cpu_features(CPU.tvm_target()):
-        pytest.skip("this CPU has no AVX2: the integer fast path is not used (see the fallback test)")
-    rng = np.random.default_rng(4)
-    weight = rng.integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
-    compiled = compile_model(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"), CPU, "builtin")
-    assert "vpmaddwd" in compiled.sources()["s"]
-    assert compiled.kernels["set"] == "builtin" and compiled.kernels["functions"]["conv"] >= 1
-
-
-# An AVX-512 VNNI CPU, for cross-compiling (nothing built for it runs here).
+# CPUs with and without AVX-512 VNNI, for cross-compiling (nothing built for them runs here).
+ZEN3 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver3", "num-cores": 2}, "AMD Zen 3 (znver3)", "test")
 ZEN4 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, "AMD Zen 4 (znver4)", "test")
+
+
+def _families(compiled) -> dict:
+    from qbuild.analysis import analyse_sources
+
+    return analyse_sources(compiled.sources())["instruction_census"]["families"]
+
+
+def _census_families(target: TargetChoice, seed: int) -> tuple[dict, dict]:
+    """(instruction families, kernel report) of one int8 3x3 conv compiled for ``target``."""
+    weight = np.random.default_rng(seed).integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+    compiled = compile_model(conv_module((1, 16, 14, 14), weight, 1, 1, 1, "int32"), target, "builtin")
+    return _families(compiled), compiled.kernels
+
+
+def test_for_an_avx2_cpu_without_vnni_the_integer_conv_is_built_on_vpmaddwd():
+    families, kernels = _census_families(ZEN3, seed=4)
+    assert families["s16*s16 pairs (vpmaddwd)"] > 0 and families["int8 dot VNNI (vpdpbusd)"] == 0
+    assert kernels["set"] == "builtin" and kernels["functions"]["conv"] == 1
 
 
 def _conv_summaries(mod, vnni: bool) -> list[str]:
@@ -189,13 +200,9 @@ def test_the_vnni_compute_with_unsigned_activations_is_bit_exact_on_any_cpu(shap
 
 
 def test_for_a_vnni_cpu_the_integer_conv_is_built_on_vpdpbusd():
-    from qbuild.analysis import analyse_sources
-
-    weight = np.random.default_rng(7).integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
-    compiled = compile_model(conv_module((1, 16, 14, 14), weight, 1, 1, 1, "int32"), ZEN4, "builtin")
-    families = analyse_sources(compiled.sources())["instruction_census"]["families"]
+    families, kernels = _census_families(ZEN4, seed=7)
     assert families["int8 dot VNNI (vpdpbusd)"] > 0 and families["s16*s16 pairs (vpmaddwd)"] == 0
-    assert compiled.kernels["functions"]["conv"] == 1
+    assert kernels["functions"]["conv"] == 1
 
 
 def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
@@ -266,19 +273,20 @@ def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
 
 
 def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():
-    from qbuild.analysis import analyse_sources
-
+    """Exact on this CPU, whichever instructions it has; without VNNI (Zen 3, cross-compiled) the
+    bytes multiply pairwise (vpmaddubsw), with it they take vpdpbusd."""
     rng = np.random.default_rng(9)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
     weight = rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
-    compiled = compile_model(_requantized_relu_module(x.shape, weight, relu=True), CPU, "builtin")
+    mod = _requantized_relu_module(x.shape, weight, relu=True)
+    compiled = compile_model(mod, CPU, "builtin")
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, 127)
     windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     expected = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))  # no ReLU after this conv
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
-    if "avx2" in cpu_features(CPU.tvm_target()):
-        families = analyse_sources(compiled.sources())["instruction_census"]["families"]
-        assert families["u8*s8 pairs (vpmaddubsw)"] > 0
+    assert _families(compile_model(mod, ZEN3, "builtin"))["u8*s8 pairs (vpmaddubsw)"] > 0
+    if "avx512vnni" in cpu_features(CPU.tvm_target()):
+        assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
 
 def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int) -> np.ndarray:
@@ -288,39 +296,37 @@ def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int) -> np.nd
     return np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))
 
 
-def _conv_blocks(mod) -> list[str]:
+def _conv_blocks(mod, target: TargetChoice) -> list[str]:
     from qbuild.tune import conv_functions
 
-    return [workload.block for workload, _ in conv_functions(mod, CPU.tvm_target()).values()]
+    return [workload.block for workload, _ in conv_functions(mod, target.tvm_target()).values()]
 
 
 def test_a_conv_of_two_bit_data_and_weights_accumulates_in_int16_and_stays_exact():
     """Data in [0, 3] and weights in [-2, 1]: every partial sum fits in int16 (3 x 144 x 2), so on
     AVX2 the products accumulate in int16, one vpmaddwd per accumulator and tile instead of one
-    per vpmaddubsw."""
-    from qbuild.analysis import analyse_sources
-
+    per vpmaddubsw (checked cross-compiled for Zen 3; a VNNI CPU accumulates in int32 with vpdpbusd).
+    Exact on this CPU and in the plain vector fallback of the same compute."""
     rng = np.random.default_rng(10)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
     weight = rng.integers(-2, 2, (32, 16, 3, 3)).astype(np.int8)
     mod = _requantized_relu_module(x.shape, weight, relu=True, top=3)
-    assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod)] == [True]
+    assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod, ZEN3)] == [True]
+    for_zen3 = compile_model(mod, ZEN3, "builtin")
+    assert for_zen3.kernels["int16_sum_convs"] == 1
+    assert 0 < _families(for_zen3)["s16*s16 pairs (vpmaddwd)"] < _families(for_zen3)["u8*s8 pairs (vpmaddubsw)"]
     compiled = compile_model(mod, CPU, "builtin")
-    assert compiled.kernels["int16_sum_convs"] == 1
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
                                   _requantized_reference(x, weight, 3))
-    got, _ = run_builtin(mod, x, avx2=False)  # the plain vector fallback of the same compute
+    got, _ = run_builtin(mod, x, avx2=False)
     np.testing.assert_array_equal(got, _requantized_reference(x, weight, 3))
-    if "avx2" in cpu_features(CPU.tvm_target()):
-        families = analyse_sources(compiled.sources())["instruction_census"]["families"]
-        assert 0 < families["s16*s16 pairs (vpmaddwd)"] < families["u8*s8 pairs (vpmaddubsw)"]
 
 
 def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
     """Weights all 2: an output channel's sum is 288 x the data's top; 113 x 288 fits in int16, 114 x 288 not."""
     weight = np.full((32, 16, 3, 3), 2, np.int8)
     for top, int16 in ((113, True), (114, False)):
-        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top))
+        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), ZEN3)
         assert [block.endswith(conv2d.INT16_SUMS) for block in blocks] == [int16], top
 
 
