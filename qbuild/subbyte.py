@@ -113,27 +113,34 @@ class Timed:
         return statistics.median(self.samples_ms)
 
 
-def _byte_conv(weights: np.ndarray, stride: int, padding: int, data_max: int = 127):
-    """The int8 conv as it runs inside a quantized network: data and output in the blocked NCHW8c
-    layout, the data (after a ReLU and a requantize) in [0, ``data_max``], so on this CPU the byte
-    compute (``vpmaddubsw``, or ``vpdpbusd`` with AVX-512 VNNI) runs, as it does in the network,
-    accumulating in int16 where ``data_max`` and the weights allow."""
+def _registers():
+    """This CPU's vector registers (``qbuild.kernels.vectors``)."""
+    from qbuild.kernels.pipeline import cpu_features
+    from qbuild.kernels.vectors import of_features
+    from qbuild.targets import resolve_target
+
+    return of_features(cpu_features(resolve_target("cpu").tvm_target()))
+
+
+def _byte_conv(weights: np.ndarray, stride: int, padding: int, registers, data_max: int = 127):
+    """The int8 conv as it runs inside a quantized network: data and output in the blocked layout
+    of this CPU's ``registers``, the data (after a ReLU and a requantize) in [0, ``data_max``], so
+    the byte compute (``vpmaddubsw``, or ``vpdpbusd`` with AVX-512 VNNI) runs, as it does in the
+    network, accumulating in int16 where ``data_max`` and the weights allow."""
     from tvm import relax
 
     from qbuild.kernels import conv2d
-    from qbuild.kernels.pipeline import cpu_features
     from qbuild.kernels.ranges import largest_channel_sum
-    from qbuild.targets import resolve_target
 
     out_channels, in_channels, k, _ = weights.shape
-    blocked = weights.reshape(out_channels // 8, 8, in_channels // 8, 8, k, k).transpose(0, 2, 4, 5, 3, 1)
-    vnni = "avx512vnni" in cpu_features(resolve_target("cpu").tvm_target())
+    ob, ib = registers.block(out_channels), registers.block(in_channels)
+    blocked = weights.reshape(out_channels // ob, ob, in_channels // ib, ib, k, k).transpose(0, 2, 4, 5, 3, 1)
     weight_sum = largest_channel_sum(weights, "OIHW")
     call = relax.op.nn.conv2d  # legalized here: ConvertLayout does not take a conv that is blocked already
     return lambda bb, data: conv2d.legalize(bb, bb.normalize(call(
         data, relax.const(np.ascontiguousarray(blocked).astype(np.int8)), strides=stride, padding=padding,
-        data_layout="NCHW8c", kernel_layout="OIHW8i8o", out_layout="NCHW8c", out_dtype="int32")),
-        vnni, data_max=lambda _: data_max, weight_sum=lambda _: weight_sum)
+        data_layout=f"NCHW{ib}c", kernel_layout=f"OIHW{ib}i{ob}o", out_layout=f"NCHW{ob}c", out_dtype="int32")),
+        registers, data_max=lambda _: data_max, weight_sum=lambda _: weight_sum)
 
 
 def _timer(vm, data: np.ndarray, executions: int) -> Callable[[], float]:
@@ -144,10 +151,10 @@ def _timer(vm, data: np.ndarray, executions: int) -> Callable[[], float]:
     return lambda: float(evaluator(argument).mean * 1e3)
 
 
-def _blocked(data: np.ndarray) -> np.ndarray:
-    """NCHW -> NCHW8c."""
+def _blocked(data: np.ndarray, block: int) -> np.ndarray:
+    """NCHW -> NCHW[block]c."""
     n, channels, height, width = data.shape
-    return np.ascontiguousarray(data.reshape(n, channels // 8, 8, height, width).transpose(0, 1, 3, 4, 2))
+    return np.ascontiguousarray(data.reshape(n, channels // block, block, height, width).transpose(0, 1, 3, 4, 2))
 
 
 def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 10,
@@ -155,22 +162,25 @@ def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 1
     """Build the int8 conv and each ``PRECISIONS`` precision's two convs (bit-serial, bytes) for
     every shape, then time them in interleaved rounds."""
     rng = np.random.default_rng(0)
+    registers = _registers()
     timed: list[Timed] = []
     for shape in shapes:
         channels, size, out_channels, k, stride = shape
         padding = k // 2
+        block = registers.block(channels)
         say(f"building {channels}x{size}x{size} -> {out_channels}, {k}x{k}/{stride} ...")
         weights8 = rng.integers(-127, 128, (out_channels, channels, k, k))
-        data8 = rng.integers(0, 128, (1, channels // 8, size, size, 8)).astype(np.int8)
-        vm = _build(_byte_conv(weights8, stride, padding), data8.shape)
+        data8 = rng.integers(0, 128, (1, channels // block, size, size, block)).astype(np.int8)
+        vm = _build(_byte_conv(weights8, stride, padding, registers), data8.shape)
         timed.append(Timed(shape, "int8", _timer(vm, data8, executions), []))
         for name, activation, weight in PRECISIONS:
             weights = random_values(rng, weight, (out_channels, channels, k, k))
             data = random_values(rng, activation, (1, channels, size, size)).astype(np.int8)
             vm = _build(_bitserial(activation, weight, weights, (stride, stride), (padding,) * 4), data.shape)
             timed.append(Timed(shape, f"{name} {BITSERIAL}", _timer(vm, data, executions), []))
-            vm = _build(_byte_conv(weights, stride, padding, activation.high), (1, channels // 8, size, size, 8))
-            timed.append(Timed(shape, f"{name} {BYTES}", _timer(vm, _blocked(data), executions), []))
+            blocked = _blocked(data, block)
+            vm = _build(_byte_conv(weights, stride, padding, registers, activation.high), blocked.shape)
+            timed.append(Timed(shape, f"{name} {BYTES}", _timer(vm, blocked, executions), []))
     for round_index in range(rounds):
         for entry in timed:
             entry.samples_ms.append(entry.run())

@@ -14,6 +14,7 @@ from tvm import relax
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
 from qbuild.kernels.pipeline import cpu_features, pipeline
+from qbuild.kernels.vectors import AVX2
 from qbuild.targets import TargetChoice, resolve_target
 
 CPU = resolve_target("cpu")
@@ -56,12 +57,16 @@ SHAPES = {
     "odd channels": (5, 9, 6, 3, 1, 1, 1),
     "row of 7 pixels, 56 channels": (24, 7, 56, 3, 1, 1, 1),
     "input blocks of 4, output blocks of 8": (12, 10, 16, 3, 1, 1, 1),
+    "blocks of 16 where the registers hold 16 lanes": (32, 8, 48, 3, 1, 1, 1),
 }
-def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None, vnni: bool | None = None):
-    """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key), run on ``x``;
-    ``avx2``, ``vnni``: override what this CPU has (``pipeline``)."""
-    target = CPU.tvm_target()
-    relax_pipeline, report = pipeline("builtin", target, avx2, tiles, vnni)
+
+
+def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None,
+                target: TargetChoice | None = None):
+    """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key) for
+    ``target`` (default: this CPU; ``avx2``: override what it has, ``pipeline``), run on ``x``."""
+    target = (target or CPU).tvm_target()
+    relax_pipeline, report = pipeline("builtin", target, avx2, tiles)
     executable = tvm.compile(mod, target, relax_pipeline=relax_pipeline)
     vm = relax.VirtualMachine(executable, tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy(), report
@@ -102,7 +107,7 @@ def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_bloc
             out = bb.emit_output(relax.op.nn.conv2d(pooled, relax.const(np.ones((8, 8, 1, 1), "float32"))))
         bb.emit_func_output(out)
     with CPU.tvm_target():
-        lowered = tvm.transform.Sequential(lowering_passes(vnni=False))(bb.get())
+        lowered = tvm.transform.Sequential(lowering_passes(AVX2))(bb.get())
     calls = [str(binding.value.args[0].name_hint) for block in lowered["main"].body.blocks for binding in block.bindings]
     assert calls[0] == "pack_data", "the image packed as one block of its 3 channels"
     assert [name for name in calls if "layout_transform" in name or "unpack" in name] == [calls[-1]], \
@@ -148,8 +153,9 @@ def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays
     assert report.counts["conv"] >= 1
 
 
-# CPUs with and without AVX-512 VNNI, for cross-compiling (nothing built for them runs here).
-ZEN3 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver3", "num-cores": 2}, "AMD Zen 3 (znver3)", "test")
+# A CPU with AVX2 and no AVX-512 (Haswell's instructions, which every AVX2 CPU runs), and one
+# with AVX-512 VNNI, for cross-compiling (nothing built for Zen 4 runs here).
+AVX2_CPU = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}, "Intel Haswell", "test")
 ZEN4 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, "AMD Zen 4 (znver4)", "test")
 
 
@@ -167,7 +173,7 @@ def _census_families(target: TargetChoice, seed: int) -> tuple[dict, dict]:
 
 
 def test_for_an_avx2_cpu_without_vnni_the_integer_conv_is_built_on_vpmaddwd():
-    families, kernels = _census_families(ZEN3, seed=4)
+    families, kernels = _census_families(AVX2_CPU, seed=4)
     assert families["s16*s16 pairs (vpmaddwd)"] > 0 and families["int8 dot VNNI (vpdpbusd)"] == 0
     assert kernels["set"] == "builtin" and kernels["functions"]["conv"] == 1
 
@@ -177,7 +183,7 @@ def _conv_summaries(mod, vnni: bool) -> list[str]:
     from qbuild.kernels.schedule import conv_workload
 
     with CPU.tvm_target():
-        lowered = tvm.transform.Sequential(lowering_passes(vnni))(mod)
+        lowered = tvm.transform.Sequential(lowering_passes(AVX2.with_vnni(vnni)))(mod)
     workloads = [conv_workload(f) for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
     return [w.summary for w in workloads if w is not None]
 
@@ -203,6 +209,18 @@ def test_for_a_vnni_cpu_the_integer_conv_is_built_on_vpdpbusd():
     families, kernels = _census_families(ZEN4, seed=7)
     assert families["int8 dot VNNI (vpdpbusd)"] > 0 and families["s16*s16 pairs (vpmaddwd)"] == 0
     assert kernels["functions"]["conv"] == 1
+
+
+@pytest.mark.parametrize("dtype, instruction", [("int8", "vpdpbusd"), ("float32", "vfmadd")])
+def test_for_an_avx512_cpu_a_conv_block_is_sixteen_channels_on_zmm_registers(dtype, instruction):
+    from qbuild.tune import conv_functions
+
+    weight = np.random.default_rng(5).integers(-128, 128, (32, 32, 3, 3)).astype(dtype)
+    mod = conv_module((1, 32, 14, 14), weight, 1, 1, 1, "int32" if dtype == "int8" else dtype)
+    ((workload, _),) = conv_functions(mod, ZEN4.tvm_target()).values()
+    assert (workload.out_blocks, workload.in_blocks) == (2, 2)
+    assembly = compile_model(mod, ZEN4, "builtin").sources()["s"]
+    assert any(instruction in line and "zmm" in line for line in assembly.splitlines())
 
 
 def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
@@ -273,7 +291,7 @@ def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
 
 
 def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():
-    """Exact on this CPU, whichever instructions it has; without VNNI (Zen 3, cross-compiled) the
+    """Exact on this CPU, whichever instructions it has; without VNNI (an AVX2 CPU, cross-compiled) the
     bytes multiply pairwise (vpmaddubsw), with it they take vpdpbusd."""
     rng = np.random.default_rng(9)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
@@ -284,7 +302,7 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
     windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     expected = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))  # no ReLU after this conv
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
-    assert _families(compile_model(mod, ZEN3, "builtin"))["u8*s8 pairs (vpmaddubsw)"] > 0
+    assert _families(compile_model(mod, AVX2_CPU, "builtin"))["u8*s8 pairs (vpmaddubsw)"] > 0
     if "avx512vnni" in cpu_features(CPU.tvm_target()):
         assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
@@ -305,14 +323,14 @@ def _conv_blocks(mod, target: TargetChoice) -> list[str]:
 def test_a_conv_of_two_bit_data_and_weights_accumulates_in_int16_and_stays_exact():
     """Data in [0, 3] and weights in [-2, 1]: every partial sum fits in int16 (3 x 144 x 2), so on
     AVX2 the products accumulate in int16, one vpmaddwd per accumulator and tile instead of one
-    per vpmaddubsw (checked cross-compiled for Zen 3; a VNNI CPU accumulates in int32 with vpdpbusd).
+    per vpmaddubsw (checked cross-compiled for an AVX2 CPU; a VNNI CPU accumulates in int32 with vpdpbusd).
     Exact on this CPU and in the plain vector fallback of the same compute."""
     rng = np.random.default_rng(10)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
     weight = rng.integers(-2, 2, (32, 16, 3, 3)).astype(np.int8)
     mod = _requantized_relu_module(x.shape, weight, relu=True, top=3)
-    assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod, ZEN3)] == [True]
-    for_zen3 = compile_model(mod, ZEN3, "builtin")
+    assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod, AVX2_CPU)] == [True]
+    for_zen3 = compile_model(mod, AVX2_CPU, "builtin")
     assert for_zen3.kernels["int16_sum_convs"] == 1
     assert 0 < _families(for_zen3)["s16*s16 pairs (vpmaddwd)"] < _families(for_zen3)["u8*s8 pairs (vpmaddubsw)"]
     compiled = compile_model(mod, CPU, "builtin")
@@ -326,7 +344,7 @@ def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
     """Weights all 2: an output channel's sum is 288 x the data's top; 113 x 288 fits in int16, 114 x 288 not."""
     weight = np.full((32, 16, 3, 3), 2, np.int8)
     for top, int16 in ((113, True), (114, False)):
-        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), ZEN3)
+        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), AVX2_CPU)
         assert [block.endswith(conv2d.INT16_SUMS) for block in blocks] == [int16], top
 
 
@@ -378,7 +396,7 @@ def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant
     weight = np.random.default_rng(0).integers(-127, 128, (16, 16, 3, 3)).astype(np.int8)
     with CPU.tvm_target():
         legalized = tvm.transform.Sequential([
-            relax.transform.ConvertLayout({}, conv2d.desired_layout), legalize_convs(vnni=True),
+            relax.transform.ConvertLayout({}, conv2d.desired_layout), legalize_convs(AVX2.with_vnni(True)),
             relax.transform.AnnotateTIROpPattern()])(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"))
         builds = []
         compile_ = tvm.compile

@@ -15,13 +15,16 @@ from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
 from qbuild.kernels.conv2d import INT16_SUMS, SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
-from qbuild.kernels.tiles import CHUNKS, MAX_ACCUMULATORS, ConvTile, candidate_tiles, default_tile
+from qbuild.kernels.pipeline import cpu_features
+from qbuild.kernels.tiles import CHUNKS, ConvTile, candidate_tiles, default_tile
+from qbuild.kernels.vectors import AVX2, AVX512, of_features
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
 from qbuild.tune import Candidate, conv_functions, to_database, tune, workloads_of
-from test_kernels import ZEN3, _requantized_relu_module, conv_module, reference_conv, run_builtin
+from test_kernels import AVX2_CPU, _requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
+HOST = of_features(cpu_features(CPU.tvm_target()))  # this CPU's vector registers
 
 
 @pytest.fixture
@@ -31,26 +34,30 @@ def tuning_dir(tmp_path, monkeypatch):
 
 
 def small_conv(dtype: str):
-    """A 16 -> 32 channel 3x3 conv on 8x8 (rows of 8 pixels, 4 output channel blocks) and its input."""
+    """A 32 -> 32 channel 3x3 conv on 8x8 (rows of 8 pixels; 4 channel blocks of 8 lanes, or 2
+    of 16) and its input."""
     rng = np.random.default_rng(11)
     if dtype == "int8":
-        x = rng.integers(-128, 128, (1, 16, 8, 8)).astype(np.int8)
-        weight = rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+        x = rng.integers(-128, 128, (1, 32, 8, 8)).astype(np.int8)
+        weight = rng.integers(-128, 128, (32, 32, 3, 3)).astype(np.int8)
         return conv_module(x.shape, weight, 1, 1, 1, "int32"), x, weight
-    x = rng.standard_normal((1, 16, 8, 8)).astype(np.float32)
-    weight = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    x = rng.standard_normal((1, 32, 8, 8)).astype(np.float32)
+    weight = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     return conv_module(x.shape, weight, 1, 1, 1, "float32"), x, weight
 
 
-def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget():
+@pytest.mark.parametrize("registers", [AVX2, AVX512], ids=["AVX2", "AVX-512"])
+def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget(registers):
     for width in (1, 7, 13, 14, 28, 56, 112):
         for blocks in (1, 3, 8, 64):
             for in_blocks in (1, 4, 32):
-                tiles = candidate_tiles(width, blocks, in_blocks)
-                assert tiles[0] == default_tile(width, blocks), "the default tile is measured first"
+                tiles = candidate_tiles(width, blocks, in_blocks, registers)
+                assert tiles[0] == default_tile(width, blocks, registers), "the default tile is measured first"
                 assert len(set(tiles)) == len(tiles)
                 for tile in tiles:
-                    assert tile.fits(width, blocks, in_blocks) and tile.pixels * tile.blocks <= MAX_ACCUMULATORS
+                    assert tile.fits(width, blocks, in_blocks)
+                    assert tile.pixels * tile.blocks <= registers.max_accumulators
+    assert max(t.pixels * t.blocks for t in candidate_tiles(56, 64, 4, AVX512)) > AVX2.max_accumulators
 
 
 def test_a_chunk_splits_the_input_channel_blocks_into_several_passes_or_is_not_a_candidate():
@@ -71,18 +78,26 @@ def test_the_default_tile_is_four_pixels_by_two_blocks_where_they_divide():
     assert default_tile(7, 64) == ConvTile(7, 1)
 
 
+def test_with_avx512s_registers_the_default_tile_is_four_by_four_else_seven_by_two():
+    assert default_tile(56, 8, AVX512) == ConvTile(4, 4)
+    assert default_tile(14, 32, AVX512) == ConvTile(7, 2)
+    assert default_tile(7, 64, AVX512) == ConvTile(7, 2)
+    assert default_tile(8, 2, AVX512) == ConvTile(4, 2), "neither fits: the AVX2 choice"
+
+
 def test_a_tile_beyond_the_register_budget_is_refused():
     with pytest.raises(ValueError, match="accumulators"):
-        ConvTile(8, 2)
+        ConvTile(8, 4)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_every_candidate_tile_computes_the_same_conv(dtype):
     mod, x, weight = small_conv(dtype)
     ((key, (workload, _)),) = conv_functions(mod, CPU.tvm_target()).items()
-    assert (workload.width, workload.out_blocks, workload.in_blocks) == (8, 4, 2)
+    lanes = HOST.lanes
+    assert (workload.width, workload.out_blocks, workload.in_blocks) == (8, 32 // lanes, 32 // lanes)
     expected = reference_conv(x, weight, 1, 1, 1)
-    tiles = workload.candidate_tiles()
+    tiles = workload.candidate_tiles(HOST)
     assert any(tile.chunk for tile in tiles)
     for tile in tiles:
         got, report = run_builtin(mod, x, tiles={key: tile})
@@ -96,18 +111,20 @@ def test_every_candidate_tile_computes_the_same_conv(dtype):
 @pytest.mark.parametrize("top, low, suffix", [(127, -128, SEVEN_BIT), (3, -2, INT16_SUMS)],
                          ids=["int32 sums", "int16 sums"])
 def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact(top, low, suffix):
-    """The byte compute of CPUs without VNNI (also run here where the CPU has VNNI)."""
+    """The byte compute of CPUs with AVX2 and without VNNI (built for one, wherever this CPU has AVX2)."""
+    if "avx2" not in cpu_features(CPU.tvm_target()):
+        pytest.skip("this CPU has no AVX2: the byte compute's intrinsics would not run")
     rng = np.random.default_rng(12)
     x = rng.integers(0, 2000, (1, 32, 8, 8)).astype(np.int32)
     weight = rng.integers(low, -low, (16, 32, 3, 3)).astype(np.int8)
     mod = _requantized_relu_module(x.shape, weight, relu=True, top=top)
-    ((key, (workload, _)),) = conv_functions(mod, ZEN3.tvm_target()).items()
+    ((key, (workload, _)),) = conv_functions(mod, AVX2_CPU.tvm_target()).items()
     assert workload.block.endswith(suffix) and workload.in_blocks == 4
-    expected, _ = run_builtin(mod, x, vnni=False)
-    tiles = workload.candidate_tiles()
+    expected, _ = run_builtin(mod, x, target=AVX2_CPU)
+    tiles = workload.candidate_tiles(AVX2)
     assert {tile.chunk for tile in tiles} == {0, 1}
     for tile in tiles:
-        got, report = run_builtin(mod, x, tiles={key: tile}, vnni=False)
+        got, report = run_builtin(mod, x, tiles={key: tile}, target=AVX2_CPU)
         assert report.tuned_convs == 1, tile
         np.testing.assert_array_equal(got, expected, err_msg=str(tile))
 
@@ -116,7 +133,7 @@ def test_tune_measures_each_tile_and_the_tuned_kernel_set_compiles_with_the_fast
     mod, x, weight = small_conv("int8")
     measured = tune(workloads_of([mod], CPU.tvm_target()), CPU.tvm_target(), rounds=2, executions=1, say=lambda _: None)
     ((key, (workload, candidates)),) = measured.items()
-    assert [c.tile for c in candidates] == workload.candidate_tiles()
+    assert [c.tile for c in candidates] == workload.candidate_tiles(HOST)
     assert all(len(c.samples_ms) == 2 and min(c.samples_ms) > 0 for c in candidates)
     database = to_database(measured, None, "this-machine", 2, {})
     record = database.records[key]

@@ -27,10 +27,12 @@ import numpy as np
 from tvm import relax, te, tirx
 
 from qbuild.errors import QbuildError
-from qbuild.kernels.conv2d import CONV_BLOCK, VECTOR_LANES
+from qbuild.kernels.conv2d import CONV_BLOCK
+from qbuild.kernels.vectors import WIDEST_LANES
 from qbuild.quantize.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 
 PACK_BLOCK = "qbuild_bitpack"
+LANES = 8  # output channels per block of the popcount sum (its int32 vector: a 256-bit register)
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,7 @@ class BitserialConv:
 
     def pack(self, weights: np.ndarray) -> np.ndarray:
         """Integer OIHW weights in this conv's packed layout."""
-        return pack_conv_weights(weights, self.weight, VECTOR_LANES)
+        return pack_conv_weights(weights, self.weight, LANES)
 
     def emit(self, bb: relax.BlockBuilder, data: relax.Expr, packed: np.ndarray) -> relax.Expr:
         """The conv of int8 NCHW ``data`` with pre-packed weights, as an int32 NCHW tensor."""
@@ -63,7 +65,7 @@ class BitserialConv:
         blocked = self._popcount_conv(planes, packed, int(data.shape[3]) + left + right)
         return te.compute(
             (data.shape[0], self.out_channels, blocked.shape[2], blocked.shape[3]),
-            lambda n, c, y, x: blocked[n, c // VECTOR_LANES, y, x, c % VECTOR_LANES], name="unpack_output")
+            lambda n, c, y, x: blocked[n, c // LANES, y, x, c % LANES], name="unpack_output")
 
     def _popcount_conv(self, planes: te.Tensor, packed: te.Tensor, width: int) -> te.Tensor:
         blocks, word_count, kh, kw, _, lanes = (int(d) for d in packed.shape)
@@ -109,9 +111,9 @@ def _pack_activations(data: te.Tensor, encoding: Encoding, padding: tuple[int, i
         value = data[n, tirx.min(channel, channels - 1), y - top, x - left]
         return te.sum(tirx.if_then_else(inside, bit(value, p), zero) << k.var.astype(WORD_DTYPE), axis=k)
 
-    # Rows are allocated to a whole number of vectors (the extra columns are never read), so
-    # the generic schedule packs VECTOR_LANES pixels at a time.
-    row = -(-(width + left + right) // VECTOR_LANES) * VECTOR_LANES
+    # Rows are allocated to a whole number of vectors of any CPU's width (the extra columns are
+    # never read), so the generic schedule packs a register's lanes of pixels at a time.
+    row = -(-(width + left + right) // WIDEST_LANES) * WIDEST_LANES
     shape = (batch, len(encoding.coefficients), words(channels), height + top + bottom, row)
     return te.compute(shape, word, name=PACK_BLOCK)
 

@@ -28,7 +28,7 @@ of an output channel: narrow codes, e.g. 2-bit activations and weights), and the
 VNNI, the products accumulate in int16 (``INT16_SUMS``: a block of ``2 o`` lanes, the two
 halves of each channel quad side by side, summed into int32 by ``PAIR_SUM_BLOCK`` after the
 reduction), which drops ``vpmaddwd`` from the inner loop (``intrin``). On a CPU with AVX-512 VNNI
-(``legalize(..., vnni=True)``), every other int8 conv whose blocks hold whole channel quads
+(``Vectors.vnni``), every other int8 conv whose blocks hold whole channel quads
 reads bytes too: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
 (``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
 padding itself 128), and the sum then corrected exactly per output channel by
@@ -41,6 +41,8 @@ from typing import Callable
 
 from tvm import relax, te, tirx
 
+from qbuild.kernels.vectors import AVX2, Vectors
+
 CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
 PAD_BLOCK = "qbuild_pad"
 UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
@@ -48,22 +50,15 @@ SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at
 INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known to fit in int16
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
-BLOCK_CHOICES = (8, 4, 2, 1)  # channels per block, widest first
-VECTOR_LANES = 8  # 32-bit lanes of an AVX2 register: the output channels of a block
-
-
-def _block(channels: int) -> int:
-    return next(b for b in BLOCK_CHOICES if channels % b == 0)
-
-
 def _plain(call: relax.Call) -> bool:
     """NCHW/OIHW, undilated: the convolutions qbuild's computes cover."""
     attrs = call.attrs
     return attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and all(int(d) == 1 for d in attrs.dilation)
 
 
-def desired_layout(call: relax.Call) -> dict[str, list[str]]:
-    """``ConvertLayout`` callback: the blocked layout for a conv2d, {} for every other op.
+def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[str]]:
+    """``ConvertLayout`` callback (``vectors`` bound): the blocked layout for a conv2d, {} for
+    every other op. A block is one register's lanes where the channels allow (``Vectors.block``).
 
     Every tensor gets the same block for a given channel count, so a residual add always sees
     its two operands in one layout; the output layout is named too (ConvertLayout would give it
@@ -74,7 +69,7 @@ def desired_layout(call: relax.Call) -> dict[str, list[str]]:
         return {}
     data, weight = call.args[0].ty, call.args[1].ty
     out_channels, in_channels = int(weight.shape[0]), int(data.shape[1])
-    ic, oc = _block(in_channels), _block(out_channels)
+    ic, oc = vectors.block(in_channels), vectors.block(out_channels)
     if not _plain(call):
         return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
     if call.attrs.groups == 1 and ic < 4:
@@ -105,10 +100,11 @@ def fold_zero_pad(call: relax.Call, pad: relax.Call) -> relax.Call | None:
                               str(call.ty.dtype))  # not attrs.out_dtype: "void" when it was left unset
 
 
-def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
+def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
              data_max: Callable[[relax.Expr], float | None] = lambda _: None,
              weight_sum: Callable[[relax.Expr], float | None] = lambda _: None) -> relax.Expr:
     """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's.
+    ``vectors``: the CPU's registers (the stem's output block; ``vectors.vnni``: see below).
     ``data_max(data)``: the largest value the data takes where it is known to lie in [0, 127]
     (``ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
     positive or negative weight sum, where the weights are known constants, else None.
@@ -119,7 +115,7 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     data, weight = call.args
     if attrs.data_layout == "NCHW":
         if _plain(call) and attrs.groups == 1 and attrs.out_layout != "NCHW":
-            return _legalize_stem(bb, call, vnni, data_max)
+            return _legalize_stem(bb, call, vectors, data_max)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
         return _nn_conv2d(bb, call)
@@ -130,6 +126,7 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
     top = data_max(data) if bytes_ok else None
+    vnni = vectors.vnni
     if top is not None or (bytes_ok and vnni):
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
         bound = weight_sum(weight)
@@ -143,13 +140,13 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vnni: bool = False,
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
 
 
-def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
+def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors,
                    data_max: Callable[[relax.Expr], float | None]) -> relax.Expr:
     """An NCHW conv with a blocked output: its data packed as one block of all its channels and
     its weights to match, then the blocked compute."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
-    oc = _block(out_channels)
+    oc = vectors.block(out_channels)
     blocked = bb.emit_te(
         lambda d: te.compute((d.shape[0], 1, d.shape[2], d.shape[3], in_channels),
                              lambda n, _c, y, x, i: d[n, i, y, x], name="pack_data"),
@@ -162,7 +159,7 @@ def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vnni: bool,
     inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
                                data_layout=f"NCHW{in_channels}c", kernel_layout=f"OIHW{in_channels}i{oc}o",
                                out_layout=attrs.out_layout, out_dtype=str(call.ty.dtype))
-    return legalize(bb, bb.normalize(inner), vnni, lambda _: data_max(data))
+    return legalize(bb, bb.normalize(inner), vectors, lambda _: data_max(data))
 
 
 def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:

@@ -23,15 +23,16 @@ per output, after the whole reduction. 32 MACs for one broadcast and two instruc
 them a multiply: half the multiplies of the int8 byte path above, the saving fewer bits buy on a
 CPU without VNNI.
 
-``vpdpbusd`` (AVX-512 VNNI, on 256-bit registers: AVX512VL): one call computes eight int32
-outputs from a quad of input channels, ``C[j] += sum_k A[k]*B[j,k]``, with ``A`` four uint8
+``vpdpbusd`` (AVX-512 VNNI, on 256-bit registers: AVX512VL; on 512-bit registers sixteen
+outputs, ``VPDPBUSD_16X4``, for the 16-channel blocks of an AVX-512 CPU): one call computes eight
+int32 outputs from a quad of input channels, ``C[j] += sum_k A[k]*B[j,k]``, with ``A`` four uint8
 (broadcast as one 32-bit word) and ``B`` 32 int8 (eight output channels x the quad), accumulating
 in the same instruction: 32 MACs per instruction, exact (int32 accumulation, no intermediate
 saturation). The activations are made unsigned by adding 128 (``conv2d``), which the compute
 takes back out with a per-channel constant. TVM 0.27's own ``dot_16x4_vnni`` intrinsic calls
 ``llvm.x86.avx512.vpdpbusd.512`` with <16 x i32> operands, which LLVM 20+ rejects ("Call
 parameter type does not match function signature!"): the byte operands must be typed as bytes
-(here <32 x i8>).
+(here <32 x i8>, or <64 x i8> on zmm).
 """
 
 from __future__ import annotations
@@ -45,25 +46,27 @@ VPDPBUSD_8X4 = "qbuild_vpdpbusd_8x4_u8s8"
 PMADDUBSW_8X4 = "qbuild_pmaddubsw_8x4_u7s8"
 PMADDUBSW_8X4_I16 = "qbuild_pmaddubsw_8x4_u7s8_acc16"
 PAIR_SUM_8 = "qbuild_pair_sum_8_i16"
-LANES = 8  # int32 outputs per call
+VPDPBUSD_16X4 = "qbuild_vpdpbusd_16x4_u8s8"  # on 512-bit registers
+LANES = 8  # int32 outputs per call (256-bit registers)
+WIDE_LANES = 16  # int32 outputs per call on 512-bit registers
 PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
 
 
-def _dot_desc(group: int, a_dtype: str, b_dtype: str) -> tirx.PrimFunc:
+def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int = LANES) -> tirx.PrimFunc:
     """What every intrinsic here computes: ``C[j] += sum_k A[k] * B[j, k]`` in int32, for
-    ``LANES`` outputs j and ``group`` input channels k."""
+    ``lanes`` outputs j and ``group`` input channels k."""
 
     @T.prim_func(s_tir=True)
     def desc(
         A: T.Buffer((group,), a_dtype, offset_factor=1),
-        B: T.Buffer((8, group), b_dtype, offset_factor=1),
-        C: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+        B: T.Buffer((lanes, group), b_dtype, offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:8], A[0:group], B[0:8, 0:group])
-            T.writes(C[0:8])
-            for i in T.serial(0, 8):
+            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, group):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
@@ -130,9 +133,15 @@ def _pmaddwd_step(acc, a, b):
 
 
 def _vpdpbusd_step(acc, a, b):
-    """vpdpbusd: acc += the four u8 x s8 products of each lane, in one instruction."""
+    """vpdpbusd: acc += the four u8 x s8 products of each lane, in one instruction (ymm)."""
     return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), acc, a, b,
                                    dtype="int32x8")
+
+
+def _vpdpbusd_wide_step(acc, a, b):
+    """vpdpbusd on zmm: sixteen lanes."""
+    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, b,
+                                   dtype=f"int32x{WIDE_LANES}")
 
 
 def _byte_pairs(a, b):
@@ -161,21 +170,22 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str = "int
     32-bit word, ``B`` loaded as one vector, ``step(accumulators, a, b)`` the new accumulators
     (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them; the
     accumulators a vector of type ``accumulators``)."""
-    vector = f"{b_dtype}x{LANES * group}"
     acc_dtype, lanes = accumulators.split("x")
     lanes = int(lanes)
+    outputs = lanes if acc_dtype == "int32" else lanes // 2  # int16 accumulators: two halves per output
+    vector = f"{b_dtype}x{outputs * group}"
 
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((group,), a_dtype, offset_factor=1),
-        B: T.Buffer((8, group), b_dtype, offset_factor=1),
+        B: T.Buffer((outputs, group), b_dtype, offset_factor=1),
         C: T.Buffer((lanes,), acc_dtype, offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:group], B[0:8, 0:group])
+            T.reads(C[0:lanes], A[0:group], B[0:outputs, 0:group])
             T.writes(C[0:lanes])
             word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
-            a = T.reinterpret(T.broadcast(word, 8), dtype=vector)
+            a = T.reinterpret(T.broadcast(word, outputs), dtype=vector)
             b = B.vload([0, 0], vector)
             C[T.ramp(T.int32(0), 1, lanes)] = step(C.vload([0], accumulators), a, b)
 
@@ -185,6 +195,12 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str = "int
 _OPERANDS = {PAIR: ("int16", "int16"), QUAD: ("uint8", "int8")}  # (A, B) dtypes per channel group
 _STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step), VPDPBUSD_8X4: (QUAD, _vpdpbusd_step),
           PMADDUBSW_8X4: (QUAD, _pmaddubsw_step)}  # described as vpdpbusd is: the same sums for data <= 127
+
+
+def lanes(name: str) -> int:
+    """The lanes (of the conv block) one call of intrinsic ``name`` covers: 16 for the zmm
+    ``vpdpbusd``; 8 for the others, but 16 int16 halves for the int16-accumulating one."""
+    return {VPDPBUSD_16X4: WIDE_LANES, PMADDUBSW_8X4_I16: 2 * LANES}.get(name, LANES)
 
 
 def register(name: str) -> str:
@@ -202,5 +218,8 @@ def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         return _int16_dot_desc(), _impl(QUAD, "uint8", "int8", _pmaddubsw_int16_step, "int16x16")
     if name == PAIR_SUM_8:
         return _pair_sum_desc(), _pair_sum_impl()
+    if name == VPDPBUSD_16X4:
+        return (_dot_desc(QUAD, *_OPERANDS[QUAD], WIDE_LANES),
+                _impl(QUAD, *_OPERANDS[QUAD], _vpdpbusd_wide_step, f"int32x{WIDE_LANES}"))
     group, step = _STEPS[name]
     return _dot_desc(group, *_OPERANDS[group]), _impl(group, *_OPERANDS[group], step)

@@ -15,10 +15,13 @@ from qbuild.kernels.fold_constants import fold_constant_calls
 from qbuild.kernels.rewrite_calls import rewrite_calls
 from qbuild.kernels.schedule import KernelReport
 from qbuild.kernels.tiles import ConvTile
+from qbuild.kernels.vectors import Vectors
 from qbuild.quantize.graph import scalar_value
 
 
-TENSOR_FEATURES = ("avx2", "avx512vnni")  # the instruction sets the integer conv has an intrinsic for
+# The instruction sets the kernels have a form for: the integer conv's intrinsics (AVX2, AVX-512
+# VNNI) and the register width (AVX-512 Foundation: ``vectors``).
+TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni")
 
 
 def cpu_features(target: tvm.target.Target) -> frozenset[str]:
@@ -48,7 +51,7 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
     ``tiles`` gives conv tiles by workload key directly."""
     from tvm.relax.backend.cpu_generic import pipeline as cpu
 
-    from qbuild.kernels import cuda, schedule
+    from qbuild.kernels import cuda, schedule, vectors
 
     report = KernelReport()
     if kernels is not None and kernels not in KERNEL_SETS:
@@ -64,10 +67,10 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
     if kernels == "tuned":
         tiles = _machine_database(report)
     features = set(cpu_features(target))
-    if avx2 is not None:
-        features = (features | {"avx2"}) if avx2 else (features - {"avx2"})
+    if avx2 is not None:  # a CPU without AVX2 has no AVX-512 either
+        features = (features | {"avx2"}) if avx2 else (features - {"avx2", "avx512f", "avx512vnni"})
     passes = [
-        *lowering_passes("avx512vnni" in features if vnni is None else vnni),
+        *lowering_passes(vectors.of_features(frozenset(features)).with_vnni(vnni)),
         schedule.schedule_pass(frozenset(features), report, tiles),
         *cpu.dataflow_lower_passes(target),
         *cpu.finalize_passes(target),
@@ -75,17 +78,17 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
     return tvm.transform.Sequential(passes, name=f"qbuild.{kernels}"), report
 
 
-def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
-    """The builtin CPU pipeline up to scheduling: blocked layouts, qbuild's computes (``vnni``:
-    the integer convs' VNNI form), fused PrimFuncs (what ``qbuild.tune`` takes the conv
-    workloads from)."""
+def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
+    """The builtin CPU pipeline up to scheduling for a CPU with ``registers``: blocked layouts of
+    its width, qbuild's computes (``registers.vnni``: the integer convs' VNNI form), fused PrimFuncs
+    (what ``qbuild.tune`` takes the conv workloads from)."""
     from qbuild.kernels import conv2d
 
     return [
         clip_to_min_max(),
         fold_pads_into_convs(),
-        relax.transform.ConvertLayout({}, conv2d.desired_layout),
-        legalize_convs(vnni),
+        relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
+        legalize_convs(registers),
         relax.transform.AnnotateTIROpPattern(),
         fold_constant_calls(),
         relax.transform.FoldConstant(),
@@ -94,7 +97,7 @@ def lowering_passes(vnni: bool) -> list[tvm.transform.Pass]:
     ]
 
 
-def legalize_convs(vnni: bool) -> tvm.transform.Pass:
+def legalize_convs(registers: Vectors) -> tvm.transform.Pass:
     """``LegalizeOps`` with qbuild's conv computes (``conv2d.legalize``), told which int8 conv
     inputs are known to lie in [0, 127] and how far (``ranges``: their convs may multiply bytes on
     AVX2), and the weight sums of constant conv weights (which bound the convs' partial sums)."""
@@ -103,7 +106,8 @@ def legalize_convs(vnni: bool) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="qbuild.LegalizeConvs")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         seven_bit, weight_sums = ranges.seven_bit_values(mod), ranges.conv_weight_sums(mod)
-        legalize = functools.partial(conv2d.legalize, vnni=vnni, data_max=seven_bit.get, weight_sum=weight_sums.get)
+        legalize = functools.partial(conv2d.legalize, vectors=registers, data_max=seven_bit.get,
+                                     weight_sum=weight_sums.get)
         return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize})(mod)
 
     return _apply

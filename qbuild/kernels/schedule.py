@@ -16,7 +16,8 @@
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
   chains). Elementwise stages are first inlined into their consumers (one loop nest, no int64
   intermediates in memory); then each nest runs its leading data-parallel loops in parallel and
-  vectorizes its innermost data-parallel loop when its extent is a multiple of 8, moving a
+  vectorizes its innermost data-parallel loop when its extent is a multiple of the register's
+  lanes (8 on AVX2, 16 on AVX-512: ``vectors``), moving a
   reduction (pooling window, matmul row) outside those lanes.
 
 TVM 0.27 notes learned here: ``Schedule.vectorize`` and ``Schedule.parallel`` refuse a loop
@@ -48,8 +49,9 @@ from tvm import tirx
 from tvm.s_tir import Schedule
 
 from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT, VECTOR_LANES
+from qbuild.kernels.conv2d import CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
 from qbuild.kernels.tiles import ConvTile, candidate_tiles, default_tile, workload_key
+from qbuild.kernels.vectors import Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
 SERIAL = 0  # tirx.ForKind.SERIAL
@@ -88,11 +90,11 @@ class ConvWorkload:
     summary: str
     block: str
 
-    def default_tile(self) -> ConvTile:
-        return default_tile(self.width, self.out_blocks)
+    def default_tile(self, registers: Vectors) -> ConvTile:
+        return default_tile(self.width, self.out_blocks, registers)
 
-    def candidate_tiles(self) -> list[ConvTile]:
-        return candidate_tiles(self.width, self.out_blocks, self.in_blocks)
+    def candidate_tiles(self, registers: Vectors) -> list[ConvTile]:
+        return candidate_tiles(self.width, self.out_blocks, self.in_blocks, registers)
 
     def fits(self, tile: ConvTile) -> bool:
         return tile.fits(self.width, self.out_blocks, self.in_blocks)
@@ -132,6 +134,8 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     if len(reduction) != 5 or _extent(sch, b) % intrin.LANES:  # (c, r, q, group, channel): the integer computes
         return None
     group = _extent(sch, reduction[-1])
+    if group == intrin.QUAD and "avx512vnni" in features and _extent(sch, b) % intrin.WIDE_LANES == 0:
+        return intrin.register(intrin.VPDPBUSD_16X4)
     if group == intrin.PAIR and "avx2" in features:
         return intrin.register(intrin.PMADDWD_8X2)
     if group == intrin.QUAD and "avx512vnni" in features:
@@ -155,7 +159,7 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     else:  # a task per row of a channel group; each tile takes the whole reduction
         tasks, sweep = [n, oo, y], [xo]
     if tensor_intrinsic:
-        bo, bi = sch.split(b, [None, intrin.LANES * (2 if halves else 1)])
+        bo, bi = sch.split(b, [None, intrin.lanes(tensor_intrinsic)])
         sch.reorder(*tasks, *sweep, *reduction[:-1], xi, oi, bo, bi, reduction[-1])
     else:
         sch.reorder(*tasks, *sweep, *reduction, xi, oi, b)
@@ -211,18 +215,19 @@ def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
     return [int(iv.iter_type) == DATA_PAR for iv in iters]
 
 
-def _generic_nest(sch: Schedule, block) -> None:
-    """Schedule one loop nest: vectorized if that works (tried on a copy first), else parallel only."""
-    for vectorize in (True, False):
+def _generic_nest(sch: Schedule, block, lanes: int) -> None:
+    """Schedule one loop nest: vectorized by ``lanes`` if that works (tried on a copy first), else
+    parallel only."""
+    for vector in (lanes, None):
         try:
-            _schedule_nest(sch.copy(), block, vectorize)
+            _schedule_nest(sch.copy(), block, vector)
         except SCHEDULE_ERRORS:
             continue
-        _schedule_nest(sch, block, vectorize)
+        _schedule_nest(sch, block, vector)
         return
 
 
-def _schedule_nest(sch: Schedule, block, vectorize: bool) -> None:
+def _schedule_nest(sch: Schedule, block, lanes: int | None) -> None:
     kinds = _loop_kinds(sch, block)
     if not kinds:
         return
@@ -235,14 +240,14 @@ def _schedule_nest(sch: Schedule, block, vectorize: bool) -> None:
     if lead == 0:
         return
     spatial, reduction = loops[:lead], loops[lead:]
-    lanes_found = vectorize and all(not kind for kind in kinds[lead:]) and len(spatial) > 1 \
-        and _extent(sch, spatial[-1]) % VECTOR_LANES == 0
+    lanes_found = lanes is not None and all(not kind for kind in kinds[lead:]) and len(spatial) > 1 \
+        and _extent(sch, spatial[-1]) % lanes == 0
     if lanes_found:
         # Vector lanes over the innermost data-parallel loop (a channel block, a matmul's
         # output row); a reduction runs outside it, each lane accumulating its own output.
-        outer, lanes = sch.split(spatial[-1], [None, VECTOR_LANES])
-        sch.reorder(*spatial[:-1], outer, *reduction, lanes)
-        sch.vectorize(lanes)
+        outer, vector = sch.split(spatial[-1], [None, lanes])
+        sch.reorder(*spatial[:-1], outer, *reduction, vector)
+        sch.vectorize(vector)
         spatial = [*spatial[:-1], outer]
     sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
     if lanes_found and reduction:  # after parallel: TVM refuses to parallelize around a decomposed init
@@ -250,13 +255,13 @@ def _schedule_nest(sch: Schedule, block, vectorize: bool) -> None:
         sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _generic(sch: Schedule) -> None:
+def _generic(sch: Schedule, lanes: int) -> None:
     if not _has_root(sch):
         return
     root = sch.get_sblock("root")
     _inline_intermediates(sch, root)
     for block in sch.get_child_blocks(root):
-        _generic_nest(sch, block)
+        _generic_nest(sch, block, lanes)
 
 
 def _inline_intermediates(sch: Schedule, root) -> None:
@@ -292,16 +297,18 @@ def _conv_block_name(sch: Schedule) -> str | None:
 def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: KernelReport,
                       tiles: Mapping[str, ConvTile] | None = None) -> tirx.PrimFunc:
     """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged.
-    ``features``: the CPU's tensor instruction sets ("avx2", "avx512vnni"). ``tiles``: a tuning
-    database's conv tiles by workload key (the rest get the default tile)."""
+    ``features``: the CPU's instruction sets (``pipeline.TENSOR_FEATURES``: the intrinsics, and
+    the register width, ``vectors``). ``tiles``: a tuning database's conv tiles by workload key
+    (the rest get the default tile)."""
+    registers = of_features(features)
     workload = conv_workload(func)
     tuned = (tiles or {}).get(workload.key) if workload is not None else None
     if tuned is not None and not workload.fits(tuned):
         tuned = None  # a database for another build of this workload's code: ignored
-    rules = [("generic", _generic)]
+    rules = [("generic", lambda s: _generic(s, registers.lanes))]
     if workload is not None:
-        tile = tuned or workload.default_tile()
-        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s))))
+        tile = tuned or workload.default_tile(registers)
+        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s, registers.lanes))))
     for name, rule in rules:
         sch = Schedule(func)
         try:

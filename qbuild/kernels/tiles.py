@@ -1,7 +1,7 @@
 """The register tile of a blocked convolution: the knobs of the conv schedule.
 
 A tile is ``pixels`` neighbouring output pixels of one row x ``blocks`` output channel blocks
-(each block one vector of ``conv2d.VECTOR_LANES`` lanes). Every accumulator of the tile stays
+(each block one vector register's lanes, ``vectors``). Every accumulator of the tile stays
 in a register across the reduction; each broadcast input value feeds ``blocks`` vector
 multiply-adds and each weight vector ``pixels`` of them.
 
@@ -17,13 +17,16 @@ the whole-reduction tile; on others from 0.8x to 1.1x: a knob for ``qbuild tune`
 (the committed database for this machine chose a chunk for 61 of its 108 workloads).
 
 With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
-broadcast value: at most ``MAX_ACCUMULATORS`` accumulators, and LLVM spills well before that on
-the integer path (it reassociates the adds of the unrolled channel pairs).
+broadcast value: at most ``Vectors.max_accumulators`` (14) accumulators, and LLVM spills well
+before that on the integer path (it reassociates the adds of the unrolled channel pairs). AVX-512
+has 32 registers (30 accumulators at most).
 
 Measured on ResNet-50's conv shapes (AMD EPYC, AVX2, 2 threads, side by side): 4 pixels x 2
 blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0.96x the time
-of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). ``default_tile``
-encodes that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
+of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). With AVX-512's
+registers (Intel Xeon, ResNet-50 side by side) 4 x 4, else 7 x 2, took ResNet-50 from 38.8 to
+31.8 ms (float) and from 13.5 to 12.3 ms (int8) against 4 x 2 / 2 x 4. ``default_tile`` encodes
+that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
 fastest in a tuning database, which ``schedule`` then reads by ``workload_key``.
 """
 
@@ -32,7 +35,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-MAX_ACCUMULATORS = 14
+from qbuild.kernels.vectors import AVX2, AVX512, Vectors
+
+MAX_ACCUMULATORS = AVX512.max_accumulators  # any CPU's tile at most (one CPU's: Vectors.max_accumulators)
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
 
@@ -73,21 +78,23 @@ def _divisors(n: int, at_most: int) -> list[int]:
     return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
 
 
-def candidate_tiles(width: int, out_blocks: int, in_blocks: int) -> list[ConvTile]:
+def candidate_tiles(width: int, out_blocks: int, in_blocks: int, registers: Vectors = AVX2) -> list[ConvTile]:
     """The default tile, then every tile that divides the row and the channel blocks with
-    ``MIN_ACCUMULATORS`` to ``MAX_ACCUMULATORS`` accumulators, each whole and in the
+    ``MIN_ACCUMULATORS`` to ``registers.max_accumulators`` accumulators, each whole and in the
     ``CHUNKS`` that divide the input channel blocks."""
-    default = default_tile(width, out_blocks)
-    shapes = [(p, b) for p in _divisors(width, MAX_ACCUMULATORS) for b in _divisors(out_blocks, MAX_ACCUMULATORS)
-              if MIN_ACCUMULATORS <= p * b <= MAX_ACCUMULATORS]
+    default = default_tile(width, out_blocks, registers)
+    most = registers.max_accumulators
+    shapes = [(p, b) for p in _divisors(width, most) for b in _divisors(out_blocks, most)
+              if MIN_ACCUMULATORS <= p * b <= most]
     tiles = [ConvTile(p, b, chunk) for p, b in shapes for chunk in (0, *CHUNKS)]
     return [default] + [tile for tile in tiles if tile != default and tile.fits(width, out_blocks, in_blocks)]
 
 
-def default_tile(width: int, out_blocks: int) -> ConvTile:
-    """The untuned choice (see the module doc): 4 x 2, else 2 x 4, else the widest row divisor
-    of at most 8 pixels x 1 block."""
-    for tile in (ConvTile(4, 2), ConvTile(2, 4)):
+def default_tile(width: int, out_blocks: int, registers: Vectors = AVX2) -> ConvTile:
+    """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2; then 4 x 2,
+    else 2 x 4, else the widest row divisor of at most 8 pixels x 1 block."""
+    wide = (ConvTile(4, 4), ConvTile(7, 2)) if registers.registers >= AVX512.registers else ()
+    for tile in (*wide, ConvTile(4, 2), ConvTile(2, 4)):
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
     return ConvTile(max(_divisors(width, 8)), 1)
