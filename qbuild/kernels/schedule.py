@@ -16,8 +16,8 @@
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
   chains). Elementwise stages are first inlined into their consumers (one loop nest, no int64
   intermediates in memory); then each nest runs its leading data-parallel loops in parallel and
-  vectorizes its innermost data-parallel loop when its extent is a multiple of the register's
-  lanes (8 on AVX2, 16 on AVX-512: ``vectors``), moving a
+  vectorizes its innermost data-parallel loop by the widest vector that divides its extent
+  (8 lanes on AVX2; 16, else 8, on AVX-512: ``vectors``), moving a
   reduction (pooling window, matmul row) outside those lanes.
 
 TVM 0.27 notes learned here: ``Schedule.vectorize`` and ``Schedule.parallel`` refuse a loop
@@ -215,10 +215,10 @@ def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
     return [int(iv.iter_type) == DATA_PAR for iv in iters]
 
 
-def _generic_nest(sch: Schedule, block, lanes: int) -> None:
-    """Schedule one loop nest: vectorized by ``lanes`` if that works (tried on a copy first), else
-    parallel only."""
-    for vector in (lanes, None):
+def _generic_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
+    """Schedule one loop nest: vectorized by the widest of ``widths`` that divides its innermost
+    loop if that works (tried on a copy first), else parallel only."""
+    for vector in (widths, ()):
         try:
             _schedule_nest(sch.copy(), block, vector)
         except SCHEDULE_ERRORS:
@@ -227,7 +227,7 @@ def _generic_nest(sch: Schedule, block, lanes: int) -> None:
         return
 
 
-def _schedule_nest(sch: Schedule, block, lanes: int | None) -> None:
+def _schedule_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
     kinds = _loop_kinds(sch, block)
     if not kinds:
         return
@@ -240,8 +240,8 @@ def _schedule_nest(sch: Schedule, block, lanes: int | None) -> None:
     if lead == 0:
         return
     spatial, reduction = loops[:lead], loops[lead:]
-    lanes_found = lanes is not None and all(not kind for kind in kinds[lead:]) and len(spatial) > 1 \
-        and _extent(sch, spatial[-1]) % lanes == 0
+    lanes = next((w for w in widths if _extent(sch, spatial[-1]) % w == 0), None)
+    lanes_found = lanes is not None and all(not kind for kind in kinds[lead:]) and len(spatial) > 1
     if lanes_found:
         # Vector lanes over the innermost data-parallel loop (a channel block, a matmul's
         # output row); a reduction runs outside it, each lane accumulating its own output.
@@ -255,13 +255,13 @@ def _schedule_nest(sch: Schedule, block, lanes: int | None) -> None:
         sch.vectorize(sch.get_loops(init)[-1])
 
 
-def _generic(sch: Schedule, lanes: int) -> None:
+def _generic(sch: Schedule, registers: Vectors) -> None:
     if not _has_root(sch):
         return
     root = sch.get_sblock("root")
     _inline_intermediates(sch, root)
     for block in sch.get_child_blocks(root):
-        _generic_nest(sch, block, lanes)
+        _generic_nest(sch, block, registers.widths)
 
 
 def _inline_intermediates(sch: Schedule, root) -> None:
@@ -305,10 +305,10 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     tuned = (tiles or {}).get(workload.key) if workload is not None else None
     if tuned is not None and not workload.fits(tuned):
         tuned = None  # a database for another build of this workload's code: ignored
-    rules = [("generic", lambda s: _generic(s, registers.lanes))]
+    rules = [("generic", lambda s: _generic(s, registers))]
     if workload is not None:
         tile = tuned or workload.default_tile(registers)
-        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s, registers.lanes))))
+        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s, registers))))
     for name, rule in rules:
         sch = Schedule(func)
         try:

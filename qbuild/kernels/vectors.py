@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
+
 
 @dataclass(frozen=True)
 class Vectors:
@@ -37,6 +39,12 @@ class Vectors:
     def block(self, channels: int) -> int:
         """The widest block that divides ``channels``."""
         return next(b for b in self.blocks if channels % b == 0)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The lanes a loop is vectorized by, widest first: a whole register, and on AVX-512 also
+        a 256-bit half (a classifier row of 1000 outputs divides by 8, not by 16)."""
+        return tuple(b for b in self.blocks if b >= HALF_WIDTH_LANES)
 
     @property
     def max_accumulators(self) -> int:
