@@ -38,6 +38,7 @@ from qbuild import threads
 
 TIMED_STAGES = frozenset({"bench"})
 _STOP_WAIT_S = 2.0  # at most, for a stopped job to be seen stopped (/proc) before timing starts
+_PR_SET_PDEATHSIG = 1  # prctl option: the signal a process gets when its parent ends
 
 
 @contextmanager
@@ -130,6 +131,17 @@ def release_all(directory: Path) -> None:
     """Let every job registered in ``directory`` go on (a job that died while timing left them stopped)."""
     jobs = Path(directory) / "jobs"
     _signal([int(path.name) for path in jobs.glob("*")] if jobs.exists() else [], signal.SIGCONT)
+
+
+def end_with_parent() -> None:
+    """A job process's initializer: the kernel kills the job when the plan's process ends, however
+    it ends (a plan stopped by ``kill`` left its jobs running for minutes, one of them stopped by
+    the gate). Linux only (``prctl(PR_SET_PDEATHSIG, SIGKILL)``); elsewhere nothing."""
+    import ctypes
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _signal(pids: list[int], which: signal.Signals) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from qbuild import environment
 from qbuild.errors import QbuildError, one_line
-from qbuild.gate import TimingGate, release_all
+from qbuild.gate import TimingGate, end_with_parent, release_all
 from qbuild.plan import Experiment
 from qbuild.progress import Progress, format_seconds
 from qbuild.results import SCHEMA, ResultsFileError, load_result, result_path, write_result
@@ -395,7 +395,7 @@ def _run_parallel(groups: list, total: int, root: Path, force: bool, quiet: bool
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM thread pool forked mid-use
     workers = min(jobs, len(groups))
     with tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir, \
-            ProcessPoolExecutor(workers, mp_context=context) as pool:
+            ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool:
         try:
             futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
                        for group in groups]

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
 import pytest
 
 from qbuild import threads
-from qbuild.gate import TimingGate, release_all
+from qbuild.gate import TimingGate, end_with_parent, release_all
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.runner import StageLog, run_plan
@@ -154,3 +155,42 @@ def test_a_plan_of_two_models_runs_as_two_jobs_and_returns_its_outcomes_in_plan_
     assert [o.record["id"] for o in outcomes] == [e.id for e in plan]
     for outcome in outcomes:
         assert outcome.record["jobs"] == 2 and outcome.record["stages"]["bench"]["status"] == "ok"
+
+
+def _write_pid_and_wait(pid_file: str) -> None:
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def _plan_with_one_job(pid_file: str) -> None:
+    """A plan's process in miniature: a pool of one job process, as ``run_plan`` makes it."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=end_with_parent) as pool:
+        pool.submit(_write_pid_and_wait, pid_file).result()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux (/proc, prctl)")
+def test_a_job_process_ends_when_the_plans_process_is_killed(tmp_path):
+    pid_file = tmp_path / "job.pid"
+    plan = multiprocessing.get_context("spawn").Process(target=_plan_with_one_job, args=(str(pid_file),))
+    plan.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    job = int(pid_file.read_text())
+    assert _alive(job)
+    plan.kill()  # SIGKILL: the plan's process cleans nothing up itself
+    plan.join()
+    deadline = time.monotonic() + 10
+    while _alive(job) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(job), "the job outlived the plan"
