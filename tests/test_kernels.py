@@ -290,6 +290,21 @@ def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
     assert ranges[tripled] == (-math.inf, math.inf) and ranges[out] == (0.0, 381.0)
 
 
+def test_value_ranges_follow_a_per_channel_requantize_shift():
+    """A calibrated requantize multiplies and shifts each channel by its own constants."""
+    from qbuild.kernels.ranges import value_ranges
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2), "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            relu = bb.emit(relax.op.astype(relax.op.maximum(x, relax.const(0, "int32")), "int64"))
+            scaled = bb.emit(relax.op.multiply(relu, relax.const(np.array([[3, 5]]), "int64")))
+            out = bb.emit_output(relax.op.right_shift(scaled, relax.const(np.array([[30, 31]]), "int64")))
+        bb.emit_func_output(out)
+    assert value_ranges(bb.get()["main"])[out] == (0.0, float((2**31 - 1) * 5 // 2**30))
+
+
 def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():
     """Exact on this CPU, whichever instructions it has; without VNNI (an AVX2 CPU, cross-compiled) the
     bytes multiply pairwise (vpmaddubsw), with it they take vpdpbusd."""

@@ -47,12 +47,14 @@ def _within(interval: Interval, bounds: Interval) -> bool:
 
 
 def _shift(interval: Interval, amount: Interval, left: bool) -> Interval:
-    """An arithmetic shift by a constant amount (x * 2**a, or floor(x / 2**a))."""
-    if amount[0] != amount[1] or amount[0] < 0:
+    """An arithmetic shift by amounts in a known non-negative range (a per-channel requantize
+    shifts each channel its own way): x * 2**a, or floor(x / 2**a). Both are monotone in x for
+    a given a, and in a for a given x, so the ends lie among the four corners."""
+    if amount[0] < 0 or math.isinf(amount[1]):
         return _UNBOUNDED
-    scale = 2.0 ** amount[0]
-    return tuple(v if math.isinf(v) else float(v * scale if left else math.floor(v / scale))  # type: ignore[return-value]
-                 for v in interval)
+    corners = [v if math.isinf(v) else v * 2.0 ** a if left else math.floor(v / 2.0 ** a)
+               for v in interval for a in amount]
+    return float(min(corners)), float(max(corners))
 
 
 def _product(x: Interval, y: Interval, limits: Interval) -> Interval:
