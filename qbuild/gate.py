@@ -157,11 +157,14 @@ def _wait_stopped(pids: list[int]) -> None:
     scheduled), or gone, or ``_STOP_WAIT_S`` has passed; without /proc, not at all."""
     deadline = time.monotonic() + _STOP_WAIT_S
     for pid in pids:
-        while time.monotonic() < deadline:
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except (FileNotFoundError, IndexError, OSError):
-                break
-            if state in ("T", "t"):
-                break
+        while time.monotonic() < deadline and process_state(pid) not in (None, "T", "t"):
             time.sleep(0.001)
+
+
+def process_state(pid: int) -> str | None:
+    """Process ``pid``'s state letter in /proc ("R" running, "T" stopped, "Z" a zombie, ...);
+    None if it is gone or there is no /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (IndexError, OSError):
+        return None

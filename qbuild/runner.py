@@ -75,7 +75,6 @@ class StageLog:
         self.progress.say(f"{name} ok ({format_seconds(seconds)})")
         return value
 
-
     def _seconds_since(self, start: float) -> float:
         """The stage's seconds since ``start``, less those in which another job had this one stopped."""
         end = time.monotonic()

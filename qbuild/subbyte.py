@@ -113,15 +113,6 @@ class Timed:
         return statistics.median(self.samples_ms)
 
 
-def _registers():
-    """This CPU's vector registers (``qbuild.kernels.vectors``)."""
-    from qbuild.kernels.pipeline import cpu_features
-    from qbuild.kernels.vectors import of_features
-    from qbuild.targets import resolve_target
-
-    return of_features(cpu_features(resolve_target("cpu").tvm_target()))
-
-
 def _byte_conv(weights: np.ndarray, stride: int, padding: int, registers, data_max: int = 127):
     """The int8 conv as it runs inside a quantized network: data and output in the blocked layout
     of this CPU's ``registers``, the data (after a ReLU and a requantize) in [0, ``data_max``], so
@@ -161,8 +152,11 @@ def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 1
                     say: Callable[[str], None] = print) -> list[Timed]:
     """Build the int8 conv and each ``PRECISIONS`` precision's two convs (bit-serial, bytes) for
     every shape, then time them in interleaved rounds."""
+    from qbuild.kernels.vectors import of_target
+    from qbuild.targets import resolve_target
+
     rng = np.random.default_rng(0)
-    registers = _registers()
+    registers = of_target(resolve_target("cpu").tvm_target())
     timed: list[Timed] = []
     for shape in shapes:
         channels, size, out_channels, k, stride = shape

@@ -47,12 +47,12 @@ def conv_functions(mod, target) -> dict:
     {key: (ConvWorkload, fused PrimFunc)}."""
     import tvm
 
-    from qbuild.kernels.pipeline import cpu_features, lowering_passes
+    from qbuild.kernels.pipeline import lowering_passes
     from qbuild.kernels.schedule import conv_workload
-    from qbuild.kernels.vectors import of_features
+    from qbuild.kernels.vectors import of_target
 
     with target:
-        lowered = tvm.transform.Sequential(lowering_passes(of_features(cpu_features(target))))(mod)
+        lowered = tvm.transform.Sequential(lowering_passes(of_target(target)))(mod)
     found = {}
     for func in lowered.functions.values():
         workload = conv_workload(func) if isinstance(func, tvm.tirx.PrimFunc) else None
@@ -99,13 +99,13 @@ def tune(workloads: dict, target, rounds: int = 5, executions: int = 10,
          say: Callable[[str], None] = print) -> dict[str, tuple[object, list[Candidate]]]:
     """Time every candidate tile of every workload (``workloads_of``) in interleaved rounds:
     {key: (workload, candidates)}; the default tile is each list's first entry."""
-    from qbuild.kernels.pipeline import cpu_features
-    from qbuild.kernels.vectors import of_features
+    from qbuild.kernels.vectors import cpu_features, of_features
 
     features = cpu_features(target)
+    registers = of_features(features)
     measured = {}
     for index, (key, (workload, func)) in enumerate(workloads.items(), start=1):
-        tiles = workload.candidate_tiles(of_features(features))
+        tiles = workload.candidate_tiles(registers)
         say(f"building {len(tiles)} tiles of conv {index}/{len(workloads)}: {workload.summary}")
         measured[key] = (workload, [Candidate(tile, timer(func, workload, tile, target, features, executions))
                                     for tile in tiles])

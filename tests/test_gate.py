@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from qbuild import threads
-from qbuild.gate import TimingGate, end_with_parent, release_all
+from qbuild.gate import TimingGate, end_with_parent, process_state, release_all
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.runner import StageLog, run_plan
@@ -171,11 +171,7 @@ def _plan_with_one_job(pid_file: str) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return process_state(pid) not in (None, "Z", "X")
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux (/proc, prctl)")

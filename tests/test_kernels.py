@@ -13,8 +13,8 @@ from tvm import relax
 
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
-from qbuild.kernels.pipeline import cpu_features, pipeline
-from qbuild.kernels.vectors import AVX2
+from qbuild.kernels.pipeline import pipeline
+from qbuild.kernels.vectors import AVX2, cpu_features
 from qbuild.targets import TargetChoice, resolve_target
 
 CPU = resolve_target("cpu")

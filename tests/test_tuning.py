@@ -15,16 +15,15 @@ from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
 from qbuild.kernels.conv2d import INT16_SUMS, SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
-from qbuild.kernels.pipeline import cpu_features
 from qbuild.kernels.tiles import CHUNKS, ConvTile, candidate_tiles, default_tile
-from qbuild.kernels.vectors import AVX2, AVX512, of_features
+from qbuild.kernels.vectors import AVX2, AVX512, cpu_features, of_target
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
 from qbuild.tune import Candidate, conv_functions, to_database, tune, workloads_of
 from test_kernels import AVX2_CPU, _requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
-HOST = of_features(cpu_features(CPU.tvm_target()))  # this CPU's vector registers
+HOST = of_target(CPU.tvm_target())  # this CPU's vector registers
 
 
 @pytest.fixture

@@ -53,7 +53,7 @@ PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
 
 
-def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int = LANES) -> tirx.PrimFunc:
+def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int) -> tirx.PrimFunc:
     """What every intrinsic here computes: ``C[j] += sum_k A[k] * B[j, k]`` in int32, for
     ``lanes`` outputs j and ``group`` input channels k."""
 
@@ -132,16 +132,15 @@ def _pmaddwd_step(acc, a, b):
     return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), a, b, dtype="int32x8")
 
 
-def _vpdpbusd_step(acc, a, b):
-    """vpdpbusd: acc += the four u8 x s8 products of each lane, in one instruction (ymm)."""
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.256"), acc, a, b,
-                                   dtype="int32x8")
+def _vpdpbusd(lanes: int):
+    """The vpdpbusd step on ``lanes`` int32 lanes (8: ymm, 16: zmm): acc += the four u8 x s8
+    products of each lane, in one instruction."""
+    intrinsic = f"llvm.x86.avx512.vpdpbusd.{32 * lanes}"
 
+    def step(acc, a, b):
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(intrinsic), acc, a, b, dtype=f"int32x{lanes}")
 
-def _vpdpbusd_wide_step(acc, a, b):
-    """vpdpbusd on zmm: sixteen lanes."""
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, b,
-                                   dtype=f"int32x{WIDE_LANES}")
+    return step
 
 
 def _byte_pairs(a, b):
@@ -165,7 +164,7 @@ def _pmaddubsw_int16_step(acc, a, b):
     return acc + _byte_pairs(a, b)
 
 
-def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str = "int32x8") -> tirx.PrimFunc:
+def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str) -> tirx.PrimFunc:
     """An intrinsic over ``group`` input channels: the group of ``A`` broadcast to every lane as one
     32-bit word, ``B`` loaded as one vector, ``step(accumulators, a, b)`` the new accumulators
     (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them; the
@@ -193,14 +192,16 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str = "int
 
 
 _OPERANDS = {PAIR: ("int16", "int16"), QUAD: ("uint8", "int8")}  # (A, B) dtypes per channel group
-_STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step), VPDPBUSD_8X4: (QUAD, _vpdpbusd_step),
-          PMADDUBSW_8X4: (QUAD, _pmaddubsw_step)}  # described as vpdpbusd is: the same sums for data <= 127
+# (channel group, step, int32 lanes) of each dot intrinsic; vpmaddubsw is described as vpdpbusd
+# is: the same sums for data <= 127.
+_STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step, LANES), VPDPBUSD_8X4: (QUAD, _vpdpbusd(LANES), LANES),
+          VPDPBUSD_16X4: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES), PMADDUBSW_8X4: (QUAD, _pmaddubsw_step, LANES)}
 
 
 def lanes(name: str) -> int:
-    """The lanes (of the conv block) one call of intrinsic ``name`` covers: 16 for the zmm
-    ``vpdpbusd``; 8 for the others, but 16 int16 halves for the int16-accumulating one."""
-    return {VPDPBUSD_16X4: WIDE_LANES, PMADDUBSW_8X4_I16: 2 * LANES}.get(name, LANES)
+    """The lanes (of the conv block) one call of intrinsic ``name`` covers: its int32 lanes, or 16
+    int16 halves for the int16-accumulating one."""
+    return 2 * LANES if name == PMADDUBSW_8X4_I16 else _STEPS[name][2]
 
 
 def register(name: str) -> str:
@@ -218,8 +219,5 @@ def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         return _int16_dot_desc(), _impl(QUAD, "uint8", "int8", _pmaddubsw_int16_step, "int16x16")
     if name == PAIR_SUM_8:
         return _pair_sum_desc(), _pair_sum_impl()
-    if name == VPDPBUSD_16X4:
-        return (_dot_desc(QUAD, *_OPERANDS[QUAD], WIDE_LANES),
-                _impl(QUAD, *_OPERANDS[QUAD], _vpdpbusd_wide_step, f"int32x{WIDE_LANES}"))
-    group, step = _STEPS[name]
-    return _dot_desc(group, *_OPERANDS[group]), _impl(group, *_OPERANDS[group], step)
+    group, step, width = _STEPS[name]
+    return _dot_desc(group, *_OPERANDS[group], width), _impl(group, *_OPERANDS[group], step, f"int32x{width}")

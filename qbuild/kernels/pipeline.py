@@ -15,20 +15,8 @@ from qbuild.kernels.fold_constants import fold_constant_calls
 from qbuild.kernels.rewrite_calls import rewrite_calls
 from qbuild.kernels.schedule import KernelReport
 from qbuild.kernels.tiles import ConvTile
-from qbuild.kernels.vectors import Vectors
+from qbuild.kernels.vectors import Vectors, cpu_features
 from qbuild.quantize.graph import scalar_value
-
-
-# The instruction sets the kernels have a form for: the integer conv's intrinsics (AVX2, AVX-512
-# VNNI) and the register width (AVX-512 Foundation: ``vectors``).
-TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni")
-
-
-def cpu_features(target: tvm.target.Target) -> frozenset[str]:
-    """Which of ``TENSOR_FEATURES`` LLVM's view of the target CPU includes."""
-    from tvm.target import codegen
-
-    return frozenset(f for f in TENSOR_FEATURES if codegen.target_has_features(f, target))
 
 
 def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:

@@ -297,7 +297,7 @@ def _conv_block_name(sch: Schedule) -> str | None:
 def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: KernelReport,
                       tiles: Mapping[str, ConvTile] | None = None) -> tirx.PrimFunc:
     """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged.
-    ``features``: the CPU's instruction sets (``pipeline.TENSOR_FEATURES``: the intrinsics, and
+    ``features``: the CPU's instruction sets (``vectors.TENSOR_FEATURES``: the intrinsics, and
     the register width, ``vectors``). ``tiles``: a tuning database's conv tiles by workload key
     (the rest get the default tile)."""
     registers = of_features(features)

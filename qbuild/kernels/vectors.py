@@ -16,6 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+# The instruction sets the kernels have a form for: the integer conv's intrinsics (AVX2, AVX-512
+# VNNI) and the register width (AVX-512 Foundation).
+TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni")
+
 HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 
 
@@ -62,8 +66,21 @@ AVX512 = Vectors(lanes=16, registers=32)
 WIDEST_LANES = AVX512.lanes
 
 
+def cpu_features(target) -> frozenset[str]:
+    """Which of ``TENSOR_FEATURES`` LLVM's view of the CPU of ``target`` (a ``tvm.target.Target``)
+    includes."""
+    from tvm.target import codegen
+
+    return frozenset(f for f in TENSOR_FEATURES if codegen.target_has_features(f, target))
+
+
 def of_features(features: frozenset[str]) -> Vectors:
-    """The registers of a CPU with ``features`` (``pipeline.cpu_features``): AVX-512 where it has
+    """The registers of a CPU with ``features`` (``cpu_features``): AVX-512 where it has
     ``avx512f``, else AVX2's width (also what a CPU without AVX2 gets: plain vector code)."""
     registers = AVX512 if "avx512f" in features else AVX2
     return registers.with_vnni("avx512vnni" in features)
+
+
+def of_target(target) -> Vectors:
+    """The registers of the CPU of ``target`` (a ``tvm.target.Target``)."""
+    return of_features(cpu_features(target))
