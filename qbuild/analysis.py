@@ -45,6 +45,7 @@ INSTRUCTION_FAMILIES = {
     "fp FMA (vfmadd/vfmsub)": r"vf(n?madd|n?msub|maddsub|msubadd)\d*(ps|ss|pd|sd|ph)",
     "fp mul/add (vmulps/vaddps)": r"v(mul|add|sub)(ps|ss|pd|sd)",
     "int8 dot VNNI (vpdpbusd)": r"vpdpbusds?",
+    "int8 tile dot AMX (tdpbusd)": r"tdpb[su][su]d",
     "int16 dot VNNI (vpdpwssd)": r"vpdpwssds?",
     "u8*s8 pairs (vpmaddubsw)": r"vpmaddubsw",
     "s16*s16 pairs (vpmaddwd)": r"vpmaddwd",

@@ -1,7 +1,8 @@
 """Which hardware to compile for: ``auto`` | ``cpu`` | ``cuda`` -> a TVM target and device.
 
 ``auto`` picks CUDA when TVM sees a GPU, else the host CPU. The CPU target names the host's
-real LLVM ``mcpu`` (e.g. znver4), so LLVM may use every vector extension the chip has.
+real LLVM ``mcpu`` (e.g. znver4), so LLVM may use every vector extension the chip has, plus
+AMX where the CPU has it and Linux lets this process use it (``kernels.amx``).
 TVM 0.27 targets are dicts; CLI strings such as "llvm -mcpu=..." are rejected.
 """
 
@@ -63,10 +64,13 @@ def _cpu_target(requested: str, reason: str) -> TargetChoice:
     from tvm.target import codegen
 
     from qbuild.environment import cpu_model
+    from qbuild.kernels import amx
 
     mcpu = codegen.llvm_get_system_cpu()
     cores = os.cpu_count() or 1
     spec = {"kind": "llvm", "mcpu": mcpu, "num-cores": cores}
+    if amx.allowed():  # LLVM may name an older core (a VM's CPU model): AMX said explicitly
+        spec["mattr"] = [f"+{feature}" for feature in amx.FEATURES]
     return TargetChoice("cpu", requested, spec, f"{cpu_model()} ({mcpu}, {cores} cores)", reason)
 
 

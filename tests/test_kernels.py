@@ -13,6 +13,7 @@ from tvm import relax
 
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
+from qbuild.kernels.conv2d import AMX
 from qbuild.kernels.pipeline import pipeline
 from qbuild.kernels.vectors import AVX2, cpu_features
 from qbuild.targets import TargetChoice, resolve_target
@@ -165,10 +166,11 @@ def _families(compiled) -> dict:
     return analyse_sources(compiled.sources())["instruction_census"]["families"]
 
 
-def _census_families(target: TargetChoice, seed: int) -> tuple[dict, dict]:
-    """(instruction families, kernel report) of one int8 3x3 conv compiled for ``target``."""
-    weight = np.random.default_rng(seed).integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
-    compiled = compile_model(conv_module((1, 16, 14, 14), weight, 1, 1, 1, "int32"), target, "builtin")
+def _census_families(target: TargetChoice, seed: int, channels: int = 16) -> tuple[dict, dict]:
+    """(instruction families, kernel report) of one int8 3x3 conv of ``channels`` input channels
+    and twice as many outputs compiled for ``target``."""
+    weight = np.random.default_rng(seed).integers(-128, 128, (2 * channels, channels, 3, 3)).astype(np.int8)
+    compiled = compile_model(conv_module((1, channels, 14, 14), weight, 1, 1, 1, "int32"), target, "builtin")
     return _families(compiled), compiled.kernels
 
 
@@ -229,6 +231,44 @@ def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
     weight = np.random.default_rng(8).integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
     compiled = compile_model(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"), CPU, "builtin")
     assert "vpdpbusd" in compiled.sources()["s"]
+
+
+SAPPHIRE_RAPIDS = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2},
+                               "Intel Sapphire Rapids (AMX)", "test")
+AMX_TILE_DOT = "int8 tile dot AMX (tdpbusd)"
+
+
+def test_for_an_amx_cpu_an_int8_conv_of_64_channel_rows_is_built_on_tdpbusd_and_others_on_vpdpbusd():
+    tiles, _ = _census_families(SAPPHIRE_RAPIDS, seed=10, channels=64)
+    assert tiles[AMX_TILE_DOT] > 0 and tiles["int8 dot VNNI (vpdpbusd)"] == 0
+    vectors, _ = _census_families(SAPPHIRE_RAPIDS, seed=10, channels=32)
+    assert vectors[AMX_TILE_DOT] == 0 and vectors["int8 dot VNNI (vpdpbusd)"] > 0
+
+
+# (in channels, size, out channels, kernel, stride, padding) of convs whose input channels come in
+# rows of 64: AMX's
+AMX_SHAPES = {
+    "3x3": (64, 14, 64, 3, 1, 1),
+    "1x1 of 20 output blocks on rows of 7": (192, 7, 320, 1, 1, 0),
+    "strided 3x3": (128, 15, 64, 3, 2, 1),
+    "strided 1x1": (64, 8, 32, 1, 2, 0),
+}
+
+
+@pytest.mark.parametrize("shape", list(AMX_SHAPES), ids=list(AMX_SHAPES))
+def test_on_an_amx_cpu_int8_convs_run_on_tile_registers_bit_exact_against_numpy(shape):
+    from qbuild.kernels import amx
+
+    if not (amx.allowed() and "amx-int8" in cpu_features(CPU.tvm_target())):
+        pytest.skip("this CPU has no AMX (the code is cross-compiled for Sapphire Rapids on any CPU)")
+    cin, size, cout, k, stride, padding = AMX_SHAPES[shape]
+    rng = np.random.default_rng(11)
+    x = rng.integers(-128, 128, (1, cin, size, size)).astype(np.int8)
+    weight = rng.integers(-128, 128, (cout, cin, k, k)).astype(np.int8)
+    mod = conv_module(x.shape, weight, stride, padding, 1, "int32")
+    got, report = run_builtin(mod, x)
+    np.testing.assert_array_equal(got, reference_conv(x, weight, stride, padding, 1))
+    assert report.counts["conv"] == 1 and _conv_blocks(mod, CPU)[0].endswith(AMX)
 
 
 def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127):
@@ -305,20 +345,23 @@ def test_value_ranges_follow_a_per_channel_requantize_shift():
     assert value_ranges(bb.get()["main"])[out] == (0.0, float((2**31 - 1) * 5 // 2**30))
 
 
-def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact():
+@pytest.mark.parametrize("channels", [16, 64])
+def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exact(channels):
     """Exact on this CPU, whichever instructions it has; without VNNI (an AVX2 CPU, cross-compiled) the
-    bytes multiply pairwise (vpmaddubsw), with it they take vpdpbusd."""
+    bytes multiply pairwise (vpmaddubsw), with it they take vpdpbusd, and with AMX, rows of 64
+    channels take tdpbusd."""
     rng = np.random.default_rng(9)
-    x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
-    weight = rng.integers(-128, 128, (32, 16, 3, 3)).astype(np.int8)
+    x = rng.integers(-3000, 3000, (1, channels, 14, 14)).astype(np.int32)
+    weight = rng.integers(-128, 128, (32, channels, 3, 3)).astype(np.int8)
     mod = _requantized_relu_module(x.shape, weight, relu=True)
     compiled = compile_model(mod, CPU, "builtin")
-    data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, 127)
-    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
-    expected = np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))  # no ReLU after this conv
-    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
+                                  _requantized_reference(x, weight, top=127))  # no ReLU after this conv
     assert _families(compile_model(mod, AVX2_CPU, "builtin"))["u8*s8 pairs (vpmaddubsw)"] > 0
-    if "avx512vnni" in cpu_features(CPU.tvm_target()):
+    features = cpu_features(CPU.tvm_target())
+    if channels == 64 and "amx-int8" in features:
+        assert _families(compiled)[AMX_TILE_DOT] > 0
+    elif "avx512vnni" in features:
         assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
 

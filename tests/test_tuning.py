@@ -13,9 +13,10 @@ import tvm
 from qbuild import tuning_db
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
-from qbuild.kernels.conv2d import INT16_SUMS, SEVEN_BIT
+from qbuild.kernels.conv2d import AMX, CONV_BLOCK, INT16_SUMS, SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
-from qbuild.kernels.tiles import CHUNKS, ConvTile, candidate_tiles, default_tile
+from qbuild.kernels.schedule import ConvWorkload
+from qbuild.kernels.tiles import CHUNKS, ConvTile, amx_tiles, candidate_tiles, default_tile
 from qbuild.kernels.vectors import AVX2, AVX512, cpu_features, of_target
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
@@ -86,7 +87,21 @@ def test_with_avx512s_registers_the_default_tile_is_four_by_four_else_seven_by_t
 
 def test_a_tile_beyond_the_register_budget_is_refused():
     with pytest.raises(ValueError, match="accumulators"):
-        ConvTile(8, 4)
+        ConvTile(16, 5)  # AMX's 16 rows x 4 tiles is the most any conv holds
+    vector = ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK)
+    assert not vector.fits(ConvTile(8, 4)), "32 accumulators: more than the vector registers hold"
+    assert ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK + AMX).fits(ConvTile(14, 4))
+
+
+def test_an_amx_conv_tile_is_up_to_sixteen_pixels_by_four_tiles_dividing_the_output():
+    assert amx_tiles(56, 4)[0] == ConvTile(14, 4), "the default: the widest rows, then the most tiles"
+    assert amx_tiles(7, 6)[0] == ConvTile(7, 3)
+    for width in (2, 7, 13, 14, 17, 56):
+        for blocks in (1, 2, 3, 8, 128):
+            for tile in amx_tiles(width, blocks):
+                assert width % tile.pixels == 0 and blocks % tile.blocks == 0
+                assert 1 < tile.pixels <= 16 and 1 < tile.blocks <= 4
+    assert amx_tiles(17, 8) == [] and amx_tiles(14, 1) == [], "one pixel or one block: no AMX tile"
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])

@@ -33,6 +33,12 @@ reads bytes too: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
 (``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
 padding itself 128), and the sum then corrected exactly per output channel by
 ``128 * sum(weights)``, folded at compile time (``_offset_sums``).
+
+On a CPU with AMX (``Vectors.amx``), a byte conv (either form) whose input channels come in 64s,
+whose output blocks are 16 channels and whose output a tile divides (``tiles.amx_tiles``) reads
+its data re-blocked to 64 channels (the padding stage does it, ``NCHW16c`` -> ``NCHW64c``) and
+weights grouped to ``(O/16, I/64, KH, KW, 16, 16, 4)``: one tile row of ``tdpbusd`` per output
+pixel (``amx``); its block is named with ``AMX``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from typing import Callable
 
 from tvm import relax, te, tirx
 
+from qbuild.kernels import amx
 from qbuild.kernels.vectors import AVX2, Vectors
 
 CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
@@ -50,6 +57,9 @@ SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at
 INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known to fit in int16
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
+AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
+
+
 def _plain(call: relax.Call) -> bool:
     """NCHW/OIHW, undilated: the convolutions qbuild's computes cover."""
     attrs = call.attrs
@@ -128,7 +138,9 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
     top = data_max(data) if bytes_ok else None
     vnni = vectors.vnni
     if top is not None or (bytes_ok and vnni):
-        quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
+        tiles = vectors.amx and _fits_amx(call)
+        quads = bb.emit_te(_group_weights, weight, 4, "int8", amx.DEPTH if tiles else None,
+                           primfunc_name_hint="pack_weights_quads")
         bound = weight_sum(weight)
         if top is not None and not vnni and bound is not None and top * bound <= INT16_MAX:
             return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
@@ -138,6 +150,17 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
     pairs = bb.emit_te(_group_weights, weight, 2, "int16", primfunc_name_hint="pack_weights_i16")
     return bb.call_te(_conv_nchwc_int, data, pairs, *args, primfunc_name_hint="conv2d_nchwc_int")
+
+
+def _fits_amx(call: relax.Call) -> bool:
+    """Whether a blocked int8 conv can run on AMX tiles: input channels in rows of 64, output
+    blocks of 16 channels, and a tile (``tiles.amx_tiles``) that divides its output."""
+    from qbuild.kernels.tiles import amx_tiles
+
+    data, weight = call.args
+    _, chunks, _, _, data_block = (int(d) for d in data.ty.shape)
+    _, out_blocks, _, width, out_block = (int(d) for d in call.ty.shape)
+    return chunks * data_block % amx.DEPTH == 0 and out_block == amx.COLUMNS and bool(amx_tiles(width, out_blocks))
 
 
 def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors,
@@ -162,22 +185,28 @@ def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors,
     return legalize(bb, bb.normalize(inner), vectors, lambda _: data_max(data))
 
 
-def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0) -> te.Tensor:
+def _pad(data: te.Tensor, padding: list[int], dtype: str, offset: int = 0, block: int | None = None) -> te.Tensor:
     """Zero padding, the values cast to ``dtype``; with ``offset``, ``offset`` is added to every
-    value (the padding included) through int32. With nothing to pad, cast or offset (a float 1x1
-    conv), ``data`` itself: the conv reads its input where it lies, no copy of it is made."""
-    if not any(padding) and not offset and data.dtype == dtype:
+    value (the padding included) through int32; with ``block``, the channels re-blocked to blocks
+    of ``block``. With nothing to pad, cast, offset or re-block (a float 1x1 conv), ``data``
+    itself: the conv reads its input where it lies, no copy of it is made."""
+    _, chunks, height, width, data_block = data.shape
+    block = block or int(data_block)
+    if not any(padding) and not offset and data.dtype == dtype and block == int(data_block):
         return data
-    _, _, height, width, _ = data.shape
     top, left, bottom, right = padding
 
     def value(n, c, y, x, b):
         inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
-        inner = data[n, c, y - top, x - left, b]
+        if block == int(data_block):
+            inner = data[n, c, y - top, x - left, b]
+        else:
+            channel = c * block + b
+            inner = data[n, channel // data_block, y - top, x - left, channel % data_block]
         shifted = (inner.astype("int32") + offset).astype(dtype) if offset else inner.astype(dtype)
         return tirx.if_then_else(inside, shifted, tirx.const(offset, dtype))
 
-    shape = (data.shape[0], data.shape[1], height + top + bottom, width + left + right, data.shape[4])
+    shape = (data.shape[0], chunks * data_block // block, height + top + bottom, width + left + right, block)
     return te.compute(shape, value, name=PAD_BLOCK)
 
 
@@ -207,16 +236,22 @@ def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding:
     )
 
 
-def _group_weights(weight: te.Tensor, group: int, dtype: str) -> te.Tensor:
+def _group_weights(weight: te.Tensor, group: int, dtype: str, block: int | None = None) -> te.Tensor:
     """(O/o, I/i, KH, KW, i, o) -> (O/o, I/i, KH, KW, i/g, o, g) in ``dtype``: each output lane's
     ``group`` input channels adjacent, the operand order of the intrinsic that takes them (2 int16:
-    ``vpmaddwd``; 4 int8: ``vpdpbusd``, ``vpmaddubsw``)."""
+    ``vpmaddwd``; 4 int8: ``vpdpbusd``, ``vpmaddubsw``, AMX's ``tdpbusd``); with ``block``, input
+    channel blocks of ``block`` in place of ``i`` (AMX's 64)."""
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
-    return te.compute(
-        (oc_chunks, ic_chunks, kh, kw, ic_block // group, oc_block, group),
-        lambda o, c, r, q, p, b, t: weight[o, c, r, q, p * group + t, b].astype(dtype),
-        name=f"pack_weights_{dtype}x{group}",
-    )
+    block = block or int(ic_block)
+
+    def value(o, c, r, q, p, b, t):
+        if block == int(ic_block):
+            return weight[o, c, r, q, p * group + t, b].astype(dtype)
+        channel = c * block + p * group + t
+        return weight[o, channel // ic_block, r, q, channel % ic_block, b].astype(dtype)
+
+    return te.compute((oc_chunks, ic_chunks * ic_block // block, kh, kw, block // group, oc_block, group), value,
+                      name=f"pack_weights_{dtype}x{group}")
 
 
 def _grouped_conv(padded: te.Tensor, grouped: te.Tensor, strides: list[int], accumulate: str, name: str) -> te.Tensor:
@@ -251,10 +286,19 @@ def _offset_sums(weight: te.Tensor) -> te.Tensor:
     )
 
 
+def _byte_block(quads: te.Tensor) -> tuple[int, str]:
+    """The input channel block of grouped byte weights and the conv block's name suffix for it:
+    AMX's 64-channel rows, else the data's own block (``SEVEN_BIT``: data known to be <= 127)."""
+    block = int(quads.shape[4]) * int(quads.shape[6])
+    return block, AMX if block == amx.DEPTH else SEVEN_BIT
+
+
 def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
                    out_dtype: str) -> te.Tensor:
-    """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
-    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET), quads, strides, "int32", CONV_BLOCK)
+    """Integer, VNNI or AMX form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
+    block, suffix = _byte_block(quads)
+    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET, block), quads, strides, "int32",
+                         CONV_BLOCK + (suffix if suffix == AMX else ""))
     return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
                       name="qbuild_unsigned_offset")
 
@@ -262,8 +306,10 @@ def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: 
 def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int],
                    out_dtype: str) -> te.Tensor:
     """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
-    ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name."""
-    conv = _grouped_conv(_pad(data, padding, "uint8"), quads, strides, "int32", CONV_BLOCK + SEVEN_BIT)
+    ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name
+    (or that it runs on AMX, which needs no such bound)."""
+    block, suffix = _byte_block(quads)
+    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", CONV_BLOCK + suffix)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
 
 

@@ -56,7 +56,7 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
         tiles = _machine_database(report)
     features = set(cpu_features(target))
     if avx2 is not None:  # a CPU without AVX2 has no AVX-512 either
-        features = (features | {"avx2"}) if avx2 else (features - {"avx2", "avx512f", "avx512vnni"})
+        features = (features | {"avx2"}) if avx2 else (features - {"avx2", "avx512f", "avx512vnni", "amx-int8"})
     passes = [
         *lowering_passes(vectors.of_features(frozenset(features)).with_vnni(vnni)),
         schedule.schedule_pass(frozenset(features), report, tiles),

@@ -12,7 +12,10 @@
   accumulates in int16 keeps its int16 tile local and sums its pairs into a local int32 tile with
   one ``vpmaddwd`` per accumulator, ``conv2d.INT16_SUMS``). The
   elementwise epilogue that FuseOps put in the same function (bias, ReLU, requantize, residual
-  add) is inlined into the tile's write-back, so each output is stored once.
+  add) is inlined into the tile's write-back, so each output is stored once. An AMX conv
+  (``conv2d.AMX``, ``_amx_conv``) has a tile of accumulator tiles instead: ``tiles.amx_tiles``,
+  three tensorized steps (``amx``: clear, dot, store), its int32 sums stored to a local buffer
+  that the epilogue reads.
 - ``generic``: everything else (padding, layout transforms, pooling, mean, matmul, elementwise
   chains). Elementwise stages are first inlined into their consumers (one loop nest, no int64
   intermediates in memory); then each nest runs its leading data-parallel loops in parallel and
@@ -48,9 +51,9 @@ import tvm
 from tvm import tirx
 from tvm.s_tir import Schedule
 
-from qbuild.kernels import intrin
-from qbuild.kernels.conv2d import CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
-from qbuild.kernels.tiles import ConvTile, candidate_tiles, default_tile, workload_key
+from qbuild.kernels import amx, intrin
+from qbuild.kernels.conv2d import AMX, CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
+from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, default_tile, workload_key
 from qbuild.kernels.vectors import Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -90,14 +93,27 @@ class ConvWorkload:
     summary: str
     block: str
 
+    @property
+    def amx(self) -> bool:
+        """Whether the conv's tile runs on AMX tiles (rows x accumulator tiles) rather than vector
+        registers (pixels x channel blocks)."""
+        return self.block.endswith(AMX)
+
     def default_tile(self, registers: Vectors) -> ConvTile:
-        return default_tile(self.width, self.out_blocks, registers)
+        return self.candidate_tiles(registers)[0]
 
     def candidate_tiles(self, registers: Vectors) -> list[ConvTile]:
+        """The tiles ``qbuild tune`` tries, the default first."""
+        if self.amx:
+            return amx_tiles(self.width, self.out_blocks)
         return candidate_tiles(self.width, self.out_blocks, self.in_blocks, registers)
 
     def fits(self, tile: ConvTile) -> bool:
-        return tile.fits(self.width, self.out_blocks, self.in_blocks)
+        """Whether ``tile`` can schedule this workload (a tuning database's tile may be from
+        another build of it)."""
+        if self.amx:
+            return tile in amx_tiles(self.width, self.out_blocks)
+        return tile.pixels * tile.blocks <= MAX_ACCUMULATORS and tile.fits(self.width, self.out_blocks, self.in_blocks)
 
 
 def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
@@ -192,6 +208,41 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     sch.unroll(oi)
     _inline_epilogue(sch, writeback)
     sch.vectorize(sch.get_loops(writeback)[-1])
+
+
+def _amx_conv(sch: Schedule, name: str, tile: ConvTile) -> None:
+    """An AMX conv (``amx``): a parallel task per output row of a group of ``tile.blocks``
+    accumulator tiles; per tile of ``tile.pixels`` pixels, the accumulators cleared, one ``dot``
+    per input channel block and kernel position, stored to an int32 tile buffer, and the epilogue
+    written from that."""
+    conv = sch.get_sblock(name)
+    n, o, y, x, b, c, r, q, p, t = sch.get_loops(conv)
+    stride = _row_stride(sch.get(conv))
+    xo, xi = sch.split(x, [None, tile.pixels])
+    oo, oi = sch.split(o, [None, tile.blocks])
+    sch.reorder(n, oo, y, xo, c, r, q, xi, oi, b, p, t)
+    sch.parallel(sch.fuse(n, oo, y))
+    sums = sch.cache_write(conv, 0, "local")  # the tile's int32 sums, which the epilogue reads
+    accumulators = sch.cache_write(conv, 0, "local")  # tile registers: described, never in memory
+    sch.reverse_compute_at(accumulators, xo)
+    sch.reverse_compute_at(sums, xo)
+    init = sch.decompose_reduction(conv, c)
+    shape = (tile.pixels, tile.blocks)
+    sch.tensorize(sch.get_loops(init)[-3], amx.register("zero", *shape))
+    sch.tensorize(xi, amx.register("dot", *shape, stride))
+    sch.tensorize(sch.get_loops(accumulators)[-3], amx.register("store", *shape))
+    _inline_epilogue(sch, sums)
+    sch.vectorize(sch.get_loops(sums)[-1])
+
+
+def _row_stride(conv: "tvm.s_tir.SBlock") -> int:
+    """How many input pixels apart a conv block's neighbouring output pixels read (its stride
+    along a row): the coefficient of the output column in the data's column index."""
+    data = next(region for region in conv.reads if region.source.dtype == "uint8")
+    column = conv.iter_vars[3].var
+    from tvm.sym import detect_linear_equation
+
+    return int(detect_linear_equation(data.region[3].min, [column])[0])
 
 
 def _inline_epilogue(sch: Schedule, writeback) -> None:
@@ -308,7 +359,9 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     rules = [("generic", lambda s: _generic(s, registers))]
     if workload is not None:
         tile = tuned or workload.default_tile(registers)
-        rules.insert(0, ("conv", lambda s: (_conv(s, workload.block, features, tile), _generic(s, registers))))
+        conv = (lambda s: _amx_conv(s, workload.block, tile)) if workload.amx else \
+            (lambda s: _conv(s, workload.block, features, tile))
+        rules.insert(0, ("conv", lambda s: (conv(s), _generic(s, registers))))
     for name, rule in rules:
         sch = Schedule(func)
         try:

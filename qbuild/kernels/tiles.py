@@ -37,7 +37,10 @@ from dataclasses import dataclass
 
 from qbuild.kernels.vectors import AVX2, AVX512, Vectors
 
-MAX_ACCUMULATORS = AVX512.max_accumulators  # any CPU's tile at most (one CPU's: Vectors.max_accumulators)
+MAX_ACCUMULATORS = AVX512.max_accumulators  # any CPU's register tile at most (one CPU's: Vectors.max_accumulators)
+AMX_ROWS = 16  # pixels of an AMX tile at most: a tile register's rows
+AMX_BLOCKS = 4  # accumulator tiles at most: the tile registers less A and two B (``amx``)
+MAX_OUTPUTS = max(MAX_ACCUMULATORS, AMX_ROWS * AMX_BLOCKS)  # pixels x blocks of any tile, AMX's included
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
 
@@ -55,9 +58,9 @@ class ConvTile:
         if self.pixels < 1 or self.blocks < 1 or self.chunk < 0:
             raise ValueError(f"a conv tile needs at least one pixel and one block, and a chunk of 0 or more, "
                              f"not {self}")
-        if self.pixels * self.blocks > MAX_ACCUMULATORS:
+        if self.pixels * self.blocks > MAX_OUTPUTS:
             raise ValueError(f"{self} needs {self.pixels * self.blocks} accumulators; at most "
-                             f"{MAX_ACCUMULATORS} fit in the vector registers")
+                             f"{MAX_OUTPUTS} fit in the vector or tile registers")
 
     def fits(self, width: int, out_blocks: int, in_blocks: int) -> bool:
         """Whether the tile divides a row of ``width`` pixels and ``out_blocks`` channel blocks,
@@ -75,6 +78,7 @@ class ConvTile:
 
 
 def _divisors(n: int, at_most: int) -> list[int]:
+    """The divisors of ``n`` up to ``at_most``, ascending."""
     return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
 
 
@@ -98,6 +102,17 @@ def default_tile(width: int, out_blocks: int, registers: Vectors = AVX2) -> Conv
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
     return ConvTile(max(_divisors(width, 8)), 1)
+
+
+def amx_tiles(width: int, out_blocks: int) -> list[ConvTile]:
+    """An AMX conv's tiles (``amx``): rows of 2 to 16 pixels that divide the output row x 2 to 4
+    accumulator tiles that divide its blocks of 16 channels, the default (widest, then most
+    blocks) first; none where nothing divides (the conv then takes vector registers). The whole
+    reduction each: the accumulators stay in tile registers. (A loop of one pixel or one block
+    would vanish from the loop nest that the intrinsics describe.)"""
+    tiles = [ConvTile(p, b) for p in _divisors(width, AMX_ROWS) for b in _divisors(out_blocks, AMX_BLOCKS)
+             if p > 1 and b > 1]
+    return sorted(tiles, key=lambda tile: (-tile.pixels, -tile.blocks))
 
 
 def workload_key(block_script: str) -> str:

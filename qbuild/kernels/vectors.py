@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 # The instruction sets the kernels have a form for: the integer conv's intrinsics (AVX2, AVX-512
 # VNNI) and the register width (AVX-512 Foundation).
-TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni")
+TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni", "amx-int8")
 
 HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 
@@ -26,11 +26,13 @@ HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 @dataclass(frozen=True)
 class Vectors:
     """``lanes`` 32-bit lanes per register, ``registers`` of them; ``vnni``: the CPU has AVX-512
-    VNNI (``vpdpbusd``), so int8 convs take the offset byte compute (``conv2d``)."""
+    VNNI (``vpdpbusd``), so int8 convs take the offset byte compute (``conv2d``); ``amx``: it has
+    AMX tiles too, where those convs' tiles run (``amx``)."""
 
     lanes: int
     registers: int
     vnni: bool = False
+    amx: bool = False
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -57,8 +59,8 @@ class Vectors:
         return self.registers - 2
 
     def with_vnni(self, vnni: bool | None) -> Vectors:
-        """The same registers with ``vnni`` overridden (None: as they are)."""
-        return self if vnni is None else replace(self, vnni=vnni)
+        """The same registers with ``vnni`` overridden (None: as they are); no AMX without VNNI."""
+        return self if vnni is None else replace(self, vnni=vnni, amx=self.amx and vnni)
 
 
 AVX2 = Vectors(lanes=8, registers=16)
@@ -78,7 +80,7 @@ def of_features(features: frozenset[str]) -> Vectors:
     """The registers of a CPU with ``features`` (``cpu_features``): AVX-512 where it has
     ``avx512f``, else AVX2's width (also what a CPU without AVX2 gets: plain vector code)."""
     registers = AVX512 if "avx512f" in features else AVX2
-    return registers.with_vnni("avx512vnni" in features)
+    return replace(registers, vnni="avx512vnni" in features, amx={"avx512vnni", "amx-int8"} <= features)
 
 
 def of_target(target) -> Vectors:
