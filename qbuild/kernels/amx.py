@@ -16,11 +16,16 @@ in turn). Rows are strided: a stride-2 conv's pixels are two input pixels apart,
 ``tileloadd``'s row stride expresses.
 
 Three intrinsics per tile shape, in the conv's loop nest (``schedule``): ``zero`` (configure the
-tiles, ``ldtilecfg``, and clear the accumulators) where the reduction starts, ``dot`` per input
-channel block and kernel position, ``store`` (accumulators to the tile's int32 buffer, then
-``tilerelease``) before the epilogue reads them. The accumulators live in tile registers between
-the three: the conv's accumulation buffer is only described, never read or written (LLVM's
-immediate-operand AMX intrinsics act on the registers named by number).
+tiles where the thread's configuration differs, and clear the accumulators) where the reduction
+starts, ``dot`` per input channel block and kernel position, ``store`` (accumulators to the tile's
+int32 buffer) before the epilogue reads them. The accumulators live in tile registers between the
+three: the conv's accumulation buffer is only described, never read or written (LLVM's
+immediate-operand AMX intrinsics act on the registers named by number). ``ldtilecfg`` on every
+tile took a fifth of the time of ResNet-50's 1x1 convs of 64 input channels (one ``dot`` per tile):
+``zero`` reads the configuration back (``sttilecfg``) and loads it only when it differs (the
+thread's first tile, or after a conv of another row count), and the tiles are never released,
+so the configuration carries over from tile to tile and conv to conv (ResNet-50 int8: 8.0 -> 7.1
+ms).
 
 Linux hands a process the tile registers only on request (``arch_prctl(ARCH_REQ_XCOMP_PERM)``);
 ``allowed()`` asks once per process, and without the permission the CPU is treated as having no
@@ -109,15 +114,17 @@ def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
             T.reads()
             T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
             config = T.decl_buffer((8,), "int64", scope="local")
-            config[0] = T.int64(w0)
-            config[1] = T.int64(0)
-            config[2] = T.int64(w2)
-            config[3] = T.int64(w3)
-            config[4] = T.int64(0)
-            config[5] = T.int64(0)
-            config[6] = T.int64(w6)
-            config[7] = T.int64(0)
-            T.evaluate(_intrin("ldtilecfg", config.access_ptr("r")))
+            T.evaluate(_intrin("sttilecfg", config.access_ptr("w")))
+            if config[0] != w0 or config[2] != w2 or config[3] != w3 or config[6] != w6:
+                config[0] = T.int64(w0)
+                config[1] = T.int64(0)
+                config[2] = T.int64(w2)
+                config[3] = T.int64(w3)
+                config[4] = T.int64(0)
+                config[5] = T.int64(0)
+                config[6] = T.int64(w6)
+                config[7] = T.int64(0)
+                T.evaluate(_intrin("ldtilecfg", config.access_ptr("r")))
             for j in T.unroll(blocks):
                 T.evaluate(_intrin("tilezero", T.Cast("uint8", j)))
 
@@ -198,7 +205,6 @@ def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
             for j in T.unroll(blocks):
                 T.evaluate(_intrin("tilestored64", T.Cast("uint8", j), D.access_ptr("w", offset=j * d_block),
                                    T.Cast("int64", d_row * 4)))
-            T.evaluate(_intrin("tilerelease"))
 
     return desc, impl
 

@@ -206,7 +206,7 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
             sch.vectorize(lanes)
     sch.unroll(xi)
     sch.unroll(oi)
-    _inline_epilogue(sch, writeback)
+    writeback = _inline_epilogue(sch, writeback, tile_loop)
     sch.vectorize(sch.get_loops(writeback)[-1])
 
 
@@ -231,7 +231,7 @@ def _amx_conv(sch: Schedule, name: str, tile: ConvTile) -> None:
     sch.tensorize(sch.get_loops(init)[-3], amx.register("zero", *shape))
     sch.tensorize(xi, amx.register("dot", *shape, stride))
     sch.tensorize(sch.get_loops(accumulators)[-3], amx.register("store", *shape))
-    _inline_epilogue(sch, sums)
+    sums = _inline_epilogue(sch, sums, xo)
     sch.vectorize(sch.get_loops(sums)[-1])
 
 
@@ -245,16 +245,34 @@ def _row_stride(conv: "tvm.s_tir.SBlock") -> int:
     return int(detect_linear_equation(data.region[3].min, [column])[0])
 
 
-def _inline_epilogue(sch: Schedule, writeback) -> None:
-    """Fold the chain of elementwise consumers into the tile's write-back while they allow it."""
+def _inline_epilogue(sch: Schedule, writeback, tile_loop):
+    """Fold the chain of elementwise consumers into the tile's write-back while they allow it;
+    returns the block that now writes the tile's outputs. A consumer that reads another tensor
+    too (a residual add) cannot take the write-back inlined into it from above
+    (``reverse_compute_inline`` allows one input): it is moved into the tile loop and the
+    write-back inlined into it from below. Without that, the rest of the chain ran as a pass of
+    its own over an int32 tensor the size of the output (ResNet-50's residual convs)."""
     while True:
         consumers = sch.get_consumers(writeback)
         if len(consumers) != 1:
-            return
+            return writeback
+        consumer = consumers[0]
         try:
-            sch.reverse_compute_inline(consumers[0])
-        except SCHEDULE_ERRORS:  # not elementwise over the tile (e.g. a layout transform)
-            return
+            sch.reverse_compute_inline(consumer)
+            continue
+        except SCHEDULE_ERRORS:  # not elementwise over the tile (e.g. a layout transform), or two inputs
+            pass
+        if len(sch.get(consumer).reads) < 2:
+            return writeback
+        try:
+            for producer in sch.get_producers(consumer):  # the other input's casts, into the consumer
+                if not sch.get(producer).same_as(sch.get(writeback)):
+                    sch.compute_inline(producer)
+            sch.reverse_compute_at(consumer, tile_loop)
+            sch.compute_inline(writeback)
+        except SCHEDULE_ERRORS:
+            return writeback
+        writeback = consumer
 
 
 def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
