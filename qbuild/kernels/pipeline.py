@@ -71,9 +71,11 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
     its width, qbuild's computes (``registers.vnni``: the integer convs' VNNI form), fused PrimFuncs
     (what ``qbuild.tune`` takes the conv workloads from)."""
     from qbuild.kernels import conv2d
+    from qbuild.kernels.narrow import narrow_integers
 
     return [
         clip_to_min_max(),
+        narrow_integers(),
         fold_pads_into_convs(),
         relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
         legalize_convs(registers),

@@ -9,7 +9,10 @@ operators below) and bounds every variable; an operator it does not know gets it
 whole range, so the answer is never narrower than the truth.
 
 The data's bound times a conv's weight sums bounds every partial sum of the conv
-(``conv_weight_sums``): where that fits in int16, the byte conv may accumulate in int16.
+(``conv_weight_sums``): where that fits in int16, the byte conv may accumulate in int16. A conv
+with constant weights is bounded the same way in ``value_ranges`` (each output channel's positive
+and negative weight sums times the data's ends), which lets ``narrow`` compute its requantize in
+int32.
 """
 
 from __future__ import annotations
@@ -95,6 +98,8 @@ def _call_range(call: relax.Call, arg) -> Interval:
         return (lo, hi) if _within((lo, hi), _dtype_range(call)) else _UNBOUNDED
     if name in _SAME_VALUES:
         return args[0]
+    if name == "relax.nn.conv2d":
+        return _conv_range(call, args[0])
     return _UNBOUNDED
 
 
@@ -148,11 +153,30 @@ def conv_weight_sums(mod) -> dict[relax.Expr, float]:
     return found
 
 
-def largest_channel_sum(weights: np.ndarray, layout: str) -> float:
-    """max over output channels of max(sum of positive weights, -sum of negative weights);
-    ``layout`` names the axes (e.g. "OIHW", "OIHW8i8o": "O" and "o" are output channels)."""
+def _channel_sums(weights: np.ndarray, layout: str) -> tuple[np.ndarray, np.ndarray]:
+    """Each output channel's sum of positive and of negative weights; ``layout`` names the axes
+    (e.g. "OIHW", "OIHW8i8o": "O" and "o" are output channels)."""
     letters = [token[-1] for token in re.findall(r"\d*[A-Za-z]", layout)]
     inputs = tuple(axis for axis, letter in enumerate(letters) if letter not in "Oo")
     values = weights.astype(np.int64)
-    positive, negative = np.maximum(values, 0).sum(axis=inputs), np.minimum(values, 0).sum(axis=inputs)
+    return np.maximum(values, 0).sum(axis=inputs), np.minimum(values, 0).sum(axis=inputs)
+
+
+def largest_channel_sum(weights: np.ndarray, layout: str) -> float:
+    """max over output channels of max(sum of positive weights, -sum of negative weights)."""
+    positive, negative = _channel_sums(weights, layout)
     return float(max(positive.max(), -negative.min()))
+
+
+def _conv_range(call: relax.Call, data: Interval) -> Interval:
+    """An integer conv of data within ``data`` (and its zero padding) by constant weights: each
+    output channel lies between its positive weights' sum times the low end plus its negative
+    weights' sum times the high end, and the other way round."""
+    weight = call.args[1]
+    low, high = min(data[0], 0.0), max(data[1], 0.0)
+    if not isinstance(weight, tvm.ir.expr.GenericConst) or _dtype_range(call) == _UNBOUNDED \
+            or math.isinf(low) or math.isinf(high):
+        return _UNBOUNDED
+    positive, negative = _channel_sums(weight.value.numpy(), str(call.attrs.kernel_layout))
+    result = (float((positive * low + negative * high).min()), float((positive * high + negative * low).max()))
+    return result if _within(result, _dtype_range(call)) else _UNBOUNDED

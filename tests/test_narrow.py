@@ -1,0 +1,81 @@
+"""Integer ops narrowed from int64 to int32 where their values are known to fit (qbuild.kernels.narrow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qbuild.kernels.narrow import narrow_integers
+from qbuild.kernels.ranges import value_ranges
+from qbuild.quantize.graph import op_name
+from test_kernels import CPU, run_builtin
+
+SHAPE = (1, 16, 6, 6)
+
+
+def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None):
+    """int8 conv + bias, rescaled in int64 as the quantizer emits it (a rounding shift, or a
+    31-bit multiplier then the shift), clamped and cast to int8, plus an int8 residual."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(SHAPE, "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype="int32"))
+            acc = bb.emit(relax.op.add(acc, relax.const(np.arange(16, dtype=np.int32).reshape(1, 16, 1, 1) * 100)))
+            wide = bb.emit(relax.op.astype(acc, "int64"))
+            if multiplier is not None:
+                wide = bb.emit(relax.op.multiply(wide, relax.const(multiplier, "int64")))
+            shift = 9 if multiplier is None else 39
+            scaled = bb.emit(relax.op.right_shift(relax.op.add(wide, relax.const(1 << (shift - 1), "int64")),
+                                                  relax.const(shift, "int64")))
+            clamped = bb.emit(relax.op.minimum(relax.op.maximum(scaled, relax.const(-127, "int64")),
+                                               relax.const(127, "int64")))
+            residual = bb.emit(relax.op.add(relax.op.astype(clamped, "int8").astype("int64"),
+                                            relax.op.astype(x, "int64")))
+            total = bb.emit(relax.op.minimum(relax.op.maximum(residual, relax.const(-127, "int64")),
+                                             relax.const(127, "int64")))
+            out = bb.emit_output(relax.op.astype(total, "int8"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _int64_ops(mod) -> list[str]:
+    func = mod["main"]
+    return [op_name(binding.value) for block in func.body.blocks for binding in block.bindings
+            if str(binding.var.ty.dtype) == "int64"]
+
+
+def _weight(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-128, 128, (16, 16, 3, 3)).astype(np.int8)
+
+
+def test_a_conv_range_is_its_weight_sums_times_the_data_range():
+    weight = np.ones((16, 16, 3, 3), np.int8)
+    weight[3] = -2
+    mod = _conv_requantize_module(weight)
+    ranges = value_ranges(mod["main"])
+    conv = next(b.var for b in mod["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.conv2d")
+    assert ranges[conv] == (-2 * 144 * 127, 2 * 144 * 128), "144 ones x [-128, 127], and a channel of -2s: both ends"
+
+
+def test_a_shift_requantize_and_a_residual_add_run_in_int32_with_the_same_values():
+    weight = _weight(1)
+    mod = _conv_requantize_module(weight)
+    narrowed = narrow_integers()(mod)
+    assert _int64_ops(mod) and not _int64_ops(narrowed), "every int64 op of the rescale fits in int32"
+    x = np.random.default_rng(2).integers(-128, 128, SHAPE).astype(np.int8)
+    target = CPU.tvm_target()
+    reference = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got, _ = run_builtin(mod, x)  # the builtin pipeline narrows
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_a_31_bit_multiply_stays_in_int64_and_the_clamp_after_its_shift_narrows():
+    mod = _conv_requantize_module(_weight(3), multiplier=(1 << 30) + 12345)
+    remaining = _int64_ops(narrow_integers()(mod))
+    assert "relax.multiply" in remaining and "relax.minimum" not in remaining
+    x = np.random.default_rng(4).integers(-128, 128, SHAPE).astype(np.int8)
+    reference = relax.VirtualMachine(tvm.compile(mod, CPU.tvm_target()), tvm.cpu())["main"](
+        tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_array_equal(run_builtin(mod, x)[0], reference)
