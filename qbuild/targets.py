@@ -31,8 +31,16 @@ class TargetChoice:
     reason: str  # why this target was chosen
 
     def tvm_target(self) -> "tvm.target.Target":
+        """The TVM target; for one with AMX, this process is first given the tile registers (a
+        plan's job processes are spawned: Linux's permission does not survive ``exec``)."""
         import tvm
 
+        from qbuild.kernels import amx
+
+        if f"+{amx.FEATURES[-1]}" in self.spec.get("mattr", []) and not amx.allowed():
+            raise QbuildError("this target uses AMX but Linux does not give this process the tile registers",
+                              "run on the machine the plan was made for, or plan again here (qbuild picks the "
+                              "CPU's features when it resolves the target)")
         return tvm.target.Target(self.spec)
 
     def device(self) -> "tvm.runtime.Device":

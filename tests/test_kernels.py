@@ -245,6 +245,17 @@ def test_for_an_amx_cpu_an_int8_conv_of_64_channel_rows_is_built_on_tdpbusd_and_
     assert vectors[AMX_TILE_DOT] == 0 and vectors["int8 dot VNNI (vpdpbusd)"] > 0
 
 
+def test_a_target_with_amx_is_refused_where_linux_withholds_the_tile_registers(monkeypatch):
+    from qbuild.errors import QbuildError
+    from qbuild.kernels import amx
+
+    monkeypatch.setattr(amx, "allowed", lambda: False)
+    spec = {"kind": "llvm", "mcpu": "sapphirerapids", "mattr": ["+amx-tile", "+amx-int8"]}
+    with pytest.raises(QbuildError, match="tile registers.*plan again here"):
+        TargetChoice("cpu", "cpu", spec, "a CPU with AMX", "test").tvm_target()
+    assert SAPPHIRE_RAPIDS.tvm_target().kind.name == "llvm", "AMX through the mcpu only: built, never run here"
+
+
 # (in channels, size, out channels, kernel, stride, padding) of convs whose input channels come in
 # rows of 64: AMX's
 AMX_SHAPES = {
