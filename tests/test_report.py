@@ -159,6 +159,11 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
     flags = document["environment"]["cpu"]["flags"]
     instruction = "`vpdpbusd`" if "avx512_vnni" in flags else "`vpmaddubsw` and widen the pair sums with `vpmaddwd`"
     assert f"qbuild's int8 convs multiply bytes with {instruction}" in text, "the CPU's int8 instruction is named"
+    amx_target = {"name": "cpu", "spec": {"kind": "llvm", "mcpu": "sapphirerapids", "mattr": ["+amx-tile", "+amx-int8"]}}
+    compare.save(root, machine, {**document, "experiments": [{"id": "resnet50-int8-a8-cpu", "kernels": "builtin", "target": amx_target}]})
+    build(root, tmp_path / "docs")
+    assert "run on its tile registers (`tdpbusd`" in (tmp_path / "docs" / "benchmarks.md").read_text(), \
+        "builds that targeted AMX say so"
 
 
 def test_a_side_by_side_file_of_another_schema_is_listed_not_fatal(tmp_path):
