@@ -37,7 +37,7 @@ class TargetChoice:
 
         from qbuild.kernels import amx
 
-        if f"+{amx.FEATURES[-1]}" in self.spec.get("mattr", []) and not amx.allowed():
+        if set(amx.MATTR) <= set(self.spec.get("mattr", [])) and not amx.allowed():
             raise QbuildError("this target uses AMX but Linux does not give this process the tile registers",
                               "run on the machine the plan was made for, or plan again here (qbuild picks the "
                               "CPU's features when it resolves the target)")
@@ -78,7 +78,7 @@ def _cpu_target(requested: str, reason: str) -> TargetChoice:
     cores = os.cpu_count() or 1
     spec = {"kind": "llvm", "mcpu": mcpu, "num-cores": cores}
     if amx.allowed():  # LLVM may name an older core (a VM's CPU model): AMX said explicitly
-        spec["mattr"] = [f"+{feature}" for feature in amx.FEATURES]
+        spec["mattr"] = list(amx.MATTR)
     return TargetChoice("cpu", requested, spec, f"{cpu_model()} ({mcpu}, {cores} cores)", reason)
 
 

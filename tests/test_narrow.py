@@ -79,3 +79,15 @@ def test_a_31_bit_multiply_stays_in_int64_and_the_clamp_after_its_shift_narrows(
     reference = relax.VirtualMachine(tvm.compile(mod, CPU.tvm_target()), tvm.cpu())["main"](
         tvm.runtime.tensor(x)).numpy()
     np.testing.assert_array_equal(run_builtin(mod, x)[0], reference)
+
+
+def test_a_shift_by_32_or_more_stays_in_int64_though_its_values_fit():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((4,), "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            wide = bb.emit(relax.op.astype(x, "int64"))
+            shifted = bb.emit(relax.op.right_shift(wide, relax.const(35, "int64")))  # -1 or 0: fits in int32
+            out = bb.emit_output(relax.op.astype(shifted, "int32"))
+        bb.emit_func_output(out)
+    assert _int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]

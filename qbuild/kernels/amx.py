@@ -58,6 +58,7 @@ COLUMNS = 16  # int32 columns of an accumulator tile: output channels (one 16-la
 QUAD = 4  # input channels per int32 word of B
 A_TILE, B_TILES = 4, (5, 6)  # accumulators in tiles 0-3 (``tiles.AMX_BLOCKS``)
 FEATURES = ("amx-tile", "amx-int8")  # LLVM's names; /proc/cpuinfo says amx_tile, amx_int8
+MATTR = tuple(f"+{feature}" for feature in FEATURES)  # what a target with AMX lists in its mattr
 
 _ARCH_REQ_XCOMP_PERM = 0x1023
 _XFEATURE_XTILEDATA = 18
@@ -184,8 +185,8 @@ def _dot(rows: int, blocks: int, stride: int) -> tuple[tirx.PrimFunc, tirx.PrimF
 
 
 def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """D[0, j, 0, x, b] = C[0, j, 0, x, b]: the accumulators to the tile's buffer, then the tile
-    registers released."""
+    """D[0, j, 0, x, b] = C[0, j, 0, x, b]: the accumulators to the tile's buffer. The tiles stay
+    configured for the thread's next tile (``_zero``)."""
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle, d: T.handle) -> None:

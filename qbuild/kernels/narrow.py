@@ -26,6 +26,8 @@ from qbuild.quantize.graph import op_name
 NARROWABLE = ("relax.astype", "relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",
               "relax.left_shift", "relax.maximum", "relax.minimum")
 INT32: Interval = (float(np.iinfo(np.int32).min), float(np.iinfo(np.int32).max))
+SHIFTS = ("relax.right_shift", "relax.left_shift")
+SHIFT_LIMIT = 31  # the widest shift an int32 takes
 
 
 def _fits(interval: Interval) -> bool:
@@ -44,21 +46,30 @@ def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
     integer operand are known to lie in int32."""
     ranges = value_ranges(func)
 
-    def operand_fits(arg: relax.Expr) -> bool:
+    def operand_range(arg: relax.Expr) -> Interval | None:
+        """Bounds of an integer operand (None: not an integer)."""
         if isinstance(arg, tvm.ir.expr.GenericConst):
             values = arg.value.numpy()
-            return values.dtype.kind in "iu" and (values.size == 0 or _fits((values.min(), values.max())))
+            if values.dtype.kind not in "iu":
+                return None
+            return (float(values.min()), float(values.max())) if values.size else INT32
         dtype = _dtype(arg)
-        return dtype.startswith(("int", "uint")) and (dtype != "int64" or _fits(ranges.get(arg, _UNKNOWN)))
+        if not dtype.startswith(("int", "uint")):
+            return None
+        return ranges.get(arg, _UNKNOWN) if dtype == "int64" else INT32
 
-    found = set()
-    for block in getattr(func.body, "blocks", []):
-        for binding in block.bindings:
-            var, value = binding.var, binding.value
-            if (isinstance(var, relax.DataflowVar) and _dtype(var) == "int64" and op_name(value) in NARROWABLE
-                    and _fits(ranges.get(var, _UNKNOWN)) and all(operand_fits(a) for a in value.args)):
-                found.add(var)
-    return found
+    def narrowable(var: relax.Var, value: relax.Expr) -> bool:
+        if not (isinstance(var, relax.DataflowVar) and _dtype(var) == "int64" and op_name(value) in NARROWABLE
+                and _fits(ranges.get(var, _UNKNOWN))):
+            return False
+        operands = [operand_range(arg) for arg in value.args]
+        if any(bounds is None or not _fits(bounds) for bounds in operands):
+            return False
+        # an int32 shift by 32 or more is undefined (x86 takes the amount modulo 32)
+        return op_name(value) not in SHIFTS or (0 <= operands[1][0] and operands[1][1] <= SHIFT_LIMIT)
+
+    return {binding.var for block in getattr(func.body, "blocks", []) for binding in block.bindings
+            if narrowable(binding.var, binding.value)}
 
 
 @relax.expr_functor.mutator

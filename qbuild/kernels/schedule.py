@@ -50,10 +50,11 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import tirx
 from tvm.s_tir import Schedule
+from tvm.sym import detect_linear_equation
 
 from qbuild.kernels import amx, intrin
 from qbuild.kernels.conv2d import AMX, CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
-from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, default_tile, workload_key
+from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
 from qbuild.kernels.vectors import Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -240,8 +241,6 @@ def _row_stride(conv: "tvm.s_tir.SBlock") -> int:
     along a row): the coefficient of the output column in the data's column index."""
     data = next(region for region in conv.reads if region.source.dtype == "uint8")
     column = conv.iter_vars[3].var
-    from tvm.sym import detect_linear_equation
-
     return int(detect_linear_equation(data.region[3].min, [column])[0])
 
 
