@@ -53,10 +53,13 @@ from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from qbuild.kernels.tiles import AMX_BLOCKS
+
 DEPTH = 64  # bytes of a tile row: input channels per step
 COLUMNS = 16  # int32 columns of an accumulator tile: output channels (one 16-lane block)
 QUAD = 4  # input channels per int32 word of B
-A_TILE, B_TILES = 4, (5, 6)  # accumulators in tiles 0-3 (``tiles.AMX_BLOCKS``)
+A_TILE = AMX_BLOCKS  # the accumulators are tiles 0 .. AMX_BLOCKS - 1, then A, then two B in turn
+B_TILES = (A_TILE + 1, A_TILE + 2)
 FEATURES = ("amx-tile", "amx-int8")  # LLVM's names; /proc/cpuinfo says amx_tile, amx_int8
 MATTR = tuple(f"+{feature}" for feature in FEATURES)  # what a target with AMX lists in its mattr
 
@@ -69,12 +72,9 @@ _SYS_ARCH_PRCTL = 158  # x86-64
 def allowed() -> bool:
     """Whether this process may use the tile registers: the CPU has AMX (``/proc/cpuinfo``) and
     Linux granted the permission asked for here (once per process; it holds for every thread)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:
-        return False
-    if not {"amx_tile", "amx_int8"} <= set(flags):
+    from qbuild.environment import cpu_flags
+
+    if not {"amx_tile", "amx_int8"} <= set(cpu_flags()):
         return False
     libc = ctypes.CDLL(None, use_errno=True)
     return libc.syscall(_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA) == 0

@@ -286,19 +286,18 @@ def _offset_sums(weight: te.Tensor) -> te.Tensor:
     )
 
 
-def _byte_block(quads: te.Tensor) -> tuple[int, str]:
-    """The input channel block of grouped byte weights and the conv block's name suffix for it:
-    AMX's 64-channel rows, else the data's own block (``SEVEN_BIT``: data known to be <= 127)."""
+def _byte_block(quads: te.Tensor, suffix: str) -> tuple[int, str]:
+    """The input channel block of grouped byte weights and the conv block's name: AMX's for rows of
+    ``amx.DEPTH`` channels, else ``CONV_BLOCK + suffix``."""
     block = int(quads.shape[4]) * int(quads.shape[6])
-    return block, AMX if block == amx.DEPTH else SEVEN_BIT
+    return block, CONV_BLOCK + (AMX if block == amx.DEPTH else suffix)
 
 
 def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
                    out_dtype: str) -> te.Tensor:
     """Integer, VNNI or AMX form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
-    block, suffix = _byte_block(quads)
-    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET, block), quads, strides, "int32",
-                         CONV_BLOCK + (suffix if suffix == AMX else ""))
+    block, name = _byte_block(quads, "")
+    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET, block), quads, strides, "int32", name)
     return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
                       name="qbuild_unsigned_offset")
 
@@ -308,8 +307,8 @@ def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], paddin
     """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name
     (or that it runs on AMX, which needs no such bound)."""
-    block, suffix = _byte_block(quads)
-    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", CONV_BLOCK + suffix)
+    block, name = _byte_block(quads, SEVEN_BIT)
+    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", name)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
 
 

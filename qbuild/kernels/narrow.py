@@ -19,7 +19,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels.ranges import Interval, value_ranges
+from qbuild.kernels.ranges import Interval, bounds, value_ranges
 from qbuild.quantize.graph import op_name
 
 # The elementwise ops computed in int32 where their values fit (clip is rewritten to these first).
@@ -48,15 +48,7 @@ def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
 
     def operand_range(arg: relax.Expr) -> Interval | None:
         """Bounds of an integer operand (None: not an integer)."""
-        if isinstance(arg, tvm.ir.expr.GenericConst):
-            values = arg.value.numpy()
-            if values.dtype.kind not in "iu":
-                return None
-            return (float(values.min()), float(values.max())) if values.size else INT32
-        dtype = _dtype(arg)
-        if not dtype.startswith(("int", "uint")):
-            return None
-        return ranges.get(arg, _UNKNOWN) if dtype == "int64" else INT32
+        return bounds(arg, ranges) if _dtype(arg).startswith(("int", "uint")) else None
 
     def narrowable(var: relax.Var, value: relax.Expr) -> bool:
         if not (isinstance(var, relax.DataflowVar) and _dtype(var) == "int64" and op_name(value) in NARROWABLE

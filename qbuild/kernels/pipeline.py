@@ -55,8 +55,8 @@ def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None =
     if kernels == "tuned":
         tiles = _machine_database(report)
     features = set(cpu_features(target))
-    if avx2 is not None:  # a CPU without AVX2 has no AVX-512 either
-        features = (features | {"avx2"}) if avx2 else (features - {"avx2", "avx512f", "avx512vnni", "amx-int8"})
+    if avx2 is not None:  # a CPU without AVX2 has none of the others (AVX-512, VNNI, AMX) either
+        features = (features | {"avx2"}) if avx2 else set()
     passes = [
         *lowering_passes(vectors.of_features(frozenset(features)).with_vnni(vnni)),
         schedule.schedule_pass(frozenset(features), report, tiles),

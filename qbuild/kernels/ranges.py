@@ -106,20 +106,22 @@ def _call_range(call: relax.Call, arg) -> Interval:
 def value_ranges(func: relax.Function) -> dict[relax.Var, Interval]:
     """Bounds on the values of every variable bound in ``func``'s blocks (by variable object)."""
     ranges: dict[relax.Var, Interval] = {}
-
-    def arg(expr: relax.Expr) -> Interval:
-        if isinstance(expr, tvm.ir.expr.GenericConst):  # TVM 0.27's relax constant: its array in .value
-            values = expr.value.numpy()
-            return (float(values.min()), float(values.max())) if values.size else _UNBOUNDED
-        known = ranges.get(expr, _UNBOUNDED)
-        limits = _dtype_range(expr)
-        return max(known[0], limits[0]), min(known[1], limits[1])
-
     for block in getattr(func.body, "blocks", []):
         for binding in block.bindings:
             if isinstance(binding, relax.VarBinding) and isinstance(binding.value, relax.Call):
-                ranges[binding.var] = _call_range(binding.value, arg)
+                ranges[binding.var] = _call_range(binding.value, lambda expr: bounds(expr, ranges))
     return ranges
+
+
+def bounds(expr: relax.Expr, ranges: dict[relax.Var, Interval]) -> Interval:
+    """Bounds of an operand: a constant's values, else what ``ranges`` (``value_ranges``) knows of
+    it within its dtype's limits."""
+    if isinstance(expr, tvm.ir.expr.GenericConst):  # TVM 0.27's relax constant: its array in .value
+        values = expr.value.numpy()
+        return (float(values.min()), float(values.max())) if values.size else _UNBOUNDED
+    known = ranges.get(expr, _UNBOUNDED)
+    limits = _dtype_range(expr)
+    return max(known[0], limits[0]), min(known[1], limits[1])
 
 
 def _functions(mod) -> list[relax.Function]:
