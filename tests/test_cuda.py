@@ -158,6 +158,15 @@ def test_split_k_gives_small_deep_convs_more_blocks_and_leaves_wide_shallow_ones
     assert splits(512, 49, 3 * 9, 3) == 1  # cuts whole channels only
 
 
+def test_fp32_convs_are_split_by_the_tiles_of_dlights_matmul_schedule():
+    from qbuild.kernels.split_k import float_tile, splits
+
+    assert float_tile(SM90.tvm_target()) == (32, 64)  # 128 threads x 4 x 4 outputs
+    assert splits(512, 49, 512 * 9, 512, (32, 64)) == 16  # 3x3 on 7x7: 16 blocks -> 256
+    assert splits(64, 3136, 64 * 9, 64, (32, 64)) == 2  # 3x3 on 56x56: 98 blocks -> 196
+    assert splits(256, 3136, 64, 64, (32, 64)) == 1  # 1x1 expand: 392 blocks already
+
+
 @pytest.mark.parametrize("name", RESNET_CONVS)
 def test_split_k_convs_compute_the_conv_exactly(name):
     """The rewrite is target-independent Relax: checked on the CPU against NumPy."""
@@ -167,8 +176,64 @@ def test_split_k_convs_compute_the_conv_exactly(name):
     from qbuild.kernels.split_k import split_k_convs
 
     x, mod, expected = _random_resnet_conv(name, seed=1)
-    vm = relax.VirtualMachine(tvm.compile(split_k_convs()(mod), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(split_k_convs(SM90.tvm_target())(mod), tvm.target.Target({"kind": "llvm"})),
+                              tvm.cpu())
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
+def test_the_cuda_graph_rewrites_keep_a_requantized_split_conv_bit_for_bit():
+    """The builtin CUDA pipeline's graph rewrites (int32 rescaling, split-K) are target-independent
+    Relax: the rewritten graph is checked on the CPU against the original."""
+    import tvm
+    from tvm import relax
+
+    from qbuild.kernels import cuda
+    from test_narrow import _conv_requantize_module, _int64_ops
+
+    rng = np.random.default_rng(5)
+    mod = _conv_requantize_module(rng.integers(-128, 128, (512, 512, 3, 3)).astype(np.int8), size=7)
+    rewritten = tvm.transform.Sequential(cuda.graph_rewrites(SM90.tvm_target()))(mod)
+    assert _int64_ops(mod) and not _int64_ops(rewritten)
+    assert "relax.nn.conv2d" not in rewritten["main"].script(), "a 3x3 conv on 7x7 pixels is split"
+    x = tvm.runtime.tensor(rng.integers(-128, 128, (1, 512, 7, 7)).astype(np.int8))
+    cpu = tvm.target.Target({"kind": "llvm"})
+    expected, got = (relax.VirtualMachine(tvm.compile(m, cpu), tvm.cpu())["main"](x).numpy() for m in (mod, rewritten))
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
+    """Three kernels: the input windows gathered, the chunked matmul on the tensor cores, and one
+    that adds the partial sums, rescales and adds the residual (no kernel of its own for the sum)."""
+    from qbuild.compile import compile_model
+    from test_narrow import _conv_requantize_module
+
+    mod = _conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
+    assert compile_model(mod, SM90, "builtin").kernels["functions"] == {"tensorcore_int8": 1, "fallback": 2}
+
+
+def test_a_split_fp32_conv_computes_the_conv_up_to_rounding():
+    import tvm
+    from tvm import relax
+
+    from qbuild.kernels.split_k import split_k_convs
+
+    channels, size = 512, 7
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    weight = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.nn.conv2d(data, relax.const(weight), padding=1))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    split = split_k_convs(SM90.tvm_target())(mod)
+    assert "relax.nn.conv2d" not in split["main"].script()
+    cpu = tvm.target.Target({"kind": "llvm"})
+    expected, got = (relax.VirtualMachine(tvm.compile(m, cpu), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+                     for m in (mod, split))
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
 @needs_gpu

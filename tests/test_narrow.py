@@ -14,15 +14,17 @@ from test_kernels import CPU, run_builtin
 SHAPE = (1, 16, 6, 6)
 
 
-def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None):
+def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, size: int = SHAPE[2]):
     """int8 conv + bias, rescaled in int64 as the quantizer emits it (a rounding shift, or a
-    31-bit multiplier then the shift), clamped and cast to int8, plus an int8 residual."""
+    31-bit multiplier then the shift), clamped and cast to int8, plus an int8 residual; the
+    input is (1, channels, size, size) for (channels, channels, 3, 3) weights."""
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(SHAPE, "int8"))
+    channels = weight.shape[0]
+    x = relax.Var("x", relax.TensorType((1, channels, size, size), "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype="int32"))
-            acc = bb.emit(relax.op.add(acc, relax.const(np.arange(16, dtype=np.int32).reshape(1, 16, 1, 1) * 100)))
+            acc = bb.emit(relax.op.add(acc, relax.const(np.arange(channels, dtype=np.int32).reshape(1, -1, 1, 1) * 100)))
             wide = bb.emit(relax.op.astype(acc, "int64"))
             if multiplier is not None:
                 wide = bb.emit(relax.op.multiply(wide, relax.const(multiplier, "int64")))

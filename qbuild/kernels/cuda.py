@@ -6,8 +6,10 @@
   gathered while loading tiles), and tries the int8 tensor cores when every dimension exceeds
   64; on ResNet-50's int8 convs that attempt fails to compile (below), so TVM's default pipeline
   cannot build a quantized ResNet-50 at all.
-- ``builtin``: qbuild's pipeline: int8 convs with too few output tiles to fill the GPU are
-  split along their reduction (``split_k``), the same legalization and fusion, then
+- ``builtin``: qbuild's pipeline: integer rescaling in int32 where it provably fits (the CPU
+  pipeline's ``narrow`` pass: the GPU's int64 arithmetic takes two or more instructions per op and
+  an int64 residual branch twice the memory), int8 and fp32 convs with too few output tiles to
+  fill the GPU split along their reduction (``split_k``), the same legalization and fusion, then
   ``TensorCoreInt8`` ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
   with its fused requantize epilogue) on the int8 tensor cores (dlight's
   ``MatmulInt8Tensorization``: wmma ``m16n16k16`` s8, 128x128 tiles padded as needed), whatever
@@ -118,6 +120,14 @@ class _Counted(dl.ScheduleRule):
         return sch
 
 
+def graph_rewrites(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """What the builtin pipeline does to the Relax graph before legalizing it. ``target`` only
+    sizes the splits: the rewritten graph runs anywhere (tests run it on the CPU)."""
+    from qbuild.kernels.pipeline import integer_rewrites
+
+    return [*integer_rewrites(), split_k.split_k_convs(target)]
+
+
 def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, KernelReport]:
     """qbuild's CUDA pipeline (compile it under ``CUDA_GRAPH_CONFIG``) and the report it fills in."""
     from tvm.relax.backend.cuda import pipeline as cuda
@@ -128,7 +138,7 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
              ("fallback", dl.gpu.Fallback())]
     passes = [
         *cuda.library_dispatch_passes(target),
-        split_k.split_k_convs(),
+        *graph_rewrites(target),
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),

@@ -71,11 +71,9 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
     its width, qbuild's computes (``registers.vnni``: the integer convs' VNNI form), fused PrimFuncs
     (what ``qbuild.tune`` takes the conv workloads from)."""
     from qbuild.kernels import conv2d
-    from qbuild.kernels.narrow import narrow_integers
 
     return [
-        clip_to_min_max(),
-        narrow_integers(),
+        *integer_rewrites(),
         fold_pads_into_convs(),
         relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
         legalize_convs(registers),
@@ -85,6 +83,15 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
+
+
+def integer_rewrites() -> list[tvm.transform.Pass]:
+    """The graph rewrites every builtin pipeline (CPU and CUDA) starts with: one copy of each
+    repeated computation (the quantizer requantizes a tensor once per consumer), then integer
+    rescaling in int32 where it provably fits (``narrow``; clips become the min/max it narrows)."""
+    from qbuild.kernels.narrow import narrow_integers
+
+    return [relax.transform.EliminateCommonSubexpr(), clip_to_min_max(), narrow_integers()]
 
 
 def legalize_convs(registers: Vectors) -> tvm.transform.Pass:

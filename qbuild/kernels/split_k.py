@@ -1,20 +1,31 @@
-"""Split-K for int8 convolutions on a GPU: enough thread blocks for small, deep layers.
+"""Split-K for convolutions on a GPU: enough thread blocks for small, deep layers.
 
-At batch 1 an int8 conv is a matmul of (output channels) x (output pixels) over a reduction of
-``C*KH*KW``, and the tensor-core schedule (``cuda.TensorCoreInt8``) gives each 128 x 128 output
-tile one thread block. ResNet-50's late layers have few tiles (a 3x3 conv on 7x7 pixels with 512
-channels: 4 blocks for an H200's 132 SMs) and a long reduction each block walks alone. Measured
-on an H200, such a conv took 12x cuDNN's fp16 time while a 1x1 conv with 25 blocks beat it.
+At batch 1 a conv is a matmul of (output channels) x (output pixels) over a reduction of
+``C*KH*KW``, and its GPU schedule gives each output tile one thread block: 128 x 128 for an int8
+conv on the tensor cores (``cuda.TensorCoreInt8``), 32 x 64 for an fp32 conv (dlight's
+``Matmul``: TVM 0.27 has no fp32/tf32 tensor-core schedule). ResNet-50's late layers have few
+tiles (a 3x3 conv on 7x7 pixels with 512 channels: 4 int8 blocks, 16 fp32 blocks for an H100's
+132 SMs) and a long reduction each block walks alone. Measured on an H200, such an int8 conv took
+12x cuDNN's fp16 time while a 1x1 conv with 25 blocks beat it; splitting took the int8 ResNet-50
+from 3.1-3.3 to 1.2 ms.
 
 ``split_k_convs`` rewrites such a conv as: the input windows gathered into columns (``im2col``;
 a 1x1 stride-1 conv needs none), the reduction cut into ``S`` chunks of whole input channels, one
-batched int8 matmul over the chunks (the schedule binds the batch to ``blockIdx.z``: ``S`` times
-the blocks) and a sum of the ``S`` int32 partial results. Integer addition is exact and every
-partial sum fits in int32 as the whole does, so the result is the conv's, bit for bit.
+batched matmul over the chunks (``S`` times the blocks) and a sum of the ``S`` partial results.
+For int8, integer addition is exact and every partial sum fits in int32 as the whole does, so the
+result is the conv's, bit for bit; for fp32 the sums are added in another order (rounding
+differs in the last bits, as between any two conv algorithms).
+
+The partial sums are added by an injective function (``add_partials``: ``S`` reads per output,
+written out) rather than ``relax.op.sum``: FuseOps fuses no ops into a reduction's consumers, so a
+``sum`` ran as a kernel of its own and wrote the conv's result for the epilogue kernel to read
+again; the injective sum fuses with the epilogue (bias, requantize, residual add, and the next
+conv's ``im2col``): one kernel and one round trip through memory fewer per split conv.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import tvm
@@ -22,16 +33,30 @@ from tvm import relax, te, tirx
 
 from qbuild.kernels.rewrite_calls import rewrite_calls
 
-TILE = 128  # output rows and columns of one tensor-core thread block (dlight's int8 tensorization)
+Tile = tuple[int, int]  # output channels x output pixels that one thread block computes
+INT8_TILE: Tile = (128, 128)  # dlight's int8 tensorization (cuda.TensorCoreInt8)
 TARGET_BLOCKS = 132  # thread blocks worth having: one per SM of an H100/H200
 MIN_CHUNK = 256  # reduction length each split keeps at least (shorter chunks cost more in partial sums)
 GATHER = "qbuild_im2col"
+ADD_PARTIALS = "qbuild_add_partials"
+# (data, weight, result) dtypes of the convs split, and the matmul's output dtype
+SPLIT_DTYPES = {("int8", "int8", "int32"): "int32", ("float32", "float32", "float32"): "float32"}
 
 
-def splits(out_channels: int, pixels: int, reduction: int, channels: int) -> int:
-    """How many chunks to cut a conv's reduction into: doubling while the blocks fall short of
-    ``TARGET_BLOCKS``, each chunk keeps ``MIN_CHUNK`` and whole input channels."""
-    blocks = math.ceil(out_channels / TILE) * math.ceil(pixels / TILE)
+def float_tile(target: tvm.target.Target) -> Tile:
+    """The output tile of one thread block of dlight's ``Matmul`` rule on ``target`` (it puts the
+    weights' output channels on the tile's first axis, the pixels on its second)."""
+    from tvm.s_tir import dlight as dl
+
+    config = dl.gpu.Matmul().get_configs(target)
+    return (config.vthread_x * config.block_size_x * config.micro_size_x,
+            config.vthread_y * config.block_size_y * config.micro_size_y)
+
+
+def splits(out_channels: int, pixels: int, reduction: int, channels: int, tile: Tile = INT8_TILE) -> int:
+    """How many chunks to cut a conv's reduction into: doubling while the blocks (of ``tile``)
+    fall short of ``TARGET_BLOCKS``, each chunk keeps ``MIN_CHUNK`` and whole input channels."""
+    blocks = math.ceil(out_channels / tile[0]) * math.ceil(pixels / tile[1])
     count = 1
     while (blocks * count < TARGET_BLOCKS and reduction // (2 * count) >= MIN_CHUNK
            and channels % (2 * count) == 0):
@@ -59,19 +84,32 @@ def im2col(data: te.Tensor, kernel: tuple[int, int], strides: tuple[int, int], p
     return te.compute((data.shape[0], channels * kh * kw, out_h * out_w), gather, name=GATHER)
 
 
-def _split(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
-    """An int8 conv as gather + chunked batched matmul + sum, or None where splitting does not pay."""
+def add_partials(partial: te.Tensor, out_shape: list[int]) -> te.Tensor:
+    """(N, S, O, P) partial results -> their sum over S as an (N, O, OH, OW) conv result."""
+    chunks, width = int(partial.shape[1]), out_shape[3]
+
+    def total(n, o, y, x):
+        return functools.reduce(lambda acc, s: acc + partial[n, s, o, y * width + x], range(1, chunks),
+                                partial[n, 0, o, y * width + x])
+
+    return te.compute(out_shape, total, name=ADD_PARTIALS)
+
+
+def _split(bb: relax.BlockBuilder, call: relax.Call, float_tile: Tile) -> relax.Expr | None:
+    """A conv as gather + chunked batched matmul + sum, or None where splitting does not pay."""
     attrs = call.attrs
     data, weight = call.args
-    if (data.ty.dtype != "int8" or weight.ty.dtype != "int8" or attrs.out_dtype != "int32" or attrs.groups != 1
-            or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW" or attrs.out_layout not in ("", "NCHW")):
+    out_dtype = str(call.ty.dtype)
+    dtypes = (str(data.ty.dtype), str(weight.ty.dtype), out_dtype)
+    if (dtypes not in SPLIT_DTYPES or attrs.groups != 1 or attrs.data_layout != "NCHW"
+            or attrs.kernel_layout != "OIHW" or attrs.out_layout not in ("", "NCHW")):
         return None
     batch, channels, height, width = (int(d) for d in data.ty.shape)
     out_channels, _, kh, kw = (int(d) for d in weight.ty.shape)
     out_shape = [int(d) for d in call.ty.shape]
     pixels = out_shape[2] * out_shape[3]
     reduction = channels * kh * kw
-    count = splits(out_channels, pixels, reduction, channels)
+    count = splits(out_channels, pixels, reduction, channels, float_tile if out_dtype == "float32" else INT8_TILE)
     if count == 1:
         return None
     strides = tuple(int(s) for s in attrs.strides)
@@ -84,10 +122,12 @@ def _split(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
     chunk = reduction // count
     columns = relax.op.reshape(columns, (batch, count, chunk, pixels))
     chunks = relax.op.permute_dims(relax.op.reshape(weight, (out_channels, count, chunk)), [1, 0, 2])
-    partial = bb.normalize(relax.op.matmul(chunks, columns, out_dtype="int32"))  # (N, S, O, P)
-    return relax.op.reshape(relax.op.sum(partial, axis=[1]), out_shape)
+    partial = bb.emit(relax.op.matmul(chunks, columns, out_dtype=SPLIT_DTYPES[dtypes]))  # (N, S, O, P)
+    return bb.call_te(add_partials, partial, out_shape, primfunc_name_hint=ADD_PARTIALS)
 
 
-def split_k_convs() -> tvm.transform.Pass:
-    """Rewrite each int8 conv2d that has too few tensor-core blocks (see the module doc)."""
-    return rewrite_calls("qbuild.SplitKConvs", "relax.nn.conv2d", _split)
+def split_k_convs(target: tvm.target.Target) -> tvm.transform.Pass:
+    """Rewrite each int8 or fp32 conv2d that has too few thread blocks on ``target`` (see the
+    module doc)."""
+    return rewrite_calls("qbuild.SplitKConvs", "relax.nn.conv2d",
+                         functools.partial(_split, float_tile=float_tile(target)))
