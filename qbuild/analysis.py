@@ -26,6 +26,15 @@ On CUDA the same two censuses read the device code (``qbuild.cuda_code``):
   each SASS instruction (``cuobjdump -sass``) once for its opcode with modifiers
   (``IMMA.16816.S8.S8``); predicates (``@p``) are not part of the opcode. Families: tensor-core
   MMA by operand type, dp4a, fp32 FMA, integer multiply-add, popcount.
+
+Launch census rule
+    The Relax VM program (``module.vm``: the executable's text) calls kernels by name: a kernel
+    is a callee the program declares as a packed function and whose name has no dot (TVM's
+    builtins are ``vm.builtin.*``). One inference runs ``main`` and each function that
+    ``vm.builtin.cuda_graph.run_or_capture`` captures into a CUDA graph (replayed, not
+    re-launched from the host, after the first run): their kernel calls are the kernels launched
+    per inference, the captured ones ``in_cuda_graph``. Functions run once (the CUDA graph's
+    allocations) do not count.
 """
 
 from __future__ import annotations
@@ -179,6 +188,38 @@ def sass_census(sass: str, top: int = 25) -> dict:
     return _opcode_census(sass, _SASS_INSTRUCTION, SASS_FAMILIES, top)
 
 
+_VM_FUNCTION = re.compile(r"^@([\w.]+)(:| packed_func;)$")
+_VM_CALL = re.compile(r"^\s+call\s+([\w.]+)\s+in:(.*)$")
+_CAPTURED = re.compile(r"f\[([\w.]+)\]")
+CUDA_GRAPH_RUN = "vm.builtin.cuda_graph.run_or_capture"
+
+
+def launch_census(vm_text: str) -> dict[str, int]:
+    """Kernels launched per inference by a Relax VM program, by the rule in this module's doc."""
+    calls: dict[str, list[tuple[str, str]]] = {}
+    packed: set[str] = set()
+    current = None
+    for line in vm_text.splitlines():
+        header = _VM_FUNCTION.match(line)
+        if header:
+            name, kind = header.groups()
+            current = None
+            if kind == ":":
+                current = calls.setdefault(name, [])
+            else:
+                packed.add(name)
+        elif current is not None and (call := _VM_CALL.match(line)):
+            current.append(call.groups())
+    captured = [f for callee, args in calls.get("main", []) if callee == CUDA_GRAPH_RUN
+                for f in _CAPTURED.findall(args)]
+
+    def kernels(function: str) -> int:
+        return sum(callee in packed and "." not in callee for callee, _ in calls.get(function, []))
+
+    in_graph = sum(kernels(f) for f in captured)
+    return {"kernels": kernels("main") + in_graph, "in_cuda_graph": in_graph, "cuda_graphs": len(captured)}
+
+
 def save_artifacts(files: dict[str, str], directory: Path, stem: str, relative_to: Path) -> dict[str, dict]:
     """Write each text gzipped as ``<stem>.<suffix>.gz``; return suffix -> {path, bytes, sha256},
     the path relative to ``relative_to`` (the results file's folder) and bytes uncompressed."""
@@ -202,7 +243,8 @@ def save_artifacts(files: dict[str, str], directory: Path, stem: str, relative_t
 
 def analyse_sources(sources: dict[str, str]) -> dict:
     """Census of whatever generated code exists: data types of the LLVM IR or CUDA source;
-    instructions of the x86 assembly, else of the SASS (with the PTX's kept beside it)."""
+    instructions of the x86 assembly, else of the SASS (with the PTX's kept beside it); kernel
+    launches of the VM program."""
     result: dict = {}
     if "ll" in sources:
         result["dtype_census"] = {"source": "ll", "counts": dtype_census(sources["ll"])}
@@ -216,4 +258,6 @@ def analyse_sources(sources: dict[str, str]) -> dict:
         result["instruction_census"] = {"source": "sass", **sass_census(sources["sass"])}
     elif "ptx" in sources:
         result["instruction_census"] = result["ptx_census"]
+    if "vm" in sources:
+        result["launch_census"] = launch_census(sources["vm"])
     return result

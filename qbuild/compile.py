@@ -81,10 +81,11 @@ class CompiledModel:
 
     def sources(self) -> dict[str, str]:
         """Generated code by artifact suffix: {"ll": ..., "s": ...} on CPU; on CUDA {"cu": ...}
-        plus "ptx" and "sass" where nvcc (and cuobjdump) can make them (``qbuild.cuda_code``)."""
+        plus "ptx" and "sass" where nvcc (and cuobjdump) can make them (``qbuild.cuda_code``);
+        on both, "vm": the Relax VM program that calls the kernels."""
         from qbuild import cuda_code
 
-        found: dict[str, str] = {}
+        found: dict[str, str] = {"vm": self.executable.as_text()}
         # On CUDA the host module only launches kernels: the census is of the device code.
         kind = "cuda" if self.target.name == "cuda" else "llvm"
         for module in _walk_modules(self.executable.mod):

@@ -235,8 +235,20 @@ def census(all_rows: list[Row]) -> list[dict]:
             "vector_rows": [{"width": w, "counts": [r._get("ir", "instruction_census", "vector_registers", w, default=0)
                                                     for r in with_ir]} for w in ("xmm", "ymm", "zmm")]
             if instructions.get("source") == "s" else [],
+            "launch_rows": _launch_rows(with_ir, target),
         })
     return out
+
+
+def _launch_rows(rows: list[Row], target: str) -> list[dict]:
+    """Kernels launched per inference (and, on a GPU, how many a CUDA graph replays) for each
+    variant; none where no results file has the launch census (results older than it)."""
+    if not any(r._get("ir", "launch_census") for r in rows):
+        return []
+    keys = [("kernels", "kernels launched per inference")]
+    if target == "cuda":
+        keys.append(("in_cuda_graph", "of them replayed from one CUDA graph"))
+    return [{"what": what, "counts": [r._get("ir", "launch_census", key) for r in rows]} for key, what in keys]
 
 
 # --- study item 5 ---------------------------------------------------------------------------

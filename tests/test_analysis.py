@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 
-from qbuild.analysis import dtype_census, instruction_census, save_artifacts
+from qbuild.analysis import dtype_census, instruction_census, launch_census, save_artifacts
 
 LLVM_IR = """\
 ; ModuleID = 'demo'  (i32 in a comment does not count)
@@ -78,3 +78,45 @@ def test_artifacts_are_gzipped_reproducibly_with_their_hash(tmp_path):
     first = (tmp_path / entry["path"]).read_bytes()
     save_artifacts({"ll": "define void @f()"}, tmp_path / "artifacts" / "x", "module", tmp_path)
     assert (tmp_path / entry["path"]).read_bytes() == first
+
+
+VM_PROGRAM = """\
+@main:
+  call  vm.builtin.check_tensor_info in: %0, i4, c[0], c[1] dst: %void
+  call  vm.builtin.cuda_graph.get_cached_alloc in: %vm, f[cuda_graph_alloc], i0 dst: %1
+  call  stem          in: %0, %3       dst: %void
+  call  vm.builtin.cuda_graph.run_or_capture in: %vm, f[main_cuda_graph_capture], %6, i0 dst: %7
+  call  classifier    in: %8, c[9], %10 dst: %void
+  ret   %10
+
+@vm.builtin.check_tensor_info packed_func;
+
+@cuda_graph_alloc:
+  call  vm.builtin.alloc_storage in: %vm, c[10], i0, c[6], c[7] dst: %0
+  call  init_kernel   in: %0 dst: %void
+  ret   %0
+
+@stem packed_func;
+
+@main_cuda_graph_capture:
+  call  vm.builtin.match_shape in: %0, %void, i4, c[12] dst: %void
+  call  conv          in: c[14], %0, %1 dst: %void
+  call  conv          in: c[15], %1, %2 dst: %void
+  call  epilogue      in: %2, %3 dst: %void
+  ret   %2
+
+@conv packed_func;
+
+@epilogue packed_func;
+
+@classifier packed_func;
+
+@init_kernel packed_func;
+"""
+
+
+def test_the_launch_census_counts_the_kernels_one_inference_calls_and_those_in_cuda_graphs():
+    assert launch_census(VM_PROGRAM) == {"kernels": 5, "in_cuda_graph": 3, "cuda_graphs": 1}, \
+        "stem + classifier + the captured conv, conv, epilogue; not the allocation's kernel, no builtins"
+    cpu_program = VM_PROGRAM.replace("vm.builtin.cuda_graph.run_or_capture", "vm.builtin.make_tuple")
+    assert launch_census(cpu_program) == {"kernels": 2, "in_cuda_graph": 0, "cuda_graphs": 0}

@@ -208,7 +208,11 @@ def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
     from test_narrow import _conv_requantize_module
 
     mod = _conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
-    assert compile_model(mod, SM90, "builtin").kernels["functions"] == {"tensorcore_int8": 1, "fallback": 2}
+    compiled = compile_model(mod, SM90, "builtin")
+    assert compiled.kernels["functions"] == {"tensorcore_int8": 1, "fallback": 2}
+    # the gather reads the input and the epilogue writes the output, so only the matmul is captured
+    assert analyse_sources(compiled.sources())["launch_census"] == {"kernels": 3, "in_cuda_graph": 1,
+                                                                    "cuda_graphs": 1}
 
 
 def test_a_split_fp32_conv_computes_the_conv_up_to_rounding():

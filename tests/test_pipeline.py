@@ -47,7 +47,8 @@ def test_the_generated_code_is_censused_and_kept_as_artifacts(quick_run):
     ir = outcome.record["ir"]
     assert ir["dtype_census"]["counts"]["float32"] > 100
     assert ir["instruction_census"]["families"]["fp FMA (vfmadd/vfmsub)"] > 0
-    for suffix in ("ll", "s", "relax.py"):
+    assert 0 < ir["launch_census"]["kernels"] < 100 and ir["launch_census"]["in_cuda_graph"] == 0
+    for suffix in ("ll", "s", "relax.py", "vm"):
         entry = ir["artifacts"][suffix]
         data = gzip.decompress((outcome.path.parent / entry["path"]).read_bytes())
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]

@@ -41,6 +41,14 @@ def test_the_dtype_census_table_compares_quantized_with_unquantized(site_docs, q
     assert "artifacts/" in page and ".ll.gz" in page
 
 
+def test_the_code_page_counts_the_kernels_each_build_launches_per_inference(site_docs, quick_results):
+    _root, outcomes = quick_results
+    page = (site_docs / "code.md").read_text()
+    counts = " | ".join(f"{outcomes[v].record['ir']['launch_census']['kernels']:,}" for v in ("float", "int8-a8"))
+    assert f"| kernels launched per inference | {counts} |" in page
+    assert "CUDA graph" not in page.split("### Kernel launches")[1].split("##")[0], "no GPU in the quick plan"
+
+
 def test_box_plots_embed_every_raw_sample_and_have_a_static_svg(site_docs, quick_results):
     _root, outcomes = quick_results
     page = (site_docs / "benchmarks.md").read_text()
