@@ -17,7 +17,9 @@ from pathlib import Path
 
 PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "numpy", "onnxruntime")
 # CPU flags that decide which kernels a chip can run; they name the machine id's ISA tag.
-ISA_TAGS = (("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))
+# The first flag the CPU has names its kernels' ISA in the machine id: AMX's tile multiply, then
+# the vector extensions (a Xeon with AMX and one without run different int8 convs and tunings).
+ISA_TAGS = (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set, they name the commit (and "1": with uncommitted changes) instead of asking git.
 GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
@@ -68,7 +70,7 @@ def _slug(text: str) -> str:
 
 
 def machine_id() -> str:
-    """A stable name for this kind of machine: CPU model, widest ISA, cores (+ GPU).
+    """A stable name for this kind of machine: CPU model, widest ISA (``ISA_TAGS``), cores (+ GPU).
 
     Two VMs that both call themselves "AMD EPYC" but differ in AVX-512 get different ids,
     since that decides which kernels run.

@@ -64,3 +64,17 @@ def test_an_unwritable_results_directory_is_reported_before_any_work(tmp_path):
     with pytest.raises(QbuildError) as err:
         ensure_writable(blocker / "results")
     assert "not writable" in str(err.value) and "--results" in err.value.fix
+
+
+@pytest.mark.parametrize("flags, tag", [("avx2 avx512f avx512_vnni amx_tile amx_int8", "amx"),
+                                        ("avx2 avx512f avx512_vnni", "avx512vnni"), ("avx2 avx512f", "avx512"),
+                                        ("sse4_2 avx2", "avx2")])
+def test_the_machine_id_names_the_widest_isa_the_kernels_use(monkeypatch, flags, tag):
+    """Results and tuning databases are filed by machine id: a Xeon with AMX (whose int8 convs
+    run on tiles) and one without must not share them."""
+    from qbuild import environment
+
+    monkeypatch.setattr(environment, "_cpuinfo", lambda: {"model name": "Intel(R) Xeon(R) Processor", "flags": flags})
+    monkeypatch.setattr(environment, "gpu_name", lambda: None)
+    monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
+    assert environment.machine_id() == f"intel-r-xeon-r-processor-{tag}-2c"
