@@ -158,6 +158,8 @@ def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays
 # with AVX-512 VNNI, for cross-compiling (nothing built for Zen 4 runs here).
 AVX2_CPU = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}, "Intel Haswell", "test")
 ZEN4 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, "AMD Zen 4 (znver4)", "test")
+SKYLAKE_SP = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}, "Intel Skylake-SP",
+                          "test")  # AVX-512 without VNNI
 
 
 def _families(compiled) -> dict:
@@ -282,8 +284,9 @@ def test_on_an_amx_cpu_int8_convs_run_on_tile_registers_bit_exact_against_numpy(
     assert report.counts["conv"] == 1 and _conv_blocks(mod, CPU)[0].endswith(AMX)
 
 
-def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127):
-    """int32 input -> [ReLU] -> rounding shift, clamp to [-127, ``top``], int8 (a requantize) -> conv."""
+def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127, stride: int = 1):
+    """int32 input -> [ReLU] -> rounding shift, clamp to [-127, ``top``], int8 (a requantize) -> conv
+    (depthwise for weights of one input channel; "same" padding)."""
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType(x_shape, "int32"))
     with bb.function("main", [x]):
@@ -293,7 +296,9 @@ def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int =
             y = bb.emit(relax.op.right_shift(relax.op.add(y, relax.const(8, "int64")), relax.const(4, "int64")))
             y = bb.emit(relax.op.minimum(relax.op.maximum(y, relax.const(-127, "int64")), relax.const(top, "int64")))
             y = bb.emit(relax.op.astype(y, "int8"))
-            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(weight), padding=1, out_dtype="int32"))
+            groups = x_shape[1] // weight.shape[1]
+            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(weight), strides=stride, padding=weight.shape[2] // 2,
+                                                    groups=groups, out_dtype="int32"))
         bb.emit_func_output(out)
     return bb.get()
 
@@ -381,6 +386,44 @@ def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int) -> np.nd
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
     windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
     return np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))
+
+
+# (channels, size, kernel, stride) of depthwise convs: EfficientNet-Lite0's kinds, and a block of 8
+DEPTHWISE_SHAPES = {"3x3": (32, 12, 3, 1), "5x5, stride 2": (48, 13, 5, 2), "3x3, stride 2": (16, 9, 3, 2),
+                    "blocks of 8": (8, 10, 3, 1)}
+
+
+@pytest.mark.parametrize("shape", list(DEPTHWISE_SHAPES), ids=list(DEPTHWISE_SHAPES))
+def test_a_depthwise_conv_of_seven_bit_data_multiplies_four_taps_per_lane_and_stays_exact(shape):
+    """Exact on this CPU; with VNNI, four taps of every channel take one vpdpbusd; built for an AVX2
+    CPU (Haswell's instructions, which run here too) vpmaddubsw, exact; without either (plain
+    vector code) exact too."""
+    from qbuild.kernels.conv2d import DEPTHWISE_TAPS
+
+    channels, size, k, stride = DEPTHWISE_SHAPES[shape]
+    rng = np.random.default_rng(11)
+    x = rng.integers(-3000, 3000, (1, channels, size, size)).astype(np.int32)
+    weight = rng.integers(-128, 128, (channels, 1, k, k)).astype(np.int8)
+    mod = _requantized_relu_module(x.shape, weight, relu=True, stride=stride)
+    data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, 127)
+    pad = k // 2
+    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (pad, pad), (pad, pad))), (k, k), axis=(2, 3))
+    expected = np.einsum("nchwij,cij->nchw", windows[:, :, ::stride, ::stride], weight[:, 0].astype(np.int64))
+    compiled = compile_model(mod, CPU, "builtin")
+    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    assert all(block.endswith(DEPTHWISE_TAPS) for block in _conv_blocks(mod, CPU))
+    if "avx512vnni" in cpu_features(CPU.tvm_target()):
+        assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
+    haswell = compile_model(mod, AVX2_CPU, "builtin")
+    assert _families(haswell)["u8*s8 pairs (vpmaddubsw)"] > 0
+    np.testing.assert_array_equal(haswell.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    if channels % 16 == 0:  # AVX-512 without VNNI: blocks of 16, taps a block apart, plain vector code
+        skylake = compile_model(mod, SKYLAKE_SP, "builtin")
+        assert skylake.kernels["functions"]["conv"] == 1
+        if "avx512f" in cpu_features(CPU.tvm_target()):  # it runs only on an AVX-512 CPU
+            np.testing.assert_array_equal(skylake.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    plain, _ = run_builtin(mod, x, avx2=False)
+    np.testing.assert_array_equal(plain, expected)
 
 
 def _conv_blocks(mod, target: TargetChoice) -> list[str]:

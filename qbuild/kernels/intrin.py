@@ -33,6 +33,14 @@ takes back out with a per-channel constant. TVM 0.27's own ``dot_16x4_vnni`` int
 ``llvm.x86.avx512.vpdpbusd.512`` with <16 x i32> operands, which LLVM 20+ rejects ("Call
 parameter type does not match function signature!"): the byte operands must be typed as bytes
 (here <32 x i8>, or <64 x i8> on zmm).
+
+Lane-wise forms (``*_LANEWISE``) of ``vpdpbusd`` and ``vpmaddubsw``, for depthwise convs: a
+depthwise conv reduces over no channels, so its lanes (channels) read lane-own data, not one
+broadcast group: ``C[j] += sum_k A[k, j] * B[j, k]``, with ``A`` four neighbouring pixels of the
+lanes' channels as they lie in the blocked data (``k`` the four taps of a kernel row, each a
+block of channels: ``conv2d``) and ``B`` the taps' weights, four int8 per lane, packed so at
+compile time. One byte shuffle (``vpermb`` where the CPU has AVX-512 VBMI) puts each lane's four
+taps side by side, then the same instruction as above.
 """
 
 from __future__ import annotations
@@ -47,30 +55,39 @@ PMADDUBSW_8X4 = "qbuild_pmaddubsw_8x4_u7s8"
 PMADDUBSW_8X4_I16 = "qbuild_pmaddubsw_8x4_u7s8_acc16"
 PAIR_SUM_8 = "qbuild_pair_sum_8_i16"
 VPDPBUSD_16X4 = "qbuild_vpdpbusd_16x4_u8s8"  # on 512-bit registers
+VPDPBUSD_8X4_LANEWISE = "qbuild_vpdpbusd_8x4_u8s8_lanewise"
+VPDPBUSD_16X4_LANEWISE = "qbuild_vpdpbusd_16x4_u8s8_lanewise"
+PMADDUBSW_8X4_LANEWISE = "qbuild_pmaddubsw_8x4_u7s8_lanewise"
 LANES = 8  # int32 outputs per call (256-bit registers)
 WIDE_LANES = 16  # int32 outputs per call on 512-bit registers
 PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
 
 
-def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int) -> tirx.PrimFunc:
-    """What every intrinsic here computes: ``C[j] += sum_k A[k] * B[j, k]`` in int32, for
-    ``lanes`` outputs j and ``group`` input channels k."""
+def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int, lanewise: bool = False) -> tirx.PrimFunc:
+    """What every intrinsic here computes in int32, for ``lanes`` outputs j and ``group`` input
+    channels (or taps) k: ``C[j] += sum_k A[k] * B[j, k]``, or, ``lanewise``,
+    ``C[j] += sum_k A[k, j] * B[j, k]``."""
+    a_shape = (group, lanes) if lanewise else (group,)
+    a_whole = tuple(slice(0, extent) for extent in a_shape)
+
+    def a_index(j, k):
+        return (k, j) if lanewise else (k,)
 
     @T.prim_func(s_tir=True)
     def desc(
-        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        A: T.Buffer(a_shape, a_dtype, offset_factor=1),
         B: T.Buffer((lanes, group), b_dtype, offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:group], B[0:lanes, 0:group])
+            T.reads(C[0:lanes], A[a_whole], B[0:lanes, 0:group])
             T.writes(C[0:lanes])
             for i in T.serial(0, lanes):
                 for k in T.serial(0, group):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+                        C[vi] = C[vi] + T.cast(A[a_index(vi, vk)], "int32") * T.cast(B[vi, vk], "int32")
 
     return desc
 
@@ -164,29 +181,36 @@ def _pmaddubsw_int16_step(acc, a, b):
     return acc + _byte_pairs(a, b)
 
 
-def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str) -> tirx.PrimFunc:
+def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str, lanewise: bool = False) -> tirx.PrimFunc:
     """An intrinsic over ``group`` input channels: the group of ``A`` broadcast to every lane as one
-    32-bit word, ``B`` loaded as one vector, ``step(accumulators, a, b)`` the new accumulators
-    (both operands typed as ``b_dtype`` vectors, as the LLVM intrinsics declare them; the
-    accumulators a vector of type ``accumulators``)."""
+    32-bit word (``lanewise``: ``A`` loaded as one vector and shuffled to a group per lane), ``B`` loaded as one
+    vector, ``step(accumulators, a, b)`` the new accumulators (both operands typed as ``b_dtype``
+    vectors, as the LLVM intrinsics declare them; the accumulators a vector of type
+    ``accumulators``)."""
     acc_dtype, lanes = accumulators.split("x")
     lanes = int(lanes)
     outputs = lanes if acc_dtype == "int32" else lanes // 2  # int16 accumulators: two halves per output
     vector = f"{b_dtype}x{outputs * group}"
+    a_shape = (group, outputs) if lanewise else (group,)
+    a_whole = tuple(slice(0, extent) for extent in a_shape)
+
+    def operand_a(A):
+        if lanewise:  # (group, lanes) -> (lanes, group): element l of the operand is A[l % group, l // group]
+            order = [l % group * outputs + l // group for l in range(outputs * group)]
+            return T.reinterpret(T.Shuffle([A.vload([0, 0], f"{a_dtype}x{outputs * group}")], order), dtype=vector)
+        word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
+        return T.reinterpret(T.broadcast(word, outputs), dtype=vector)
 
     @T.prim_func(s_tir=True)
     def impl(
-        A: T.Buffer((group,), a_dtype, offset_factor=1),
+        A: T.Buffer(a_shape, a_dtype, offset_factor=1),
         B: T.Buffer((outputs, group), b_dtype, offset_factor=1),
         C: T.Buffer((lanes,), acc_dtype, offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:group], B[0:outputs, 0:group])
+            T.reads(C[0:lanes], A[a_whole], B[0:outputs, 0:group])
             T.writes(C[0:lanes])
-            word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
-            a = T.reinterpret(T.broadcast(word, outputs), dtype=vector)
-            b = B.vload([0, 0], vector)
-            C[T.ramp(T.int32(0), 1, lanes)] = step(C.vload([0], accumulators), a, b)
+            C[T.ramp(T.int32(0), 1, lanes)] = step(C.vload([0], accumulators), operand_a(A), B.vload([0, 0], vector))
 
     return impl
 
@@ -195,7 +219,11 @@ _OPERANDS = {PAIR: ("int16", "int16"), QUAD: ("uint8", "int8")}  # (A, B) dtypes
 # (channel group, step, int32 lanes) of each dot intrinsic; vpmaddubsw is described as vpdpbusd
 # is: the same sums for data <= 127.
 _STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step, LANES), VPDPBUSD_8X4: (QUAD, _vpdpbusd(LANES), LANES),
-          VPDPBUSD_16X4: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES), PMADDUBSW_8X4: (QUAD, _pmaddubsw_step, LANES)}
+          VPDPBUSD_16X4: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES), PMADDUBSW_8X4: (QUAD, _pmaddubsw_step, LANES),
+          VPDPBUSD_8X4_LANEWISE: (QUAD, _vpdpbusd(LANES), LANES),
+          VPDPBUSD_16X4_LANEWISE: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES),
+          PMADDUBSW_8X4_LANEWISE: (QUAD, _pmaddubsw_step, LANES)}
+LANEWISE = (VPDPBUSD_8X4_LANEWISE, VPDPBUSD_16X4_LANEWISE, PMADDUBSW_8X4_LANEWISE)
 
 
 def lanes(name: str) -> int:
@@ -220,4 +248,6 @@ def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     if name == PAIR_SUM_8:
         return _pair_sum_desc(), _pair_sum_impl()
     group, step, width = _STEPS[name]
-    return _dot_desc(group, *_OPERANDS[group], width), _impl(group, *_OPERANDS[group], step, f"int32x{width}")
+    lanewise = name in LANEWISE
+    return (_dot_desc(group, *_OPERANDS[group], width, lanewise),
+            _impl(group, *_OPERANDS[group], step, f"int32x{width}", lanewise))

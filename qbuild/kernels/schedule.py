@@ -53,7 +53,7 @@ from tvm.s_tir import Schedule
 from tvm.sym import detect_linear_equation
 
 from qbuild.kernels import amx, intrin
-from qbuild.kernels.conv2d import AMX, CONV_BLOCK, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
+from qbuild.kernels.conv2d import AMX, CONV_BLOCK, DEPTHWISE, DEPTHWISE_TAPS, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
 from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
 from qbuild.kernels.vectors import Vectors, of_features
 
@@ -129,7 +129,7 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
                f"reduce {tuple(reduce)}")
-    in_blocks = reduce[0] if len(reduce) > 2 else 1  # (c, r, q, ...) but not a depthwise (r, q)
+    in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name)
 
 
@@ -145,6 +145,8 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     whose block is not a multiple of the lanes, or a CPU without the instruction (plain vector
     code then)."""
     _n, _o, _y, _x, b, *reduction = loops
+    if name.endswith(DEPTHWISE_TAPS):
+        return _lanewise_intrinsic(_extent(sch, b), features)
     if name.endswith(INT16_SUMS):  # lanes: two int16 halves per output channel
         lanes_fit = _extent(sch, b) % (2 * intrin.LANES) == 0
         return intrin.register(intrin.PMADDUBSW_8X4_I16) if lanes_fit and "avx2" in features else None
@@ -159,6 +161,29 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
         return intrin.register(intrin.VPDPBUSD_8X4)
     if group == intrin.QUAD and "avx2" in features and name.endswith(SEVEN_BIT):
         return intrin.register(intrin.PMADDUBSW_8X4)
+    return None
+
+
+def _padding_first(sch: Schedule, registers: Vectors) -> None:
+    """Schedule a conv's padding stage before its conv is tensorized: TVM 0.27 cannot copy a
+    schedule whose last primitive was ``tensorize`` (``Schedule.copy``: "unordered_map::at") until
+    a later one such as ``reverse_compute_inline`` of an epilogue rebuilds its state, and the
+    generic rule tries each nest on a copy (a conv with no epilogue kept a serial padding loop)."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        if sch.get(block).name_hint.startswith(PAD_BLOCK):
+            _generic_nest(sch, block, registers.widths)
+
+
+def _lanewise_intrinsic(block: int, features: frozenset[str]) -> str | None:
+    """The lane-wise intrinsic of a depthwise byte conv (``conv2d.DEPTHWISE_TAPS``) with channel
+    blocks of ``block`` on this CPU: ``vpdpbusd`` with VNNI, ``vpmaddubsw`` on AVX2 (its data is
+    at most 127), else None. One call takes a whole block (its four taps lie a block apart)."""
+    if "avx512vnni" in features and block == intrin.WIDE_LANES:
+        return intrin.register(intrin.VPDPBUSD_16X4_LANEWISE)
+    if "avx512vnni" in features and block == intrin.LANES:
+        return intrin.register(intrin.VPDPBUSD_8X4_LANEWISE)
+    if "avx2" in features and block == intrin.LANES:
+        return intrin.register(intrin.PMADDUBSW_8X4_LANEWISE)
     return None
 
 
@@ -378,7 +403,7 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
         tile = tuned or workload.default_tile(registers)
         conv = (lambda s: _amx_conv(s, workload.block, tile)) if workload.amx else \
             (lambda s: _conv(s, workload.block, features, tile))
-        rules.insert(0, ("conv", lambda s: (conv(s), _generic(s, registers))))
+        rules.insert(0, ("conv", lambda s: (_padding_first(s, registers), conv(s), _generic(s, registers))))
     for name, rule in rules:
         sch = Schedule(func)
         try:
