@@ -384,17 +384,16 @@ def _depthwise_taps(data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int
     """Depthwise on data known to lie in [0, 127], ``TAPS`` taps per lane: the data padded as
     uint8 (with zero columns on the right for the last quad's taps past the kernel) and
     out[n, c, y, x, b] = sum padded[n, c, y*s+r, x*s+4p+t, b] * taps[c, r, p, b, t]."""
-    _, kh, quads, _, _ = (int(d) for d in taps.shape)
+    chunks, kh, quads, block, _ = (int(d) for d in taps.shape)
     top, left, bottom, right = padding
     sy, sx = strides
-    width = int(data.shape[3]) + left + right
-    out_w = (width - kw) // sx + 1
+    height, width = int(data.shape[2]) + top + bottom, int(data.shape[3]) + left + right
+    out_h, out_w = (height - kh) // sy + 1, (width - kw) // sx + 1
     past = max(0, (out_w - 1) * sx + quads * TAPS - width)  # columns the last quad reads past the edge
     padded = _pad(data, [top, left, bottom, right + past], "uint8")
     r, p, t = _reduce_axes(r=kh, p=quads, t=TAPS)
-    shape = _out_shape(padded, kh, kw, strides, int(taps.shape[0]), int(taps.shape[3]))
     return te.compute(
-        (*shape[:3], out_w, shape[4]),
+        (data.shape[0], chunks, out_h, out_w, block),
         lambda n, c, y, x, b: te.sum(
             padded[n, c, y * sy + r, x * sx + p * TAPS + t, b].astype(out_dtype)
             * taps[c, r, p, b, t].astype(out_dtype),
