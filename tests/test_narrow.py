@@ -93,3 +93,38 @@ def test_a_shift_by_32_or_more_stays_in_int64_though_its_values_fit():
             out = bb.emit_output(relax.op.astype(shifted, "int32"))
         bb.emit_func_output(out)
     assert _int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]
+
+
+def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
+    """A block output feeds the next conv (through a requantize) and the next residual add, both
+    starting with the same int8 -> int64 cast; merged into one (as EliminateCommonSubexpr did),
+    FuseOps fused the cast into the producing kernel, which then wrote its output as int64."""
+    import re
+
+    import torch
+
+    from qbuild.kernels.pipeline import lowering_passes
+    from qbuild.kernels.vectors import of_target
+    from qbuild.quantize import make, quantize
+    from qbuild.trace import trace
+    from test_quantize import images
+
+    class TwoBlocks(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.conv1, self.conv2 = (torch.nn.Conv2d(c, 16, 3, padding=1) for c in (3, 16, 16))
+
+        def forward(self, x):
+            a = torch.relu(self.stem(x))
+            b = torch.relu(self.conv1(a) + a)
+            return torch.relu(self.conv2(b) + b).mean(dim=(2, 3))
+
+    torch.manual_seed(0)
+    traced = trace(TwoBlocks().eval(), (1, 3, 16, 16))
+    config = make(calibrate_mode="percentile", per_channel_weights=True, calibrate_samples=3)
+    quantized = quantize(traced.inference_module(), None, images(3), config)
+    target = CPU.tvm_target()
+    with target:
+        lowered = tvm.transform.Sequential(lowering_passes(of_target(target)))(quantized.mod)
+    written = re.findall(r'R\.call_tir\(\w+, .*out_ty=R\.Tensor\(\([^)]*\), dtype="(\w+)"\)', lowered["main"].script())
+    assert "int8" in written and "int64" not in written
