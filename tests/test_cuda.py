@@ -220,18 +220,13 @@ def test_a_split_fp32_conv_computes_the_conv_up_to_rounding():
     from tvm import relax
 
     from qbuild.kernels.split_k import split_k_convs
+    from test_kernels import conv_module
 
     channels, size = 512, 7
     rng = np.random.default_rng(6)
     x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
     weight = rng.standard_normal((channels, channels, 3, 3)).astype(np.float32)
-    bb = relax.BlockBuilder()
-    data = relax.Var("data", relax.TensorType(x.shape, "float32"))
-    with bb.function("main", [data]):
-        with bb.dataflow():
-            out = bb.emit_output(relax.op.nn.conv2d(data, relax.const(weight), padding=1))
-        bb.emit_func_output(out)
-    mod = bb.get()
+    mod = conv_module(x.shape, weight, 1, 1, 1, "float32")
     split = split_k_convs(SM90.tvm_target())(mod)
     assert "relax.nn.conv2d" not in split["main"].script()
     cpu = tvm.target.Target({"kind": "llvm"})

@@ -381,10 +381,14 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
         assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
 
-def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int) -> np.ndarray:
+def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int, stride: int = 1) -> np.ndarray:
     """``_requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
-    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3))
+    k = weight.shape[2]
+    padded = np.pad(data, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
+    windows = sliding_window_view(padded, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
+    if weight.shape[1] == 1 < x.shape[1]:  # depthwise
+        return np.einsum("nchwij,cij->nchw", windows, weight[:, 0].astype(np.int64))
     return np.einsum("nchwij,ocij->nohw", windows, weight.astype(np.int64))
 
 
@@ -405,10 +409,7 @@ def test_a_depthwise_conv_of_seven_bit_data_multiplies_four_taps_per_lane_and_st
     x = rng.integers(-3000, 3000, (1, channels, size, size)).astype(np.int32)
     weight = rng.integers(-128, 128, (channels, 1, k, k)).astype(np.int8)
     mod = _requantized_relu_module(x.shape, weight, relu=True, stride=stride)
-    data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, 127)
-    pad = k // 2
-    windows = sliding_window_view(np.pad(data, ((0, 0), (0, 0), (pad, pad), (pad, pad))), (k, k), axis=(2, 3))
-    expected = np.einsum("nchwij,cij->nchw", windows[:, :, ::stride, ::stride], weight[:, 0].astype(np.int64))
+    expected = _requantized_reference(x, weight, top=127, stride=stride)
     compiled = compile_model(mod, CPU, "builtin")
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
     assert all(block.endswith(DEPTHWISE_TAPS) for block in _conv_blocks(mod, CPU))

@@ -38,9 +38,6 @@ def _dtype(expr: relax.Expr) -> str:
     return str(getattr(expr.ty, "dtype", ""))
 
 
-_UNKNOWN: Interval = (-np.inf, np.inf)
-
-
 def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
     """The int64 dataflow variables of ``func`` whose op may run in int32: its result and every
     integer operand are known to lie in int32."""
@@ -52,7 +49,7 @@ def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
 
     def narrowable(var: relax.Var, value: relax.Expr) -> bool:
         if not (isinstance(var, relax.DataflowVar) and _dtype(var) == "int64" and op_name(value) in NARROWABLE
-                and _fits(ranges.get(var, _UNKNOWN))):
+                and _fits(bounds(var, ranges))):
             return False
         operands = [operand_range(arg) for arg in value.args]
         if any(bounds is None or not _fits(bounds) for bounds in operands):
