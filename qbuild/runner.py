@@ -229,7 +229,7 @@ def _quantize(experiment: Experiment, loaded, traced, config):
     from qbuild.quantize import quantize
 
     calibration = _calibration_images(experiment, loaded) if config.needs_data else None
-    return quantize(traced.inference_module(), None, calibration, config)
+    return quantize(traced.inference_module(), None, calibration, config, experiment.target.tvm_target())
 
 
 def _compile(mod, experiment: Experiment, cuda_graph: bool = True):

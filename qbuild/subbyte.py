@@ -9,8 +9,8 @@ each of several precisions, the two kernels a layer of that precision may run: t
 conv, and the byte conv on the precision's values (which accumulates in int16 where its sums
 fit, ``qbuild.kernels.conv2d``), in interleaved rounds, and reports each one's ratio to int8.
 A precision's goal is judged per shape on the faster of its two kernels (a quantized layer
-takes one by its count of plane pairs, ``qbuild.kernels.MAX_AUTO_PAIRS``, set from these
-timings: W1A1 bit-serial, W2A2 and wider bytes). Not a test: nothing here asserts a speed.
+takes one by its count of plane pairs and its target, ``qbuild.kernels.auto_bitserial_pairs``, set
+from these timings: W1A1 bit-serial, W2A2 and wider bytes; bytes throughout on AMX). Not a test: nothing here asserts a speed.
 """
 
 from __future__ import annotations

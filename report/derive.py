@@ -515,6 +515,9 @@ def sweep(all_rows: list[Row]) -> list[dict]:
             "differing": [name for name in SWEEP_SETTINGS if name not in shared],
             "float_ms": base.median_ms if base else None, "float_top1": float_top1, "float_bytes": float_bytes,
             "rows": rows_out,
+            # the rule "auto" chose sub-byte kernels by (absent in results written before it was recorded)
+            "auto_pairs": sorted({pairs for r in swept
+                                  if (pairs := r._get("quantization", "auto_bitserial_pairs")) is not None}),
             "failed": [(row["label"], name, stage["note"]) for row in rows_out
                        for name, stage in row["stages"].items() if stage["status"] == "error"],
             "w4a8_target": None if w4a8 is None or w4a8["delta_points"] is None

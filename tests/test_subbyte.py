@@ -12,6 +12,7 @@ from tvm import relax
 from qbuild import plan
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
+from qbuild.kernels import MAX_AUTO_PAIRS, amx, auto_bitserial_pairs
 from qbuild.kernels.bitserial import BitserialConv, reference
 from qbuild.quantize import make, quantize
 from qbuild.quantize.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
@@ -160,9 +161,9 @@ def calibration(n: int = 2):
 SWEEP = {**plan.SWEEP, "calibrate_samples": 2, "calibrate_mode": "mse"}
 
 
-def quantized_block(block, **overrides):
+def quantized_block(block, target=None, **overrides):
     _module, traced = block
-    return quantize(traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}))
+    return quantize(traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}), target)
 
 
 def test_w1a1_keeps_the_edges_at_8_bits_and_runs_the_rest_bit_serially_on_unsigned_inputs(block):
@@ -190,6 +191,18 @@ def test_auto_takes_bit_serial_kernels_only_where_they_win(block):
     auto = {bits: {layer["kernel"] for layer in quantized_block(block, nbit_weight=bits, nbit_input=bits).layers[1:3]}
             for bits in (1, 4)}
     assert auto == {1: {"bitserial"}, 4: {"int8"}}
+
+
+@pytest.mark.parametrize("target, pairs", [
+    ({"kind": "llvm", "mcpu": "znver4"}, MAX_AUTO_PAIRS),
+    ({"kind": "llvm", "mattr": list(amx.MATTR)}, 0),
+    ({"kind": "cuda", "arch": "sm_90"}, MAX_AUTO_PAIRS),
+], ids=["vnni", "amx", "cuda"])
+def test_auto_runs_nothing_bit_serially_where_int8_convs_run_on_amx_tiles(block, target, pairs):
+    quantized = quantized_block(block, tvm.target.Target(target), nbit_weight=1, nbit_input=1)
+    assert auto_bitserial_pairs(tvm.target.Target(target)) == pairs
+    assert quantized.report()["auto_bitserial_pairs"] == pairs
+    assert {layer["kernel"] for layer in quantized.layers[1:3]} == {"int8" if pairs == 0 else "bitserial"}
 
 
 def test_the_kernel_check_builds_each_bitserial_conv_and_finds_it_exact(block):

@@ -3,7 +3,8 @@
 ``quantize(mod, params, dataset)`` takes a float Relax module (from ``qbuild.trace``), binds
 its weights, folds batch norm, calibrates activation ranges (``calibrate``), and rewrites
 conv2d/dense into integer kernels with requantize epilogues (``rewrite``). The options and
-defaults are relay.quantize's (``config``). It knows nothing of targets or benchmarks.
+defaults are relay.quantize's (``config``). It knows nothing of benchmarks, and of targets only
+which sub-byte conv kernel "auto" picks (``qbuild.kernels.auto_bitserial_pairs``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class QuantizedModule:
     config: QConfig
     layers: list[dict]
     calibration: dict
+    auto_bitserial_pairs: int  # "auto" ran convs of at most this many plane pairs bit-serially
 
     def report(self) -> dict:
         """The quantization block of a results file."""
@@ -37,6 +39,7 @@ class QuantizedModule:
             "layers_quantized": len(quantized),
             "layers_skipped": len(self.layers) - len(quantized),
             "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in self.layers),
+            "auto_bitserial_pairs": self.auto_bitserial_pairs,
             "layers": self.layers,
         }
 
@@ -56,15 +59,19 @@ def quantize(
     params: dict[str, np.ndarray] | None = None,
     dataset: Iterable[np.ndarray] | None = None,
     config: QConfig | None = None,
+    target: "tvm.target.Target | None" = None,  # noqa: F821
 ) -> QuantizedModule:
     """Quantize a float Relax module under ``config`` (default: the current ``qconfig``).
 
     ``params``: weights to bind (None if ``mod`` has them bound already). ``dataset``: CHW
     float32 calibration images, preprocessed like the model's inputs; needed by every
-    calibrate_mode but global_scale (the first ``calibrate_samples`` are used).
+    calibrate_mode but global_scale (the first ``calibrate_samples`` are used). ``target``: what
+    the module will be compiled for (None: a CPU without AMX); under ``subbyte_kernel="auto"`` it
+    decides which sub-byte convs run bit-serially.
     """
     from tvm import relax
 
+    from qbuild.kernels import auto_bitserial_pairs
     from qbuild.kernels.pipeline import fold_pads_into_convs
     from qbuild.quantize.calibrate import collect, threshold
     from qbuild.quantize.rewrite import Rewriter
@@ -92,10 +99,11 @@ def quantize(
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
         calibration.update(tensors=len(requested), images=len(images))
-    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get)
+    auto_pairs = auto_bitserial_pairs(target)
+    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, auto_pairs)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
-    return QuantizedModule(quantized, config, rewriter.layers, calibration)
+    return QuantizedModule(quantized, config, rewriter.layers, calibration, auto_pairs)
 
 
 def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterable[np.ndarray]:

@@ -27,8 +27,8 @@ must: skipped layers and the pooling/classifier head.
 
 A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
 narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
-as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win
-(``qbuild.kernels.MAX_AUTO_PAIRS``). Each layer's record says which ran, in what encoding, and how
+as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win on
+the target (``qbuild.kernels.auto_bitserial_pairs``: none where int8 convs run on AMX tiles). Each layer's record says which ran, in what encoding, and how
 many bytes its weights take.
 """
 
@@ -128,8 +128,10 @@ def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
 class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
-    def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None) -> None:
+    def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None,
+                 auto_pairs: int = MAX_AUTO_PAIRS) -> None:
         self.config = config
+        self.auto_pairs = auto_pairs  # "auto" runs a conv of at most this many plane pairs bit-serially
         self.thresholds = thresholds
         self.statistics = statistics
         self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
@@ -327,7 +329,7 @@ class Rewriter:
         if choice == "int8" or not (subbyte and plain):
             return "int8"
         pairs = len(qin.encoding.coefficients) * len(encoding.coefficients)
-        return "bitserial" if choice == "bitserial" or pairs <= MAX_AUTO_PAIRS else "int8"
+        return "bitserial" if choice == "bitserial" or pairs <= self.auto_pairs else "int8"
 
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
