@@ -39,6 +39,7 @@ from tvm import relax, tirx
 from tvm.s_tir import dlight as dl
 
 from qbuild.kernels import split_k
+from qbuild.kernels.fusion import widen_in_consumers
 from qbuild.kernels.schedule import KernelReport
 
 CUDA_GRAPH_CONFIG = {"relax.backend.use_cuda_graph": True}
@@ -128,6 +129,22 @@ def graph_rewrites(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     return [*integer_rewrites(), split_k.split_k_convs(target)]
 
 
+def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """qbuild's CUDA pipeline up to its fused PrimFuncs (before any schedule)."""
+    from tvm.relax.backend.cuda import pipeline as cuda
+
+    return [
+        *cuda.library_dispatch_passes(target),
+        *graph_rewrites(target),
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        widen_in_consumers(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+
+
 def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, KernelReport]:
     """qbuild's CUDA pipeline (compile it under ``CUDA_GRAPH_CONFIG``) and the report it fills in."""
     from tvm.relax.backend.cuda import pipeline as cuda
@@ -137,13 +154,7 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
              ("reduction", dl.gpu.Reduction()), ("general_reduction", dl.gpu.GeneralReduction()),
              ("fallback", dl.gpu.Fallback())]
     passes = [
-        *cuda.library_dispatch_passes(target),
-        *graph_rewrites(target),
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
+        *fusion_passes(target),
         dl.ApplyDefaultSchedule(*(_Counted(name, rule, report) for name, rule in rules)),
         *cuda.dataflow_lower_passes(target),
         *cuda.finalize_passes(target),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name
+from qbuild.quantize.graph import bindings, op_name, rebind
 
 
 def fold_constant_calls() -> tvm.transform.Pass:
@@ -71,12 +71,5 @@ def _evaluate(mod: tvm.IRModule, foldable: list[relax.VarBinding]) -> dict:
 
 def _with_constants(func: relax.Function, values: dict) -> relax.Function:
     """``func`` with each var in ``values`` bound to its value as a constant."""
-    blocks = []
-    for block in func.body.blocks:
-        # The dtype named: relax.const narrows an int64 array to int32 by itself (TVM 0.27).
-        rebound = [relax.VarBinding(b.var, relax.const(values[b.var].numpy(), str(values[b.var].dtype)))
-                   if b.var in values else b for b in block.bindings]
-        kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
-        blocks.append(kind(rebound))
-    body = relax.SeqExpr(blocks, func.body.body)
-    return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+    # The dtype named: relax.const narrows an int64 array to int32 by itself (TVM 0.27).
+    return rebind(func, {var: relax.const(value.numpy(), str(value.dtype)) for var, value in values.items()})

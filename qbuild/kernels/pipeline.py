@@ -71,6 +71,7 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
     its width, qbuild's computes (``registers.vnni``: the integer convs' VNNI form), fused PrimFuncs
     (what ``qbuild.tune`` takes the conv workloads from)."""
     from qbuild.kernels import conv2d
+    from qbuild.kernels.fusion import widen_in_consumers
 
     return [
         *integer_rewrites(),
@@ -80,6 +81,7 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
         relax.transform.AnnotateTIROpPattern(),
         fold_constant_calls(),
         relax.transform.FoldConstant(),
+        widen_in_consumers(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]

@@ -44,6 +44,17 @@ def substitute(expr: relax.Expr, mapping: dict) -> relax.Expr:
     return expr
 
 
+def rebind(func: relax.Function, values: dict) -> relax.Function:
+    """``func`` (its body a sequence of binding blocks) with each var in ``values`` bound to its
+    value there instead."""
+    blocks = []
+    for block in func.body.blocks:
+        rebound = [relax.VarBinding(b.var, values[b.var]) if b.var in values else b for b in block.bindings]
+        kind = relax.DataflowBlock if isinstance(block, relax.DataflowBlock) else relax.BindingBlock
+        blocks.append(kind(rebound))
+    return relax.Function(func.params, relax.SeqExpr(blocks, func.body.body), func.ret_ty, func.is_pure, func.attrs)
+
+
 def with_outputs(mod: tvm.IRModule, tensors: list) -> tvm.IRModule:
     """A module whose ``main`` computes what ``mod``'s does and returns ``tensors`` (vars of it) as a tuple."""
     main = mod["main"]

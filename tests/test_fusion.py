@@ -1,0 +1,98 @@
+"""Which kernel a widening cast fuses into (qbuild.kernels.fusion): a residual add of two convs'
+int8 results widens both in the add's kernel; each conv writes its result as int8."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from qbuild.kernels.cuda import fusion_passes
+from qbuild.kernels.fusion import widen_in_consumers
+from qbuild.kernels.pipeline import lowering_passes
+from qbuild.kernels.vectors import of_target
+from test_kernels import CPU, run_builtin
+
+CHANNELS, SIZE = 16, 8
+
+
+def _requantized(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, shift: int) -> relax.Expr:
+    """An int8 conv's int32 sums, shifted right and clamped to int8 (a requantize)."""
+    acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=weight.shape[2] // 2, out_dtype="int32"))
+    scaled = bb.emit(relax.op.right_shift(acc, relax.const(shift, "int32")))
+    return bb.emit(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
+
+
+def _downsample_block(seed: int = 0) -> tvm.IRModule:
+    """A ResNet block with a conv on its shortcut: relu(conv_a(x) + conv_b(x)), each requantized
+    to int8 and widened to int32 for the add."""
+    rng = np.random.default_rng(seed)
+    weights = [rng.integers(-128, 128, (CHANNELS, CHANNELS, k, k)).astype(np.int8) for k in (3, 1)]
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, CHANNELS, SIZE, SIZE), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            main, shortcut = (_requantized(bb, x, w, shift) for w, shift in zip(weights, (10, 8)))
+            total = bb.emit(relax.op.add(relax.op.astype(main, "int32"), relax.op.astype(shortcut, "int32")))
+            out = bb.emit_output(relax.op.astype(relax.op.clip(total, 0, 127), "int8"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _kernel_outputs(mod: tvm.IRModule) -> list[tuple[str, str]]:
+    """(kernel, dtype it writes) for each call_tir in ``main``."""
+    return re.findall(r'R\.call_tir\((\w+), .*out_ty=R\.Tensor\(\([^)]*\), dtype="(\w+)"\)', mod["main"].script())
+
+
+def _lowered(mod: tvm.IRModule, without_the_pass: bool = False) -> tvm.IRModule:
+    target = CPU.tvm_target()
+    passes = [p for p in lowering_passes(of_target(target))
+              if not (without_the_pass and p.info.name == "qbuild.WidenInConsumers")]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def test_two_convs_added_write_int8_and_the_add_widens_both_in_its_own_kernel():
+    before, after = (_kernel_outputs(_lowered(_downsample_block(), without)) for without in (True, False))
+    assert ("int32" in {dtype for _, dtype in before}), "without the pass one conv's kernel writes the widened value"
+    convs = [(name, dtype) for name, dtype in after if "conv2d" in name]
+    assert len(convs) == 2 and {dtype for _, dtype in after} == {"int8"}
+    assert len(after) == len(before), "the cast moved between kernels; no kernel was added"
+    (with_add,) = [name for name, _ in convs if "_add" in name]
+    assert "in_consumer" in with_add
+
+
+def test_the_moved_cast_computes_what_the_default_build_does():
+    mod = _downsample_block(seed=3)
+    x = np.random.default_rng(4).integers(-128, 128, (1, CHANNELS, SIZE, SIZE)).astype(np.int8)
+    target = CPU.tvm_target()
+    reference = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    got, _ = run_builtin(mod, x)
+    np.testing.assert_array_equal(got, reference)
+
+
+def test_a_shortcut_that_other_ops_also_read_is_left_to_fusion():
+    """An identity shortcut (the block input, which the first conv also reads) widens in the add's
+    kernel anyway: the pass leaves it alone."""
+    weight = np.random.default_rng(5).integers(-128, 128, (CHANNELS, CHANNELS, 3, 3)).astype(np.int8)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, CHANNELS, SIZE, SIZE), "int8"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            main = _requantized(bb, x, weight, 10)
+            total = bb.emit(relax.op.add(relax.op.astype(main, "int32"), relax.op.astype(x, "int32")))
+            out = bb.emit_output(relax.op.astype(relax.op.clip(total, 0, 127), "int8"))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    legalized = tvm.transform.Sequential([relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()])(mod)
+    assert widen_in_consumers()(legalized).same_as(legalized)
+
+
+def test_the_cuda_pipeline_moves_the_cast_too():
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"})
+    with target:
+        fused = tvm.transform.Sequential(fusion_passes(target))(_downsample_block())
+    written = _kernel_outputs(fused)
+    assert len([name for name, _ in written if "conv2d" in name]) == 2 and {dtype for _, dtype in written} == {"int8"}
