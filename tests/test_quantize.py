@@ -111,6 +111,32 @@ def test_the_rewrite_emits_int8_operands_int32_accumulation_and_an_integer_resid
     assert "R.add(" in script and 'dtype="int64"' in script  # the residual add, rescaled in int64
 
 
+class TwoReaders(torch.nn.Module):
+    """A float tensor (after the skipped first conv) that two convs read, as a ResNet block's input
+    is read by its first conv and by its shortcut's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv0 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.conv_a, self.conv_b = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        a = torch.relu(self.conv0(x))
+        return (self.conv_a(a) + self.conv_b(a)).mean(dim=(2, 3))
+
+
+def test_a_tensor_that_two_convs_read_is_quantized_once():
+    torch.manual_seed(0)
+    module = TwoReaders().eval()
+    traced = trace(module, (1, 3, 16, 16))
+    quantized = quantize(traced.mod, traced.params, config=make())
+    assert [layer["status"] for layer in quantized.layers] == ["skipped", "quantized", "quantized"]
+    assert quantized.mod.script().count("R.floor(") == 1  # one float -> int8 quantize, for both convs
+    x = images(1)[0][None]
+    report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
+    assert report["cosine_similarity"] > 0.99
+
+
 def test_debug_enabled_ops_restricts_what_is_quantized(tiny):
     _module, traced = tiny
     quantized = quantize(traced.mod, traced.params,

@@ -135,6 +135,7 @@ class Rewriter:
         self.thresholds = thresholds
         self.statistics = statistics
         self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
+        self.inputs: dict = {}  # (var, bits) -> its Quant as a conv input, emitted once for all its convs
         self.layers: list[dict] = []
         self.conv_count = 0
         self.dense_count = 0
@@ -189,7 +190,14 @@ class Rewriter:
 
     def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value, nbit: int) -> Quant:
         """``value`` (the tensor ``var``) as an ``nbit``-bit conv input in ``dtype_input``, with
-        ``var``'s input scale: unsigned below 8 bits when it is non-negative, else signed."""
+        ``var``'s input scale: unsigned below 8 bits when it is non-negative, else signed. A tensor
+        that several convs read (a ResNet block's input: its first conv and its shortcut's) is
+        quantized once for all of them."""
+        if (var, nbit) not in self.inputs:
+            self.inputs[var, nbit] = self._as_input(bb, var, value, nbit)
+        return self.inputs[var, nbit]
+
+    def _as_input(self, bb: relax.BlockBuilder, var: relax.Var, value, nbit: int) -> Quant:
         cfg = self.config
         dtype = cfg.dtype_input
         nonneg = value.nonneg
