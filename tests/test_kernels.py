@@ -520,3 +520,32 @@ def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant
         assert fold_constants._foldable_bindings(folded) == []
         fold = relax.transform.FoldConstant()
         tvm.ir.assert_structural_equal(fold(folded)["main"], fold(legalized)["main"])
+
+
+def _dense_module(x_dtype: str, weights: np.ndarray, out_dtype: str, rows: int = 1):
+    """matmul(x, W) with constant weights W (K x N), as a traced Linear layer reaches the compiler."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((rows, weights.shape[0]), x_dtype))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.matmul(x, relax.const(weights), out_dtype=out_dtype))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_dense_layer_runs_as_a_one_pixel_conv_to_rounding():
+    rng = np.random.default_rng(0)
+    weights = rng.standard_normal((96, 40)).astype(np.float32)
+    x = rng.standard_normal((2, 96)).astype(np.float32)
+    got, report = run_builtin(_dense_module("float32", weights, "float32", rows=2), x)
+    assert report.counts["conv"] == 1
+    np.testing.assert_allclose(got, x.astype(np.float64) @ weights, rtol=1e-5, atol=1e-4)
+
+
+def test_an_int8_dense_layer_runs_on_the_integer_conv_bit_exact():
+    rng = np.random.default_rng(1)
+    weights = rng.integers(-127, 128, (128, 24)).astype(np.int8)
+    x = rng.integers(-127, 128, (1, 128)).astype(np.int8)
+    got, report = run_builtin(_dense_module("int8", weights, "int32"), x)
+    assert report.counts["conv"] == 1
+    np.testing.assert_array_equal(got, x.astype(np.int64) @ weights.astype(np.int64))

@@ -74,6 +74,7 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
     from qbuild.kernels.fusion import widen_in_consumers
 
     return [
+        dense_as_conv(),
         *integer_rewrites(),
         fold_pads_into_convs(),
         relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
@@ -151,6 +152,29 @@ def fold_pads_into_convs() -> tvm.transform.Pass:
         return mod
 
     return _apply
+
+
+def dense_as_conv() -> tvm.transform.Pass:
+    """matmul(x, W) with constant weights W (K x N) and x (rows x K) -> the 1x1 conv of x as
+    rows images of K channels and one pixel, reshaped back to rows x N: the conv's blocked
+    layout packs W at compile time so that each output block streams its weights from memory in
+    order, and an int8 matmul gets the integer conv's kernels (VNNI, AMX). ResNet-50's fp32
+    classifier (2048 x 1000, 8 MB of weights) read them 4000 bytes apart, a few floats from each
+    cache line: 0.56 -> 0.41 ms per inference on the 2-core Xeon (``qbuild profile``)."""
+
+    def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+        x, weights = call.args
+        if not isinstance(weights, tvm.ir.expr.GenericConst) or len(weights.ty.shape) != 2 or \
+                len(x.ty.shape) != 2:
+            return None
+        matrix = weights.value.numpy()
+        depth, width = matrix.shape
+        rows = x.ty.shape[0]
+        kernel = relax.const(np.ascontiguousarray(matrix.T).reshape(width, depth, 1, 1))
+        conv = relax.op.nn.conv2d(relax.op.reshape(x, (rows, depth, 1, 1)), kernel, out_dtype=str(call.ty.dtype))
+        return relax.op.reshape(conv, (rows, width))
+
+    return rewrite_calls("qbuild.DenseAsConv", "relax.matmul", rewrite)
 
 
 def clip_to_min_max() -> tvm.transform.Pass:
