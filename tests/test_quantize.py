@@ -137,6 +137,42 @@ def test_a_tensor_that_two_convs_read_is_quantized_once():
     assert report["cosine_similarity"] > 0.99
 
 
+class TwoBlocks(torch.nn.Module):
+    """Two residual blocks, each output a ReLU of a sum that the next block's conv and add read;
+    block b's sums reach further below zero than above."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem, self.conv1, self.conv2 = (torch.nn.Conv2d(c, 8, 3, padding=1) for c in (3, 8, 8))
+        with torch.no_grad():
+            self.conv1.bias.fill_(-2.0)
+
+    def forward(self, x):
+        a = torch.relu(self.stem(x))
+        b = torch.relu(self.conv1(a) + a)
+        return torch.relu(self.conv2(b) + b).mean(dim=(2, 3))
+
+
+def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for_the_next_conv():
+    """Calibrated ranges are per tensor: at the sum's own scale, the block output would be
+    requantized again for the next conv, which reads the ReLU's output."""
+    from qbuild.quantize.graph import bindings, op_name
+
+    torch.manual_seed(0)
+    module = TwoBlocks().eval()
+    traced = trace(module, (1, 3, 16, 16))
+    config = make(calibrate_mode="percentile", per_channel_weights=True, calibrate_samples=3, nbit_activation=8,
+                  dtype_activation="int8")
+    quantized = quantize(traced.mod, traced.params, images(3), config)
+    producers = {binding.var: op_name(binding.value) for binding in bindings(quantized.mod)}
+    conv_inputs = [binding.value.args[0] for binding in bindings(quantized.mod)
+                   if op_name(binding.value) == "relax.nn.conv2d"]
+    assert producers[conv_inputs[2]] == "relax.maximum", "conv2 reads block b's ReLU as it is, no requantize"
+    x = images(1)[0][None]
+    report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
+    assert report["cosine_similarity"] > 0.99
+
+
 def test_debug_enabled_ops_restricts_what_is_quantized(tiny):
     _module, traced = tiny
     quantized = quantize(traced.mod, traced.params,

@@ -99,6 +99,18 @@ class Acc:
     nonneg: bool = False
 
 
+def _relu_of(mod: tvm.IRModule) -> dict:
+    """{var: the var of the ReLU that is its only reader} over ``main``."""
+    readers: dict = {}
+    for binding in bindings(mod):
+        for var in relax.analysis.free_vars(binding.value):
+            readers.setdefault(var, []).append(binding)
+    for var in relax.analysis.free_vars(mod["main"].body.body):
+        readers.setdefault(var, []).append(None)
+    return {var: only[0].var for var, only in readers.items()
+            if len(only) == 1 and only[0] is not None and op_name(only[0].value) == "relax.nn.relu"}
+
+
 def _const_array(expr: relax.Expr) -> np.ndarray | None:
     """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
@@ -136,6 +148,7 @@ class Rewriter:
         self.statistics = statistics
         self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
         self.inputs: dict = {}  # (var, bits) -> its Quant as a conv input, emitted once for all its convs
+        self.relu_of: dict = {}  # var -> the ReLU that alone reads it (``run``)
         self.layers: list[dict] = []
         self.conv_count = 0
         self.dense_count = 0
@@ -217,6 +230,7 @@ class Rewriter:
     # --- the rewrite -------------------------------------------------------------------------
     def run(self, mod: tvm.IRModule) -> tvm.IRModule:
         main = mod["main"]
+        self.relu_of = _relu_of(mod)
         values: dict = {param: Float(param) for param in main.params}
         bb = relax.BlockBuilder()
         with bb.function("main", list(main.params), attrs=dict(main.attrs or {})):
@@ -432,10 +446,15 @@ class Rewriter:
         return Acc(summed, acc.scale, acc.axis, var)
 
     def residual_add(self, bb: relax.BlockBuilder, var: relax.Var, operands: list) -> Quant:
+        """A residual add in integers, its result stored in ``dtype_activation`` at the scale of
+        what is stored: the ReLU's output where a ReLU alone reads the sum (the next block's convs
+        and its residual read that; with the sum's own range, its negative half of no use there,
+        every calibrated ResNet block output was requantized again, in a kernel of its own, for
+        the next conv), else the sum's."""
         cfg = self.config
         dtype = cfg.dtype_activation
         low, high = signed_range(cfg.nbit_activation)
-        scale = self.step(var, high)
+        scale = self.step(self.relu_of.get(var, var), high)
         wide = []
         for value in operands:
             value = self.settle(bb, value)
