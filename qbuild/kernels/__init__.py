@@ -6,9 +6,11 @@ Three kernel sets, chosen per experiment (``KERNEL_SETS``):
 
 - ``untuned``: TVM 0.27's default Relax pipeline for LLVM. It legalizes every operator to TOPI's
   generic compute and applies no schedule: single-threaded, scalar loops (the study's setting).
-- ``builtin``: qbuild's own pipeline: conv2d moved to blocked channel layouts (``conv2d``),
+- ``builtin``: qbuild's own pipeline: dense layers with constant weights as one-pixel convs
+  (``pipeline.dense_as_conv``), conv2d moved to blocked channel layouts (``conv2d``),
   integer convs on the CPU's widest integer dot (``intrin``: ``vpdpbusd``, ``vpmaddubsw`` or
-  ``vpmaddwd``; ``amx``: AMX tiles), integer rescaling in int32 where it fits (``narrow``), and a
+  ``vpmaddwd``; ``amx``: AMX tiles), integer rescaling in int32 where it fits (``narrow``),
+  widening casts fused into the kernels that read them (``fusion``), and a
   schedule for every fused function (``schedule``), all without tuning. Sub-byte convs that the quantizer emits bit-serially
   (``bitserial``: AND + popcount over packed bit planes) are scheduled by the same conv rule.
   Everything else (fusion, memory planning, VM lowering) is

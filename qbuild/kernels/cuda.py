@@ -9,7 +9,8 @@
 - ``builtin``: qbuild's pipeline: integer rescaling in int32 where it provably fits (the CPU
   pipeline's ``narrow`` pass: the GPU's int64 arithmetic takes two or more instructions per op and
   an int64 residual branch twice the memory), int8 and fp32 convs with too few output tiles to
-  fill the GPU split along their reduction (``split_k``), the same legalization and fusion, then
+  fill the GPU split along their reduction (``split_k``), the same legalization and fusion (a
+  widening cast in the kernel that reads it: ``fusion``), then
   ``TensorCoreInt8`` ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
   with its fused requantize epilogue) on the int8 tensor cores (dlight's
   ``MatmulInt8Tensorization``: wmma ``m16n16k16`` s8, 128x128 tiles padded as needed), whatever
