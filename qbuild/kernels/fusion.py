@@ -11,10 +11,15 @@ read them back at that width.
 
 ``widen_in_consumers`` runs between ``AnnotateTIROpPattern`` and ``FuseOps``: where an op reads
 two or more such widened results, each produced by a kernel of its own that nothing else reads,
-every such cast but the first operand's calls a copy of its PrimFunc marked injective (a preset
-``op_pattern`` is what ``AnnotateTIROpPattern`` keeps and ``FuseOps`` reads). ``FuseOps`` fuses
-no elementwise op into an injective one's producer side, so the narrow value is what the producer
-writes; the cast fuses into the kernel of the op that reads it.
+every such cast but the first operand's calls a copy of its PrimFunc marked broadcast (a preset
+``op_pattern`` is what ``AnnotateTIROpPattern`` keeps and ``FuseOps`` reads). ``FuseOps`` grows a
+conv's kernel only along elementwise edges, so the producer stops at the narrow value; a
+broadcast op may still join a kernel that holds a conv already, the consumer's.
+
+TVM 0.27 notes learned here: marked injective instead, the cast stays out of the producer too,
+but ``FuseOps`` fuses an injective op into no kernel that holds a conv: it became a kernel of its
+own that wrote the int32 tensor anyway. A ``GlobalVar`` made by hand has no type, which the
+normalizer rejects when a call names it: ``BlockBuilder.add_func`` makes a typed one.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name, rebind
+from qbuild.quantize.graph import bindings, op_name, readers, rebind
 
 ELEMENTWISE, BROADCAST = 0, 1  # TVM's OpPatternKind: kElemWise, kBroadcast
 
@@ -57,12 +62,7 @@ def _casts_to_move(mod: tvm.IRModule) -> list[relax.VarBinding]:
     """The bindings of the widening casts to move into their consumers' kernels."""
     found = list(bindings(mod))
     producers = {binding.var: binding for binding in found}
-    uses: dict = {}
-    for binding in found:
-        for var in relax.analysis.free_vars(binding.value):
-            uses[var] = uses.get(var, 0) + 1
-    for var in relax.analysis.free_vars(mod["main"].body.body):
-        uses[var] = uses.get(var, 0) + 1
+    uses = {var: len(reading) for var, reading in readers(mod).items()}
 
     def widened_output(var: relax.Expr) -> relax.VarBinding | None:
         """The binding of ``var`` if it is the only use of a widening cast of a kernel's only output."""

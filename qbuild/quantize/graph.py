@@ -44,6 +44,17 @@ def substitute(expr: relax.Expr, mapping: dict) -> relax.Expr:
     return expr
 
 
+def readers(mod: tvm.IRModule) -> dict:
+    """{var: the bindings of ``main`` that read it, and None for ``main``'s result if it does}."""
+    found: dict = {}
+    for binding in bindings(mod):
+        for var in relax.analysis.free_vars(binding.value):
+            found.setdefault(var, []).append(binding)
+    for var in relax.analysis.free_vars(mod["main"].body.body):
+        found.setdefault(var, []).append(None)
+    return found
+
+
 def rebind(func: relax.Function, values: dict) -> relax.Function:
     """``func`` (its body a sequence of binding blocks) with each var in ``values`` bound to its
     value there instead."""

@@ -28,8 +28,8 @@ must: skipped layers and the pooling/classifier head.
 A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
 narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
 as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win on
-the target (``qbuild.kernels.auto_bitserial_pairs``: none where int8 convs run on AMX tiles). Each layer's record says which ran, in what encoding, and how
-many bytes its weights take.
+the target (``qbuild.kernels.auto_bitserial_pairs``: none where int8 convs run on AMX tiles).
+Each layer's record says which ran, in what encoding, and how many bytes its weights take.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ from qbuild.quantize.bitpack import Encoding
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
-from qbuild.quantize.graph import bindings, op_name, scalar_value, substitute
+from qbuild.quantize.graph import bindings, op_name, readers, scalar_value, substitute
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
@@ -101,13 +101,7 @@ class Acc:
 
 def _relu_of(mod: tvm.IRModule) -> dict:
     """{var: the var of the ReLU that is its only reader} over ``main``."""
-    readers: dict = {}
-    for binding in bindings(mod):
-        for var in relax.analysis.free_vars(binding.value):
-            readers.setdefault(var, []).append(binding)
-    for var in relax.analysis.free_vars(mod["main"].body.body):
-        readers.setdefault(var, []).append(None)
-    return {var: only[0].var for var, only in readers.items()
+    return {var: only[0].var for var, only in readers(mod).items()
             if len(only) == 1 and only[0] is not None and op_name(only[0].value) == "relax.nn.relu"}
 
 
