@@ -54,9 +54,9 @@ def _lowered(mod: tvm.IRModule, without_the_pass: bool = False) -> tvm.IRModule:
         return tvm.transform.Sequential(passes)(mod)
 
 
-def test_two_convs_added_write_int8_and_the_add_widens_both_in_its_own_kernel():
+def test_two_convs_summed_by_a_residual_add_both_write_int8_and_the_adds_kernel_widens_them():
     before, after = (_kernel_outputs(_lowered(_downsample_block(), without)) for without in (True, False))
-    assert ("int32" in {dtype for _, dtype in before}), "without the pass one conv's kernel writes the widened value"
+    assert "int32" in {dtype for _, dtype in before}, "without the pass one conv's kernel writes the widened value"
     convs = [(name, dtype) for name, dtype in after if "conv2d" in name]
     assert len(convs) == 2 and {dtype for _, dtype in after} == {"int8"}
     assert len(after) == len(before), "the cast moved between kernels; no kernel was added"
