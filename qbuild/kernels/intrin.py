@@ -64,12 +64,18 @@ PAIR = 2  # input channels per vpmaddwd call
 QUAD = 4  # input channels per vpdpbusd call
 
 
+def _operand_a(group: int, lanes: int, lanewise: bool) -> tuple[tuple[int, ...], tuple[slice, ...]]:
+    """The shape of an intrinsic's ``A`` buffer and its whole region: one group of channels, or
+    (``lanewise``) a group of taps for each of ``lanes`` lanes."""
+    shape = (group, lanes) if lanewise else (group,)
+    return shape, tuple(slice(0, extent) for extent in shape)
+
+
 def _dot_desc(group: int, a_dtype: str, b_dtype: str, lanes: int, lanewise: bool = False) -> tirx.PrimFunc:
     """What every intrinsic here computes in int32, for ``lanes`` outputs j and ``group`` input
     channels (or taps) k: ``C[j] += sum_k A[k] * B[j, k]``, or, ``lanewise``,
     ``C[j] += sum_k A[k, j] * B[j, k]``."""
-    a_shape = (group, lanes) if lanewise else (group,)
-    a_whole = tuple(slice(0, extent) for extent in a_shape)
+    a_shape, a_whole = _operand_a(group, lanes, lanewise)
 
     def a_index(j, k):
         return (k, j) if lanewise else (k,)
@@ -191,8 +197,7 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str, lanew
     lanes = int(lanes)
     outputs = lanes if acc_dtype == "int32" else lanes // 2  # int16 accumulators: two halves per output
     vector = f"{b_dtype}x{outputs * group}"
-    a_shape = (group, outputs) if lanewise else (group,)
-    a_whole = tuple(slice(0, extent) for extent in a_shape)
+    a_shape, a_whole = _operand_a(group, outputs, lanewise)
 
     def operand_a(A):
         if lanewise:  # (group, lanes) -> (lanes, group): element l of the operand is A[l % group, l // group]

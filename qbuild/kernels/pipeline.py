@@ -92,11 +92,12 @@ def integer_rewrites() -> list[tvm.transform.Pass]:
     """The graph rewrites every builtin pipeline (CPU and CUDA) starts with: integer rescaling in
     int32 where it provably fits (``narrow``; clips become the min/max it narrows).
 
-    Not among them: ``EliminateCommonSubexpr``. It removes the second quantize of ResNet-50's
-    max-pool output (two of 96 kernels on CUDA), but in a calibrated build it also merges the
-    int8 -> int64 casts with which a block's two consumers (the next conv's requantize, the next
-    residual's) start; FuseOps then fuses the one cast into the producing kernel, whose output
-    becomes int64: twelve block outputs of ResNet-50 written and read at 8 bytes a value, not 1."""
+    Not among them: ``EliminateCommonSubexpr``. It removed the second quantize of ResNet-50's
+    max-pool output (which the quantizer no longer emits: ``Rewriter.as_input``), but in a
+    calibrated build it also merged the int8 -> int64 casts with which a block's two consumers
+    (the next conv's requantize, the next residual's) started; FuseOps then fused the one cast
+    into the producing kernel, whose output became int64: twelve block outputs of ResNet-50
+    written and read at 8 bytes a value, not 1."""
     from qbuild.kernels.narrow import narrow_integers
 
     return [clip_to_min_max(), narrow_integers()]

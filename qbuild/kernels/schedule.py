@@ -202,7 +202,7 @@ def _lanewise_intrinsic(block: int, features: frozenset[str]) -> str | None:
     return None
 
 
-def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) -> None:
+def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile, registers: Vectors) -> None:
     conv = sch.get_sblock(name)
     loops = sch.get_loops(conv)
     halves = name.endswith(INT16_SUMS)  # int16 lanes, two per output channel, summed by the next block
@@ -223,7 +223,7 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile) ->
     task = sch.fuse(*tasks)
     sch.parallel(task)
     per_task = not tile.chunk and _pads_per_task(sch, name, reduction)
-    _schedule_padding(sch, of_features(features), task if per_task else None)
+    _schedule_padding(sch, registers, task if per_task else None)
     tile_loop = task if tile.chunk else xo
     pair_sum = None
     if halves:  # the tile's int16 sums stay local, summed in pairs into a local int32 tile
@@ -420,7 +420,7 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     if workload is not None:
         tile = tuned or workload.default_tile(registers)
         conv = (lambda s: _amx_conv(s, workload.block, tile, registers)) if workload.amx else \
-            (lambda s: _conv(s, workload.block, features, tile))
+            (lambda s: _conv(s, workload.block, features, tile, registers))
         rules.insert(0, ("conv", lambda s: (conv(s), _generic(s, registers))))
     for name, rule in rules:
         sch = Schedule(func)

@@ -86,20 +86,20 @@ def quantize(
     # zero in every symmetric encoding, so the integer conv pads exactly as the float pad did.
     mod = fold_pads_into_convs()(fold_batch_norm(mod))
 
+    auto_pairs = auto_bitserial_pairs(target)
     calibration: dict = {"mode": config.calibrate_mode, "tensors": 0, "images": 0}
     stats: dict = {}
     if config.needs_data:
         # A dry run names the tensors whose ranges the rewrite needs (and checks the layer
         # indices before the model is run on any image).
         requested: dict = {}
-        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0))
+        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0), auto_pairs=auto_pairs)
         dry.run(mod)
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
         calibration.update(tensors=len(requested), images=len(images))
-    auto_pairs = auto_bitserial_pairs(target)
     rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, auto_pairs)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
