@@ -6,31 +6,37 @@ import altair as alt
 
 TYPE = "type of compilation"
 LATENCY = "latency (ms)"
+DEVICE = "device"
 
 
 def latency_boxplot(groups: list[dict], samples: dict, title: str) -> dict:
-    """Box plot of every timed run, by type of compilation, one box per target when several.
+    """Box plot of every timed run, by type of compilation, one box per device when several.
 
     ``groups``: latency groups of one model (``derive.latency``); ``samples``: (model, target,
-    machine, variant) -> raw samples in ms. Returns a Vega-Lite spec (a dict).
+    machine, variant) -> raw samples in ms. Each group is one machine's: two machines of one
+    target (the H100 and the H200, say) are two series, never one pooled box. Returns a
+    Vega-Lite spec (a dict).
     """
     values = []
     order = []
     for group in groups:
+        series = f"{group['target'].upper()}: {group['device']}"
         for row in group["rows"]:
             if row["label"] not in order:
                 order.append(row["label"])
             for sample in samples[(group["model"], group["target"], group["machine"], row["variant"])]:
-                values.append({TYPE: row["label"], "target": group["target"].upper(), LATENCY: sample})
-    several = len({g["target"] for g in groups}) > 1
+                values.append({TYPE: row["label"], DEVICE: series, LATENCY: sample})
+    series_count = len({v[DEVICE] for v in values})
+    several = series_count > 1
     encodings = {
         "x": alt.X(f"{TYPE}:N", sort=order, axis=alt.Axis(labelAngle=-30, labelLimit=260)),
         "y": alt.Y(f"{LATENCY}:Q", scale=alt.Scale(type="log", zero=False), title="latency (ms, log scale)"),
-        "color": alt.Color("target:N" if several else f"{TYPE}:N", sort=None if several else order,
-                           legend=alt.Legend(orient="top") if several else None),
-        "tooltip": [f"{TYPE}:N", "target:N"],
+        "color": alt.Color(f"{DEVICE}:N" if several else f"{TYPE}:N", sort=None if several else order,
+                           legend=alt.Legend(orient="top", columns=1, labelLimit=400) if several else None),
+        "tooltip": [f"{TYPE}:N", f"{DEVICE}:N"],
     }
     if several:
-        encodings["xOffset"] = alt.XOffset("target:N")
-    chart = alt.Chart(alt.Data(values=values)).mark_boxplot(extent="min-max", size=28).encode(**encodings)
-    return chart.properties(title=title, width=alt.Step(60), height=320).to_dict()
+        encodings["xOffset"] = alt.XOffset(f"{DEVICE}:N")
+    box = 28 if series_count == 1 else 16  # px; each type of compilation gets room for every series' box
+    chart = alt.Chart(alt.Data(values=values)).mark_boxplot(extent="min-max", size=box).encode(**encodings)
+    return chart.properties(title=title, width=alt.Step(max(60, (box + 6) * series_count)), height=320).to_dict()

@@ -403,25 +403,32 @@ def gpu_goals(groups: list[dict]) -> list[dict]:
     return out
 
 
+def _gaps(cpu: dict, gpu: dict) -> dict:
+    """CPU/GPU median ratio per variant timed on both, and whether the quantized gap is smaller."""
+    gaps = {}
+    for variant in VARIANT_ORDER:
+        c, g = _median(cpu, variant), _median(gpu, variant)
+        if c and g:
+            gaps[variant] = c / g
+    quantized = [g for v, g in gaps.items() if v != "float"]
+    smaller = max(quantized) < gaps["float"] if "float" in gaps and quantized else None  # None: not measurable
+    return {"device": cpu["device"], "machine": cpu["machine"], "gaps": gaps, "quantized_gap_smaller": smaller}
+
+
 def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
-    """CPU/GPU gap and the flatness of GPU time across activation dtypes, where both exist."""
+    """Per GPU machine (where some CPU machine timed the same model): the flatness of its time
+    across activation dtypes, and its gap to each CPU machine, named (never one machine's
+    numbers for another's)."""
     out = []
     for model, per_model in groupby(sorted(groups, key=lambda g: g["model"]), key=lambda g: g["model"]):
-        per_target = {g["target"]: g for g in per_model}
-        if "cpu" not in per_target or "cuda" not in per_target:
-            continue
-        cpu, gpu = per_target["cpu"], per_target["cuda"]
-        gaps = {}
-        for variant in VARIANT_ORDER:
-            c, g = _median(cpu, variant), _median(gpu, variant)
-            if c and g:
-                gaps[variant] = c / g
-        gpu_relay = [m for m in (_median(gpu, v) for v in RELAY_ACTIVATIONS.values()) if m]
-        spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
-        out.append({"model": model, "gaps": gaps, "gpu_activation_spread": spread,
-                    "gpu_flat": spread is not None and spread < 0.1,
-                    "quantized_gap_smaller": "float" in gaps and any(v != "float" for v in gaps)
-                    and max(g for v, g in gaps.items() if v != "float") < gaps["float"]})
+        per_model = list(per_model)
+        cpus = [g for g in per_model if g["target"] == "cpu"]
+        for gpu in (g for g in per_model if g["target"] == "cuda" and cpus):
+            gpu_relay = [m for m in (_median(gpu, v) for v in RELAY_ACTIVATIONS.values()) if m]
+            spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
+            out.append({"model": model, "device": gpu["device"], "machine": gpu["machine"],
+                        "gpu_activation_spread": spread, "gpu_flat": spread is not None and spread < 0.1,
+                        "cpus": [_gaps(cpu, gpu) for cpu in cpus]})
     return out
 
 

@@ -323,3 +323,35 @@ def test_the_time_results_took_is_summed_over_their_stages_largest_first(site_do
     assert summed["minutes"] == 3.5
     assert summed["by_stage"] == [("bench", 2.0), ("compile", 1.5), ("accuracy", 0.0)]
     assert "| time these results took |" in (site_docs / "environment.md").read_text()
+
+
+def test_a_box_plot_keeps_two_machines_of_one_target_apart():
+    from report.charts import latency_boxplot
+
+    groups = [{"model": "m", "target": "cuda", "machine": machine, "device": device,
+               "rows": [{"variant": "float", "label": "unquantized"}]}
+              for machine, device in (("h100-host", "NVIDIA H100"), ("h200-host", "NVIDIA H200"))]
+    samples = {("m", "cuda", "h100-host", "float"): [4.0, 4.1], ("m", "cuda", "h200-host", "float"): [1.0]}
+    spec = latency_boxplot(groups, samples, "m")
+    by_device = {}
+    for value in spec["data"]["values"]:
+        by_device.setdefault(value["device"], []).append(value["latency (ms)"])
+    assert by_device == {"CUDA: NVIDIA H100": [4.0, 4.1], "CUDA: NVIDIA H200": [1.0]}
+    assert spec["encoding"]["xOffset"]["field"] == "device"
+
+
+def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
+    def group(target, machine, **medians):
+        return {"model": "m", "target": target, "machine": machine, "device": machine.upper(),
+                "rows": [{"variant": v.replace("_", "-"), "median_ms": ms} for v, ms in medians.items()]}
+
+    groups = [group("cpu", "slow-cpu", float=40.0, int8_a8=10.0), group("cpu", "fast-cpu", float=4.0, int8_a8=10.0),
+              group("cuda", "gpu", float=1.0, int8_a8=2.0, int8_a16=2.1, int8_a32=2.0)]
+    (finding,) = derive.gpu_cpu_findings(groups)
+    assert (finding["machine"], finding["gpu_flat"]) == ("gpu", True)
+    by_cpu = {c["machine"]: c for c in finding["cpus"]}
+    assert by_cpu["slow-cpu"]["gaps"] == {"float": 40.0, "int8-a8": 5.0}
+    assert by_cpu["slow-cpu"]["quantized_gap_smaller"] is True
+    assert by_cpu["fast-cpu"]["quantized_gap_smaller"] is False
+    only_float = derive.gpu_cpu_findings([group("cpu", "c", float=4.0), group("cuda", "g", float=1.0)])
+    assert only_float[0]["cpus"][0]["quantized_gap_smaller"] is None
