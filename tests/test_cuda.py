@@ -201,6 +201,41 @@ def test_the_cuda_graph_rewrites_keep_a_requantized_split_conv_bit_for_bit():
     np.testing.assert_array_equal(got, expected)
 
 
+def _pool_then_quantize(size: int):
+    """ResNet's stem tail as the quantizer leaves it: ReLU, 3x3/2 max pool, quantize to int8."""
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType((1, 64, size, size), "float32"))
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            pooled = bb.emit(relax.op.nn.max_pool2d(bb.emit(relax.op.nn.relu(data)), pool_size=3, strides=2, padding=1))
+            scaled = bb.emit(relax.op.round(relax.op.multiply(pooled, relax.const(np.float32(8.0)))))
+            out = bb.emit_output(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def test_a_max_pool_and_its_quantize_run_as_one_kernel_of_one_thread_per_output():
+    """dlight's reduction rules gave each of the 200,704 outputs a block of 256 threads, 9 busy."""
+    from qbuild.compile import compile_model
+
+    compiled = compile_model(_pool_then_quantize(112), SM90, "builtin")
+    assert compiled.kernels["functions"] == {"window_reduction": 1, "fallback": 1}  # the pool; the ReLU
+    sources = compiled.sources()
+    pool_kernel = sources["cu"].split("fused_max_pool2d")[-1]
+    assert "red_buf" not in pool_kernel and "__shared__" not in pool_kernel  # no cross-thread reduction
+    assert "local_ptr" in pool_kernel  # the pooled value stays in a register for the quantize
+    assert analyse_sources(sources)["launch_census"]["kernels"] == 2
+
+
+def test_a_pool_with_few_outputs_keeps_dlights_block_per_output():
+    from qbuild.compile import compile_model
+
+    compiled = compile_model(_pool_then_quantize(14), SM90, "builtin")  # 64 x 7 x 7 outputs
+    assert "window_reduction" not in compiled.kernels["functions"]
+
+
 def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
     """Three kernels: the input windows gathered, the chunked matmul on the tensor cores, and one
     that adds the partial sums, rescales and adds the residual (no kernel of its own for the sum)."""
