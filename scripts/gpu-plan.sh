@@ -38,6 +38,12 @@ if [ -n "${QBUILD_GPU_PROFILE:-}" ]; then
   python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 \
     > "$OUT/profile-$QBUILD_GPU_PROFILE.txt" 2>&1
 fi
+# The CUDA tests that need a GPU (bit-exact tensor-core convs, the pool kernel against the CPU's):
+# CI and the workplace have none, so this is where they run. QBUILD_GPU_TESTS=0 leaves them out.
+if [ "${QBUILD_GPU_TESTS:-1}" != 0 ]; then
+  python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py > "$OUT/cuda-tests.txt" 2>&1
+  tail -n 3 "$OUT/cuda-tests.txt"
+fi
 # QBUILD_GPU_CPU_TESTS=1: also run the CPU kernel tests on the lent machine's host CPU (an
 # AVX-512 VNNI Xeon so far: the only place the vpdpbusd convs run, bit-exact or not).
 if [ -n "${QBUILD_GPU_CPU_TESTS:-}" ]; then

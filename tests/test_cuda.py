@@ -210,7 +210,8 @@ def _pool_then_quantize(size: int):
     with bb.function("main", [data]):
         with bb.dataflow():
             pooled = bb.emit(relax.op.nn.max_pool2d(bb.emit(relax.op.nn.relu(data)), pool_size=3, strides=2, padding=1))
-            scaled = bb.emit(relax.op.round(relax.op.multiply(pooled, relax.const(np.float32(8.0)))))
+            scaled = bb.emit(relax.op.floor(relax.op.add(relax.op.multiply(pooled, relax.const(np.float32(8.0))),
+                                                         relax.const(np.float32(0.5)))))
             out = bb.emit_output(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
         bb.emit_func_output(out)
     return bb.get()
@@ -282,6 +283,20 @@ def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
     assert compiled.kernels["functions"]["tensorcore_int8"] == 1
     out = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
     np.testing.assert_array_equal(out, expected)
+
+
+@needs_gpu
+def test_a_max_pool_and_its_quantize_in_one_thread_per_output_compute_what_the_cpu_build_does():
+    import tvm
+
+    from qbuild.compile import compile_model
+
+    x = np.random.default_rng(0).standard_normal((1, 64, 112, 112)).astype(np.float32) * 8
+    outputs = {}
+    for name in ("cuda", "cpu"):
+        compiled = compile_model(_pool_then_quantize(112), targets.resolve_target(name), "builtin")
+        outputs[name] = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
+    np.testing.assert_array_equal(outputs["cuda"], outputs["cpu"])
 
 
 @needs_gpu
