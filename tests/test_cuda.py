@@ -26,19 +26,19 @@ RESNET_CONVS = {
 
 
 def _int8_conv_module(channels: int, size: int = 14, out_channels: int | None = None, kernel: int = 3,
-                      stride: int = 1, padding: int = 1, weight: np.ndarray | None = None):
+                      stride: int = 1, padding: int = 1, weight: np.ndarray | None = None, groups: int = 1):
     """conv2d (int8 x int8 -> int32) + ReLU on an int8 input, weights bound (ones by default)."""
     from tvm import relax
 
     out_channels = out_channels or channels
     if weight is None:
-        weight = np.ones((out_channels, channels, kernel, kernel), "int8")
+        weight = np.ones((out_channels, channels // groups, kernel, kernel), "int8")
     bb = relax.BlockBuilder()
     data = relax.Var("data", relax.TensorType((1, channels, size, size), "int8"))
     with bb.function("main", [data]):
         with bb.dataflow():
             conv = bb.emit(relax.op.nn.conv2d(data, relax.const(weight), strides=stride, padding=padding,
-                                              out_dtype="int32"))
+                                              groups=groups, out_dtype="int32"))
             out = bb.emit_output(relax.op.nn.relu(conv))
         bb.emit_func_output(out)
     return bb.get()
@@ -237,6 +237,42 @@ def test_a_pool_with_few_outputs_keeps_dlights_block_per_output():
     assert "window_reduction" not in compiled.kernels["functions"]
 
 
+def test_a_depthwise_int8_conv_runs_one_thread_per_output():
+    from qbuild.compile import compile_model
+
+    weight = np.ones((96, 1, 3, 3), np.int8)
+    compiled = compile_model(_int8_conv_module(96, 56, 96, weight=weight, groups=96), SM90, "builtin")
+    assert compiled.kernels["functions"] == {"window_reduction": 1}
+    assert "red_buf" not in compiled.sources()["cu"]
+
+
+def test_a_same_padded_depthwise_conv_after_a_conv_builds_its_pad_folded_in():
+    """TF-style "same" padding (EfficientNet-Lite0): the explicit pad folds into the depthwise conv,
+    as on the CPU; fused into the conv before, it made dlight's Matmul assert (no CUDA build)."""
+    import tvm
+    from tvm import relax
+
+    from qbuild.compile import compile_model
+    from qbuild.kernels import cuda
+
+    bb = relax.BlockBuilder()
+    data = relax.Var("data", relax.TensorType((1, 40, 28, 28), "float32"))
+    rng = np.random.default_rng(0)
+    with bb.function("main", [data]):
+        with bb.dataflow():
+            expanded = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(
+                data, relax.const(rng.standard_normal((240, 40, 1, 1)).astype(np.float32)))))
+            padded = bb.emit(relax.op.nn.pad(expanded, [0, 0, 0, 0, 0, 1, 0, 1]))
+            out = bb.emit_output(relax.op.nn.conv2d(padded, relax.const(np.ones((240, 1, 3, 3), np.float32)),
+                                                    strides=2, groups=240))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    rewritten = tvm.transform.Sequential(cuda.graph_rewrites(SM90.tvm_target()))(mod)
+    assert "relax.nn.pad" not in rewritten.script()
+    compiled = compile_model(mod, SM90, "builtin")
+    assert compiled.kernels["functions"]["matmul"] == 1 and compiled.kernels["functions"]["window_reduction"] == 1
+
+
 def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
     """Three kernels: the input windows gathered, the chunked matmul on the tensor cores, and one
     that adds the partial sums, rescales and adds the residual (no kernel of its own for the sum)."""
@@ -286,15 +322,22 @@ def test_int8_convs_on_the_tensor_cores_are_bit_exact(name):
 
 
 @needs_gpu
-def test_a_max_pool_and_its_quantize_in_one_thread_per_output_compute_what_the_cpu_build_does():
+@pytest.mark.parametrize("kind", ["max pool + quantize", "int8 depthwise conv"])
+def test_one_thread_per_output_kernels_compute_what_the_cpu_build_does(kind):
     import tvm
 
     from qbuild.compile import compile_model
 
-    x = np.random.default_rng(0).standard_normal((1, 64, 112, 112)).astype(np.float32) * 8
+    rng = np.random.default_rng(0)
+    if kind == "max pool + quantize":
+        mod, x = _pool_then_quantize(112), rng.standard_normal((1, 64, 112, 112)).astype(np.float32) * 8
+    else:
+        weight = rng.integers(-128, 128, (96, 1, 3, 3)).astype(np.int8)
+        mod = _int8_conv_module(96, 56, 96, weight=weight, groups=96)
+        x = rng.integers(-128, 128, (1, 96, 56, 56)).astype(np.int8)
     outputs = {}
     for name in ("cuda", "cpu"):
-        compiled = compile_model(_pool_then_quantize(112), targets.resolve_target(name), "builtin")
+        compiled = compile_model(mod, targets.resolve_target(name), "builtin")
         outputs[name] = compiled.vm["main"](tvm.runtime.tensor(x, compiled.target.device())).numpy()
     np.testing.assert_array_equal(outputs["cuda"], outputs["cpu"])
 
@@ -324,3 +367,26 @@ def test_sass_disassembles_each_kept_binary_and_needs_cuobjdump(tmp_path, monkey
     assert cuda_code.sass([b"first", b"second"], "unused source", "sm_90") == "listing of first\n\nlisting of second\n"
     monkeypatch.setenv("PATH", "/nonexistent")
     assert cuda_code.sass([b"first"], "unused source", "sm_90") is None
+
+
+def test_int8_tensor_core_tiles_fit_the_matmul_they_cover():
+    from qbuild.kernels.wmma_int8 import Tile, choose_tile
+
+    assert choose_tile(512, 49, 4608) == Tile(128, 64, 64)  # a 7x7 stage: 49 pixels in one 64-wide tile
+    assert choose_tile(3136, 64, 576) == Tile(128, 64, 64)  # 64 channels: no 128-wide tile half padding
+    assert choose_tile(256, 784, 16) == Tile(128, 128, 16)
+    with pytest.raises(ValueError, match="multiples of 32"):
+        Tile(48, 64, 64)
+
+
+def test_a_conv_with_64_output_channels_runs_on_half_the_warps_of_a_128_channel_one():
+    """8 warps for a 64 x 128 tile, 16 for 128 x 128 (each warp 32 x 32 of the output)."""
+    from qbuild.compile import compile_model
+
+    for out_channels, threads in ((64, 256), (128, 512)):
+        compiled = compile_model(_int8_conv_module(64, 28, out_channels, kernel=1, padding=0), SM90, "builtin")
+        assert compiled.kernels["functions"]["tensorcore_int8"] == 1
+        source = compiled.sources()["cu"]
+        kernel = next(line for line in source.splitlines() if "wmma" not in line and "__global__" in line
+                      and "conv2d" in line)
+        assert f"__launch_bounds__({threads})" in kernel

@@ -10,22 +10,21 @@
   pipeline's ``narrow`` pass: the GPU's int64 arithmetic takes two or more instructions per op and
   an int64 residual branch twice the memory), int8 and fp32 convs with too few output tiles to
   fill the GPU split along their reduction (``split_k``), the same legalization and fusion (a
-  widening cast in the kernel that reads it: ``fusion``), then
-  ``TensorCoreInt8`` ahead of dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv
-  with its fused requantize epilogue) on the int8 tensor cores (dlight's
-  ``MatmulInt8Tensorization``: wmma ``m16n16k16`` s8, 128x128 tiles padded as needed), whatever
-  its shape; ``WindowReduction`` ahead of dlight's reduction rules: a pooling window with the
-  requantize fused after it, one thread per output, in one kernel. The whole model then runs as
-  one captured CUDA graph
+  widening cast in the kernel that reads it: ``fusion``), then ``TensorCoreInt8`` ahead of
+  dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv with its
+  fused requantize epilogue) on the int8 tensor cores (``wmma_int8``: wmma
+  ``m16n16k16`` s8, tiles of 64 or 128 a side by the shape, 64-deep reduction steps, coalesced
+  copies of NCHW activations), whatever its shape; ``WindowReduction`` ahead of dlight's
+  reduction rules: a pooling window or a depthwise conv with the requantize fused after it, one
+  thread per output, in one kernel. The whole model then runs as one captured CUDA graph
   (``relax.backend.use_cuda_graph``), so the host launches it once per inference.
 
-TVM 0.27 notes learned here: ``MatmulInt8Tensorization`` annotates its K loops for software
-pipelining, and ``InjectSoftwarePipeline`` then fails on the wmma fragments ("Check failed:
-(it != fragment_info_.end())" in ``GetWmmaFragmentSize``): ``TensorCoreInt8`` removes those
-annotations. It also asserts, rather than declines, on functions that are no matmul, so
-``TensorCoreInt8`` makes dlight's own checks first. Importing ``tvm.s_tir.tensor_intrin.cuda``
-(the ~500 wmma/mma/dp4a intrinsics) takes over a minute through ``inspect.stack``:
-``load_tensor_intrinsics``. A CUDA module prints its source with ``inspect_source("cuda")``
+TVM 0.27 notes learned here: dlight's ``MatmulInt8Tensorization`` annotates its K loops for
+software pipelining, and ``InjectSoftwarePipeline`` then fails on the wmma fragments ("Check
+failed: (it != fragment_info_.end())" in ``GetWmmaFragmentSize``: the ``untuned`` builds record
+it); it also asserts, rather than declines, on functions that are no matmul. Importing
+``tvm.s_tir.tensor_intrin.cuda`` (the ~500 wmma/mma/dp4a intrinsics) takes over a minute
+through ``inspect.stack``: ``load_tensor_intrinsics``. A CUDA module prints its source with ``inspect_source("cuda")``
 (other formats give empty strings) and cannot ``write_to_file``; ``qbuild.cuda_code`` makes the
 PTX and SASS. Building for ``sm_XX`` needs no GPU: without one TVM does not compile the CUDA
 source while building (with one it does, through NVRTC).
@@ -42,7 +41,7 @@ import tvm
 from tvm import relax, tirx
 from tvm.s_tir import dlight as dl
 
-from qbuild.kernels import split_k
+from qbuild.kernels import split_k, wmma_int8
 from qbuild.kernels.fusion import widen_in_consumers
 from qbuild.kernels.schedule import KernelReport
 
@@ -84,50 +83,37 @@ class TensorCoreInt8(dl.ScheduleRule):
     """An int8 x int8 -> int32 matmul on the int8 tensor cores (wmma), whatever its shape."""
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool):
-        from tvm import s_tir
         from tvm.s_tir.dlight.gpu import matmul
 
         if not isinstance(func, tirx.PrimFunc) or matmul.check_sm_version(str(target.attrs.get("arch", ""))) < 72:
             return None
-        probe = s_tir.Schedule(func)  # the checks dlight's Matmul makes before it tensorizes
-        reductions = matmul.get_reduction_blocks(probe, probe.get_child_blocks(probe.get_sblock("root")))
-        if reductions is None or matmul.get_index_map(probe.get(reductions[0])) is None:
-            return None
-        if tuple(matmul.get_in_out_dtypes(probe.get(reductions[0]))) != ("int8", "int32"):
-            return None
-        sch = matmul.MatmulInt8Tensorization().apply(func, target, tunable)
-        if sch is None:
-            return None
-        for block in _blocks(sch, sch.get_sblock("root")):
-            for loop in sch.get_loops(block):
-                for key in ("software_pipeline_stage", "software_pipeline_order"):
-                    if key in sch.get(loop).annotations:
-                        sch.unannotate(loop, key)
-        return sch
+        return wmma_int8.schedule(func)
 
 
-# ``WindowReduction``: a reduction of one tensor, at most WINDOW_MAX elements per output, runs in
-# one thread per output where there are at least WINDOW_MIN_OUTPUTS outputs (enough threads to
-# fill an H100's 132 SMs twice over; a global average pool's 2048 would leave most idle and keeps
-# dlight's block per output).
+# ``WindowReduction``: a reduction of at most WINDOW_MAX elements per output runs in one thread
+# per output where there are at least WINDOW_MIN_OUTPUTS outputs (128 blocks of WINDOW_THREADS,
+# about one per SM of an H100; a global average pool's 2048 outputs would leave most SMs idle and
+# keep dlight's block per output).
 WINDOW_MAX = 64
-WINDOW_MIN_OUTPUTS = 64 * 1024
+WINDOW_MIN_OUTPUTS = 32 * 1024
 WINDOW_THREADS = 256  # threads per block of such a kernel
 
 
 class WindowReduction(dl.ScheduleRule):
-    """A function whose one reduction is a short window per output (a pooling window, and the
-    requantize FuseOps fused after it): one thread per output, its window and its epilogue in
-    that thread, one kernel. dlight's ``Reduction`` rules share each output's window among a
-    block of threads: ResNet-50's int8 max pool + quantize ran as 200,704 blocks of 256 threads
-    with 9 busy (0.17 ms on the H200, its slowest kernel). dlight's ``Fallback`` maps outputs to
-    threads too, but gives the epilogue a kernel of its own and the pooled tensor a round trip
+    """A function whose one reduction is a short window per output and no matmul (a pooling
+    window, a depthwise conv; with the requantize FuseOps fused after it): one thread per output,
+    its window and its epilogue in that thread, one kernel. dlight's ``Reduction`` rules share
+    each output's window among a block of threads: ResNet-50's int8 max pool + quantize ran as
+    200,704 blocks of 256 threads with 9 busy (0.17 ms on the H200, its slowest kernel), and
+    EfficientNet-Lite0's depthwise convs went the same way. dlight's ``Fallback`` maps outputs to
+    threads too, but gives the epilogue a kernel of its own and the window's result a round trip
     through global memory."""
 
     def apply(self, func: tirx.PrimFunc, target: tvm.target.Target, tunable: bool):
         from tvm import s_tir
         from tvm.s_tir.dlight.analysis import normalize_prim_func
         from tvm.s_tir.dlight.base import try_inline
+        from tvm.s_tir.dlight.gpu import matmul
 
         if not isinstance(func, tirx.PrimFunc):
             return None
@@ -139,9 +125,8 @@ class WindowReduction(dl.ScheduleRule):
         reduction, *epilogue = infos
         if not reduction.is_reduction() or not all(b.is_injective() for b in epilogue):
             return None
-        block = sch.get(reduction.block_rv)
-        if len({r.source for r in block.reads} - {w.source for w in block.writes}) != 1:
-            return None  # a conv or matmul reads two tensors
+        if matmul.get_index_map(sch.get(reduction.block_rv)) is not None:
+            return None  # a matmul-shaped conv: the tensor cores' or dlight's Matmul
         loops = dict(zip(sch.get_loops(reduction.block_rv), reduction.dom_kind()))
         extents = {kind: [sch.get(loop).extent for loop, k in loops.items() if k == kind] for kind in "SR"}
         if len(extents["S"]) + len(extents["R"]) != len(loops) \
@@ -165,12 +150,6 @@ class WindowReduction(dl.ScheduleRule):
         return sch
 
 
-def _blocks(sch, parent):
-    for child in sch.get_child_blocks(parent):
-        yield child
-        yield from _blocks(sch, child)
-
-
 class _Counted(dl.ScheduleRule):
     """A dlight rule that counts the functions it scheduled in a ``KernelReport``."""
 
@@ -186,10 +165,15 @@ class _Counted(dl.ScheduleRule):
 
 def graph_rewrites(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     """What the builtin pipeline does to the Relax graph before legalizing it. ``target`` only
-    sizes the splits: the rewritten graph runs anywhere (tests run it on the CPU)."""
-    from qbuild.kernels.pipeline import integer_rewrites
+    sizes the splits: the rewritten graph runs anywhere (tests run it on the CPU).
 
-    return [*integer_rewrites(), split_k.split_k_convs(target)]
+    Explicit zero pads fold into the conv that reads them, as on the CPU: FuseOps otherwise fuses
+    the pad of a TF-style "same" conv (EfficientNet-Lite0's stride-2 depthwise convs) into the
+    kernel of the conv before, whose output it does not follow one to one, and dlight's ``Matmul``
+    asserts on that kernel (the float EfficientNet-Lite0 did not build for CUDA)."""
+    from qbuild.kernels.pipeline import fold_pads_into_convs, integer_rewrites
+
+    return [*integer_rewrites(), fold_pads_into_convs(), split_k.split_k_convs(target)]
 
 
 def fusion_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

@@ -1,8 +1,8 @@
 """Split-K for convolutions on a GPU: enough thread blocks for small, deep layers.
 
 At batch 1 a conv is a matmul of (output channels) x (output pixels) over a reduction of
-``C*KH*KW``, and its GPU schedule gives each output tile one thread block: 128 x 128 for an int8
-conv on the tensor cores (``cuda.TensorCoreInt8``), 32 x 64 for an fp32 conv (dlight's
+``C*KH*KW``, and its GPU schedule gives each output tile one thread block: up to 128 x 128 for an
+int8 conv on the tensor cores (``wmma_int8``), 32 x 64 for an fp32 conv (dlight's
 ``Matmul``: TVM 0.27 has no fp32/tf32 tensor-core schedule). ResNet-50's late layers have few
 tiles (a 3x3 conv on 7x7 pixels with 512 channels: 4 int8 blocks, 16 fp32 blocks for an H100's
 132 SMs) and a long reduction each block walks alone. Measured on an H200, such an int8 conv took
@@ -34,7 +34,8 @@ from tvm import relax, te, tirx
 from qbuild.kernels.rewrite_calls import rewrite_calls
 
 Tile = tuple[int, int]  # output channels x output pixels that one thread block computes
-INT8_TILE: Tile = (128, 128)  # dlight's int8 tensorization (cuda.TensorCoreInt8)
+# wmma_int8's tiles, as blocks count: 128 a side, 64 on a side of 64 or fewer (one block either way)
+INT8_TILE: Tile = (128, 128)
 TARGET_BLOCKS = 132  # thread blocks worth having: one per SM of an H100/H200
 MIN_CHUNK = 256  # reduction length each split keeps at least (shorter chunks cost more in partial sums)
 GATHER = "qbuild_im2col"
