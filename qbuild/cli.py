@@ -58,10 +58,12 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     from qbuild.compare import DEFAULT_BUILDS
 
     parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
-    parser.add_argument("--variants", nargs="+", metavar="VARIANT", default=list(DEFAULT_BUILDS),
-                        help=f"builds to compare (default: {' '.join(DEFAULT_BUILDS)})")
-    parser.add_argument("--kernels", help="kernel set for qbuild's builds (default: tuned where this machine has a "
-                                          "tuning database, else builtin)")
+    parser.add_argument("--target", choices=("cpu", "cuda"), default="cpu", help="where to time them (default: cpu)")
+    parser.add_argument("--variants", nargs="+", metavar="VARIANT",
+                        help="builds to compare (default on the CPU: " + " ".join(DEFAULT_BUILDS["cpu"])
+                        + "; on CUDA: " + " ".join(DEFAULT_BUILDS["cuda"]) + ")")
+    parser.add_argument("--kernels", help="kernel set for qbuild's builds (default: tuned on a CPU with a tuning "
+                                          "database, else builtin)")
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
     parser.add_argument("--executions", type=int, default=10, help="timed runs of each build per round (default: 10)")
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
@@ -169,8 +171,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     if args.rounds < 1 or args.executions < 1:
         raise QbuildError("--rounds and --executions must be at least 1", "pass positive counts")
-    kernels = args.kernels or ("tuned" if tuning_db.machine_path().exists() else "builtin")
-    experiments = build_plan([args.model], args.variants, ["cpu"], "default", args.weights, None, args.dataset,
+    tuned = args.target == "cpu" and tuning_db.machine_path().exists()
+    kernels = args.kernels or ("tuned" if tuned else "builtin")
+    variants = args.variants or list(compare.DEFAULT_BUILDS[args.target])
+    experiments = build_plan([args.model], variants, [args.target], "default", args.weights, None, args.dataset,
                              [kernels])
     entries = compare.run(experiments, args.rounds, args.executions)
     document = compare.record(args.model, entries, args.rounds, args.executions, environment.capture())

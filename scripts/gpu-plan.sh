@@ -3,12 +3,13 @@
 #
 # Run from the project root with TVM importable (PYTHONPATH) and $OUT set to the folder whose
 # files come back. It runs ResNet-50's CUDA experiments (TVM builds with both kernel sets, and
-# the PyTorch peers) and keeps $OUT/gpu-results.tar.gz (every results file written by this run)
-# fresh as results arrive, so a call cut short still brings back what finished. Extra arguments
-# go to `qbuild experiments`. Unpack the tarball at the project root and commit results/.
+# the PyTorch peers), then `qbuild compare --target cuda` (the GPU goals side by side), and
+# keeps $OUT/gpu-results.tar.gz (every results file written by this run) fresh as results
+# arrive, so a call cut short still brings back what finished. Extra arguments go to
+# `qbuild experiments`. Unpack the tarball at the project root and commit results/.
 set -uo pipefail
 : "${OUT:?set OUT to the folder whose files come back}"
-STOP_AFTER="${QBUILD_GPU_STOP_AFTER:-360}"  # seconds after which no experiment starts
+STOP_AFTER="${QBUILD_GPU_STOP_AFTER:-300}"  # seconds after which no experiment starts
 # In order of importance: a call cut short by STOP_AFTER loses the last ones. The bit-width sweep
 # calibrates on images: it runs when QBUILD_DATASET names a labelled set on the machine (its 64
 # held-out calibration images are enough: ResNet-50's random weights leave accuracy unmeasured).
@@ -30,6 +31,12 @@ packer=$!
 python3 -m qbuild experiments --targets cuda --models resnet50 --variants "${VARIANTS[@]}" \
   --stop-after "$STOP_AFTER" "$@" 2>&1 | tee "$OUT/experiments.log"
 status=${PIPESTATUS[0]}
+# The GPU goals timed side by side (interleaved rounds): float vs PyTorch eager fp32, int8 vs
+# torch.compile fp16 with CUDA graphs. QBUILD_GPU_COMPARE=0 leaves it out.
+if [ "${QBUILD_GPU_COMPARE:-1}" != 0 ]; then
+  python3 -m qbuild compare --target cuda --model resnet50 --results results 2>&1 | grep -v '^round ' \
+    | tee "$OUT/compare.txt"
+fi
 kill "$packer" 2>/dev/null
 pack
 python3 -m qbuild summary --results results 2>&1 | grep -i cuda | tee "$OUT/summary.txt"

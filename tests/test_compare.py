@@ -47,3 +47,24 @@ def test_the_comparison_is_saved_where_the_report_looks(entries, tmp_path):
     path = compare.save(tmp_path, "m", document)
     assert path == tmp_path / "m" / "side-by-side" / "resnet18.json"
     assert document["schema"] == compare.SCHEMA and len(document["builds"]) == 5
+
+
+def test_on_the_gpu_float_and_int8_are_held_against_the_gpu_goals(tmp_path):
+    import dataclasses
+
+    from qbuild import targets
+    from qbuild.plan import VARIANTS
+
+    gpu = targets.cuda_target("sm_90", "NVIDIA H200 (sm_90)")
+    cpu_plan = build_plan(["resnet18"], ["float", "int8-a8", "torch-fp32"], ["cpu"], "quick", "random",
+                          kernels=["builtin"])
+    made = [compare.Entry(dataclasses.replace(e, target=gpu)) for e in cpu_plan]
+    made.append(compare.Entry(dataclasses.replace(cpu_plan[2], target=gpu, variant=VARIANTS["torch-compile-fp16-graphs"])))
+    for entry, ms in zip(made, (1.0, 0.9, 3.0, 0.6)):
+        entry.samples_ms = [ms]
+    goals = {(g["numerator"], g["denominator"]): g for g in compare.targets(made)}
+    assert set(goals) == {("float", "torch-fp32"), ("int8-a8", "torch-compile-fp16-graphs")}
+    assert goals[("float", "torch-fp32")]["met"] and not goals[("int8-a8", "torch-compile-fp16-graphs")]["met"]
+    assert {r["name"]: r["precision"] for r in compare.ratios(made)}["torch-compile-fp16-graphs"] == "fp16"
+    document = compare.record("resnet18", made, 1, 1, {"machine_id": "g"})
+    assert compare.save(tmp_path, "g", document) == tmp_path / "g" / "side-by-side" / "resnet18-cuda.json"

@@ -174,6 +174,27 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
         "builds that targeted AMX say so"
 
 
+def test_a_gpu_side_by_side_comparison_names_the_gpu_and_its_goals(quick_results, tmp_path):
+    from qbuild import compare
+
+    _root, outcomes = quick_results
+    root = tmp_path / "results"
+    environment = {**outcomes["float"].record["environment"], "gpu": "NVIDIA H200"}
+    write_result(root / "gpu-machine" / "f.json", outcomes["float"].record)
+    document = {"schema": compare.SCHEMA, "model": "resnet50", "target": "cuda", "rounds": 2, "executions": 3,
+                "environment": environment, "errors": {}, "experiments": [],
+                "builds": [{"name": "int8-a8", "label": "quantized (int8)", "engine": "tvm", "precision": "int8",
+                            "median_ms": 0.9, "samples": 6, "best_peer": None, "ratio_to_best_peer": None}],
+                "targets": [{"numerator": "int8-a8", "denominator": "torch-compile-fp16-graphs", "goal_at_most": 1.0,
+                             "ratio": 1.5, "met": False}]}
+    assert compare.save(root, "gpu-machine", document).name == "resnet50-cuda.json"
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "## Side by side: resnet50 on the GPU (gpu-machine)" in text and "`qbuild compare --target cuda`" in text
+    assert "NVIDIA H200" in text and "multiply bytes" not in text.split("on the GPU (gpu-machine)")[1]
+    assert "int8-a8 / torch-compile-fp16-graphs = **1.50** (goal: at most 1.0; not met)" in text
+
+
 def test_a_side_by_side_file_of_another_schema_is_listed_not_fatal(tmp_path):
     bad = tmp_path / "results" / "m" / "side-by-side" / "x.json"
     bad.parent.mkdir(parents=True)
