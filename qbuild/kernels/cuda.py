@@ -24,10 +24,10 @@ software pipelining, and ``InjectSoftwarePipeline`` then fails on the wmma fragm
 failed: (it != fragment_info_.end())" in ``GetWmmaFragmentSize``: the ``untuned`` builds record
 it); it also asserts, rather than declines, on functions that are no matmul. Importing
 ``tvm.s_tir.tensor_intrin.cuda`` (the ~500 wmma/mma/dp4a intrinsics) takes over a minute
-through ``inspect.stack``: ``load_tensor_intrinsics``. A CUDA module prints its source with ``inspect_source("cuda")``
-(other formats give empty strings) and cannot ``write_to_file``; ``qbuild.cuda_code`` makes the
-PTX and SASS. Building for ``sm_XX`` needs no GPU: without one TVM does not compile the CUDA
-source while building (with one it does, through NVRTC).
+through ``inspect.stack``: ``load_tensor_intrinsics``. A CUDA module prints its source with
+``inspect_source("cuda")`` (other formats give empty strings) and cannot ``write_to_file``;
+``qbuild.cuda_code`` makes the PTX and SASS. Building for ``sm_XX`` needs no GPU: without one
+TVM does not compile the CUDA source while building (with one it does, through NVRTC).
 """
 
 from __future__ import annotations
@@ -119,10 +119,9 @@ class WindowReduction(dl.ScheduleRule):
             return None
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        if infos is None:
+        if not infos:
             return None
-        infos = try_inline(sch, infos)
-        reduction, *epilogue = infos
+        reduction, *epilogue = try_inline(sch, infos)
         if not reduction.is_reduction() or not all(b.is_injective() for b in epilogue):
             return None
         if matmul.get_index_map(sch.get(reduction.block_rv)) is not None:
