@@ -197,8 +197,8 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
 
     report = KernelReport()
     rules = [("tensorcore_int8", TensorCoreInt8()), ("matmul", dl.gpu.Matmul()), ("gemv", dl.gpu.GEMV()),
-             ("window_reduction", WindowReduction()), ("reduction", dl.gpu.Reduction()), ("general_reduction", dl.gpu.GeneralReduction()),
-             ("fallback", dl.gpu.Fallback())]
+             ("window_reduction", WindowReduction()), ("reduction", dl.gpu.Reduction()),
+             ("general_reduction", dl.gpu.GeneralReduction()), ("fallback", dl.gpu.Fallback())]
     passes = [
         *fusion_passes(target),
         dl.ApplyDefaultSchedule(*(_Counted(name, rule, report) for name, rule in rules)),
