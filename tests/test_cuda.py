@@ -374,6 +374,7 @@ def test_int8_tensor_core_tiles_fit_the_matmul_they_cover():
 
     assert choose_tile(512, 49, 4608) == Tile(128, 64, 64)  # a 7x7 stage: 49 pixels in one 64-wide tile
     assert choose_tile(3136, 64, 576) == Tile(128, 64, 64)  # 64 channels: no 128-wide tile half padding
+    assert choose_tile(256, 784, 288) == Tile(128, 128, 32)  # a split 3x3 conv's chunk: no padded steps
     assert choose_tile(256, 784, 16) == Tile(128, 128, 16)
     with pytest.raises(ValueError, match="multiples of 32"):
         Tile(48, 64, 64)

@@ -13,7 +13,7 @@
   widening cast in the kernel that reads it: ``fusion``), then ``TensorCoreInt8`` ahead of
   dlight's rules: every int8 x int8 -> int32 matmul-shaped function (each int8 conv with its
   fused requantize epilogue) on the int8 tensor cores (``wmma_int8``: wmma
-  ``m16n16k16`` s8, tiles of 64 or 128 a side by the shape, 64-deep reduction steps, coalesced
+  ``m16n16k16`` s8, tiles of 64 or 128 a side by the shape, reduction steps of up to 64, coalesced
   copies of NCHW activations), whatever its shape; ``WindowReduction`` ahead of dlight's
   reduction rules: a pooling window or a depthwise conv with the requantize fused after it, one
   thread per output, in one kernel. The whole model then runs as one captured CUDA graph
