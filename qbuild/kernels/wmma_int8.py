@@ -3,14 +3,15 @@ conv's chunked matmul) on the int8 tensor cores through wmma ``m16n16k16``, with
 its shape.
 
 The function is first normalised to ``C[S, I, J] += A[S, I, K] * B[S, J, K]`` (dlight's index
-maps: ``I`` the output pixels, ``J`` the output channels, ``K`` input channels x window) and
-padded to whole tiles. Each thread block computes a ``rows x cols`` tile of C; its warps form a
-grid, each warp a 2 x 2 block of 16 x 16 fragments. Per step of the reduction the block copies a
-``rows x depth`` slice of A and a ``cols x depth`` slice of B into shared memory (where the
-source runs along the tile's rows, as NCHW activations run along pixels, a warp's threads take
-adjacent rows, so that their loads coalesce),
-then every warp runs ``depth / 16`` fragment multiply-adds on it; the int32 tile goes back
-through shared memory, where the fused epilogue (bias, requantize, residual) reads it.
+maps: ``I`` and ``J`` the output pixels and channels, in the order of the function's operands;
+``K`` input channels x window) and padded to whole tiles. Each thread block computes a
+``rows x cols`` tile of C; its warps form a grid, each warp a 2 x 2 block of 16 x 16 fragments.
+Per step of the reduction the block copies a ``rows x depth`` slice of A and a ``cols x depth``
+slice of B into shared memory, each 16-deep part of a slice on its own (where the source runs
+along the tile's rows, as NCHW activations run along pixels, a warp's threads take adjacent rows,
+so that their loads coalesce), then every warp runs ``depth / 16`` fragment multiply-adds on it;
+the int32 tile goes back through shared memory, where the fused epilogue (bias, requantize,
+residual) reads it.
 
 Why not dlight's ``MatmulInt8Tensorization``, which ResNet-50's int8 build used until now: its
 tile is 128 x 128 with a reduction step of 16 (one ``mma`` per warp and fragment between two
