@@ -19,33 +19,38 @@ VARIANTS+=(int8-a16 int8-a32 torch-fp16 torch-compile-fp16)
 export PYTHONUNBUFFERED=1
 # A copy without .git: the commit it was copied from (written by the caller, see README).
 if [ -f .gpu/p2/GIT ]; then set -a; . .gpu/p2/GIT; set +a; fi
-
-stamp="$(mktemp)"
+# Results go outside the copy of the repository, which each call replaces: a later call on the
+# same warm machine (after one cut short) finds what the earlier one finished up to date and goes
+# on from there. The tarball holds everything there, as results/<machine-id>/...
+ROOT="${QBUILD_GPU_RESULTS:-$HOME/qbuild-gpu}"
+RESULTS="$ROOT/results"
+mkdir -p "$RESULTS"
 pack() {
-  find results -type f -newer "$stamp" -print0 | tar czf "$OUT/results.tmp" --null -T - \
+  (cd "$ROOT" && find results -type f -print0 | tar czf "$OUT/results.tmp" --null -T -) \
     && mv "$OUT/results.tmp" "$OUT/gpu-results.tar.gz"
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$OUT/gpu.txt"
 ( while sleep 20; do pack; done ) &
 packer=$!
 python3 -m qbuild experiments --targets cuda --models resnet50 --variants "${VARIANTS[@]}" \
-  --stop-after "$STOP_AFTER" "$@" 2>&1 | tee "$OUT/experiments.log"
+  --stop-after "$STOP_AFTER" --results "$RESULTS" "$@" 2>&1 | tee "$OUT/experiments.log"
 status=${PIPESTATUS[0]}
 # The GPU goals timed side by side (interleaved rounds): float vs PyTorch eager fp32, int8 vs
 # torch.compile fp16 with CUDA graphs. QBUILD_GPU_COMPARE=0 leaves it out.
 if [ "${QBUILD_GPU_COMPARE:-1}" != 0 ]; then
-  python3 -m qbuild compare --target cuda --model resnet50 --results results 2>&1 | grep -v '^round ' \
+  python3 -m qbuild compare --target cuda --model resnet50 --results "$RESULTS" 2>&1 | grep -v '^round ' \
     | tee "$OUT/compare.txt"
 fi
 kill "$packer" 2>/dev/null
 pack
-python3 -m qbuild summary --results results 2>&1 | grep -i cuda | tee "$OUT/summary.txt"
+python3 -m qbuild summary --results "$RESULTS" 2>&1 | grep -i cuda | tee "$OUT/summary.txt"
 # QBUILD_GPU_PROFILE=variant (e.g. int8-a8): also time each kernel of that build, slowest first.
 if [ -n "${QBUILD_GPU_PROFILE:-}" ]; then
-  python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 \
+  python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 --results "$RESULTS" \
     > "$OUT/profile-$QBUILD_GPU_PROFILE.txt" 2>&1
 fi
-# The CUDA tests that need a GPU (bit-exact tensor-core convs, the pool kernel against the CPU's):
+# The CUDA tests that need a GPU (bit-exact tensor-core convs, one-thread-per-output kernels against
+# the CPU build's):
 # CI and the workplace have none, so this is where they run. QBUILD_GPU_TESTS=0 leaves them out.
 if [ "${QBUILD_GPU_TESTS:-1}" != 0 ]; then
   python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py > "$OUT/cuda-tests.txt" 2>&1
