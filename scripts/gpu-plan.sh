@@ -53,7 +53,7 @@ fi
 # the CPU build's):
 # CI and the workplace have none, so this is where they run. QBUILD_GPU_TESTS=0 leaves them out.
 if [ "${QBUILD_GPU_TESTS:-1}" != 0 ]; then
-  python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py > "$OUT/cuda-tests.txt" 2>&1
+  python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_profile.py > "$OUT/cuda-tests.txt" 2>&1
   tail -n 3 "$OUT/cuda-tests.txt"
 fi
 # QBUILD_GPU_CPU_TESTS=1: also run the CPU kernel tests on the lent machine's host CPU (an

@@ -9,7 +9,7 @@ from tvm import relax
 from qbuild.cli import main
 from qbuild.compile import compile_model
 from qbuild.profile import profile, render
-from qbuild.targets import resolve_target
+from qbuild.targets import gpu_visible, resolve_target
 
 
 def _conv_relu_pool():
@@ -40,3 +40,14 @@ def test_profiling_a_peer_is_refused_with_the_fix(capsys):
     assert main(["profile", "--model", "resnet18", "--variant", "torch-fp32", "--target", "cpu",
                  "--profile", "quick"]) == 2
     assert "is a peer" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not gpu_visible(), reason="needs a CUDA GPU: runs on the lent GPU machine")
+def test_a_cuda_build_is_timed_by_cuda_events_without_a_wait_per_call():
+    from qbuild import profile as profiling
+
+    compiled = compile_model(_conv_relu_pool(), resolve_target("cuda"), "builtin", cuda_graph=False)
+    assert isinstance(profiling._clock(compiled, compiled.target.device()), profiling._CudaEventClock)
+    rows = profile(compiled, (1, 8, 16, 16), runs=3)
+    assert any("conv2d" in row["function"] for row in rows)
+    assert sum(row["share"] for row in rows) == pytest.approx(1.0) and all(row["ms"] >= 0 for row in rows)
