@@ -396,25 +396,16 @@ def test_a_conv_with_64_output_channels_runs_on_half_the_warps_of_a_128_channel_
 def test_a_copy_is_coalesced_along_whichever_side_its_source_runs():
     """NCHW activations run along pixels (the tile's rows), weights along the reduction: the copy
     into shared memory gives a warp's threads adjacent elements of the source either way."""
-    from tvm import s_tir
-    from tvm.script import tirx as T
+    from tvm import s_tir, te
 
     from qbuild.kernels.wmma_int8 import _rows_contiguous
 
-    @T.prim_func(s_tir=True)
-    def by_pixels(a: T.Buffer((64, 128), "int8"), b: T.Buffer((128, 64), "int8")):
-        for i, k in T.grid(128, 64):
-            with T.sblock("copy"):
-                vi, vk = T.axis.remap("SS", [i, k])
-                b[vi, vk] = a[vk, vi]
+    def copy(source_by_pixels: bool):
+        """A 128-row x 64-deep tile copied from a source laid out (depth, rows) or (rows, depth)."""
+        source = te.placeholder((64, 128) if source_by_pixels else (128, 64), "int8", name="a")
+        tile = te.compute((128, 64), lambda r, k: source[k, r] if source_by_pixels else source[r, k], name="copy")
+        return te.create_prim_func([source, tile])
 
-    @T.prim_func(s_tir=True)
-    def by_depth(a: T.Buffer((128, 64), "int8"), b: T.Buffer((128, 64), "int8")):
-        for i, k in T.grid(128, 64):
-            with T.sblock("copy"):
-                vi, vk = T.axis.remap("SS", [i, k])
-                b[vi, vk] = a[vi, vk]
-
-    for func, expected in ((by_pixels, True), (by_depth, False)):
-        sch = s_tir.Schedule(func)
+    for source_by_pixels, expected in ((True, True), (False, False)):
+        sch = s_tir.Schedule(copy(source_by_pixels))
         assert _rows_contiguous(sch.get(sch.get_sblock("copy"))) is expected

@@ -126,16 +126,15 @@ class WindowReduction(dl.ScheduleRule):
             return None
         if matmul.get_index_map(sch.get(reduction.block_rv)) is not None:
             return None  # a matmul-shaped conv: the tensor cores' or dlight's Matmul
-        loops = dict(zip(sch.get_loops(reduction.block_rv), reduction.dom_kind()))
-        extents = {kind: [sch.get(loop).extent for loop, k in loops.items() if k == kind] for kind in "SR"}
-        if len(extents["S"]) + len(extents["R"]) != len(loops) \
-                or not all(isinstance(e, tirx.IntImm) for e in extents["S"] + extents["R"]) \
-                or math.prod(e.value for e in extents["R"]) > WINDOW_MAX \
-                or math.prod(e.value for e in extents["S"]) < WINDOW_MIN_OUTPUTS:
+        loops = list(zip(sch.get_loops(reduction.block_rv), reduction.dom_kind()))
+        spatial, window = ([loop for loop, k in loops if k == kind] for kind in "SR")
+        extents = [sch.get(loop).extent for loop in spatial + window]
+        if len(extents) != len(loops) or not all(isinstance(e, tirx.IntImm) for e in extents) \
+                or math.prod(e.value for e in extents[len(spatial):]) > WINDOW_MAX \
+                or math.prod(e.value for e in extents[:len(spatial)]) < WINDOW_MIN_OUTPUTS:
             return None
-        spatial = [loop for loop, kind in loops.items() if kind == "S"]
         try:
-            sch.reorder(*spatial, *(loop for loop, kind in loops.items() if kind == "R"))
+            sch.reorder(*spatial, *window)
             block_x, thread_x = sch.split(sch.fuse(*spatial), factors=[None, WINDOW_THREADS])
             sch.bind(block_x, "blockIdx.x")
             sch.bind(thread_x, "threadIdx.x")

@@ -30,6 +30,7 @@ from tvm import s_tir, tirx
 
 FRAGMENT = 16  # wmma m16n16k16
 WARP_FRAGMENTS = 2  # a warp computes 2 x 2 fragments: 32 x 32 of C
+WARP_SIDE = FRAGMENT * WARP_FRAGMENTS
 WARP = 32
 # Bytes of the reduction one thread copies per step into shared memory: 16 (one 128-bit load)
 # gives gathered copies (im2col windows, padding) an int32x16 index vector that TVM's CUDA code
@@ -46,14 +47,12 @@ class Tile:
     depth: int
 
     def __post_init__(self) -> None:
-        side = FRAGMENT * WARP_FRAGMENTS
-        if self.rows % side or self.cols % side or self.depth % FRAGMENT:
-            raise ValueError(f"tile {self}: rows and cols must be multiples of {side}, depth of {FRAGMENT}")
+        if self.rows % WARP_SIDE or self.cols % WARP_SIDE or self.depth % FRAGMENT:
+            raise ValueError(f"tile {self}: rows and cols must be multiples of {WARP_SIDE}, depth of {FRAGMENT}")
 
     @property
     def warps(self) -> tuple[int, int]:
-        side = FRAGMENT * WARP_FRAGMENTS
-        return self.rows // side, self.cols // side
+        return self.rows // WARP_SIDE, self.cols // WARP_SIDE
 
 
 def choose_tile(rows: int, cols: int, depth: int) -> Tile:
