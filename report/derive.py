@@ -462,7 +462,8 @@ def accuracy_findings(groups: list[dict]) -> list[dict]:
             if "float" not in by_variant or not set(variants.values()) <= set(by_variant):
                 continue
             drop = {dtype: -by_variant[v]["delta_points"] for dtype, v in variants.items()}
-            out.append({"model": g["model"], "family": family, "drop_points": drop,
+            out.append({"model": g["model"], "target": g["target"], "machine": g["machine"], "family": family,
+                        "drop_points": drop,
                         "int8_drops": drop["int8"] > ACCURACY_LOSS_POINTS,
                         "wider_hold": drop["int16"] <= ACCURACY_LOSS_POINTS and drop["int32"] <= ACCURACY_LOSS_POINTS,
                         "cats": {dtype: (by_variant[v]["cat"] or {}).get("is_cat") for dtype, v in variants.items()}})

@@ -82,6 +82,25 @@ def test_the_quantized_is_slower_claim_is_worded_from_the_data(quick_results, tm
         assert expected in (docs / "benchmarks.md").read_text()
 
 
+def test_each_claim_names_the_machine_it_was_measured_on(quick_results, tmp_path):
+    _root, outcomes = quick_results
+    float_record, int8_record = outcomes["float"].record, outcomes["int8-a8"].record
+    root = tmp_path / "results"
+    for machine, float_ms in (("fast-int8-box", 1e6), ("slow-int8-box", 1.0)):
+        for name, record in (("a", _with_latency(float_record, float_ms)), ("b", _with_latency(int8_record, 100.0))):
+            record["environment"]["machine_id"] = machine
+            write_result(root / machine / f"{name}.json", record)
+    build(root, tmp_path / "docs")
+    benchmarks = (tmp_path / "docs" / "benchmarks.md").read_text()
+    lines = benchmarks.splitlines()
+    claims = {line.split("**: ")[0]: lines[i + 1] for i, line in enumerate(lines) if "outperforms the quantized" in line}
+    assert "**does not hold**" in claims["- **resnet18 (quick profile), cpu (fast-int8-box)"]
+    assert "**holds** here" in claims["- **resnet18 (quick profile), cpu (slow-int8-box)"]
+    index = (tmp_path / "docs" / "index.md").read_text()
+    assert "on cpu (fast-int8-box)**: unquantized runs in 1.00e+06 ms" in index
+    assert "on cpu (slow-int8-box)**: unquantized runs in 1.00 ms" in index
+
+
 def _with_kernels(record: dict, median_ms: float, kernels: str = "untuned") -> dict:
     changed = _with_latency(record, median_ms)
     changed["experiment"]["kernels"] = kernels
