@@ -549,3 +549,17 @@ def test_an_int8_dense_layer_runs_on_the_integer_conv_bit_exact():
     got, report = run_builtin(_dense_module("int8", weights, "int32"), x)
     assert report.counts["conv"] == 1
     np.testing.assert_array_equal(got, x.astype(np.int64) @ weights.astype(np.int64))
+
+
+def test_a_squeeze_counted_from_the_back_compiles_and_squeezes_that_axis():
+    """TVM's ConvertLayout crashed (std::bad_alloc) on squeeze(axis=[-2]), which torch's multi-head
+    attention exports; the builtin pipeline counts the axes from the front first."""
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((3, 5, 1, 1, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(relax.op.squeeze(x, axis=[-2]))
+        bb.emit_func_output(out)
+    data = np.random.default_rng(2).standard_normal((3, 5, 1, 1, 8)).astype(np.float32)
+    got, _report = run_builtin(bb.get(), data)
+    np.testing.assert_array_equal(got, data.squeeze(axis=-2))

@@ -77,6 +77,7 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
         dense_as_conv(),
         *integer_rewrites(),
         fold_pads_into_convs(),
+        squeeze_positive_axes(),
         relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
         legalize_convs(registers),
         relax.transform.AnnotateTIROpPattern(),
@@ -191,3 +192,19 @@ def clip_to_min_max() -> tvm.transform.Pass:
         return relax.op.minimum(relax.op.maximum(x, lo), hi)
 
     return rewrite_calls("qbuild.ClipToMinMax", "relax.clip", rewrite)
+
+
+def squeeze_positive_axes() -> tvm.transform.Pass:
+    """squeeze(x, axis=[-k]) -> squeeze(x, axis=[rank - k]): the same op, the axes counted from
+    the front. TVM 0.27's ``ConvertLayout`` ends in ``std::bad_alloc`` on a squeeze with a negative
+    axis, even where it converts nothing (torch's multi-head attention exports one: every ViT)."""
+
+    def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
+        axes = call.attrs.axis
+        if axes is None or all(int(a) >= 0 for a in axes):
+            return None
+        rank = len(call.args[0].ty.shape)
+        return relax.op.squeeze(call.args[0], [int(a) % rank for a in axes])
+
+    return rewrite_calls("qbuild.SqueezePositiveAxes", "relax.squeeze", rewrite)
+
