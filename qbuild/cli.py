@@ -1,4 +1,4 @@
-"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, tune, profile, summary.
+"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, tune, profile, models, summary.
 
 Bad input ends with one line on stderr, ``qbuild: error: <problem>; fix: <fix>``, and exit
 status 2. ``summary`` reads results files only and never imports TVM or torch.
@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(profile, many=False)
     profile.add_argument("--runs", type=int, default=10, help="profiled runs (default: 10)")
     profile.add_argument("--top", type=int, default=25, help="functions listed (default: 25)")
+    sub.add_parser("models", help="list the models that --model / --models take (imports torchvision)")
     summary = sub.add_parser("summary", help="one row per results file (reads results only)")
     summary.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     summary.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -252,6 +253,15 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models() -> int:
+    from qbuild.models import EFFICIENTNET_LITE0, get_spec, torchvision_classifiers
+
+    for name in [EFFICIENTNET_LITE0, *torchvision_classifiers()]:
+        spec = get_spec(name)
+        print(f"{name:<20} input {spec.input_size:>3}  {spec.description}")
+    return 0
+
+
 def _cmd_summary(args: argparse.Namespace) -> int:
     from qbuild.summary import collect, render_json, render_table
 
@@ -273,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "summary":
             return _cmd_summary(args)
+        if args.command == "models":
+            return _cmd_models()
         if args.command == "plan":
             return _cmd_plan(args)
         if args.command == "compare":

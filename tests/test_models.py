@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -10,16 +12,37 @@ from qbuild import models
 from qbuild.errors import QbuildError
 
 
-def test_registry_offers_the_study_model_by_default_and_the_others():
+def test_the_study_model_is_the_default_and_every_torchvision_classifier_is_taken_by_name():
     assert models.DEFAULT_MODEL == "resnet50"
-    assert {"resnet50", "resnet18", "mobilenet_v2", "efficientnet_lite0"} <= set(models.REGISTRY)
+    names = models.torchvision_classifiers()
+    assert {"resnet50", "resnet18", "mobilenet_v2", "vit_b_16", "convnext_tiny"} <= set(names)
+    for name in ("efficientnet_lite0", *names):
+        assert models.get_spec(name).name == name
 
 
-def test_unknown_model_names_the_known_ones():
+def test_a_torchvision_model_is_preprocessed_as_its_default_weights_were_evaluated():
+    effnet = models.get_spec("efficientnet_b0").preprocess  # torchvision: resize 256 bicubic, crop 224
+    assert (effnet.resize, effnet.crop, effnet.interpolation) == (256, 224, "bicubic")
+    assert models.get_spec("inception_v3").input_size == 299
+    resnet = models.get_spec("resnet50").preprocess  # IMAGENET1K_V2: resize 232
+    assert (resnet.resize, resnet.crop, resnet.interpolation) == (232, 224, "bilinear")
+    assert resnet.mean == models.IMAGENET_PREPROCESS.mean and resnet.std == models.IMAGENET_PREPROCESS.std
+    image = Image.new("RGB", (300, 227), color=(30, 200, 90))
+    image.paste((250, 10, 10), (100, 100, 140, 140))
+    bicubic, bilinear = effnet(image), models.IMAGENET_PREPROCESS.at(224)(image)
+    assert bicubic.shape == bilinear.shape == (3, 224, 224) and not np.allclose(bicubic, bilinear)
+
+
+def test_unknown_model_says_where_the_known_ones_are_listed():
     with pytest.raises(QbuildError) as err:
         models.get_spec("resnet51")
     assert "unknown model 'resnet51'" in str(err.value)
-    assert "resnet50" in err.value.fix and "\n" not in str(err.value)
+    assert "resnet50" in err.value.fix and "qbuild models" in err.value.fix and "\n" not in str(err.value)
+
+
+def test_an_input_smaller_than_the_architecture_takes_is_refused_before_any_work():
+    with pytest.raises(QbuildError, match="vit_b_16 takes inputs of at least 224 x 224 pixels, not 64"):
+        models.load_model("vit_b_16", "random", image_size=64)
 
 
 def test_torchvision_preprocessing_normalises_with_imagenet_statistics():
@@ -45,10 +68,15 @@ def _unavailable():
     raise models.WeightsUnavailable("no cache and no network (test)")
 
 
+def _without_weights(monkeypatch, name: str) -> None:
+    """Model ``name`` as if its pretrained weights could not be had."""
+    spec = dataclasses.replace(models.get_spec(name), pretrained=_unavailable)
+    get_spec = models.get_spec
+    monkeypatch.setattr(models, "get_spec", lambda n: spec if n == name else get_spec(n))
+
+
 def test_unobtainable_weights_fall_back_to_seeded_random_and_say_why(monkeypatch):
-    spec = models.REGISTRY["resnet18"]
-    monkeypatch.setitem(models.REGISTRY, "resnet18", models.ModelSpec(
-        spec.name, spec.description, spec.preprocess, spec.build, _unavailable))
+    _without_weights(monkeypatch, "resnet18")
     first = models.load_model("resnet18", "auto", image_size=32)
     second = models.load_model("resnet18", "auto", image_size=32)
     assert first.weights.kind == "random"
@@ -59,9 +87,7 @@ def test_unobtainable_weights_fall_back_to_seeded_random_and_say_why(monkeypatch
 
 
 def test_asking_for_pretrained_weights_that_cannot_be_had_is_an_error(monkeypatch):
-    spec = models.REGISTRY["resnet18"]
-    monkeypatch.setitem(models.REGISTRY, "resnet18", models.ModelSpec(
-        spec.name, spec.description, spec.preprocess, spec.build, _unavailable))
+    _without_weights(monkeypatch, "resnet18")
     with pytest.raises(QbuildError, match="--weights random"):
         models.load_model("resnet18", "pretrained")
 

@@ -54,3 +54,20 @@ def test_the_builds_of_one_model_share_its_trace_and_the_next_model_replaces_it(
     assert traced == ["a"] and first == ["a"] * 3
     assert runner._traced(*build_of("b")).of == "b" and traced == ["a", "b"]
     assert list(runner._SHARED) == ["traced"], "one model's trace is held at a time"
+
+
+def test_a_model_qbuild_was_not_written_for_runs_every_stage(tmp_path):
+    """MobileNetV3 (hard-swish, squeeze-and-excite gates): taken by its torchvision name, traced,
+    quantized, compiled and checked against PyTorch like the study's models."""
+    from qbuild.plan import build_plan
+    from qbuild.runner import run_plan
+
+    plan = build_plan(models=["mobilenet_v3_small"], variants=["float", "int8-a8"], targets=["cpu"], profile="quick",
+                      weights="random", kernels=["builtin"])
+    outcomes = {o.record["experiment"]["variant"]["name"]: o.record for o in run_plan(plan, tmp_path, progress=Progress(quiet=True))}
+    for record in outcomes.values():
+        assert {name: stage["status"] for name, stage in record["stages"].items() if stage["status"] != "skipped"} == {
+            name: "ok" for name in ("load", "summarise", "trace", *(("quantize",) if "quantize" in record["stages"] else ()),
+                                    "compile", "verify", "analyse", "bench")}
+    assert outcomes["float"]["correctness"]["cosine_similarity"] > 0.9999
+    assert outcomes["int8-a8"]["latency"]["summary"]["median_ms"] > 0
