@@ -67,12 +67,6 @@ class Preprocess:
         return np.ascontiguousarray(normalised.transpose(2, 0, 1))
 
 
-IMAGENET_PREPROCESS = Preprocess(
-    resize=256,
-    crop=224,
-    mean=(0.485 * 255, 0.456 * 255, 0.406 * 255),
-    std=(0.229 * 255, 0.224 * 255, 0.225 * 255),
-)
 EFFICIENTNET_LITE_PREPROCESS = Preprocess(resize=256, crop=224, mean=(127.0,) * 3, std=(128.0,) * 3)
 
 
