@@ -343,6 +343,27 @@ def test_one_thread_per_output_kernels_compute_what_the_cpu_build_does(kind):
 
 
 @needs_gpu
+def test_a_quantized_models_cuda_build_computes_what_its_cpu_build_does():
+    """ResNet-18 int8 at 224 x 224, whole: every CUDA rule in one model (tensor-core convs, split
+    convs and their partial sums, the one-thread-per-output max pool, the CUDA graph) against the
+    CPU build of the same quantized module. Integer arithmetic to the logits, but the global
+    average pool sums floats in another order on each: a rounding apart, never more."""
+    from qbuild.compile import compile_model
+    from qbuild.models import load_model
+    from qbuild.quantize import quantize
+    from qbuild.trace import trace
+
+    loaded = load_model("resnet18", "random")
+    mod = quantize(trace(loaded.module, loaded.input_shape).inference_module()).mod
+    batch = np.random.default_rng(0).standard_normal(loaded.input_shape).astype(np.float32)
+    cuda, cpu = (compile_model(mod, targets.resolve_target(name), "builtin") for name in ("cuda", "cpu"))
+    assert cuda.kernels["functions"]["tensorcore_int8"] > 0
+    expected, got = cpu(batch), cuda(batch)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=0.01 * np.abs(expected).max())
+    assert got.argmax() == expected.argmax()
+
+
+@needs_gpu
 def test_the_pytorch_gpu_peers_compute_the_model():
     import torch
 
