@@ -49,8 +49,8 @@ if [ -n "${QBUILD_GPU_PROFILE:-}" ]; then
   python3 -m qbuild profile --model resnet50 --variant "$QBUILD_GPU_PROFILE" --target cuda --top 40 --results "$RESULTS" \
     > "$OUT/profile-$QBUILD_GPU_PROFILE.txt" 2>&1
 fi
-# The CUDA tests that need a GPU (bit-exact tensor-core convs, one-thread-per-output kernels against
-# the CPU build's):
+# The CUDA tests that need a GPU (bit-exact tensor-core convs, one-thread-per-output kernels and a
+# whole int8 ResNet-18 against the CPU build's):
 # CI and the workplace have none, so this is where they run. QBUILD_GPU_TESTS=0 leaves them out.
 if [ "${QBUILD_GPU_TESTS:-1}" != 0 ]; then
   python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py tests/test_profile.py > "$OUT/cuda-tests.txt" 2>&1
