@@ -157,12 +157,14 @@ def fold_pads_into_convs() -> tvm.transform.Pass:
 
 
 def dense_as_conv() -> tvm.transform.Pass:
-    """matmul(x, W) with constant weights W (K x N) and x (rows x K) -> the 1x1 conv of x as
-    rows images of K channels and one pixel, reshaped back to rows x N: the conv's blocked
-    layout packs W at compile time so that each output block streams its weights from memory in
-    order, and an int8 matmul gets the integer conv's kernels (VNNI, AMX). ResNet-50's fp32
-    classifier (2048 x 1000, 8 MB of weights) read them 4000 bytes apart, a few floats from each
-    cache line: 0.56 -> 0.41 ms per inference on the 2-core Xeon (``qbuild profile``)."""
+    """matmul(x, W) with constant weights W (K x N) and x (rows x K) -> a 1x1 conv of K input
+    channels: the conv's blocked layout packs W at compile time so that each output block streams
+    its weights from memory in order, and an int8 matmul gets the integer conv's kernels (VNNI,
+    AMX). ResNet-50's fp32 classifier (2048 x 1000, 8 MB of weights) read them 4000 bytes apart, a
+    few floats from each cache line: 0.56 -> 0.41 ms per inference on the 2-core Xeon (``qbuild
+    profile``). One row is an image of one pixel; several rows (a transformer's tokens) are the
+    pixels of one image row, so that the conv's register tile spans rows (as rows images of one
+    pixel, each tile held one pixel: ViT-B/32's MLP ran at a twentieth of the machine's peak)."""
 
     def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
         x, weights = call.args
@@ -173,8 +175,13 @@ def dense_as_conv() -> tvm.transform.Pass:
         depth, width = matrix.shape
         rows = x.ty.shape[0]
         kernel = relax.const(np.ascontiguousarray(matrix.T).reshape(width, depth, 1, 1))
-        conv = relax.op.nn.conv2d(relax.op.reshape(x, (rows, depth, 1, 1)), kernel, out_dtype=str(call.ty.dtype))
-        return relax.op.reshape(conv, (rows, width))
+        out_dtype = str(call.ty.dtype)
+        if not isinstance(rows, tvm.tirx.IntImm) or int(rows) == 1:
+            conv = relax.op.nn.conv2d(relax.op.reshape(x, (rows, depth, 1, 1)), kernel, out_dtype=out_dtype)
+            return relax.op.reshape(conv, (rows, width))
+        pixels = relax.op.reshape(relax.op.permute_dims(x, [1, 0]), (1, depth, 1, rows))
+        conv = relax.op.nn.conv2d(pixels, kernel, out_dtype=out_dtype)
+        return relax.op.permute_dims(relax.op.reshape(conv, (width, rows)), [1, 0])
 
     return rewrite_calls("qbuild.DenseAsConv", "relax.matmul", rewrite)
 
