@@ -533,7 +533,7 @@ def _dense_module(x_dtype: str, weights: np.ndarray, out_dtype: str, rows: int =
     return bb.get()
 
 
-@pytest.mark.parametrize("rows", [1, 2, 50], ids=["one row: one pixel", "rows: pixels", "ViT-B/32's 50 tokens"])
+@pytest.mark.parametrize("rows", [1, 2, 50], ids=["one row: one pixel", "rows: pixels, padded", "ViT-B/32's 50 tokens"])
 def test_a_dense_layer_runs_as_a_1x1_conv_to_rounding(rows):
     rng = np.random.default_rng(0)
     weights = rng.standard_normal((96, 40)).astype(np.float32)
@@ -543,16 +543,18 @@ def test_a_dense_layer_runs_as_a_1x1_conv_to_rounding(rows):
     np.testing.assert_allclose(got, x.astype(np.float64) @ weights, rtol=1e-5, atol=1e-4)
 
 
-def test_the_rows_of_a_dense_layer_are_the_pixels_its_conv_tiles():
+@pytest.mark.parametrize("rows, pixels", [(48, 48), (50, 52), (197, 200)])
+def test_the_rows_of_a_dense_layer_are_the_pixels_its_conv_tiles_padded_to_a_multiple_of_4(rows, pixels):
     from qbuild.kernels.pipeline import dense_as_conv
 
-    mod = dense_as_conv()(_dense_module("float32", np.ones((96, 40), "float32"), "float32", rows=50))
+    mod = dense_as_conv()(_dense_module("float32", np.ones((96, 40), "float32"), "float32", rows=rows))
     conv = next(b.value for block in mod["main"].body.blocks for b in block.bindings
                 if getattr(b.value, "op", None) == tvm.ir.Op.get("relax.nn.conv2d"))
-    assert [int(d) for d in conv.args[0].ty.shape] == [1, 96, 1, 50]
+    assert [int(d) for d in conv.args[0].ty.shape] == [1, 96, 1, pixels]
+    assert [int(d) for d in mod["main"].ret_ty.shape] == [rows, 40]
 
 
-@pytest.mark.parametrize("rows", [1, 6])
+@pytest.mark.parametrize("rows", [1, 6, 8])
 def test_an_int8_dense_layer_runs_on_the_integer_conv_bit_exact(rows):
     rng = np.random.default_rng(1)
     weights = rng.integers(-127, 128, (128, 24)).astype(np.int8)

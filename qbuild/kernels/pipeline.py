@@ -156,6 +156,12 @@ def fold_pads_into_convs() -> tvm.transform.Pass:
     return _apply
 
 
+# A dense layer's rows, as its conv's pixels, are padded to a multiple of this (zero rows, sliced off
+# after): the default register tiles take 4 pixels (``tiles.default_tile``); ViT-B/16's 197 tokens, a
+# prime, left only one-pixel tiles.
+ROW_MULTIPLE = 4
+
+
 def dense_as_conv() -> tvm.transform.Pass:
     """matmul(x, W) with constant weights W (K x N) and x (rows x K) -> a 1x1 conv of K input
     channels: the conv's blocked layout packs W at compile time so that each output block streams
@@ -163,8 +169,9 @@ def dense_as_conv() -> tvm.transform.Pass:
     AMX). ResNet-50's fp32 classifier (2048 x 1000, 8 MB of weights) read them 4000 bytes apart, a
     few floats from each cache line: 0.56 -> 0.41 ms per inference on the 2-core Xeon (``qbuild
     profile``). One row is an image of one pixel; several rows (a transformer's tokens) are the
-    pixels of one image row, so that the conv's register tile spans rows (as images of one pixel
-    each, a tile held one accumulator: ViT-B/32 took 284 ms per inference, 73 ms as pixels)."""
+    pixels of one image row, padded to ``ROW_MULTIPLE``, so that the conv's register tile spans
+    rows (as images of one pixel each, a tile held one accumulator). ``qbuild profile``, float,
+    per inference: ViT-B/32 284 -> 73 ms, ViT-B/16 (197 tokens) 777 -> 277 ms."""
 
     def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
         x, weights = call.args
@@ -179,9 +186,16 @@ def dense_as_conv() -> tvm.transform.Pass:
         if not isinstance(rows, tvm.tirx.IntImm) or int(rows) == 1:
             conv = relax.op.nn.conv2d(relax.op.reshape(x, (rows, depth, 1, 1)), kernel, out_dtype=out_dtype)
             return relax.op.reshape(conv, (rows, width))
-        pixels = relax.op.reshape(relax.op.permute_dims(x, [1, 0]), (1, depth, 1, rows))
-        conv = relax.op.nn.conv2d(pixels, kernel, out_dtype=out_dtype)
-        return relax.op.permute_dims(relax.op.reshape(conv, (width, rows)), [1, 0])
+        rows = int(rows)
+        padded = -(-rows // ROW_MULTIPLE) * ROW_MULTIPLE
+        columns = relax.op.permute_dims(x, [1, 0])
+        if padded != rows:
+            columns = relax.op.nn.pad(columns, [0, 0, 0, padded - rows])
+        conv = relax.op.nn.conv2d(relax.op.reshape(columns, (1, depth, 1, padded)), kernel, out_dtype=out_dtype)
+        out = relax.op.reshape(conv, (width, padded))
+        if padded != rows:
+            out = relax.op.strided_slice(out, axes=[1], begin=[0], end=[rows])
+        return relax.op.permute_dims(out, [1, 0])
 
     return rewrite_calls("qbuild.DenseAsConv", "relax.matmul", rewrite)
 
