@@ -49,10 +49,7 @@ class Entry:
 
     @property
     def precision(self) -> str:
-        variant = self.experiment.variant
-        if variant.quantized:
-            return "int8"
-        return "fp16" if (variant.options or {}).get("dtype") == "float16" else "fp32"
+        return self.experiment.variant.precision
 
     @property
     def median_ms(self) -> float | None:

@@ -39,6 +39,13 @@ class Variant:
         """Integer arithmetic: quantized by qbuild (a qconfig) or by the peer engine."""
         return self.qconfig is not None or self.quant_format is not None
 
+    @property
+    def precision(self) -> str:
+        """What the arithmetic runs in: int8 (quantized), fp16 (a half-precision peer) or fp32."""
+        if self.quantized:
+            return "int8"
+        return "fp16" if (self.options or {}).get("dtype") == "float16" else "fp32"
+
     def to_json(self) -> dict:
         return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine,
                 "options": self.options}

@@ -99,9 +99,7 @@ class Row:
     @property
     def precision(self) -> str:
         """What the arithmetic runs in: int8 (quantized), fp16 (a half-precision peer) or fp32."""
-        if self.quantized:
-            return "int8"
-        return "fp16" if (self._get("experiment", "variant", "options") or {}).get("dtype") == "float16" else "fp32"
+        return Variant(**self._get("experiment", "variant")).precision
 
     @property
     def failure(self) -> dict | None:

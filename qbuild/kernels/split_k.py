@@ -31,11 +31,10 @@ import math
 import tvm
 from tvm import relax, te, tirx
 
+from qbuild.kernels import wmma_int8
 from qbuild.kernels.rewrite_calls import rewrite_calls
 
 Tile = tuple[int, int]  # output channels x output pixels that one thread block computes
-# wmma_int8's tiles, as blocks count: 128 a side, 64 on a side of 64 or fewer (one block either way)
-INT8_TILE: Tile = (128, 128)
 TARGET_BLOCKS = 132  # thread blocks worth having: one per SM of an H100/H200
 MIN_CHUNK = 256  # reduction length each split keeps at least (shorter chunks cost more in partial sums)
 GATHER = "qbuild_im2col"
@@ -54,9 +53,17 @@ def float_tile(target: tvm.target.Target) -> Tile:
             config.vthread_y * config.block_size_y * config.micro_size_y)
 
 
-def splits(out_channels: int, pixels: int, reduction: int, channels: int, tile: Tile = INT8_TILE) -> int:
-    """How many chunks to cut a conv's reduction into: doubling while the blocks (of ``tile``)
-    fall short of ``TARGET_BLOCKS``, each chunk keeps ``MIN_CHUNK`` and whole input channels."""
+def int8_tile(out_channels: int, pixels: int) -> Tile:
+    """The tile ``wmma_int8`` gives an int8 conv's matmul (its reduction step leaves the blocks be)."""
+    tile = wmma_int8.choose_tile(out_channels, pixels, wmma_int8.FRAGMENT)
+    return tile.rows, tile.cols
+
+
+def splits(out_channels: int, pixels: int, reduction: int, channels: int, tile: Tile | None = None) -> int:
+    """How many chunks to cut a conv's reduction into: doubling while the blocks (of ``tile``; by
+    default an int8 conv's, ``int8_tile``) fall short of ``TARGET_BLOCKS``, each chunk keeps
+    ``MIN_CHUNK`` and whole input channels."""
+    tile = tile or int8_tile(out_channels, pixels)
     blocks = math.ceil(out_channels / tile[0]) * math.ceil(pixels / tile[1])
     count = 1
     while (blocks * count < TARGET_BLOCKS and reduction // (2 * count) >= MIN_CHUNK
@@ -110,7 +117,7 @@ def _split(bb: relax.BlockBuilder, call: relax.Call, float_tile: Tile) -> relax.
     out_shape = [int(d) for d in call.ty.shape]
     pixels = out_shape[2] * out_shape[3]
     reduction = channels * kh * kw
-    count = splits(out_channels, pixels, reduction, channels, float_tile if out_dtype == "float32" else INT8_TILE)
+    count = splits(out_channels, pixels, reduction, channels, float_tile if out_dtype == "float32" else None)
     if count == 1:
         return None
     strides = tuple(int(s) for s in attrs.strides)
