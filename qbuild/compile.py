@@ -151,3 +151,19 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     details = {"set": kernels, "functions": report.to_json(), "int16_sum_convs": report.int16_sum_convs,
                "pass_config": config, "tuning": report.tuning_json()}
     return CompiledModel(executable, target, seconds, mod, details, binaries)
+
+
+def host_tensors(mod: "tvm.IRModule") -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``mod``, whose ``main`` returns a tuple of tensors, compiled for this machine's CPU with the
+    builtin kernels: a function from an input batch to those tensors. For reading a module's
+    intermediate values (calibration, layer errors), not for timing."""
+    import tvm
+    from tvm import relax
+
+    from qbuild.kernels.pipeline import pipeline
+    from qbuild.targets import resolve_target
+
+    target = resolve_target("cpu").tvm_target()
+    builtin, _report = pipeline("builtin", target)
+    vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=builtin), tvm.cpu())
+    return lambda batch: [value.numpy() for value in vm["main"](tvm.runtime.tensor(batch))]

@@ -159,7 +159,20 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, g
     if out["quantization"] and out["quantization"]["bitserial_layers"]:
         out["kernel_check"] = log.run("kernel_check", lambda: _check_kernels(quantized.layers), needs=("compile",))
     out["ir"] = log.run("analyse", lambda: _analyse(experiment, compiled, results_dir), needs=("compile",))
+    if config is not None:
+        out["layer_errors"] = _layers_stage(experiment, log, quantized, loaded, progress)
     return _measure(experiment, log, compiled, loaded, out, progress)
+
+
+def _layers_stage(experiment: Experiment, log: StageLog, quantized, loaded, progress: Progress) -> dict | None:
+    """Each layer's error against the float model (``qbuild.layer_errors``), measured once per
+    quantized program: on its builtin CPU build."""
+    if experiment.kernels != "builtin" or experiment.target.name != "cpu":
+        return log.skip("layers", "every kernel set and target computes the builtin CPU build's integers (tested); "
+                                  "layer errors are measured on that build")
+    if unscorable := _unscorable(experiment, loaded):
+        return log.skip("layers", unscorable)
+    return log.run("layers", lambda: _layer_errors(experiment, quantized, loaded, progress), needs=("quantize",))
 
 
 def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, progress: Progress) -> dict:
@@ -168,15 +181,22 @@ def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, pr
     if experiment.kernels == "untuned":
         log.skip("accuracy", "untuned kernels compute what the builtin build computes (integer variants bit for "
                              "bit, tested); accuracy is measured on the builtin build")
-    elif loaded is not None and loaded.weights.kind != "pretrained":
-        log.skip("accuracy", "random weights: accuracy would be meaningless")
-    elif experiment.dataset is None:
-        log.skip("accuracy", "no labelled dataset (pass --dataset DIR)")
+    elif unscorable := _unscorable(experiment, loaded):
+        log.skip("accuracy", unscorable)
     else:
         out["accuracy"] = log.run("accuracy", lambda: _accuracy(experiment, model, loaded, progress),
                                   needs=("compile",))
     out["stages"] = log.stages
     return out
+
+
+def _unscorable(experiment: Experiment, loaded) -> str | None:
+    """Why ``experiment`` cannot be scored on labelled images (accuracy, layer errors), or None."""
+    if loaded is not None and loaded.weights.kind != "pretrained":
+        return "random weights: accuracy would be meaningless"
+    if experiment.dataset is None:
+        return "no labelled dataset (pass --dataset DIR)"
+    return None
 
 
 def _run_peer(experiment: Experiment, log: StageLog, loaded, out: dict, progress: Progress) -> dict:
@@ -330,6 +350,19 @@ def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> d
     result["cat"] = None if cat is None else accuracy.cat(compiled, loaded.preprocess(cat))
     result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
     return result
+
+
+def _layer_errors(experiment: Experiment, quantized, loaded, progress: Progress) -> dict:
+    from qbuild import layer_errors
+    from qbuild.compile import host_tensors
+
+    images = _evaluation(experiment, loaded, progress).images[: layer_errors.LAYER_IMAGES]
+    reference, probed = quantized.layer_outputs()
+    progress.say(f"layer errors: {len(quantized.layers)} layers on {len(images)} evaluation images")
+    # The float module's layers are the same for every variant of the model: compiled once.
+    key = (*_model_key(experiment, loaded), tuple(loaded.input_shape))
+    float_layers = _shared("float layers", key, lambda: host_tensors(reference))
+    return layer_errors.measure(float_layers, host_tensors(probed), images, quantized.layers)
 
 
 def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None,

@@ -31,6 +31,21 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray) -> dict:
     }
 
 
+def energy_db(signal: float, noise: float) -> float | None:
+    """``10 log10(signal / noise)``: a signal-to-noise ratio in dB from two energies (sums of
+    squares); None where either is zero (an exact result, or nothing to measure against)."""
+    if noise == 0 or signal == 0:
+        return None
+    return float(10.0 * np.log10(signal / noise))
+
+
+def sqnr_db(reference: np.ndarray, approximation: np.ndarray) -> float | None:
+    """Signal-to-quantization-noise ratio of ``approximation`` against ``reference``, in dB (``energy_db``)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    noise = ref - np.asarray(approximation, dtype=np.float64)
+    return energy_db(float(np.sum(ref * ref)), float(np.sum(noise * noise)))
+
+
 def against_torch(
     run: Callable[[np.ndarray], np.ndarray],
     module: "torch.nn.Module",

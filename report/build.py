@@ -68,6 +68,7 @@ def context(results: Results, results_root: Path) -> dict:
     latency = derive.latency(rows)
     sweep_latency = derive.latency(rows, sweep=True)
     accuracy = derive.accuracy(rows)
+    layer_errors = derive.layer_errors(rows)
     return {
         "results_root": str(results_root),
         "problems": results.problems,
@@ -80,11 +81,14 @@ def context(results: Results, results_root: Path) -> dict:
         "latency": latency,
         "latency_findings": derive.latency_findings(latency),
         "kernel_findings": derive.kernel_findings(rows),
-        "side_by_side": results.side_by_side,
+        "side_by_side": [{**doc, "top1": derive.side_by_side_top1(doc, rows)} for doc in results.side_by_side],
         "gpu_cpu": derive.gpu_cpu_findings(latency),
         "gpu_goals": derive.gpu_goals(latency),
         "accuracy": accuracy,
         "accuracy_findings": derive.accuracy_findings(accuracy),
+        "layer_errors": layer_errors,
+        "layer_floor": derive.LAYER_SQNR_FLOOR_DB,
+        "layer_charts": _layer_charts(layer_errors),
         "environments": derive.environments(results),
         "charts": _charts(rows, latency),
         "sweep": derive.sweep(rows),
@@ -115,12 +119,27 @@ def _charts(rows: list[derive.Row], latency: list[dict], prefix: str = "latency"
     return out
 
 
+def _layer_charts(groups: list[dict]) -> list[dict]:
+    """Per model and machine with layer errors: one chart of the study's variants (activation
+    dtypes, relay defaults and calibrated), one of the bit-width sweep's."""
+    out = []
+    for group in groups:
+        slug = re.sub(r"[^a-z0-9_]+", "-", f"{group['model']}-{group['machine']}".lower()).strip("-")
+        for name, title, sweep in (("study", "activation dtypes", False), ("sweep", "bit widths", True)):
+            chosen = [v for v in group["variants"] if v["in_sweep"] == sweep]
+            if chosen:
+                spec = charts.layer_sqnr(group, chosen, f"{group['model']}: output SQNR per layer ({title})")
+                out.append({"id": f"layers-{slug}-{name}", "model": group["model"], "machine": group["machine"],
+                            "kind": name, "spec": spec})
+    return out
+
+
 def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
     import vl_convert
 
     chart_dir = docs / "assets" / "charts"
     chart_dir.mkdir(parents=True, exist_ok=True)
-    for chart in ctx["charts"] + ctx["sweep_charts"]:
+    for chart in ctx["charts"] + ctx["sweep_charts"] + ctx["layer_charts"]:
         (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
         (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg(chart["spec"]))
     js_dir = docs / "assets" / "js"

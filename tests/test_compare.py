@@ -10,10 +10,10 @@ from qbuild.plan import build_plan
 
 @pytest.fixture
 def entries():
-    plan = build_plan(["resnet18"], ["float", "int8-a8", "torch-fp32", "ort-fp32", "ort-int8-qoperator"], ["cpu"],
-                      "quick", "random", kernels=["builtin"])
-    timings = {"float": [10.0, 12.0, 11.0], "int8-a8": [6.0], "torch-fp32": [8.0], "ort-fp32": [5.0],
-               "ort-int8-qoperator": [4.0]}
+    plan = build_plan(["resnet18"], ["float", "int8-a8", "int8-a8-calibrated", "torch-fp32", "ort-fp32",
+                                     "ort-int8-qoperator"], ["cpu"], "quick", "random", kernels=["builtin"])
+    timings = {"float": [10.0, 12.0, 11.0], "int8-a8": [6.0], "int8-a8-calibrated": [3.0], "torch-fp32": [8.0],
+               "ort-fp32": [5.0], "ort-int8-qoperator": [4.0]}
     made = [compare.Entry(e) for e in plan]
     for entry in made:
         entry.samples_ms = timings[entry.name]
@@ -33,6 +33,8 @@ def test_the_issue_goals_are_computed_and_judged(entries):
     assert goals[("int8-a8", "ort-int8-qoperator")]["ratio"] == 1.5 and not goals[("int8-a8", "ort-int8-qoperator")]["met"]
     assert goals[("int8-a8", "float")]["ratio"] == pytest.approx(6 / 11)
     assert goals[("float", "ort-fp32")]["goal_at_most"] == 1.1
+    calibrated = goals[("int8-a8-calibrated", "ort-int8-qoperator")]  # the build of like accuracy is judged too
+    assert calibrated["ratio"] == 0.75 and calibrated["met"]
 
 
 def test_a_build_that_failed_is_listed_not_timed(entries):
@@ -46,7 +48,7 @@ def test_the_comparison_is_saved_where_the_report_looks(entries, tmp_path):
     document = compare.record("resnet18", entries, 1, 3, {"machine_id": "m"})
     path = compare.save(tmp_path, "m", document)
     assert path == tmp_path / "m" / "side-by-side" / "resnet18.json"
-    assert document["schema"] == compare.SCHEMA and len(document["builds"]) == 5
+    assert document["schema"] == compare.SCHEMA and len(document["builds"]) == 6
 
 
 def test_on_the_gpu_float_and_int8_are_held_against_the_gpu_goals(tmp_path):

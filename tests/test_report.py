@@ -395,3 +395,67 @@ def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
     assert by_cpu["fast-cpu"]["quantized_gap_smaller"] is False
     only_float = derive.gpu_cpu_findings([group("cpu", "c", float=4.0), group("cuda", "g", float=1.0)])
     assert only_float[0]["cpus"][0]["quantized_gap_smaller"] is None
+
+
+def _with_layer_errors(record: dict, sqnr: list, weight_sqnr: dict[int, float]) -> dict:
+    changed = copy.deepcopy(record)
+    layers = changed["quantization"]["layers"]
+    for position, db in weight_sqnr.items():
+        layers[position]["weight_sqnr_db"] = db
+    changed["layer_errors"] = {"images": 8, "layers": [
+        {"index": layer["index"], "op": layer["op"], "name": layer["name"], "status": layer["status"], "sqnr_db": db}
+        for layer, db in zip(layers, sqnr, strict=True)]}
+    return changed
+
+
+def test_the_layer_where_a_builds_error_first_grows_large_is_named_from_the_data(quick_results, tmp_path):
+    _root, outcomes = quick_results
+    int8_record, w1a1_record = outcomes["int8-a8"].record, outcomes["w1a1"].record
+    count = len(int8_record["quantization"]["layers"])
+    machine = int8_record["environment"]["machine_id"]
+    noisy = [None, 30.0, 25.0, 4.0] + [3.0] * (count - 4)  # falls below 10 dB at layer 3, its weights keep 30
+    clean = [None] + [20.0 - i * 0.1 for i in range(count - 1)]
+    write_result(tmp_path / "results" / machine / "a.json", _with_layer_errors(int8_record, noisy, {3: 30.0}))
+    write_result(tmp_path / "results" / machine / "b.json", _with_layer_errors(w1a1_record, clean, {}))
+    build(tmp_path / "results", tmp_path / "docs")
+    page = (tmp_path / "docs" / "accuracy.md").read_text()
+    section = page.split("## Where the accuracy goes, layer by layer")[1]
+    kind = derive.layer_kind(int8_record["quantization"]["layers"][3])
+    assert (f"- **quantized (int8)**: logits at 3.0 dB. The output first falls below 10 dB at layer 3 ({kind}, "
+            f"`{int8_record['quantization']['layers'][3]['name']}`): 4.0 dB, while its weights alone keep 30.0 dB: "
+            "the error there arrives with its input") in section
+    lowest = clean[-1]
+    assert (f"No layer's output falls below 10 dB (lowest: {lowest:.1f} dB at layer {count - 1})") in section
+    assert 'id="layers-resnet18-quick-profile-' in section and "-study-spec" in section and "-sweep-spec" in section
+
+
+def test_a_layer_is_described_by_its_kind_and_shape():
+    assert derive.layer_kind({"op": "nn.conv2d", "weight_shape": [672, 1, 5, 5], "groups": 672}) == \
+        "depthwise 5x5 conv, 672 channels"
+    assert derive.layer_kind({"op": "nn.conv2d", "weight_shape": [96, 16, 1, 1], "groups": 1}) == "1x1 conv 16 -> 96"
+    assert derive.layer_kind({"op": "nn.dense", "weight_shape": [1280, 1000]}) == "dense 1280 -> 1000"
+
+
+def test_a_side_by_side_build_shows_the_accuracy_its_plan_result_measured(quick_results, tmp_path):
+    from qbuild import compare
+
+    _root, outcomes = quick_results
+    root = tmp_path / "results"
+    record = copy.deepcopy(outcomes["int8-a8"].record)
+    machine = record["environment"]["machine_id"]
+    record["accuracy"] = {"top1": 0.064, "top5": 0.15, "cat": None,
+                          "labelled": {"top1": 0.064, "top5": 0.15, "agreement_with_float": 0.07, "n": 500, "dataset": "d"}}
+    write_result(root / machine / "q.json", record)
+    int8 = {"name": "int8-a8", "label": "quantized (int8)", "engine": "tvm", "precision": "int8", "median_ms": 2.0,
+            "samples": 6, "best_peer": "ort-int8-qoperator", "ratio_to_best_peer": 0.5}
+    peer = {"name": "ort-int8-qoperator", "label": "ONNX Runtime int8 QOperator (peer)", "engine": "onnxruntime",
+            "precision": "int8", "median_ms": 4.0, "samples": 6, "best_peer": "ort-int8-qoperator",
+            "ratio_to_best_peer": 1.0}
+    experiment = record["experiment"]
+    compare.save(root, machine, {"schema": compare.SCHEMA, "model": experiment["model"], "rounds": 2, "executions": 3,
+                                 "environment": record["environment"], "errors": {}, "builds": [int8, peer],
+                                 "targets": [], "experiments": [experiment]})
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "benchmarks.md").read_text()
+    assert "| quantized (int8) | tvm | int8 | 2.00 ms | 0.50x (ort-int8-qoperator) | 6.4% |" in text
+    assert "| ONNX Runtime int8 QOperator (peer) | onnxruntime | int8 | 4.00 ms | – | – |" in text, "not in the plan"

@@ -9,8 +9,8 @@ which sub-byte conv kernel "auto" picks (``qbuild.kernels.auto_bitserial_pairs``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -29,6 +29,18 @@ class QuantizedModule:
     layers: list[dict]
     calibration: dict
     auto_bitserial_pairs: int  # "auto" ran convs of at most this many plane pairs bit-serially
+    source: "tvm.IRModule | None" = field(default=None, repr=False)  # noqa: F821  what was rewritten (BN folded)
+    rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # noqa: F821  makes the same rewrite
+
+    def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:  # noqa: F821
+        """Two modules whose ``main`` returns every conv/dense layer's output (float32, in
+        ``layers`` order): the float module as the quantizer received it (batch norm folded) and
+        this integer program (an accumulator dequantized at its scales; the same integers as ``mod``)."""
+        from qbuild.quantize.graph import with_outputs
+
+        rewriter = self.rewriter()
+        probed = rewriter.run(self.source, probe=True)
+        return with_outputs(self.source, rewriter.layer_vars), probed
 
     def report(self) -> dict:
         """The quantization block of a results file."""
@@ -100,10 +112,13 @@ def quantize(
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
         calibration.update(tensors=len(requested), images=len(images))
-    rewriter = Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, auto_pairs)
+    def make_rewriter() -> Rewriter:
+        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, auto_pairs)
+
+    rewriter = make_rewriter()
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
-    return QuantizedModule(quantized, config, rewriter.layers, calibration, auto_pairs)
+    return QuantizedModule(quantized, config, rewriter.layers, calibration, auto_pairs, mod, make_rewriter)
 
 
 def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterable[np.ndarray]:

@@ -218,22 +218,15 @@ def _bound_vars(func) -> list:
 
 
 def _measure(mod, tensors: list, images: list[np.ndarray], chunk_by: int, grams: set) -> dict:
-    import tvm
-    from tvm import relax
-
-    from qbuild.kernels.pipeline import pipeline
+    from qbuild.compile import host_tensors
     from qbuild.quantize.graph import with_outputs
-    from qbuild.targets import resolve_target
 
-    target = resolve_target("cpu").tvm_target()
-    builtin, _report = pipeline("builtin", target)
     stats = {var: Histogram(keep_gram=var in grams) for var in tensors}
     size = len(tensors) if chunk_by < 0 else chunk_by
     for start in range(0, len(tensors), max(size, 1)):
         chunk = tensors[start : start + size]
-        vm = relax.VirtualMachine(tvm.compile(with_outputs(mod, chunk), target, relax_pipeline=builtin), tvm.cpu())
+        run = host_tensors(with_outputs(mod, chunk))
         for image in images:
-            outputs = vm["main"](tvm.runtime.tensor(image[None]))
-            for var, value in zip(chunk, outputs):
-                stats[var].add(value.numpy())
+            for var, value in zip(chunk, run(image[None])):
+                stats[var].add(value)
     return stats

@@ -48,6 +48,7 @@ from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
 from qbuild.quantize.graph import bindings, op_name, readers, scalar_value, substitute
+from qbuild.verify import sqnr_db
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
@@ -144,6 +145,7 @@ class Rewriter:
         self.inputs: dict = {}  # (var, bits) -> its Quant as a conv input, emitted once for all its convs
         self.relu_of: dict = {}  # var -> the ReLU that alone reads it (``run``)
         self.layers: list[dict] = []
+        self.layer_vars: list[relax.Var] = []  # each layer's output in the float module, as ``layers``
         self.conv_count = 0
         self.dense_count = 0
 
@@ -222,7 +224,10 @@ class Rewriter:
         return Quant(q, scale, low, high, dtype, nonneg)
 
     # --- the rewrite -------------------------------------------------------------------------
-    def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+    def run(self, mod: tvm.IRModule, probe: bool = False) -> tvm.IRModule:
+        """The integer module of ``mod``; with ``probe``, one whose ``main`` returns instead each
+        conv/dense layer's output (float32, in ``layers`` order: an accumulator dequantized at its
+        scales), with the same integers (``qbuild.layer_errors``)."""
         main = mod["main"]
         self.relu_of = _relu_of(mod)
         values: dict = {param: Float(param) for param in main.params}
@@ -232,8 +237,11 @@ class Rewriter:
                 for binding in bindings(mod):
                     values[binding.var] = self.rewrite(bb, binding.var, binding.value, values)
                 result = main.body.body
-                floats = {var: self.as_float(bb, values[var]) for var in relax.analysis.free_vars(result)}
-                out = bb.emit_output(substitute(result, floats))
+                if probe:
+                    out = bb.emit_output(relax.Tuple([self.as_float(bb, values[var]) for var in self.layer_vars]))
+                else:
+                    floats = {var: self.as_float(bb, values[var]) for var in relax.analysis.free_vars(result)}
+                    out = bb.emit_output(substitute(result, floats))
             bb.emit_func_output(out)
         return bb.get()
 
@@ -284,6 +292,7 @@ class Rewriter:
                  "status": "skipped" if skipped else "quantized", "reason": skipped}
         entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
+        self.layer_vars.append(var)
 
     def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
                           gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Encoding]:
@@ -331,8 +340,12 @@ class Rewriter:
         stats = self.statistics(data)
         return None if stats is None else stats.gram
 
-    def _layer(self, qin: Quant, wstep: np.ndarray, encoding: Encoding, kernel: str, weight_bytes: int) -> dict:
+    def _layer(self, qin: Quant, weights: np.ndarray, qweights: np.ndarray, wstep: np.ndarray, out_axis: int,
+               encoding: Encoding, kernel: str, weight_bytes: int) -> dict:
+        shape = [1] * weights.ndim
+        shape[out_axis] = -1
         return {"input_scale": qin.scale, "weight_scale_min": float(wstep.min()), "weight_scale_max": float(wstep.max()),
+                "weight_sqnr_db": sqnr_db(weights, qweights * wstep.reshape(shape)),
                 "input_encoding": qin.encoding.to_json(), "weight_encoding": encoding.to_json(), "kernel": kernel,
                 "weight_bytes": weight_bytes}
 
@@ -352,17 +365,18 @@ class Rewriter:
         self.conv_count += 1
         weights = _const_array(call.args[1])
         skipped = self._layer_enabled("nn.conv2d", index)
-        if skipped:
-            self._record("nn.conv2d", index, var, weights, skipped)
-            return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         attrs = call.attrs
+        if skipped:
+            self._record("nn.conv2d", index, var, weights, skipped,
+                         {"weight_bytes": int(weights.nbytes), "groups": int(attrs.groups)})
+            return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         depthwise = attrs.groups > 1 and attrs.groups == int(weights.shape[0]) and int(weights.shape[1]) == 1
         kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
         in_bits, weight_bits = self.config.layer_bits(kind)
         qin = self.as_input(bb, call.args[0], value, in_bits)
         gram = self._gram(call.args[0], attrs, weights)
-        qweights, wstep, encoding = self.quantized_weights(weights, str(attrs.kernel_layout).index("O"), weight_bits,
-                                                           gram)
+        out_axis = str(attrs.kernel_layout).index("O")
+        qweights, wstep, encoding = self.quantized_weights(weights, out_axis, weight_bits, gram)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
             spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
@@ -379,7 +393,7 @@ class Rewriter:
         correction = self._bias_correction(call.args[0], weights, qweights, wstep, qin.scale, attrs.groups)
         if correction is not None:
             conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
-        layer = self._layer(qin, wstep, encoding, kernel, weight_bytes)
+        layer = self._layer(qin, weights, qweights, wstep, out_axis, encoding, kernel, weight_bytes)
         layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest",
                      input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
@@ -413,7 +427,8 @@ class Rewriter:
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
-        self._record("nn.dense", index, var, weights, None, self._layer(qin, wstep, encoding, "int8", qweights.nbytes))
+        self._record("nn.dense", index, var, weights, None,
+                     self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes))
         return Acc(product, qin.scale * wstep, -1, var)
 
     # --- integer elementwise ops ----------------------------------------------------------
