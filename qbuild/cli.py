@@ -1,4 +1,5 @@
-"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, tune, profile, models, summary.
+"""The ``qbuild`` command line: run, experiments, plan, compare, subbyte-kernels, tune, profile, layers, models,
+summary.
 
 Bad input ends with one line on stderr, ``qbuild: error: <problem>; fix: <fix>``, and exit
 status 2. ``summary`` reads results files only and never imports TVM or torch.
@@ -109,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(profile, many=False)
     profile.add_argument("--runs", type=int, default=10, help="profiled runs (default: 10)")
     profile.add_argument("--top", type=int, default=25, help="functions listed (default: 25)")
+    layers = sub.add_parser("layers", help="where a quantized build loses accuracy: each conv/dense layer's "
+                                           "output against the float model's (SQNR, dB) on held-out images")
+    _add_run_options(layers, many=False)
     sub.add_parser("models", help="list the models that --model / --models take (imports torchvision)")
     summary = sub.add_parser("summary", help="one row per results file (reads results only)")
     summary.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
@@ -253,6 +257,26 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_layers(args: argparse.Namespace) -> int:
+    from qbuild import layer_errors
+    from qbuild.models import load_model
+    from qbuild.progress import Progress
+    from qbuild.runner import layer_errors_of
+
+    (experiment,) = _plan(args, many=False)
+    if experiment.variant.config() is None:
+        raise QbuildError(f"variant {experiment.variant.name} is not quantized: it has no layer errors",
+                          "pick a quantized variant (int8-a8, int8-a8-calibrated, w4a8, ...)")
+    if experiment.dataset is None:
+        raise QbuildError("layer errors are measured on labelled images and none were found",
+                          "pass --dataset DIR (or set QBUILD_DATASET)")
+    loaded = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
+    measured, layers = layer_errors_of(experiment, loaded, Progress(quiet=args.quiet))
+    print(f"{experiment.id} ({loaded.weights.kind} weights)")
+    print(layer_errors.render(measured, layers))
+    return 0
+
+
 def _cmd_models() -> int:
     from qbuild.models import EFFICIENTNET_LITE0, get_spec, torchvision_classifiers
 
@@ -295,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_tune(args)
         if args.command == "profile":
             return _cmd_profile(args)
+        if args.command == "layers":
+            return _cmd_layers(args)
         return _cmd_run(args, many=args.command == "experiments")
     except QbuildError as exc:
         print(f"qbuild: error: {exc}", file=sys.stderr)

@@ -352,11 +352,19 @@ def _accuracy(experiment: Experiment, compiled, loaded, progress: Progress) -> d
     return result
 
 
+def layer_errors_of(experiment: Experiment, loaded, progress: Progress) -> tuple[dict, list[dict]]:
+    """A quantized ``experiment``'s layer errors (``qbuild.layer_errors``) outside a staged run,
+    with the quantizer's layer records. Errors propagate."""
+    quantized = _quantize(experiment, loaded, _traced(experiment, loaded), experiment.variant.config())
+    return _layer_errors(experiment, quantized, loaded, progress), quantized.layers
+
+
 def _layer_errors(experiment: Experiment, quantized, loaded, progress: Progress) -> dict:
-    from qbuild import layer_errors
+    from qbuild import datasets, layer_errors
     from qbuild.compile import host_tensors
 
-    images = _evaluation(experiment, loaded, progress).images[: layer_errors.LAYER_IMAGES]
+    _, held_out = datasets.load(experiment.dataset).split(experiment.profile.calibration_images)
+    images = [image for image, _label in datasets.images(held_out[: layer_errors.LAYER_IMAGES], loaded.preprocess)]
     reference, probed = quantized.layer_outputs()
     progress.say(f"layer errors: {len(quantized.layers)} layers on {len(images)} evaluation images")
     # The float module's layers are the same for every variant of the model: compiled once.

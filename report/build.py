@@ -87,7 +87,7 @@ def context(results: Results, results_root: Path) -> dict:
         "accuracy": accuracy,
         "accuracy_findings": derive.accuracy_findings(accuracy),
         "layer_errors": layer_errors,
-        "layer_floor": derive.LAYER_SQNR_FLOOR_DB,
+        "layer_floor": derive.FLOOR_DB,
         "layer_charts": _layer_charts(layer_errors),
         "environments": derive.environments(results),
         "charts": _charts(rows, latency),

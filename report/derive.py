@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from itertools import groupby
 
 from qbuild.compare import GOALS
+from qbuild.layer_errors import FLOOR_DB, describe
 from qbuild.plan import SWEEP, SWEEP_VARIANTS, VARIANTS, Variant
 from qbuild.quantize.config import DEFAULTS, options
 
@@ -467,33 +468,17 @@ def side_by_side_top1(document: dict, all_rows: list[Row]) -> dict[str, float]:
     return found
 
 
-# A layer whose output keeps less than this SQNR carries noise of a tenth of its signal's energy or more.
-LAYER_SQNR_FLOOR_DB = 10.0
-
-
-def layer_kind(layer: dict) -> str:
-    """A layer record of the quantizer in words: "depthwise 5x5 conv, 672 channels", "1x1 conv 16 -> 96"."""
-    shape = layer["weight_shape"]
-    if layer["op"] == "nn.dense":
-        return f"dense {shape[0]} -> {shape[1]}"
-    out_channels, per_group, kh, kw = shape
-    groups = layer.get("groups", 1)
-    if groups > 1 and groups == out_channels and per_group == 1:
-        return f"depthwise {kh}x{kw} conv, {out_channels} channels"
-    return f"{kh}x{kw} conv {per_group * groups} -> {out_channels}"
-
-
 def layer_errors(all_rows: list[Row]) -> list[dict]:
     """Per (model, machine): each quantized variant's output SQNR at every layer
     (``qbuild.layer_errors``), the layers described once, and where each variant's error first
-    reaches ``LAYER_SQNR_FLOOR_DB``."""
+    reaches ``FLOOR_DB``."""
     out = []
     for (model, machine), group in _by(all_rows, lambda r: (r.subject, r.machine)):
         measured = [r for r in group if r.record.get("layer_errors") and r.record.get("quantization")]
         if not measured:
             continue
         first = measured[0].record["quantization"]["layers"]
-        layers = [{"position": i, "name": layer["name"], "kind": layer_kind(layer)} for i, layer in enumerate(first)]
+        layers = [{"position": i, "name": layer["name"], "kind": describe(layer)} for i, layer in enumerate(first)]
         out.append({"model": model, "machine": machine, "layers": layers,
                     "images": measured[0].record["layer_errors"]["images"],
                     "variants": [_layer_profile(r) for r in measured]})
@@ -504,17 +489,18 @@ def _layer_profile(row: Row) -> dict:
     """One variant's layer errors: the SQNR at each layer (None where exact), the logits', and the
     first layer below the floor with its weights' own SQNR."""
     records = row.record["quantization"]["layers"]
-    sqnr = [layer["sqnr_db"] for layer in row.record["layer_errors"]["layers"]]
+    errors = row.record["layer_errors"]["layers"]
+    sqnr = [layer["sqnr_db"] for layer in errors]
     measured = [(i, db) for i, db in enumerate(sqnr) if db is not None]
-    below = next(((i, db) for i, db in measured if db < LAYER_SQNR_FLOOR_DB), None)
+    below = next(((i, db) for i, db in measured if db < FLOOR_DB), None)
     lowest = min(measured, key=lambda item: item[1]) if measured else None
     first_below = None
     if below is not None:
         position, db = below
         weights_db = records[position].get("weight_sqnr_db")
-        first_below = {"position": position, "kind": layer_kind(records[position]), "name": records[position]["name"],
-                       "sqnr_db": db, "weight_sqnr_db": weights_db,
-                       "from_input": weights_db is not None and weights_db >= db + LAYER_SQNR_FLOOR_DB}
+        first_below = {"position": position, "kind": describe(records[position]), "name": records[position]["name"],
+                       "sqnr_db": db, "weight_sqnr_db": weights_db, "input_clipped": errors[position].get("input_clipped"),
+                       "from_input": weights_db is not None and weights_db >= db + FLOOR_DB}
     return {"variant": row.variant, "label": row.label, "in_sweep": row.in_sweep, "sqnr_db": sqnr,
             "logits_db": sqnr[-1] if sqnr else None, "first_below": first_below,
             "lowest": None if lowest is None else {"position": lowest[0], "sqnr_db": lowest[1]}}

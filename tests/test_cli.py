@@ -33,6 +33,7 @@ def assert_one_line_error(err: str, *needles: str) -> None:
     (["run", "--weights", "imagenet"], ["unknown weights choice", "random"]),
     (["run", "--iterations", "0"], ["iterations must be >= 1"]),
     (["plan", "--models", "vit_b_16", "--profile", "quick"], ["vit_b_16 takes inputs of at least 224", "--profile default"]),
+    (["layers", "--variant", "float"], ["variant float is not quantized: it has no layer errors", "int8-a8"]),
 ])
 def test_bad_input_is_one_line_naming_the_problem_and_the_fix(capsys, argv, needles):
     code, _out, err = run_cli(capsys, *argv)
@@ -89,6 +90,9 @@ def test_calibrated_variants_without_a_dataset_say_how_to_give_one(capsys, monke
     code, _out, err = run_cli(capsys, "plan", "--variants", "int8-a8-calibrated")
     assert code == 2
     assert_one_line_error(err, "no labelled dataset was found", "--dataset DIR")
+    code, _out, err = run_cli(capsys, "layers", "--variant", "int8-a8")  # measured on labelled images
+    assert code == 2
+    assert_one_line_error(err, "layer errors are measured on labelled images", "--dataset DIR")
     code, out, _err = run_cli(capsys, "plan", "--variants", "float", "int8-a8")
     assert code == 0 and "resnet50-int8-a8-cpu:" in out
 

@@ -36,15 +36,16 @@ def chain():
     return trace(Chain().eval(), (1, 3, 16, 16))
 
 
-def images(n: int = 3) -> list[np.ndarray]:
+def images(n: int = 3, gain: float = 1.0) -> list[np.ndarray]:
     rng = np.random.default_rng(2)
-    return [rng.standard_normal((3, 16, 16)).astype(np.float32) for _ in range(n)]
+    return [gain * rng.standard_normal((3, 16, 16)).astype(np.float32) for _ in range(n)]
 
 
-def errors(chain, **options) -> tuple[dict, list[dict]]:
-    quantized = quantize(chain.inference_module(), None, images(4), make(calibrate_mode="max", **options))
+def errors(chain, gain: float = 1.0, **options) -> tuple[dict, list[dict]]:
+    options = {"calibrate_mode": "max", **options}
+    quantized = quantize(chain.inference_module(), None, images(4, gain), make(**options))
     reference, probed = quantized.layer_outputs()
-    return layer_errors.measure(host_tensors(reference), host_tensors(probed), images(), quantized.layers), \
+    return layer_errors.measure(host_tensors(reference), host_tensors(probed), images(gain=gain), quantized.layers), \
         quantized.layers
 
 
@@ -65,6 +66,15 @@ def test_every_layer_is_measured_in_the_order_the_quantizer_records_it(chain):
     assert first is None, "a float layer on the float input is exact"
     assert 10.0 < quantized_conv < 60.0
     assert dense is not None and dense < 60.0, "a float layer after a quantized one inherits its error"
+    clipped = [m["input_clipped"] for m in measured["layers"]]
+    assert clipped == [None, 0.0, None], "ranges calibrated to the maximum clip nothing; float layers have no range"
+
+
+def test_inputs_beyond_global_scales_range_are_counted_as_clipped(chain):
+    calm, _layers = errors(chain, calibrate_mode="global_scale")
+    loud, _layers = errors(chain, gain=40.0, calibrate_mode="global_scale")  # activations far beyond +-8
+    assert calm["layers"][1]["input_clipped"] < 0.01 < 0.2 < loud["layers"][1]["input_clipped"] <= 1.0
+    assert loud["layers"][1]["sqnr_db"] < calm["layers"][1]["sqnr_db"] - 6.0
 
 
 def test_fewer_bits_lose_more_of_each_layers_output(chain):
@@ -102,6 +112,26 @@ def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_p
     layers = record["quantization"]["layers"]
     measured = record["layer_errors"]["layers"]
     assert [m["name"] for m in measured] == [layer["name"] for layer in layers]
-    assert record["layer_errors"]["images"] == min(layer_errors.LAYER_IMAGES, plan[0].profile.accuracy_images or 12)
+    assert record["layer_errors"]["images"] == min(layer_errors.LAYER_IMAGES, 12 - plan[0].profile.calibration_images)
     assert all(m["sqnr_db"] is None or np.isfinite(m["sqnr_db"]) for m in measured)
     assert measured[-1]["sqnr_db"] > 0, "the calibrated build's logits keep more signal than error"
+
+
+def test_a_layer_is_described_by_its_kind_and_shape():
+    assert layer_errors.describe({"op": "nn.conv2d", "weight_shape": [672, 1, 5, 5], "groups": 672}) == \
+        "depthwise 5x5 conv, 672 channels"
+    assert layer_errors.describe({"op": "nn.conv2d", "weight_shape": [96, 16, 1, 1], "groups": 1}) == \
+        "1x1 conv 16 -> 96"
+    assert layer_errors.describe({"op": "nn.dense", "weight_shape": [1280, 1000]}) == "dense 1280 -> 1000"
+
+
+def test_the_layer_table_marks_the_first_layer_below_the_floor():
+    layers = [{"op": "nn.conv2d", "weight_shape": [8, 3, 3, 3], "groups": 1, "status": "skipped"},
+              {"op": "nn.conv2d", "weight_shape": [8, 8, 1, 1], "groups": 1, "status": "quantized", "weight_sqnr_db": 30.0},
+              {"op": "nn.dense", "weight_shape": [8, 10], "status": "quantized", "weight_sqnr_db": 28.0}]
+    measured = {"images": 8, "layers": [{"sqnr_db": None, "input_clipped": None},
+                                        {"sqnr_db": 4.0, "input_clipped": 0.25}, {"sqnr_db": 3.0, "input_clipped": 0.0}]}
+    lines = layer_errors.render(measured, layers).splitlines()
+    assert lines[2].split() == ["1", "1x1", "conv", "8", "->", "8", "quantized", "30.0", "25.00%", "4.0", "<-", "first",
+                                "below", "10", "dB"]
+    assert lines[1].split()[-3:] == ["-", "-", "-"] and "<-" not in lines[3], "exact shows '-'; only the first is marked"

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from qbuild.results import write_result
+from qbuild.layer_errors import describe
 from report import derive
 from report.build import PAGES, build
 
@@ -403,8 +404,9 @@ def _with_layer_errors(record: dict, sqnr: list, weight_sqnr: dict[int, float]) 
     for position, db in weight_sqnr.items():
         layers[position]["weight_sqnr_db"] = db
     changed["layer_errors"] = {"images": 8, "layers": [
-        {"index": layer["index"], "op": layer["op"], "name": layer["name"], "status": layer["status"], "sqnr_db": db}
-        for layer, db in zip(layers, sqnr, strict=True)]}
+        {"index": layer["index"], "op": layer["op"], "name": layer["name"], "status": layer["status"], "sqnr_db": db,
+         "input_clipped": 0.25 if position == 3 else 0.0}
+        for position, (layer, db) in enumerate(zip(layers, sqnr, strict=True))]}
     return changed
 
 
@@ -420,20 +422,15 @@ def test_the_layer_where_a_builds_error_first_grows_large_is_named_from_the_data
     build(tmp_path / "results", tmp_path / "docs")
     page = (tmp_path / "docs" / "accuracy.md").read_text()
     section = page.split("## Where the accuracy goes, layer by layer")[1]
-    kind = derive.layer_kind(int8_record["quantization"]["layers"][3])
+    kind = describe(int8_record["quantization"]["layers"][3])
     assert (f"- **quantized (int8)**: logits at 3.0 dB. The output first falls below 10 dB at layer 3 ({kind}, "
             f"`{int8_record['quantization']['layers'][3]['name']}`): 4.0 dB, while its weights alone keep 30.0 dB: "
             "the error there arrives with its input") in section
+    assert "25.0% of its input values (the float model's) lie beyond the range of its input codes" in section
+    assert section.count("lie beyond the range") == 1, "a build that clips nothing says nothing of it"
     lowest = clean[-1]
     assert (f"No layer's output falls below 10 dB (lowest: {lowest:.1f} dB at layer {count - 1})") in section
     assert 'id="layers-resnet18-quick-profile-' in section and "-study-spec" in section and "-sweep-spec" in section
-
-
-def test_a_layer_is_described_by_its_kind_and_shape():
-    assert derive.layer_kind({"op": "nn.conv2d", "weight_shape": [672, 1, 5, 5], "groups": 672}) == \
-        "depthwise 5x5 conv, 672 channels"
-    assert derive.layer_kind({"op": "nn.conv2d", "weight_shape": [96, 16, 1, 1], "groups": 1}) == "1x1 conv 16 -> 96"
-    assert derive.layer_kind({"op": "nn.dense", "weight_shape": [1280, 1000]}) == "dense 1280 -> 1000"
 
 
 def test_a_side_by_side_build_shows_the_accuracy_its_plan_result_measured(quick_results, tmp_path):

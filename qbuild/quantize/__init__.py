@@ -34,13 +34,14 @@ class QuantizedModule:
 
     def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:  # noqa: F821
         """Two modules whose ``main`` returns every conv/dense layer's output (float32, in
-        ``layers`` order): the float module as the quantizer received it (batch norm folded) and
-        this integer program (an accumulator dequantized at its scales; the same integers as ``mod``)."""
+        ``layers`` order): this integer program's (an accumulator dequantized at its scales; the
+        same integers as ``mod``), and the float module's as the quantizer received it (batch norm
+        folded), followed there by each layer's input. Returned as (float, integer)."""
         from qbuild.quantize.graph import with_outputs
 
         rewriter = self.rewriter()
         probed = rewriter.run(self.source, probe=True)
-        return with_outputs(self.source, rewriter.layer_vars), probed
+        return with_outputs(self.source, rewriter.layer_vars + rewriter.layer_inputs), probed
 
     def report(self) -> dict:
         """The quantization block of a results file."""

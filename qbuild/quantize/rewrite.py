@@ -146,6 +146,7 @@ class Rewriter:
         self.relu_of: dict = {}  # var -> the ReLU that alone reads it (``run``)
         self.layers: list[dict] = []
         self.layer_vars: list[relax.Var] = []  # each layer's output in the float module, as ``layers``
+        self.layer_inputs: list[relax.Expr] = []  # and its input there
         self.conv_count = 0
         self.dense_count = 0
 
@@ -286,13 +287,14 @@ class Rewriter:
             return "skip_dense_layer=True"
         return None
 
-    def _record(self, op: str, index: int, var: relax.Var, weights: np.ndarray, skipped: str | None,
-                layer: dict | None = None) -> None:
+    def _record(self, op: str, index: int, var: relax.Var, data: relax.Expr, weights: np.ndarray,
+                skipped: str | None, layer: dict | None = None) -> None:
         entry = {"op": op, "index": index, "name": var.name, "weight_shape": list(weights.shape),
                  "status": "skipped" if skipped else "quantized", "reason": skipped}
         entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
         self.layer_vars.append(var)
+        self.layer_inputs.append(data)
 
     def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
                           gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Encoding]:
@@ -367,7 +369,7 @@ class Rewriter:
         skipped = self._layer_enabled("nn.conv2d", index)
         attrs = call.attrs
         if skipped:
-            self._record("nn.conv2d", index, var, weights, skipped,
+            self._record("nn.conv2d", index, var, call.args[0], weights, skipped,
                          {"weight_bytes": int(weights.nbytes), "groups": int(attrs.groups)})
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         depthwise = attrs.groups > 1 and attrs.groups == int(weights.shape[0]) and int(weights.shape[1]) == 1
@@ -397,7 +399,7 @@ class Rewriter:
         layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest",
                      input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
-        self._record("nn.conv2d", index, var, weights, None, layer)
+        self._record("nn.conv2d", index, var, call.args[0], weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
         return Acc(conv, qin.scale * wstep, axis, var)
 
@@ -421,13 +423,13 @@ class Rewriter:
         weights = _const_array(call.args[1])  # (in, out)
         skipped = self._layer_enabled("nn.dense", index)
         if skipped:
-            self._record("nn.dense", index, var, weights, skipped)
+            self._record("nn.dense", index, var, call.args[0], weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         in_bits, weight_bits = self.config.layer_bits("dense")
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
-        self._record("nn.dense", index, var, weights, None,
+        self._record("nn.dense", index, var, call.args[0], weights, None,
                      self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes))
         return Acc(product, qin.scale * wstep, -1, var)
 
