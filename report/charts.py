@@ -46,7 +46,7 @@ def layer_sqnr(group: dict, variants: list[dict], title: str) -> dict:
     """Line chart of each variant's output SQNR (dB) at every layer, in layer order (a layer
     whose output is exact, e.g. a float first conv, has no point). ``group``: one of
     ``derive.layer_errors``; ``variants``: which of its variants to draw."""
-    values = [{"layer": layer["position"], "name": layer["name"], "kind": layer["kind"], "variant": v["label"],
+    values = [{"layer": layer["position"], "kind": layer["kind"], "variant": v["label"],
                "SQNR (dB)": db}
               for v in variants for layer, db in zip(group["layers"], v["sqnr_db"]) if db is not None]
     order = [v["label"] for v in variants]
@@ -54,6 +54,6 @@ def layer_sqnr(group: dict, variants: list[dict], title: str) -> dict:
         x=alt.X("layer:Q", title="layer (conv/dense, in program order)"),
         y=alt.Y("SQNR (dB):Q", title="output SQNR against the float model (dB)"),
         color=alt.Color("variant:N", sort=order, legend=alt.Legend(orient="top", columns=2, labelLimit=400)),
-        tooltip=["variant:N", "layer:Q", "kind:N", "name:N", alt.Tooltip("SQNR (dB):Q", format=".1f")],
+        tooltip=["variant:N", "layer:Q", "kind:N", alt.Tooltip("SQNR (dB):Q", format=".1f")],
     )
     return chart.properties(title=title, width=640, height=320).to_dict()

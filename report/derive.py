@@ -478,16 +478,21 @@ def layer_errors(all_rows: list[Row]) -> list[dict]:
         if not measured:
             continue
         first = measured[0].record["quantization"]["layers"]
-        layers = [{"position": i, "name": layer["name"], "kind": describe(layer)} for i, layer in enumerate(first)]
+        layers = [{"position": i, "kind": describe(layer)} for i, layer in enumerate(first)]
         out.append({"model": model, "machine": machine, "layers": layers,
                     "images": measured[0].record["layer_errors"]["images"],
                     "variants": [_layer_profile(r) for r in measured]})
     return out
 
 
+def _noticeable(share: float | None) -> float | None:
+    """A share of clipped values worth a sentence (0.1% or more), else None."""
+    return share if share is not None and share >= 0.001 else None
+
+
 def _layer_profile(row: Row) -> dict:
     """One variant's layer errors: the SQNR at each layer (None where exact), the logits', and the
-    first layer below the floor with its weights' own SQNR."""
+    first layer below the floor with its weights' own SQNR and the share of its input clipped."""
     records = row.record["quantization"]["layers"]
     errors = row.record["layer_errors"]["layers"]
     sqnr = [layer["sqnr_db"] for layer in errors]
@@ -498,8 +503,8 @@ def _layer_profile(row: Row) -> dict:
     if below is not None:
         position, db = below
         weights_db = records[position].get("weight_sqnr_db")
-        first_below = {"position": position, "kind": describe(records[position]), "name": records[position]["name"],
-                       "sqnr_db": db, "weight_sqnr_db": weights_db, "input_clipped": errors[position].get("input_clipped"),
+        first_below = {"position": position, "kind": describe(records[position]), "sqnr_db": db,
+                       "weight_sqnr_db": weights_db, "input_clipped": _noticeable(errors[position].get("input_clipped")),
                        "from_input": weights_db is not None and weights_db >= db + FLOOR_DB}
     return {"variant": row.variant, "label": row.label, "in_sweep": row.in_sweep, "sqnr_db": sqnr,
             "logits_db": sqnr[-1] if sqnr else None, "first_below": first_below,
