@@ -10,8 +10,8 @@ import tvm
 from tvm import relax
 
 from qbuild.quantize import emit
-from qbuild.quantize.fixed_point import (multiplier_shift, power_of_two_exponents, requantize_reference,
-                                         shift_right_rounded)
+from qbuild.quantize.fixed_point import (MIN_SATURATING_BITS, multiplier_shift, power_of_two_exponents,
+                                         requantize_reference, saturating_multiplier_shift, shift_right_rounded)
 
 
 def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
@@ -69,3 +69,26 @@ def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding
     expected = requantize_reference(x, np.reshape(ratio, (1, -1, 1, 1)) if np.ndim(ratio) else ratio, 127, rounding)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, expected.astype(np.int8))
+
+
+def test_a_requantize_clipped_to_int8_keeps_its_product_in_int32_and_moves_a_result_by_one_code_at_most():
+    ratios = np.array([0.013, 0.0371, 0.5, 0.02, 0.05])
+    limit, multiplier, shift = saturating_multiplier_shift(ratios, 127)
+    assert limit * multiplier.max() + (1 << int(shift.max() - 1)) < 2 ** 31, "the largest product and offset fit"
+    assert np.all(multiplier >= 1 << (MIN_SATURATING_BITS - 1)), "every ratio keeps its minimum of bits"
+    assert np.all(limit * ratios >= 128), "beyond the limit the result saturates in every channel"
+    x = np.random.default_rng(4).integers(-2 ** 20, 2 ** 20, size=(20000, ratios.size))
+    full_multiplier, full_shift = multiplier_shift(ratios)
+    exact = np.clip(shift_right_rounded(x * full_multiplier, full_shift, "UPWARD", True), -127, 127)
+    narrow = requantize_reference(x, ratios, 127)
+    assert np.abs(narrow - exact).max() <= 1
+    relative = np.abs(multiplier / 2.0 ** shift - ratios) / ratios
+    assert relative.max() <= 2.0 ** -MIN_SATURATING_BITS
+    real = x * ratios
+    moved = narrow != exact  # only where the real product lies that close to a rounding boundary
+    assert np.all(np.abs(np.abs(real - np.floor(real) - 0.5))[moved] <= (np.abs(real) * relative)[moved])
+
+
+def test_a_wider_clip_or_a_tiny_ratio_keeps_the_31_bit_multiplier():
+    assert saturating_multiplier_shift(np.array([0.01]), 32767) is None, "int16: too few bits would remain"
+    assert saturating_multiplier_shift(np.array([0.5, 1e-6]), 127) is None, "the channels share one limit"

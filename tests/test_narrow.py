@@ -7,7 +7,9 @@ import tvm
 from tvm import relax
 
 from qbuild.kernels.narrow import narrow_integers
+from qbuild.kernels.pipeline import integer_rewrites
 from qbuild.kernels.ranges import value_ranges
+from qbuild.quantize import emit
 from qbuild.quantize.graph import op_name
 from test_kernels import CPU, run_builtin
 
@@ -128,3 +130,17 @@ def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
         lowered = tvm.transform.Sequential(lowering_passes(of_target(target)))(quantized.mod)
     written = re.findall(r'R\.call_tir\(\w+, .*out_ty=R\.Tensor\(\([^)]*\), dtype="(\w+)"\)', lowered["main"].script())
     assert "int8" in written and "int64" not in written
+
+
+def test_a_per_channel_requantize_to_int8_runs_in_int32_whatever_its_input():
+    """The calibrated epilogue: any int32 sum, per-channel ratios, clipped to int8 (``emit.requantize``
+    clamps where the result saturates and takes a multiplier that keeps the product in int32)."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((1, 4, 5, 5), "int32"))
+    with bb.function("main", [acc]):
+        with bb.dataflow():
+            out = bb.emit_output(emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8",
+                                                 "UPWARD", True))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert "relax.multiply" in _int64_ops(mod) and not _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from qbuild.quantize.fixed_point import multiplier_shift, power_of_two_exponents, rounding_offset
+from qbuild.quantize.fixed_point import (multiplier_shift, power_of_two_exponents, rounding_offset,
+                                         saturating_multiplier_shift)
 
 
 def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:
@@ -71,7 +72,9 @@ def requantize(
     """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
     (low, high) and cast.
 
-    Power-of-two ratios become plain shifts; others a 31-bit multiply and a rounding shift.
+    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: with bounds,
+    the input clamped where the result saturates and a multiplier that keeps the product in int32
+    (``fixed_point.saturating_multiplier_shift``), else a 31-bit multiplier.
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
@@ -84,7 +87,12 @@ def requantize(
     elif exponents is not None and np.all(exponents <= 0):
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
     else:
-        multiplier, shift = multiplier_shift(ratio)
+        saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
+        if saturating is None:
+            multiplier, shift = multiplier_shift(ratio)
+        else:  # inputs beyond the limit saturate: clamped there, the product fits int32 (``fixed_point``)
+            limit, multiplier, shift = saturating
+            wide = bb.emit(relax.op.clip(wide, -limit, limit))
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
     if bounds is not None:

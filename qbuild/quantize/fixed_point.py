@@ -4,7 +4,18 @@ A requantize from scale ``s_from`` to ``s_to`` multiplies by ``r = s_from / s_to
 arithmetic ``r = M * 2**-n`` with a 31-bit ``M`` in [2**30, 2**31), so
 ``y = round((x * M) / 2**n)`` in int64 never overflows for int32 ``x``. When every ratio is a
 power of two (relay's power2 / global_scale defaults) the multiply disappears and only shifts
-remain. The NumPy functions here are the references that tests hold the generated code to.
+remain.
+
+A requantize whose result is clipped to +-qmax (an int8 activation: every calibrated epilogue)
+needs the product only where the result does not saturate: beyond ``|x| >= (qmax + 1) / r`` it
+is clipped whatever the multiplier (``saturating_multiplier_shift``). Its input is clamped to that
+limit (the smallest channel ratio's, for all channels: this changes no result) and its multipliers
+take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
+``qbuild.kernels.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
+the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
+31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
+rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier
+in int64 stays. The NumPy functions here are the references that tests hold the generated code to.
 """
 
 from __future__ import annotations
@@ -13,6 +24,8 @@ import numpy as np
 
 MULTIPLIER_BITS = 30  # M in [2**30, 2**31)
 MAX_SHIFT = 62  # x * M stays within int64 for int32 x
+MIN_SATURATING_BITS = 10  # fewest multiplier bits a saturating requantize takes in int32
+INT32_TOP = (1 << 31) - 1
 
 
 def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,6 +50,30 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     if np.any(shift < 1):
         raise ValueError(f"requantize ratio above the supported 2**29: {ratio.max()}")
     return multiplier, shift
+
+
+def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(limit, M, n) for a requantize by ``ratio`` clipped to +-``qmax``: an input beyond +-limit
+    saturates in every channel, and ``limit * max(M) + max(2**(n-1))`` fits in int32 (so interval
+    bounds see the product fit, channel by channel or not), each ``M`` of at least
+    ``MIN_SATURATING_BITS`` bits (``M * 2**-n`` ~= ratio); None where some ratio would keep fewer."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
+        raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
+    limit = float(np.ceil((qmax + 1) / ratio.min()))
+    if limit > INT32_TOP:
+        return None
+    mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
+    # 2**bits * limit + 2**(bits - exponent - 1) < 2**31, the largest product and offset
+    bits = np.floor(31 - np.log2(limit + 2.0 ** (-exponent - 1))).astype(np.int64)
+    while bits.min() >= MIN_SATURATING_BITS:
+        multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
+        shift = (bits - exponent).astype(np.int64)
+        if shift.min() >= 1 and shift.max() <= 31 and \
+                int(limit) * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) <= INT32_TOP:
+            return int(limit), multiplier, shift
+        bits = bits - 1
+    return None
 
 
 def power_of_two_exponents(ratio: np.ndarray | float) -> np.ndarray | None:
@@ -77,8 +114,9 @@ def requantize_reference(
     elif exponents is not None and np.all(exponents <= 0):
         y = shift_right_rounded(x, -exponents, rounding, round_for_shift)
     else:
-        multiplier, shift = multiplier_shift(ratio)
-        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)
+        saturating = None if qmax is None else saturating_multiplier_shift(ratio, qmax)
+        multiplier, shift = multiplier_shift(ratio) if saturating is None else saturating[1:]
+        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)  # no clamp: it changes nothing
     return y if qmax is None else np.clip(y, -qmax, qmax)
 
 
