@@ -10,8 +10,9 @@ import tvm
 from tvm import relax
 
 from qbuild.quantize import emit
-from qbuild.quantize.fixed_point import (MIN_SATURATING_BITS, multiplier_shift, power_of_two_exponents,
-                                         requantize_reference, saturating_multiplier_shift, shift_right_rounded)
+from qbuild.quantize.fixed_point import (MIN_SATURATING_BITS, exact_int8_multiplier_shift, multiplier_shift,
+                                         power_of_two_exponents, requantize_reference, saturating_multiplier_shift,
+                                         shift_right_rounded)
 
 
 def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
@@ -92,3 +93,13 @@ def test_a_requantize_clipped_to_int8_keeps_its_product_in_int32_and_moves_a_res
 def test_a_wider_clip_or_a_tiny_ratio_keeps_the_31_bit_multiplier():
     assert saturating_multiplier_shift(np.array([0.01]), 32767) is None, "int16: too few bits would remain"
     assert saturating_multiplier_shift(np.array([0.5, 1e-6]), 127) is None, "the channels share one limit"
+
+
+def test_an_int8_rescale_takes_a_multiplier_that_fits_int32_only_where_every_result_stays_the_same():
+    ratios = np.array([0.9794, 0.7312, 1.3371])
+    multiplier, shift = exact_int8_multiplier_shift(ratios, "UPWARD", True)
+    assert 128 * multiplier.max() + (1 << int(shift.max() - 1)) < 2 ** 31
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 16, 16).repeat(3, axis=1)
+    got = _run_requantize(x, ratios, None, "int64", "UPWARD")
+    np.testing.assert_array_equal(got, requantize_reference(x, ratios.reshape(1, -1, 1, 1), None))
+    assert exact_int8_multiplier_shift(0.77, "UPWARD", True) is None, "50 * 0.77 = 38.5: a tie that 23 bits break the other way"

@@ -144,3 +144,15 @@ def test_a_per_channel_requantize_to_int8_runs_in_int32_whatever_its_input():
         bb.emit_func_output(out)
     mod = bb.get()
     assert "relax.multiply" in _int64_ops(mod) and not _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+
+
+def test_a_residual_rescale_of_int8_values_runs_in_int32():
+    bb = relax.BlockBuilder()
+    q = relax.Var("q", relax.TensorType((1, 4, 5, 5), "int8"))
+    with bb.function("main", [q]):
+        with bb.dataflow():
+            out = bb.emit_output(emit.requantize(bb, q, 0.9794, None, "int64", "UPWARD", True))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    narrowed = _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+    assert "relax.multiply" in _int64_ops(mod) and narrowed == ["relax.astype", None], "only the int64 result widens"

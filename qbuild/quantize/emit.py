@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from qbuild.quantize.fixed_point import (multiplier_shift, power_of_two_exponents, rounding_offset,
-                                         saturating_multiplier_shift)
+from qbuild.quantize.fixed_point import (exact_int8_multiplier_shift, multiplier_shift, power_of_two_exponents,
+                                         rounding_offset, saturating_multiplier_shift)
 
 
 def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:
@@ -26,6 +26,10 @@ def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) 
 
 def _ndim(expr: relax.Expr) -> int:
     return len(expr.ty.shape)
+
+
+def _dtype(expr: relax.Expr) -> str:
+    return str(expr.ty.dtype)
 
 
 def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, bounds: tuple[int, int], dtype: str,
@@ -72,9 +76,11 @@ def requantize(
     """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
     (low, high) and cast.
 
-    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: with bounds,
-    the input clamped where the result saturates and a multiplier that keeps the product in int32
-    (``fixed_point.saturating_multiplier_shift``), else a 31-bit multiplier.
+    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: for int8
+    input, a multiplier that keeps the product in int32 with the same results where one exists
+    (``fixed_point.exact_int8_multiplier_shift``); with bounds, the input clamped where the result
+    saturates and a multiplier that keeps the product in int32
+    (``fixed_point.saturating_multiplier_shift``); else a 31-bit multiplier.
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
@@ -88,7 +94,10 @@ def requantize(
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
     else:
         saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
-        if saturating is None:
+        exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
+        if exact is not None:  # the same result for every int8 value, the product in int32
+            multiplier, shift = exact
+        elif saturating is None:
             multiplier, shift = multiplier_shift(ratio)
         else:  # inputs beyond the limit saturate: clamped there, the product fits int32 (``fixed_point``)
             limit, multiplier, shift = saturating

@@ -76,6 +76,24 @@ def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[i
     return None
 
 
+def exact_int8_multiplier_shift(ratio: np.ndarray | float, rounding: str,
+                                round_for_shift: bool) -> tuple[np.ndarray, np.ndarray] | None:
+    """(M, n) for a requantize of int8 values whose product with any int8 fits in int32 and whose
+    result equals the 31-bit multiplier's for every one of the 256 values (checked); None if not."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    mantissa, exponent = np.frexp(ratio)
+    bits = np.floor(31 - np.log2(128 + 2.0 ** (-exponent - 1))).astype(np.int64)
+    multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
+    shift = (bits - exponent).astype(np.int64)
+    if shift.min() < 1 or shift.max() > 31 or 128 * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) > INT32_TOP:
+        return None
+    values = np.arange(-128, 128, dtype=np.int64).reshape(-1, *([1] * ratio.ndim))
+    full_multiplier, full_shift = multiplier_shift(ratio)
+    same = np.array_equal(shift_right_rounded(values * multiplier, shift, rounding, round_for_shift),
+                          shift_right_rounded(values * full_multiplier, full_shift, rounding, round_for_shift))
+    return (multiplier, shift) if same else None
+
+
 def power_of_two_exponents(ratio: np.ndarray | float) -> np.ndarray | None:
     """k with ratio == 2**k exactly (elementwise), or None if any ratio is not a power of two."""
     mantissa, exponent = np.frexp(np.asarray(ratio, dtype=np.float64))
