@@ -76,11 +76,11 @@ def requantize(
     """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
     (low, high) and cast.
 
-    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: for int8
-    input, a multiplier that keeps the product in int32 with the same results where one exists
-    (``fixed_point.exact_int8_multiplier_shift``); with bounds, the input clamped where the result
-    saturates and a multiplier that keeps the product in int32
-    (``fixed_point.saturating_multiplier_shift``); else a 31-bit multiplier.
+    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: with bounds,
+    the input clamped where the result saturates and a multiplier that keeps the product in int32
+    (``fixed_point.saturating_multiplier_shift``, as ``requantize_reference``); else a 31-bit
+    multiplier's results, for int8 input by a shorter multiplier whose product stays in int32 where
+    one gives every int8 value the same result (``fixed_point.exact_int8_multiplier_shift``).
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
@@ -95,13 +95,11 @@ def requantize(
     else:
         saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
         exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
-        if exact is not None:  # the same result for every int8 value, the product in int32
-            multiplier, shift = exact
-        elif saturating is None:
-            multiplier, shift = multiplier_shift(ratio)
-        else:  # inputs beyond the limit saturate: clamped there, the product fits int32 (``fixed_point``)
+        if saturating is not None:  # inputs beyond the limit saturate: clamped there, the product fits int32
             limit, multiplier, shift = saturating
             wide = bb.emit(relax.op.clip(wide, -limit, limit))
+        else:  # an int8 input's shorter multiplier gives every int8 value the 31-bit multiplier's result
+            multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
     if bounds is not None:

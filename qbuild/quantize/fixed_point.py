@@ -15,7 +15,10 @@ take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
 the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
 31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
 rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier
-in int64 stays. The NumPy functions here are the references that tests hold the generated code to.
+in int64 stays. A rescale of int8 values (a residual add's operands) needs 24 bits for its product
+to fit int32; ``exact_int8_multiplier_shift`` takes them where all 256 values keep the 31-bit
+multiplier's results. The NumPy functions here are the references that tests hold the generated
+code to.
 """
 
 from __future__ import annotations
