@@ -99,6 +99,11 @@ def context(results: Results, results_root: Path) -> dict:
     }
 
 
+def _slug(text: str) -> str:
+    """``text`` as a chart id part: lower case, runs of other characters as one dash."""
+    return re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-")
+
+
 def _charts(rows: list[derive.Row], latency: list[dict], prefix: str = "latency",
             by: str = "type of compilation") -> list[dict]:
     """The study's three box plots per model (CPU, GPU, both), where data exists; ``prefix``
@@ -114,8 +119,7 @@ def _charts(rows: list[derive.Row], latency: list[dict], prefix: str = "latency"
         ):
             if chosen:
                 spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by {by} ({title})")
-                slug = re.sub(r"[^a-z0-9_]+", "-", model.lower()).strip("-")
-                out.append({"id": f"{prefix}-{slug}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
+                out.append({"id": f"{prefix}-{_slug(model)}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
     return out
 
 
@@ -124,7 +128,7 @@ def _layer_charts(groups: list[dict]) -> list[dict]:
     dtypes, relay defaults and calibrated), one of the bit-width sweep's."""
     out = []
     for group in groups:
-        slug = re.sub(r"[^a-z0-9_]+", "-", f"{group['model']}-{group['machine']}".lower()).strip("-")
+        slug = _slug(f"{group['model']}-{group['machine']}")
         for name, title, sweep in (("study", "activation dtypes", False), ("sweep", "bit widths", True)):
             chosen = [v for v in group["variants"] if v["in_sweep"] == sweep]
             if chosen:

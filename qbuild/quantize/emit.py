@@ -94,11 +94,11 @@ def requantize(
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
     else:
         saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
-        exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
         if saturating is not None:  # inputs beyond the limit saturate: clamped there, the product fits int32
             limit, multiplier, shift = saturating
             wide = bb.emit(relax.op.clip(wide, -limit, limit))
         else:  # an int8 input's shorter multiplier gives every int8 value the 31-bit multiplier's result
+            exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
             multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)

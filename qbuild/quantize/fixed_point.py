@@ -55,6 +55,24 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     return multiplier, shift
 
 
+def _fitting(ratio: np.ndarray, bound: int, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(M, n) with ``bits``-bit multipliers (``M * 2**-n`` ~= ratio) whose largest product with
+    ``bound`` and rounding offset fit in int32, shifts in [1, 31]; None if they do not."""
+    mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
+    multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
+    shift = (bits - exponent).astype(np.int64)
+    if shift.min() < 1 or shift.max() > 31 or \
+            bound * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) > INT32_TOP:
+        return None
+    return multiplier, shift
+
+
+def _widest_bits(ratio: np.ndarray, bound: float) -> np.ndarray:
+    """The most multiplier bits with ``2**bits * bound + 2**(n - 1)`` under 2**31 (n = bits - exponent)."""
+    _mantissa, exponent = np.frexp(ratio)
+    return np.floor(31 - np.log2(bound + 2.0 ** (-exponent - 1))).astype(np.int64)
+
+
 def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[int, np.ndarray, np.ndarray] | None:
     """(limit, M, n) for a requantize by ``ratio`` clipped to +-``qmax``: an input beyond +-limit
     saturates in every channel, and ``limit * max(M) + max(2**(n-1))`` fits in int32 (so interval
@@ -66,15 +84,11 @@ def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[i
     limit = float(np.ceil((qmax + 1) / ratio.min()))
     if limit > INT32_TOP:
         return None
-    mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
-    # 2**bits * limit + 2**(bits - exponent - 1) < 2**31, the largest product and offset
-    bits = np.floor(31 - np.log2(limit + 2.0 ** (-exponent - 1))).astype(np.int64)
+    bits = _widest_bits(ratio, limit)
     while bits.min() >= MIN_SATURATING_BITS:
-        multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
-        shift = (bits - exponent).astype(np.int64)
-        if shift.min() >= 1 and shift.max() <= 31 and \
-                int(limit) * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) <= INT32_TOP:
-            return int(limit), multiplier, shift
+        fitting = _fitting(ratio, int(limit), bits)
+        if fitting is not None:
+            return (int(limit), *fitting)
         bits = bits - 1
     return None
 
@@ -84,17 +98,14 @@ def exact_int8_multiplier_shift(ratio: np.ndarray | float, rounding: str,
     """(M, n) for a requantize of int8 values whose product with any int8 fits in int32 and whose
     result equals the 31-bit multiplier's for every one of the 256 values (checked); None if not."""
     ratio = np.asarray(ratio, dtype=np.float64)
-    mantissa, exponent = np.frexp(ratio)
-    bits = np.floor(31 - np.log2(128 + 2.0 ** (-exponent - 1))).astype(np.int64)
-    multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
-    shift = (bits - exponent).astype(np.int64)
-    if shift.min() < 1 or shift.max() > 31 or 128 * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) > INT32_TOP:
+    fitting = _fitting(ratio, 128, _widest_bits(ratio, 128))
+    if fitting is None:
         return None
     values = np.arange(-128, 128, dtype=np.int64).reshape(-1, *([1] * ratio.ndim))
     full_multiplier, full_shift = multiplier_shift(ratio)
-    same = np.array_equal(shift_right_rounded(values * multiplier, shift, rounding, round_for_shift),
+    same = np.array_equal(shift_right_rounded(values * fitting[0], fitting[1], rounding, round_for_shift),
                           shift_right_rounded(values * full_multiplier, full_shift, rounding, round_for_shift))
-    return (multiplier, shift) if same else None
+    return fitting if same else None
 
 
 def power_of_two_exponents(ratio: np.ndarray | float) -> np.ndarray | None:
