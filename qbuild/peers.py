@@ -16,6 +16,7 @@ accuracy stages treat it exactly like qbuild's own output.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable
 
@@ -50,7 +51,9 @@ class TorchEager:
         if device == "cpu":
             torch.set_num_threads(available_cpus())
         self.device, self.dtype, self.channels_last, self.compile_mode = device, dtype, channels_last, compile_mode
-        module = module.eval().to(device=device, dtype=getattr(torch, dtype))
+        # A copy: ``Module.to`` converts in place, and peers built from one loaded model (``qbuild
+        # compare``) would otherwise turn each other's weights to float16.
+        module = copy.deepcopy(module).eval().to(device=device, dtype=getattr(torch, dtype))
         if channels_last:
             module = module.to(memory_format=torch.channels_last)
         self.module = module if compile_mode is None else torch.compile(module, mode=compile_mode)

@@ -20,6 +20,14 @@ def test_torch_eager_gives_pytorchs_logits_and_a_timed_closure():
     assert peer.describe()["engine"] == "torch" and peer.describe()["threads"] >= 1
 
 
+def test_a_peer_leaves_the_module_it_was_given_as_it_was():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()).eval()
+    half = TorchEager(module, dtype="float16", channels_last=True)
+    assert next(half.module.parameters()).dtype == torch.float16
+    assert next(module.parameters()).dtype == torch.float32
+    assert module[0].weight.is_contiguous()
+
+
 def test_onnx_runtime_runs_the_exported_model_in_fp32_and_in_int8(tmp_path):
     pytest.importorskip("onnxruntime")
     from qbuild.peers import OnnxRuntime
