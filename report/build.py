@@ -83,7 +83,7 @@ def context(results: Results, results_root: Path) -> dict:
         "kernel_findings": derive.kernel_findings(rows),
         "side_by_side": [{**doc, "top1": derive.side_by_side_top1(doc, rows)} for doc in results.side_by_side],
         "gpu_cpu": derive.gpu_cpu_findings(latency),
-        "gpu_goals": derive.gpu_goals(latency),
+        "gpu_goals": derive.gpu_goals(latency, results.side_by_side),
         "accuracy": accuracy,
         "accuracy_findings": derive.accuracy_findings(accuracy),
         "layer_errors": layer_errors,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from itertools import groupby
+from typing import Iterable
 
 from qbuild.compare import GOALS
 from qbuild.layer_errors import FLOOR_DB, describe
@@ -386,8 +387,10 @@ def _goal(ours: dict, peer: dict, at_most: float) -> dict:
             "dates": sorted({(ours["date"] or "")[:16], (peer["date"] or "")[:16]})}
 
 
-def gpu_goals(groups: list[dict]) -> list[dict]:
-    """Per CUDA latency group with qbuild's kernels: each GPU goal's ratio, where both are timed."""
+def gpu_goals(groups: list[dict], side_by_side: Iterable[dict] = ()) -> list[dict]:
+    """Per CUDA latency group with qbuild's kernels: each GPU goal's ratio from the plan's medians
+    (separate benchmark runs), where both are timed, and the goals as the same machine's
+    side-by-side run judged them (interleaved rounds; None where it has none)."""
     out = []
     for g in groups:
         if g["target"] != "cuda":
@@ -395,8 +398,11 @@ def gpu_goals(groups: list[dict]) -> list[dict]:
         rows = {r["variant"]: r for r in g["rows"]}
         goals = [_goal(rows[ours], rows[peer], at_most) for ours, peer, at_most in GOALS["cuda"]  # as compare judges them
                  if ours in rows and peer in rows]
+        judged = next((d.get("targets") for d in side_by_side if d.get("target") == "cuda"
+                       and d.get("model") == g["model"] and d.get("machine") == g["machine"]), None)
         if goals:
-            out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals})
+            out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals,
+                        "side_by_side": judged})
     return out
 
 
@@ -421,10 +427,12 @@ def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
         per_model = list(per_model)
         cpus = [g for g in per_model if g["target"] == "cpu"]
         for gpu in (g for g in per_model if g["target"] == "cuda" and cpus):
-            gpu_relay = [m for m in (_median(gpu, v) for v in RELAY_ACTIVATIONS.values()) if m]
+            relay = [r for r in gpu["rows"] if r["variant"] in RELAY_ACTIVATIONS.values() and r.get("median_ms")]
+            gpu_relay = [r["median_ms"] for r in relay]
             spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
             out.append({"model": model, "device": gpu["device"], "machine": gpu["machine"],
                         "gpu_activation_spread": spread, "gpu_flat": spread is not None and spread < 0.1,
+                        "activation_commits": sorted({(r.get("commit") or "?")[:7] for r in relay}),
                         "cpus": [_gaps(cpu, gpu) for cpu in cpus]})
     return out
 

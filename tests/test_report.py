@@ -381,6 +381,24 @@ def test_a_box_plot_keeps_two_machines_of_one_target_apart():
     assert spec["encoding"]["xOffset"]["field"] == "device"
 
 
+def test_the_gpu_goals_from_separate_runs_point_to_the_side_by_side_judgement():
+    def row(variant, ms):
+        return {"variant": variant, "label": variant, "median_ms": ms, "commit": "c", "date": "2026-11-27T18:55"}
+
+    groups = [{"model": "m", "target": "cuda", "machine": machine, "device": "GPU",
+               "rows": [row("float", 1.1), row("torch-fp32", 5.6), row("int8-a8", 0.78),
+                        row("torch-compile-fp16-graphs", 0.77)]} for machine in ("judged", "unjudged")]
+    judged = [{"numerator": "int8-a8", "denominator": "torch-compile-fp16-graphs", "goal_at_most": 1.0,
+               "ratio": 0.98, "met": True}]
+    documents = [{"model": "m", "target": "cuda", "machine": "judged", "targets": judged},
+                 {"model": "m", "target": "cpu", "machine": "unjudged", "targets": []}]
+    by_machine = {g["machine"]: g for g in derive.gpu_goals(groups, documents)}
+    plan_int8 = by_machine["judged"]["goals"][1]
+    assert (plan_int8["peer"], plan_int8["met"]) == ("torch-compile-fp16-graphs", False)  # 0.78 / 0.77
+    assert by_machine["judged"]["side_by_side"] == judged
+    assert by_machine["unjudged"]["side_by_side"] is None  # its only comparison is a CPU one
+
+
 def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
     def group(target, machine, **medians):
         return {"model": "m", "target": target, "machine": machine, "device": machine.upper(),
@@ -394,6 +412,7 @@ def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
     assert by_cpu["slow-cpu"]["gaps"] == {"float": 40.0, "int8-a8": 5.0}
     assert by_cpu["slow-cpu"]["quantized_gap_smaller"] is True
     assert by_cpu["fast-cpu"]["quantized_gap_smaller"] is False
+    assert finding["activation_commits"] == ["?"]  # one commit (unrecorded here): a spread of dtypes alone
     only_float = derive.gpu_cpu_findings([group("cpu", "c", float=4.0), group("cuda", "g", float=1.0)])
     assert only_float[0]["cpus"][0]["quantized_gap_smaller"] is None
 
