@@ -10,10 +10,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from qbuild.quantize.fixed_point import (INT32_TOP, exact_int8_multiplier_shift, multiplier_shift,
-                                         power_of_two_exponents, rounding_offset, saturating_multiplier_shift)
-
-NARROW_INPUTS = ("int8", "uint8", "int16", "uint16", "int32")  # exact in int32: the saturating form's inputs
+from qbuild.quantize.fixed_point import (exact_int8_multiplier_shift, multiplier_shift, power_of_two_exponents,
+                                         rounding_offset, saturating_multiplier_shift)
 
 
 def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:
@@ -54,16 +52,15 @@ def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float,
 
 def _shift_right(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, rounding: str,
                  round_for_shift: bool, ndim: int, axis: int) -> relax.Expr:
-    dtype = _dtype(x)
     offset = rounding_offset(shift, rounding, round_for_shift)
     if np.any(offset):
         x_in = x
-        x = bb.emit(relax.op.add(x, channel_const(offset, dtype, ndim, axis)))
+        x = bb.emit(relax.op.add(x, channel_const(offset, "int64", ndim, axis)))
         if round_for_shift and rounding == "TONEAREST":  # + the shifted value's lowest bit: ties to even
             low = bb.emit(relax.op.bitwise_and(
-                relax.op.right_shift(x_in, channel_const(shift, dtype, ndim, axis)), relax.const(1, dtype)))
+                relax.op.right_shift(x_in, channel_const(shift, "int64", ndim, axis)), relax.const(1, "int64")))
             x = bb.emit(relax.op.add(x, low))
-    return bb.emit(relax.op.right_shift(x, channel_const(shift, dtype, ndim, axis)))
+    return bb.emit(relax.op.right_shift(x, channel_const(shift, "int64", ndim, axis)))
 
 
 def requantize(
@@ -75,32 +72,18 @@ def requantize(
     rounding: str,
     round_for_shift: bool,
     axis: int = 1,
-    input_bound: np.ndarray | None = None,
 ) -> relax.Expr:
     """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
     (low, high) and cast.
 
     Power-of-two ratios become plain shifts; others a multiply and a rounding shift: with bounds,
-    an input of at most 32 bits (within +-``input_bound`` per channel, if known) is clamped where
-    the result saturates and multiplied in int32, each channel by a multiplier that keeps its
-    product there (``fixed_point.saturating_multiplier_shift``, as ``requantize_reference``; the
-    clamp bounds the product, so it needs no ``narrow`` pass); else a 31-bit multiplier's results,
-    for int8 input by a shorter multiplier whose product stays in int32 where one gives every int8
-    value the same result (``fixed_point.exact_int8_multiplier_shift``). ``bounds=None`` skips the
-    clip (an intermediate that is added to before clipping).
+    the input clamped where the result saturates and a multiplier that keeps the product in int32
+    (``fixed_point.saturating_multiplier_shift``, as ``requantize_reference``); else a 31-bit
+    multiplier's results, for int8 input by a shorter multiplier whose product stays in int32 where
+    one gives every int8 value the same result (``fixed_point.exact_int8_multiplier_shift``).
+    ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
-    saturating = None
-    if bounds is not None and _dtype(q) in NARROW_INPUTS and power_of_two_exponents(ratio) is None:
-        saturating = saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]), input_bound)
-    if saturating is not None:
-        limit, multiplier, shift = saturating
-        x = q if _dtype(q) == "int32" else bb.emit(relax.op.astype(q, "int32"))
-        x = bb.emit(relax.op.maximum(x, channel_const(-limit, "int32", ndim, axis)))
-        x = bb.emit(relax.op.minimum(x, channel_const(np.minimum(limit, INT32_TOP), "int32", ndim, axis)))
-        product = bb.emit(relax.op.multiply(x, channel_const(multiplier, "int32", ndim, axis)))
-        scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
-        return bb.emit(relax.op.astype(relax.op.clip(scaled, *bounds), dtype))
     wide = bb.emit(relax.op.astype(q, "int64"))
     exponents = power_of_two_exponents(ratio)
     if exponents is not None and np.all(exponents == 0):
@@ -109,9 +92,14 @@ def requantize(
         scaled = bb.emit(relax.op.left_shift(wide, channel_const(exponents, "int64", ndim, axis)))
     elif exponents is not None and np.all(exponents <= 0):
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
-    else:  # an int8 input's shorter multiplier gives every int8 value the 31-bit multiplier's result
-        exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
-        multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+    else:
+        saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
+        if saturating is not None:  # inputs beyond the limit saturate: clamped there, the product fits int32
+            limit, multiplier, shift = saturating
+            wide = bb.emit(relax.op.clip(wide, -limit, limit))
+        else:  # an int8 input's shorter multiplier gives every int8 value the 31-bit multiplier's result
+            exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
+            multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
     if bounds is not None:

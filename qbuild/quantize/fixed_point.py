@@ -8,17 +8,16 @@ remain.
 
 A requantize whose result is clipped to +-qmax (an int8 activation: every calibrated epilogue)
 needs the product only where the result does not saturate: beyond ``|x| >= (qmax + 1) / r`` it
-is clipped whatever the multiplier, and an accumulator's values are bounded besides by its
-weights and its input's codes (``input_bound``). ``saturating_multiplier_shift`` clamps each
-channel's input at the nearer of its two limits (this changes no result) and gives each channel
-the longest multiplier that keeps ``limit * M`` and the rounding offset inside int32, so the
-requantize runs in int32 (16 lanes a 512-bit vector, not 8), wherever that moves no result by
-more than ``MAX_ERROR_CODES`` of a code (``limit * |r - M * 2**-n|``): a result moves by one code
-only where ``x * r`` lies that close to a rounding boundary. A channel whose weights are all but
-zero (a tiny ratio) keeps few bits, but its bounded input keeps its error as small; without a
-bound the 31-bit multiplier in int64 stays. A rescale of int8 values (a residual add's
-operands) needs 24 bits for its product to fit int32; ``exact_int8_multiplier_shift`` takes them
-where all 256 values keep the 31-bit multiplier's results. The NumPy functions here are the references that tests hold the generated
+is clipped whatever the multiplier (``saturating_multiplier_shift``). Its input is clamped to that
+limit (the smallest channel ratio's, for all channels: this changes no result) and its multipliers
+take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
+``qbuild.kernels.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
+the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
+31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
+rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier
+in int64 stays. A rescale of int8 values (a residual add's operands) needs 24 bits for its product
+to fit int32; ``exact_int8_multiplier_shift`` takes them where all 256 values keep the 31-bit
+multiplier's results. The NumPy functions here are the references that tests hold the generated
 code to.
 """
 
@@ -28,7 +27,7 @@ import numpy as np
 
 MULTIPLIER_BITS = 30  # M in [2**30, 2**31)
 MAX_SHIFT = 62  # x * M stays within int64 for int32 x
-MAX_ERROR_CODES = 1 / 8  # the most a saturating requantize's multiplier may move a result, in codes
+MIN_SATURATING_BITS = 10  # fewest multiplier bits a saturating requantize takes in int32
 INT32_TOP = (1 << 31) - 1
 
 
@@ -74,31 +73,24 @@ def _widest_bits(ratio: np.ndarray, bound: float) -> np.ndarray:
     return np.floor(31 - np.log2(bound + 2.0 ** (-exponent - 1))).astype(np.int64)
 
 
-def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int, input_bound: np.ndarray | float | None = None
-                                ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(limit, M, n) per channel for a requantize by ``ratio`` clipped to +-``qmax`` of an int32
-    input within +-``input_bound`` (None: int32's range): an input clamped at +-limit gives every
-    result it gave unclamped, ``limit * M + 2**(n-1)`` fits in int32, and ``limit * |ratio - M *
-    2**-n|`` is at most ``MAX_ERROR_CODES``; None where some channel's would be larger."""
+def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """(limit, M, n) for a requantize by ``ratio`` clipped to +-``qmax``: an input beyond +-limit
+    saturates in every channel, and ``limit * max(M) + max(2**(n-1))`` fits in int32 (so interval
+    bounds see the product fit, channel by channel or not), each ``M`` of at least
+    ``MIN_SATURATING_BITS`` bits (``M * 2**-n`` ~= ratio); None where some ratio would keep fewer."""
     ratio = np.asarray(ratio, dtype=np.float64)
     if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
         raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
-    limit = np.minimum(np.ceil((qmax + 1) / ratio), 2.0 ** 31)  # beyond: saturated, or outside int32
-    if input_bound is not None:
-        limit = np.minimum(limit, np.maximum(np.asarray(input_bound, dtype=np.float64), 0.0))
-    ratio = np.broadcast_to(ratio, limit.shape)
-    limit = limit.astype(np.int64)
-    shifts = np.arange(1, 32, dtype=np.int64).reshape(-1, *([1] * ratio.ndim))
-    multipliers = np.round(ratio * 2.0 ** shifts).astype(np.int64)
-    fits = limit * multipliers + (1 << (shifts - 1)) <= INT32_TOP
-    if not np.all(fits.any(axis=0)):
+    limit = float(np.ceil((qmax + 1) / ratio.min()))
+    if limit > INT32_TOP:
         return None
-    index = len(shifts) - 1 - np.argmax(fits[::-1], axis=0)  # each channel's longest shift that fits
-    multiplier = np.take_along_axis(multipliers, index[None], axis=0)[0]
-    shift = index + 1
-    if np.any(limit * np.abs(ratio - multiplier * 2.0 ** -shift) > MAX_ERROR_CODES):
-        return None
-    return limit, multiplier, shift
+    bits = _widest_bits(ratio, limit)
+    while bits.min() >= MIN_SATURATING_BITS:
+        fitting = _fitting(ratio, int(limit), bits)
+        if fitting is not None:
+            return (int(limit), *fitting)
+        bits = bits - 1
+    return None
 
 
 def exact_int8_multiplier_shift(ratio: np.ndarray | float, rounding: str,
@@ -144,11 +136,9 @@ def shift_right_rounded(x: np.ndarray, shift: np.ndarray, rounding: str, round_f
 
 
 def requantize_reference(
-    x: np.ndarray, ratio: np.ndarray | float, qmax: int | None, rounding: str = "UPWARD", round_for_shift: bool = True,
-    input_bound: np.ndarray | float | None = None,
+    x: np.ndarray, ratio: np.ndarray | float, qmax: int | None, rounding: str = "UPWARD", round_for_shift: bool = True
 ) -> np.ndarray:
-    """Reference requantize of integer ``x`` by ``ratio`` (broadcast), clipped to +-qmax if given;
-    ``input_bound``: what ``x`` is known to lie within (``saturating_multiplier_shift``)."""
+    """Reference requantize of integer ``x`` by ``ratio`` (broadcast), clipped to +-qmax if given."""
     x = np.asarray(x, dtype=np.int64)
     exponents = power_of_two_exponents(ratio)
     if exponents is not None and np.all(exponents >= 0):
@@ -156,13 +146,9 @@ def requantize_reference(
     elif exponents is not None and np.all(exponents <= 0):
         y = shift_right_rounded(x, -exponents, rounding, round_for_shift)
     else:
-        saturating = None if qmax is None else saturating_multiplier_shift(ratio, qmax, input_bound)
-        if saturating is not None:  # clamped as the generated code does (within input_bound it changes nothing)
-            limit, multiplier, shift = saturating
-            x = np.clip(x, -limit, np.minimum(limit, INT32_TOP))
-        else:
-            multiplier, shift = multiplier_shift(ratio)
-        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)
+        saturating = None if qmax is None else saturating_multiplier_shift(ratio, qmax)
+        multiplier, shift = multiplier_shift(ratio) if saturating is None else saturating[1:]
+        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)  # no clamp: it changes nothing
     return y if qmax is None else np.clip(y, -qmax, qmax)
 
 

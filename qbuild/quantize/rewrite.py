@@ -60,7 +60,6 @@ Statistics = Callable[[relax.Var], "Histogram | None"]
 # round each layer once per precision.
 _CODES: dict[tuple, tuple] = {}
 _CODES_KEPT = 1024
-CHANNEL_RANGE_BITS = 8  # per-channel weight ranges span at most 2**8 within a layer (``weight_step``)
 
 
 
@@ -99,7 +98,6 @@ class Acc:
     axis: int  # the channel axis of expr
     source: relax.Var  # the float tensor this accumulator stands for (whose range settles it)
     nonneg: bool = False
-    bound: np.ndarray | None = None  # per output channel: the largest magnitude its integers may take
 
 
 def _relu_of(mod: tvm.IRModule) -> dict:
@@ -170,11 +168,7 @@ class Rewriter:
         if not self.config.per_channel_weights:
             rows = rows.reshape(1, -1)
         magnitude = np.abs(rows).max(axis=1)
-        # A channel of all but zero weights (BN's gamma near 0) takes the layer's largest range over
-        # 2**CHANNEL_RANGE_BITS: finer steps would resolve nothing that the output's codes (one scale
-        # for all channels) can hold, and they leave its requantize ratio and its bias beyond int32.
-        magnitude = np.maximum(magnitude, magnitude.max() * 2.0 ** -CHANNEL_RANGE_BITS) if magnitude.max() > 0 \
-            else np.ones_like(magnitude)
+        magnitude = np.where(magnitude > 0, magnitude, 1.0)
         if encoding.kind == "bipolar":
             mean = np.abs(rows).mean(axis=1)
             return np.where(mean > 0, mean, 1.0)
@@ -201,7 +195,7 @@ class Rewriter:
         low, high = signed_range(cfg.nbit_activation)
         scale = self.step(value.source, high)
         q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), cfg.dtype_activation,
-                            cfg.rounding, cfg.round_for_shift, value.axis, value.bound)
+                            cfg.rounding, cfg.round_for_shift, value.axis)
         return Quant(q, scale, low, high, cfg.dtype_activation, value.nonneg)
 
     def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value, nbit: int) -> Quant:
@@ -225,9 +219,9 @@ class Rewriter:
         if isinstance(value, Quant) and (value.low, value.high, value.dtype) == (low, high, dtype) and \
                 np.isclose(value.scale, scale, rtol=1e-12):
             return value
-        axis, bound = (value.axis, value.bound) if isinstance(value, Acc) else (1, max(-value.low, value.high))
+        axis = value.axis if isinstance(value, Acc) else 1  # an accumulator's scales are per channel
         q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift,
-                            axis, bound)
+                            axis)
         return Quant(q, scale, low, high, dtype, nonneg)
 
     # --- the rewrite -------------------------------------------------------------------------
@@ -407,9 +401,7 @@ class Rewriter:
                      padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
         self._record("nn.conv2d", index, var, call.args[0], weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
-        bound = _sum_bound(qweights, out_axis, qin)
-        return Acc(conv, qin.scale * wstep, axis, var,
-                   bound=bound if correction is None else bound + np.abs(correction.astype(np.float64)))
+        return Acc(conv, qin.scale * wstep, axis, var)
 
     def _bias_correction(self, data: relax.Expr, weights: np.ndarray, qweights: np.ndarray, wstep: np.ndarray,
                          input_scale: float, groups: int) -> np.ndarray | None:
@@ -439,7 +431,7 @@ class Rewriter:
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
         self._record("nn.dense", index, var, call.args[0], weights, None,
                      self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes))
-        return Acc(product, qin.scale * wstep, -1, var, bound=_sum_bound(qweights, 1, qin))
+        return Acc(product, qin.scale * wstep, -1, var)
 
     # --- integer elementwise ops ----------------------------------------------------------
     def add(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, values: dict):
@@ -462,8 +454,7 @@ class Rewriter:
         qbias = round_half(bias / np.broadcast_to(acc.scale, bias.shape), self.config.rounding)
         qbias = np.clip(qbias, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
         summed = bb.emit(relax.op.add(acc.expr, emit.channel_const(qbias, "int32", ndim, acc.axis)))
-        bound = None if acc.bound is None else acc.bound + np.abs(qbias.astype(np.float64)).reshape(-1)
-        return Acc(summed, acc.scale, acc.axis, var, bound=bound)
+        return Acc(summed, acc.scale, acc.axis, var)
 
     def residual_add(self, bb: relax.BlockBuilder, var: relax.Var, operands: list) -> Quant:
         """A residual add in integers, its result stored in ``dtype_activation`` at the scale of
@@ -488,7 +479,7 @@ class Rewriter:
         zero = relax.const(0, value.expr.ty.dtype)
         out = bb.emit(relax.op.maximum(value.expr, zero))
         if isinstance(value, Acc):
-            return Acc(out, value.scale, value.axis, var, nonneg=True, bound=value.bound)
+            return Acc(out, value.scale, value.axis, var, nonneg=True)
         return Quant(out, value.scale, value.low, value.high, value.dtype, nonneg=True)
 
     def clip(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value) -> Quant | Acc:
@@ -505,19 +496,10 @@ class Rewriter:
             clipped = bb.emit(relax.op.minimum(
                 relax.op.maximum(value.expr, emit.channel_const(low, "int32", ndim, value.axis)),
                 emit.channel_const(high, "int32", ndim, value.axis)))
-            reach = np.maximum(np.abs(low), np.abs(high)).astype(np.float64)
-            bound = reach if value.bound is None else np.minimum(value.bound, reach)
-            return Acc(clipped, value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0, bound=bound)
+            return Acc(clipped, value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
         low, high = (int(b) for b in _code_bounds(lower, upper, value.scale, (value.low, value.high)))
         return Quant(bb.emit(relax.op.clip(value.expr, low, high)), value.scale, value.low, value.high, value.dtype,
                      nonneg=value.nonneg or low >= 0)
-
-
-def _sum_bound(qweights: np.ndarray, out_axis: int, qin: Quant) -> np.ndarray:
-    """Per output channel, the largest magnitude a conv's or dense layer's integer sum may take:
-    its weights' magnitudes summed, times the input's widest code."""
-    magnitudes = np.abs(np.moveaxis(qweights, out_axis, 0).astype(np.float64))
-    return magnitudes.reshape(magnitudes.shape[0], -1).sum(axis=1) * max(abs(qin.low), abs(qin.high))
 
 
 def _code_bounds(lower: float, upper: float, scale, limits: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
