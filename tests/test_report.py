@@ -287,6 +287,22 @@ def test_the_sweep_page_shows_each_precisions_stages_bytes_and_kernel_check(site
     assert 'id="sweep-resnet18-quick-profile-cpu"' in text  # the sweep's own box plot
 
 
+def test_a_sweep_table_of_several_commits_runs_says_which_row_came_from_which(quick_results, tmp_path):
+    import copy
+
+    _root, outcomes = quick_results
+    root = tmp_path / "results"
+    for name, outcome in outcomes.items():
+        record = copy.deepcopy(outcome.record)
+        if name == "w1a1":
+            record["environment"]["git"] = {"commit": "0ld0ld0ld", "dirty": False}
+        write_result(root / "m" / f"{name}.json", record)
+    build(root, tmp_path / "docs")
+    text = (tmp_path / "docs" / "sweep.md").read_text()
+    assert "These rows come from runs of different commits:" in text
+    assert "0ld0ld0 (W1A1 (1-bit weights, 1-bit conv inputs))" in text
+
+
 def test_sweep_rows_stay_off_the_studys_latency_and_accuracy_tables(quick_results):
     _root, outcomes = quick_results
     rows = derive.rows([(o.record, "box") for o in outcomes.values()])
