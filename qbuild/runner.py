@@ -170,7 +170,7 @@ def _layers_stage(experiment: Experiment, log: StageLog, quantized, loaded, prog
     if experiment.kernels != "builtin" or experiment.target.name != "cpu":
         return log.skip("layers", "every kernel set and target computes the builtin CPU build's integers (tested); "
                                   "layer errors are measured on that build")
-    if unscorable := _unscorable(experiment, loaded):
+    if unscorable := _unscorable(experiment, loaded, "layer errors"):
         return log.skip("layers", unscorable)
     return log.run("layers", lambda: _layer_errors(experiment, quantized, loaded, progress), needs=("quantize",))
 
@@ -181,7 +181,7 @@ def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, pr
     if experiment.kernels == "untuned":
         log.skip("accuracy", "untuned kernels compute what the builtin build computes (integer variants bit for "
                              "bit, tested); accuracy is measured on the builtin build")
-    elif unscorable := _unscorable(experiment, loaded):
+    elif unscorable := _unscorable(experiment, loaded, "accuracy"):
         log.skip("accuracy", unscorable)
     else:
         out["accuracy"] = log.run("accuracy", lambda: _accuracy(experiment, model, loaded, progress),
@@ -190,10 +190,10 @@ def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, pr
     return out
 
 
-def _unscorable(experiment: Experiment, loaded) -> str | None:
-    """Why ``experiment`` cannot be scored on labelled images (accuracy, layer errors), or None."""
+def _unscorable(experiment: Experiment, loaded, score: str) -> str | None:
+    """Why ``experiment`` cannot be scored on labelled images (``score``: accuracy, layer errors), or None."""
     if loaded is not None and loaded.weights.kind != "pretrained":
-        return "random weights: accuracy would be meaningless"
+        return f"random weights: {score} would be meaningless"
     if experiment.dataset is None:
         return "no labelled dataset (pass --dataset DIR)"
     return None

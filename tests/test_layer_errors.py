@@ -100,6 +100,16 @@ def test_layer_errors_are_measured_once_per_quantized_program_on_its_builtin_cpu
     assert "measured on that build" in log.stages["layers"]["reason"]
 
 
+def test_a_builtin_build_with_random_weights_skips_its_layer_errors_and_says_so():
+    from types import SimpleNamespace
+
+    (builtin,) = build_plan(["resnet18"], ["int8-a8"], ["cpu"], "quick", "random", kernels=["builtin"])
+    log = StageLog(Progress(quiet=True))
+    random_weights = SimpleNamespace(weights=SimpleNamespace(kind="random"))
+    assert runner._layers_stage(builtin, log, None, random_weights, Progress(quiet=True)) is None
+    assert log.stages["layers"]["reason"] == "random weights: layer errors would be meaningless"
+
+
 def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_path):
     from test_accuracy import make_csv_set
 
