@@ -69,6 +69,11 @@ class Row:
         return self._get("experiment", "target", "device")
 
     @property
+    def commit(self) -> str | None:
+        """The commit whose code produced this result."""
+        return self._get("environment", "git", "commit")
+
+    @property
     def kernels(self) -> str | None:
         """The kernel set (``qbuild.kernels``: builtin, tuned (CPU) or untuned); None for peers."""
         return self._get("experiment", "kernels")
@@ -265,7 +270,7 @@ def latency(all_rows: list[Row], sweep: bool = False) -> list[dict]:
         out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
                     "failed": [{"label": r.label, **r.failure} for r in group if not r.samples and r.failure],
                     "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
-                              "precision": r.precision, "commit": r._get("environment", "git", "commit"),
+                              "precision": r.precision, "commit": r.commit,
                               "date": r._get("environment", "date"),
                               **r.record["latency"]["summary"],
                               "iterations": r.record["latency"]["iterations_run"],
@@ -568,7 +573,7 @@ def sweep(all_rows: list[Row]) -> list[dict]:
             layers = [layer for layer in r._get("quantization", "layers", default=[]) if layer["status"] == "quantized"]
             top1, weight_bytes = r._get("accuracy", "top1"), r._get("compile", "weight_bytes")
             rows_out.append({
-                "variant": r.variant, "label": r.label, "id": r.id, "commit": r._get("environment", "git", "commit"),
+                "variant": r.variant, "label": r.label, "id": r.id, "commit": r.commit,
                 "weight_bits": config.get("nbit_weight"), "input_bits": config.get("nbit_input"),
                 "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
                 "median_ms": r.median_ms, "top1": top1, "top5": r._get("accuracy", "top5"),
@@ -587,7 +592,7 @@ def sweep(all_rows: list[Row]) -> list[dict]:
             "settings": [{"name": name, "value": configs[0].get(name)} for name in shared],
             "differing": [name for name in SWEEP_SETTINGS if name not in shared],
             "float_ms": base.median_ms if base else None, "float_top1": float_top1, "float_bytes": float_bytes,
-            "float_commit": base._get("environment", "git", "commit") if base else None,
+            "float_commit": base.commit if base else None,
             "rows": rows_out,
             # the rule "auto" chose sub-byte kernels by (absent in results written before it was recorded)
             "auto_pairs": sorted({pairs for r in swept
