@@ -12,6 +12,11 @@ accuracy stages treat it exactly like qbuild's own output.
   (int8 weights per channel, uint8 activations, QOperator or QDQ format, calibrated on the same
   held-out images as qbuild's calibrated variants). ``onnxruntime`` is an optional dependency
   (extra ``peers``); without it the compile stage fails with the install command.
+- ``OpenVino``: the model converted by ``openvino.convert_model`` and run on OpenVINO's CPU plugin
+  (latency hint, all cores): f32 (``INFERENCE_PRECISION_HINT`` f32: on CPUs with AVX-512 BF16 or
+  AMX it otherwise runs bf16), bf16, or int8 quantized by NNCF's ``nncf.quantize`` on the same
+  held-out images (its float ops at OpenVINO's default precision, as a user gets it). ``openvino``
+  and ``nncf`` are optional (extra ``peers``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from qbuild.threads import available_cpus
 if TYPE_CHECKING:
     import torch
 
-ENGINES = ("tvm", "torch", "onnxruntime")
+ENGINES = ("tvm", "torch", "onnxruntime", "openvino")
+# OpenVINO: the hint for what its float ops run in ("int8": NNCF-quantized, the rest at its own default).
+OPENVINO_PRECISIONS = ("f32", "bf16", "int8")
 ORT_FORMATS = ("QOperator", "QDQ")
 
 
@@ -176,3 +183,67 @@ def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.nda
     q.quantize_static(str(prepared), str(out), _Reader(), quant_format=getattr(q.QuantFormat, quant_format),
                       per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
     return out
+
+
+class OpenVino:
+    """OpenVINO on the CPU with all cores, in ``precision`` (``OPENVINO_PRECISIONS``)."""
+
+    def __init__(self, module: "torch.nn.Module", input_shape: tuple[int, ...], precision: str,
+                 calibration: Iterable[np.ndarray] | None = None) -> None:
+        if precision not in OPENVINO_PRECISIONS:
+            raise QbuildError(f"unknown OpenVINO precision {precision!r}", f"use one of {', '.join(OPENVINO_PRECISIONS)}")
+        try:
+            import openvino as ov
+        except ImportError:
+            raise QbuildError("the OpenVINO peer needs openvino, which is not installed",
+                              "pip install -e .[peers] (or leave out the openvino-* variants)") from None
+        import torch
+
+        with torch.no_grad():
+            model = ov.convert_model(copy.deepcopy(module).eval(), example_input=torch.zeros(input_shape),
+                                     input=[tuple(input_shape)])
+        if precision == "int8":
+            model = _nncf_quantize(model, calibration)
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": available_cpus()}
+        if precision != "int8":
+            config["INFERENCE_PRECISION_HINT"] = precision
+        core = ov.Core()
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+        self.precision, self.version = precision, ov.__version__
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")  # an ov.Type: "f32", "bf16"
+        self.inference_precision = hint.get_type_name() if hasattr(hint, "get_type_name") else str(hint)
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.request.infer([np.ascontiguousarray(batch, dtype=np.float32)])
+        return self.request.get_output_tensor(0).data.copy()
+
+    def prepare(self, batch: np.ndarray) -> Callable[[], None]:
+        import openvino as ov
+
+        request = self.request
+        request.set_input_tensor(ov.Tensor(np.ascontiguousarray(batch, dtype=np.float32)))
+
+        def run_once() -> None:
+            request.infer()
+
+        return run_once
+
+    def describe(self) -> dict:
+        mode = "int8 (NNCF post-training quantization)" if self.precision == "int8" else self.precision
+        return {"engine": "openvino", "version": self.version, "mode": mode,
+                "inference_precision": self.inference_precision, "threads": self.threads}
+
+
+def _nncf_quantize(model, calibration: Iterable[np.ndarray] | None):
+    """``model`` quantized by NNCF on ``calibration`` (every image given)."""
+    try:
+        import nncf
+    except ImportError:
+        raise QbuildError("the OpenVINO int8 peer needs nncf, which is not installed",
+                          "pip install -e .[peers] (or leave out openvino-int8)") from None
+    if calibration is None:
+        raise QbuildError("NNCF post-training quantization needs calibration images", "pass --dataset DIR")
+    images = [image[None].astype(np.float32) for image in calibration]
+    return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images))

@@ -31,8 +31,10 @@ class Variant:
 
     @property
     def quant_format(self) -> str | None:
-        """A peer's integer quantization format (ONNX Runtime's QOperator/QDQ), None for fp32."""
-        return (self.options or {}).get("quant_format")
+        """A peer's integer quantization format (ONNX Runtime's QOperator/QDQ, OpenVINO's NNCF), None
+        for float."""
+        options = self.options or {}
+        return "NNCF" if options.get("precision") == "int8" else options.get("quant_format")
 
     @property
     def quantized(self) -> bool:
@@ -44,7 +46,10 @@ class Variant:
         """What the arithmetic runs in: int8 (quantized), fp16 (a half-precision peer) or fp32."""
         if self.quantized:
             return "int8"
-        return "fp16" if (self.options or {}).get("dtype") == "float16" else "fp32"
+        options = self.options or {}
+        if options.get("precision") == "bf16":
+            return "bf16"
+        return "fp16" if options.get("dtype") == "float16" else "fp32"
 
     def to_json(self) -> dict:
         return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine,
@@ -113,6 +118,9 @@ VARIANTS: dict[str, Variant] = {
         Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime", targets=("cpu",)),
         *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
                   options={"quant_format": fmt}, targets=("cpu",)) for fmt in ("QOperator", "QDQ")),
+        *(Variant(f"openvino-{precision}", f"OpenVINO {what} (peer)", engine="openvino", targets=("cpu",),
+                  options={"precision": precision})
+          for precision, what in (("f32", "fp32"), ("int8", "int8, NNCF"), ("bf16", "bf16"))),
         *(Variant(name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a})
           for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)),
     )

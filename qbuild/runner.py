@@ -227,11 +227,15 @@ def relax_module(experiment: Experiment, loaded):
 def _make_peer(experiment: Experiment, loaded):
     import tempfile
 
-    from qbuild.peers import OnnxRuntime, TorchEager
+    from qbuild.peers import OnnxRuntime, OpenVino, TorchEager
 
     if experiment.variant.engine == "torch":
         return TorchEager(loaded.module, experiment.target.name, **(experiment.variant.options or {}))
     quant_format = experiment.variant.quant_format
+    if experiment.variant.engine == "openvino":
+        precision = experiment.variant.options["precision"]
+        calibration = _calibration_images(experiment, loaded) if precision == "int8" else None
+        return OpenVino(loaded.module, loaded.input_shape, precision, calibration)
     with tempfile.TemporaryDirectory(prefix="qbuild-onnx-") as workdir:
         calibration = _calibration_images(experiment, loaded) if quant_format else None
         return OnnxRuntime(loaded.module, loaded.input_shape, Path(workdir), quant_format, calibration)
@@ -283,12 +287,20 @@ def _analyse(experiment: Experiment, compiled, results_dir: Path) -> dict:
 
 
 def _bench(experiment: Experiment, compiled, loaded, progress: Progress) -> dict:
-    from qbuild.bench import benchmark
+    """The protocol run in a process of the build's own (``qbuild.isolated``): a TVM build is
+    exported and loaded there, a peer made there anew; this process's builds stay out of it."""
+    import tempfile
+
+    from qbuild.isolated import Worker, export
 
     def on_iteration(done: int, total: int, eta_s: float) -> None:
         progress.say(f"bench iteration {done}/{total}, ETA {format_seconds(eta_s)}")
 
-    return benchmark(compiled.prepare, loaded.input_shape, experiment.protocol, on_iteration)
+    with tempfile.TemporaryDirectory(prefix="qbuild-bench-") as workdir:
+        library = export(compiled, Path(workdir)) if experiment.variant.engine == "tvm" else None
+        with Worker(experiment, library) as worker:
+            result = worker.bench(loaded.input_shape, experiment.protocol, on_iteration)
+    return {**result, "process": "own"}
 
 
 # What a plan's builds of one model share, made for the first and reused by the next: {what: (key,

@@ -28,11 +28,11 @@ def test_each_build_is_compared_with_the_fastest_peer_of_its_precision(entries):
     assert rows["torch-fp32"]["precision"] == "fp32" and rows["ort-int8-qoperator"]["precision"] == "int8"
 
 
-def test_the_issue_goals_are_computed_and_judged(entries):
+def test_the_goals_are_judged_against_the_fastest_peer_of_the_same_precision(entries):
     goals = {(g["numerator"], g["denominator"]): g for g in compare.targets(entries)}
     assert goals[("int8-a8", "ort-int8-qoperator")]["ratio"] == 1.5 and not goals[("int8-a8", "ort-int8-qoperator")]["met"]
     assert goals[("int8-a8", "float")]["ratio"] == pytest.approx(6 / 11)
-    assert goals[("float", "ort-fp32")]["goal_at_most"] == 1.1
+    assert goals[("float", "ort-fp32")]["goal_at_most"] == 1.0  # ort-fp32 (5 ms) is faster than torch-fp32 (8)
     calibrated = goals[("int8-a8-calibrated", "ort-int8-qoperator")]  # the build of like accuracy is judged too
     assert calibrated["ratio"] == 0.75 and calibrated["met"]
 

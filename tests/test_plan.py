@@ -16,7 +16,7 @@ def test_the_study_variants_are_also_built_untuned_and_everything_else_builtin_o
     for name, sets in kernels.items():
         if name in STUDY_VARIANTS:
             assert sets == {"builtin", "untuned"}
-        elif name.startswith(("torch-", "ort-")):
+        elif name.startswith(("torch-", "ort-", "openvino-")):
             assert sets == {None}, "a peer runs its own kernels"
         else:
             assert sets == {"builtin"}
