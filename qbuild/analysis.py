@@ -10,7 +10,8 @@ Data-type census rule (the study's table, made precise)
     string literals are skipped: they hold no values of those types.
 
 Instruction census rule
-    Each instruction line of the AT&T assembly counts once for its mnemonic; families group
+    Each instruction line of the AT&T assembly counts once for its mnemonic (after any encoding
+    pseudo-prefix such as ``{vex}``, which picks an encoding, not an instruction); families group
     mnemonics by the arithmetic they prove (fp FMA, VNNI dot products, popcount, ...).
     Register width counts every ``%xmm``/``%ymm``/``%zmm`` operand.
 
@@ -64,7 +65,9 @@ INSTRUCTION_FAMILIES = {
     "conversions (cvt)": r"v?cvt",
 }
 _FAMILY_PATTERNS = {name: re.compile(rf"(?:{pattern})") for name, pattern in INSTRUCTION_FAMILIES.items()}
-_ASM_INSTRUCTION = re.compile(r"^\s+([a-z][a-z0-9]*)\b")
+# An encoding pseudo-prefix ({vex}, {vex3}, {evex}, ...) is not the mnemonic: LLVM writes the VEX-encoded
+# AVX-VNNI form of a 128/256-bit vpdpbusd as "{vex} vpdpbusd" on CPUs with both AVX-VNNI and AVX512-VNNI.
+_ASM_INSTRUCTION = re.compile(r"^\s+(?:\{[a-z0-9]+\}\s+)*([a-z][a-z0-9]*)\b")
 _VECTOR_REGISTER = re.compile(r"%([xyz]mm)\d+")
 
 

@@ -69,6 +69,18 @@ def test_instruction_census_groups_mnemonics_into_families_and_counts_vector_wid
     assert census["top_mnemonics"]["vfmadd231ps"] == 1
 
 
+def test_an_encoding_pseudo_prefix_is_not_the_mnemonic():
+    """LLVM for a CPU with AVX-VNNI and AVX512-VNNI (Emerald Rapids) writes a 256-bit vpdpbusd in its
+    VEX form, "{vex} vpdpbusd"; it is a vpdpbusd all the same."""
+    census = instruction_census("f:\n\t{vex}\tvpdpbusd\t%ymm7, %ymm2, %ymm8\n\t{evex} vpdpbusds %zmm1, %zmm2, %zmm3\n"
+                                "\t{vex3} vpaddd %ymm1, %ymm2, %ymm3\n")
+    assert census["total"] == 3
+    assert census["families"]["int8 dot VNNI (vpdpbusd)"] == 2
+    assert census["families"]["int add (vpadd)"] == 1
+    assert census["top_mnemonics"] == {"vpdpbusd": 1, "vpdpbusds": 1, "vpaddd": 1}
+    assert census["vector_registers"] == {"xmm": 0, "ymm": 6, "zmm": 3}
+
+
 def test_artifacts_are_gzipped_reproducibly_with_their_hash(tmp_path):
     saved = save_artifacts({"ll": "define void @f()"}, tmp_path / "artifacts" / "x", "module", tmp_path)
     entry = saved["ll"]
