@@ -13,7 +13,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -78,13 +78,18 @@ def ratios(entries: list[Entry]) -> list[dict]:
     timed = {e.name: e for e in entries if e.median_ms is not None}
     rows = []
     for entry in timed.values():
-        peers = [e for e in timed.values() if e.experiment.variant.engine != "tvm" and e.precision == entry.precision]
-        best = min(peers, key=lambda e: e.median_ms) if peers else None
+        best = _fastest_peer(timed.values(), entry.precision)
         rows.append({"name": entry.name, "label": entry.experiment.variant.label, "engine": entry.experiment.variant.engine,
                      "precision": entry.precision, "median_ms": entry.median_ms, "samples": len(entry.samples_ms),
                      "best_peer": best.name if best else None,
                      "ratio_to_best_peer": entry.median_ms / best.median_ms if best else None})
     return rows
+
+
+def _fastest_peer(timed: Iterable[Entry], precision: str) -> Entry | None:
+    """The fastest timed peer (not a TVM build) of ``precision``, or None."""
+    peers = [e for e in timed if e.experiment.variant.engine != "tvm" and e.precision == precision]
+    return min(peers, key=lambda e: e.median_ms) if peers else None
 
 
 def targets(entries: list[Entry]) -> list[dict]:
@@ -95,9 +100,8 @@ def targets(entries: list[Entry]) -> list[dict]:
     judged = []
     for a, b, goal in goals:
         if b.startswith(_FASTEST):
-            precision = b[len(_FASTEST):].split()[0]
-            peers = [e for e in timed.values() if e.experiment.variant.engine != "tvm" and e.precision == precision]
-            b = min(peers, key=lambda e: e.median_ms).name if peers else b
+            fastest = _fastest_peer(timed.values(), b[len(_FASTEST):].split()[0])
+            b = fastest.name if fastest else b
         if a in timed and b in timed:
             ratio = timed[a].median_ms / timed[b].median_ms
             judged.append({"numerator": a, "denominator": b, "goal_at_most": goal, "ratio": ratio, "met": ratio <= goal})
