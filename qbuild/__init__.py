@@ -1,6 +1,6 @@
 """qbuild: study and generate quantized DNN kernels with Apache TVM.
 
-The engine is a one-way pipeline of small stages (see ARCHITECTURE in the README):
+The engine is a one-way pipeline of small stages (see "Layout" in the README):
 models -> trace -> compile -> analysis -> bench -> results JSON. Importing this package is
 cheap: TVM and torch are imported only by the stages that need them, so the results readers
 (`qbuild summary`, the report) run without either. Importing it also gives TVM's runtime all

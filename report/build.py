@@ -30,6 +30,7 @@ PAGES = {
     "benchmarks.md": "benchmarks.md.j2",
     "accuracy.md": "accuracy.md.j2",
     "sweep.md": "sweep.md.j2",
+    "engine.md": "engine.md.j2",
     "environment.md": "environment.md.j2",
 }
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# qbuild's GPU plan in one call on a lent GPU machine (README, "GPU results").
+# qbuild's GPU plan in one call on a lent GPU machine (scripts/README.md).
 #
 # Run from the project root with TVM importable (PYTHONPATH) and $OUT set to the folder whose
 # files come back. It runs `qbuild compare --target cuda` (the GPU goals side by side), then
@@ -19,7 +19,7 @@ VARIANTS=(float int8-a8 torch-fp32 torch-compile-fp16-graphs torch-fp16 torch-co
 if [ -n "${QBUILD_DATASET:-}" ]; then VARIANTS+=(w4a8 w4a4 w2a2 w1a1 w8a8 w2a8); fi
 VARIANTS+=(int8-a16 int8-a32)
 export PYTHONUNBUFFERED=1
-# A copy without .git: the commit it was copied from (written by the caller, see README).
+# A copy without .git: the commit it was copied from (written by the caller, see scripts/README.md).
 if [ -f .gpu/p2/GIT ]; then set -a; . .gpu/p2/GIT; set +a; fi
 # Results go outside the copy of the repository, which each call replaces: a later call on the
 # same warm machine (after one cut short) finds what the earlier one finished up to date and goes
