@@ -1,4 +1,4 @@
-"""Render the report: results -> derived data + charts -> ``docs/*.md`` from ``templates/*.md.j2``.
+"""Render the report: results -> each page's data (report.pages) + charts -> ``docs/*.md`` from ``templates/*.md.j2``.
 
 Everything under ``docs/`` is generated (pages, chart specs and SVGs, the offline Vega bundle
 and the chart loader, copied artifacts) and not committed; ``mkdocs build`` makes the site.
@@ -6,6 +6,7 @@ and the chart loader, copied artifacts) and not committed; ``mkdocs build`` make
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -14,12 +15,19 @@ from pathlib import Path
 import jinja2
 
 from qbuild.kernels import MAX_AUTO_PAIRS
-from report import charts, derive
+from report import charts
+from report import rows as report_rows
+from report.pages import accuracy as accuracy_page
+from report.pages import benchmarks, code, model, overview, quantization
+from report.pages import environment as environment_page
+from report.pages import compile as compile_page
+from report.pages import sweep as sweep_page
 from report.load import Results, load
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
 STATIC = Path(__file__).resolve().parent / "static"
+STATIC_WIDTH = 960  # px: the static SVG of a chart that the page draws at its own width
 # page file -> template; the order is the site's navigation (mkdocs.yml lists the same pages)
 PAGES = {
     "index.md": "index.md.j2",
@@ -65,39 +73,52 @@ def environment() -> jinja2.Environment:
 
 def context(results: Results, results_root: Path) -> dict:
     """Everything the templates read."""
-    rows = derive.rows([(f.record, f.machine_id) for f in results.files])
-    latency = derive.latency(rows)
-    sweep_latency = derive.latency(rows, sweep=True)
-    accuracy = derive.accuracy(rows)
-    layer_errors = derive.layer_errors(rows)
+    rows = report_rows.rows([(f.record, f.machine_id) for f in results.files])
+    latency = benchmarks.latency(rows)
+    accuracy = accuracy_page.accuracy(rows)
+    layer_errors = accuracy_page.layer_errors(rows)
+    side_by_side = [{**doc, "top1": benchmarks.side_by_side_top1(doc, rows), "alone": benchmarks.side_by_side_alone(doc, rows)}
+                    for doc in results.side_by_side]
+    sweep = sweep_page.sweep(rows)
     return {
         "results_root": str(results_root),
         "problems": results.problems,
         "rows": rows,
-        "models": derive.models(rows),
-        "compiles": derive.compiles(rows),
-        "qconfig": derive.qconfig_table(rows),
-        "layers": derive.quantized_layers(rows),
-        "census": derive.census(rows),
+        "models": model.models(rows),
+        "compiles": compile_page.compiles(rows),
+        "qconfig": quantization.qconfig_table(rows),
+        "layers": quantization.quantized_layers(rows),
+        "census": code.census(rows),
         "latency": latency,
-        "latency_findings": derive.latency_findings(latency),
-        "kernel_findings": derive.kernel_findings(rows),
-        "side_by_side": [{**doc, "top1": derive.side_by_side_top1(doc, rows)} for doc in results.side_by_side],
-        "gpu_cpu": derive.gpu_cpu_findings(latency),
-        "gpu_goals": derive.gpu_goals(latency, results.side_by_side),
+        "latency_findings": benchmarks.latency_findings(latency),
+        "kernel_findings": benchmarks.kernel_findings(rows),
+        "side_by_side": side_by_side,
+        "answers": _answers(rows, side_by_side, sweep),
+        "gpu_cpu": benchmarks.gpu_cpu_findings(latency),
+        "gpu_goals": benchmarks.gpu_goals(latency, results.side_by_side),
         "accuracy": accuracy,
-        "accuracy_findings": derive.accuracy_findings(accuracy),
+        "accuracy_findings": accuracy_page.accuracy_findings(accuracy),
         "layer_errors": layer_errors,
-        "layer_floor": derive.FLOOR_DB,
+        "layer_floor": accuracy_page.FLOOR_DB,
+        "comparable_points": report_rows.COMPARABLE_POINTS,
+        "alone_tolerance_pct": benchmarks.ALONE_TOLERANCE_PCT,
         "layer_charts": _layer_charts(layer_errors),
-        "environments": derive.environments(results),
-        "charts": _charts(rows, latency),
-        "sweep": derive.sweep(rows),
+        "environments": environment_page.environments(results),
+        "charts": _latency_charts(rows),
+        "sweep": sweep,
         "max_auto_pairs": MAX_AUTO_PAIRS,
         "subbyte_kernels": results.subbyte_kernels,
-        "tuning": [derive.tuning(database) for database in results.tuning],
-        "sweep_charts": _charts(rows, sweep_latency, "sweep", "precision"),
+        "tuning": [benchmarks.tuning(database) for database in results.tuning],
+        "sweep_charts": _latency_charts(rows, sweep=True),
+        "headline_charts": _headline_charts(rows),
     }
+
+
+def _answers(rows: list[report_rows.Row], side_by_side: list[dict], sweep: list[dict]) -> dict:
+    """The Overview's answers: per machine, and summed into its headline sentences."""
+    answers = {"speedups": overview.speedups(rows), "accuracy": overview.accuracy_costs(rows),
+               "peers": overview.against_peers(side_by_side), "bit_widths": overview.bit_widths(sweep, rows)}
+    return {**answers, "headline": overview.headline(answers["speedups"], answers["peers"], answers["bit_widths"])}
 
 
 def _slug(text: str) -> str:
@@ -105,23 +126,30 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9_]+", "-", text.lower()).strip("-")
 
 
-def _charts(rows: list[derive.Row], latency: list[dict], prefix: str = "latency",
-            by: str = "type of compilation") -> list[dict]:
-    """The study's three box plots per model (CPU, GPU, both), where data exists; ``prefix``
-    names them apart (the sweep page draws its own from the sweep's latency groups, ``by`` precision)."""
-    samples = {(r.subject, r.target, r.machine, r.variant): r.samples for r in rows}
+def _latency_charts(rows: list[report_rows.Row], sweep: bool = False) -> list[dict]:
+    """One box plot per model and target (drop-downs choose the machine and the kernel set): the
+    study's variants and the peers, or (``sweep``) the bit-width sweep's beside the float build."""
+    chosen = [r for r in rows if r.samples and (r.in_sweep == sweep or (sweep and r.variant == "float"))
+              and not (sweep and r.kernels != "builtin")]
+    prefix, by = ("sweep", "precision") if sweep else ("latency", "type of compilation")
     out = []
-    for model in sorted({g["model"] for g in latency}):
-        groups = [g for g in latency if g["model"] == model]
-        for name, title, chosen in (
-            ("cpu", "CPU", [g for g in groups if g["target"] == "cpu"]),
-            ("gpu", "GPU", [g for g in groups if g["target"] == "cuda"]),
-            ("both", "CPU and GPU", groups if len({g["target"] for g in groups}) > 1 else []),
-        ):
-            if chosen:
-                spec = charts.latency_boxplot(chosen, samples, f"{model}: latency by {by} ({title})")
-                out.append({"id": f"{prefix}-{_slug(model)}-{name}", "model": model, "kind": name, "title": title, "spec": spec})
+    for setting, target in sorted({(r.setting, r.target) for r in chosen}):
+        group = [r for r in chosen if (r.setting, r.target) == (setting, target)]
+        boxes = [{"build": r.label, "engine": r.engine, "series": f"{r.machine} ({r.device})",
+                  "kernels": r.kernels or "peer", "quantiles": charts.quantiles(r.samples), "samples": r.samples}
+                 for r in group]
+        where = "GPU" if target == "cuda" else "CPU"
+        title = f"{setting}: latency by {by} ({where})"
+        out.append({"id": f"{prefix}-{_slug(setting)}-{_slug(target)}", "model": setting, "target": target,
+                    "title": title, "spec": charts.latency_boxplot(boxes, title), "samples": boxes})
     return out
+
+
+def _headline_charts(rows: list[report_rows.Row]) -> list[dict]:
+    """The Overview's latency-vs-accuracy chart of each model with real weights."""
+    return [{"id": f"headline-{_slug(model)}", "model": model,
+             "spec": charts.latency_vs_accuracy(points, f"{model}: top-1 accuracy against latency (CPU)")}
+            for model, points in sorted(overview.headline_points(rows).items())]
 
 
 def _layer_charts(groups: list[dict]) -> list[dict]:
@@ -139,17 +167,31 @@ def _layer_charts(groups: list[dict]) -> list[dict]:
     return out
 
 
+def _write_samples(path: Path, boxes: list[dict]) -> None:
+    """A box plot's raw samples as CSV (build, series, kernels, sample in ms), for download."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["build", "series", "kernels", "latency_ms"])
+        for box in boxes:
+            writer.writerows([box["build"], box["series"], box["kernels"], sample] for sample in box["samples"])
+
+
 def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
     import vl_convert
 
     chart_dir = docs / "assets" / "charts"
     chart_dir.mkdir(parents=True, exist_ok=True)
-    for chart in ctx["charts"] + ctx["sweep_charts"] + ctx["layer_charts"]:
+    for chart in ctx["charts"] + ctx["sweep_charts"] + ctx["layer_charts"] + ctx["headline_charts"]:
         (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
-        (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg(chart["spec"]))
+        (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg({**chart["spec"], "width": STATIC_WIDTH}))
+        if "samples" in chart:
+            _write_samples(chart_dir / f"{chart['id']}-samples.csv", chart["samples"])
     js_dir = docs / "assets" / "js"
     js_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(STATIC / "charts.js", js_dir / "charts.js")
+    css_dir = docs / "assets" / "css"
+    css_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copy(STATIC / "charts.css", css_dir / "charts.css")
     bundle = js_dir / "vega-bundle.js"
     if not bundle.exists():
         bundle.write_text(vl_convert.javascript_bundle())

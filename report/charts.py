@@ -1,53 +1,99 @@
-"""Altair charts of the results: the study's latency box plots by type of compilation."""
+"""Altair charts of the results, as Vega-Lite specs (dicts) sized to the page's width.
+
+Box plots are drawn from each build's quantiles, never from raw samples, so that a page stays
+light; the raw samples are written beside the chart for download (``report.build``).
+"""
 
 from __future__ import annotations
 
+import statistics
+
 import altair as alt
 
-TYPE = "type of compilation"
-LATENCY = "latency (ms)"
-DEVICE = "device"
+BUILD = "build"
+LATENCY_TITLE = "latency per image (ms, log scale)"
+CHART_HEIGHT = 360
 
 
-def latency_boxplot(groups: list[dict], samples: dict, title: str) -> dict:
-    """Box plot of every timed run, by type of compilation, one box per device when several.
+def quantiles(samples: list[float]) -> dict:
+    """The five numbers a box plot draws: min, lower quartile, median, upper quartile, max (ms)."""
+    ordered = sorted(samples)
+    if len(ordered) == 1:
+        q1 = q3 = ordered[0]
+    else:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
+    return {"min": ordered[0], "q1": q1, "median": statistics.median(ordered), "q3": q3, "max": ordered[-1]}
 
-    ``groups``: latency groups of one model (``derive.latency``); ``samples``: (model, target,
-    machine, variant) -> raw samples in ms. Each group is one machine's: two machines of one
-    target (the H100 and the H200, say) are two series, never one pooled box. Returns a
-    Vega-Lite spec (a dict).
+
+def _selector(name: str, options: list[str], label: str) -> alt.Parameter:
+    """A drop-down over ``options`` (first one chosen), shown above the chart."""
+    return alt.param(name=name, value=options[0], bind=alt.binding_select(options=options, name=f"{label} "))
+
+
+def latency_boxplot(boxes: list[dict], title: str) -> dict:
+    """Box plot of latency by build, one chart for every machine and kernel set of a model.
+
+    ``boxes``: one per build and series, each with ``build`` (its label), ``engine``,
+    ``series`` (the machine and target it ran on), ``kernels`` (the kernel set; peers appear
+    beside every set) and the ``quantiles`` of its samples. Several series give a drop-down to
+    choose one; several kernel sets give another.
     """
-    values = []
-    order = []
-    for group in groups:
-        series = f"{group['target'].upper()}: {group['device']}"
-        for row in group["rows"]:
-            if row["label"] not in order:
-                order.append(row["label"])
-            for sample in samples[(group["model"], group["target"], group["machine"], row["variant"])]:
-                values.append({TYPE: row["label"], DEVICE: series, LATENCY: sample})
-    series_count = len({v[DEVICE] for v in values})
-    several = series_count > 1
-    encodings = {
-        "x": alt.X(f"{TYPE}:N", sort=order, axis=alt.Axis(labelAngle=-30, labelLimit=260)),
-        "y": alt.Y(f"{LATENCY}:Q", scale=alt.Scale(type="log", zero=False), title="latency (ms, log scale)"),
-        "color": alt.Color(f"{DEVICE}:N" if several else f"{TYPE}:N", sort=None if several else order,
-                           legend=alt.Legend(orient="top", columns=1, labelLimit=400) if several else None),
-        "tooltip": [f"{TYPE}:N", f"{DEVICE}:N"],
-    }
-    if several:
-        encodings["xOffset"] = alt.XOffset(f"{DEVICE}:N")
-    box = 28 if series_count == 1 else 16  # px; each type of compilation gets room for every series' box
-    chart = alt.Chart(alt.Data(values=values)).mark_boxplot(extent="min-max", size=box).encode(**encodings)
-    return chart.properties(title=title, width=alt.Step(max(60, (box + 6) * series_count)), height=320).to_dict()
+    order = list(dict.fromkeys(b[BUILD] for b in boxes))
+    series = list(dict.fromkeys(b["series"] for b in boxes))
+    kernel_sets = list(dict.fromkeys(b["kernels"] for b in boxes if b["kernels"] != "peer"))
+    values = [{BUILD: b[BUILD], "engine": b["engine"], "series": b["series"], "kernels": b["kernels"],
+               **{k: round(v, 4) for k, v in b["quantiles"].items()}} for b in boxes]
+    scale = alt.Scale(type="log", zero=False)
+    base = alt.Chart().encode(
+        x=alt.X(f"{BUILD}:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30, labelLimit=320, labelFontSize=12)),
+        color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
+        tooltip=[f"{BUILD}:N", "series:N", alt.Tooltip("median:Q", title="median (ms)", format=".3f"),
+                 alt.Tooltip("q1:Q", title="lower quartile (ms)", format=".3f"),
+                 alt.Tooltip("q3:Q", title="upper quartile (ms)", format=".3f"),
+                 alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")],
+    )
+    layers = [
+        base.mark_rule().encode(y=alt.Y("min:Q", scale=scale, title=LATENCY_TITLE), y2="max:Q"),
+        base.mark_bar(size=22).encode(y="q1:Q", y2="q3:Q"),
+        base.mark_tick(color="black", size=22, thickness=2).encode(y="median:Q"),
+    ]
+    chart = alt.layer(*layers, data=alt.Data(values=values))
+    if len(series) > 1:
+        machine = _selector("machine", series, "machine")
+        chart = chart.add_params(machine).transform_filter(alt.datum.series == machine)
+    if len(kernel_sets) > 1:
+        kernels = _selector("kernels", kernel_sets, "kernel set")
+        chart = chart.add_params(kernels).transform_filter((alt.datum.kernels == kernels) | (alt.datum.kernels == "peer"))
+    return chart.properties(title=title, width="container", height=CHART_HEIGHT).to_dict()
+
+
+def latency_vs_accuracy(points: list[dict], title: str) -> dict:
+    """Scatter of top-1 accuracy against median latency, one point per build, one panel per
+    machine. ``points``: ``build``, ``engine``, ``precision``, ``machine``, ``median_ms``,
+    ``top1`` (a fraction)."""
+    values = [{BUILD: p[BUILD], "engine": p["engine"], "precision": p["precision"], "machine": p["machine"],
+               "median_ms": round(p["median_ms"], 4), "top1": round(100 * p["top1"], 2)} for p in points]
+    machines = sorted({p["machine"] for p in points})
+    chart = alt.Chart(alt.Data(values=values)).mark_point(size=110, filled=True, opacity=0.85).encode(
+        x=alt.X("median_ms:Q", scale=alt.Scale(type="log", zero=False), title=LATENCY_TITLE),
+        y=alt.Y("top1:Q", scale=alt.Scale(zero=False), title="top-1 accuracy (%)"),
+        color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
+        shape=alt.Shape("precision:N", title="precision", legend=alt.Legend(orient="top", labelFontSize=12)),
+        tooltip=[f"{BUILD}:N", "engine:N", "machine:N", alt.Tooltip("median_ms:Q", title="median (ms)", format=".3f"),
+                 alt.Tooltip("top1:Q", title="top-1 (%)", format=".1f")],
+    )
+    if len(machines) > 1:
+        machine = _selector("machine", machines, "machine")
+        chart = chart.add_params(machine).transform_filter(alt.datum.machine == machine)
+    return chart.properties(title=title, width="container", height=CHART_HEIGHT).to_dict()
 
 
 def layer_sqnr(group: dict, variants: list[dict], title: str) -> dict:
     """Line chart of each variant's output SQNR (dB) at every layer, in layer order (a layer
     whose output is exact, e.g. a float first conv, has no point). ``group``: one of
-    ``derive.layer_errors``; ``variants``: which of its variants to draw."""
+    ``report.pages.accuracy.layer_errors``; ``variants``: which of its variants to draw."""
     values = [{"layer": layer["position"], "kind": layer["kind"], "variant": v["label"],
-               "SQNR (dB)": db}
+               "SQNR (dB)": round(db, 2)}
               for v in variants for layer, db in zip(group["layers"], v["sqnr_db"]) if db is not None]
     order = [v["label"] for v in variants]
     chart = alt.Chart(alt.Data(values=values)).mark_line(point=True).encode(
@@ -56,4 +102,4 @@ def layer_sqnr(group: dict, variants: list[dict], title: str) -> dict:
         color=alt.Color("variant:N", sort=order, legend=alt.Legend(orient="top", columns=2, labelLimit=400)),
         tooltip=["variant:N", "layer:Q", "kind:N", alt.Tooltip("SQNR (dB):Q", format=".1f")],
     )
-    return chart.properties(title=title, width=640, height=320).to_dict()
+    return chart.properties(title=title, width="container", height=CHART_HEIGHT).to_dict()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ import pytest
 
 from qbuild.results import write_result
 from qbuild.layer_errors import describe
-from report import derive
+from report import rows as report_rows
+from report.pages import benchmarks, code, environment, overview
 from report.build import PAGES, build
 
 
@@ -50,17 +52,24 @@ def test_the_code_page_counts_the_kernels_each_build_launches_per_inference(site
     assert "CUDA graph" not in page.split("### Kernel launches")[1].split("##")[0], "no GPU in the quick plan"
 
 
-def test_box_plots_embed_every_raw_sample_and_have_a_static_svg(site_docs, quick_results):
+def test_box_plots_draw_quantiles_and_offer_every_raw_sample_for_download(site_docs, quick_results):
     _root, outcomes = quick_results
     page = (site_docs / "benchmarks.md").read_text()
     chart_id = "latency-resnet18-quick-profile-cpu"  # quick-profile runs get their own plots
     opening = f'<script type="application/json" id="{chart_id}-spec">'
     spec_start = page.index(opening) + len(opening)
     spec = json.loads(page[spec_start:page.index("</script>", spec_start)])
-    samples = sum(len(it) for name, o in outcomes.items() if name != "w1a1"  # on the sweep page's plot
-                  for it in o.record["latency"]["samples_ms"])
-    assert len(spec["data"]["values"]) == samples
-    assert spec["mark"]["type"] == "boxplot"
+    timed = {name: o for name, o in outcomes.items() if name != "w1a1"}  # w1a1 is on the sweep page's plot
+    medians = {v["build"]: v["median"] for v in spec["data"]["values"]}
+    assert len(medians) == len(timed)
+    for outcome in timed.values():
+        label = outcome.record["experiment"]["variant"]["label"]
+        samples = [s for it in outcome.record["latency"]["samples_ms"] for s in it]
+        assert abs(medians[label] - statistics.median(samples)) < 1e-3
+    assert spec["width"] == "container" and spec["layer"][0]["encoding"]["y"]["scale"]["type"] == "log"
+    csv_rows = (site_docs / "assets" / "charts" / f"{chart_id}-samples.csv").read_text().splitlines()
+    assert len(csv_rows) == 1 + sum(len(it) for o in timed.values() for it in o.record["latency"]["samples_ms"])
+    assert f"assets/charts/{chart_id}-samples.csv" in page
     assert (site_docs / "assets" / "charts" / f"{chart_id}.svg").read_text().startswith("<svg")
 
 
@@ -98,8 +107,8 @@ def test_each_claim_names_the_machine_it_was_measured_on(quick_results, tmp_path
     assert "**does not hold**" in claims["- **resnet18 (quick profile), cpu (fast-int8-box)"]
     assert "**holds** here" in claims["- **resnet18 (quick profile), cpu (slow-int8-box)"]
     index = (tmp_path / "docs" / "index.md").read_text()
-    assert "on cpu (fast-int8-box)**: unquantized runs in 1.00e+06 ms" in index
-    assert "on cpu (slow-int8-box)**: unquantized runs in 1.00 ms" in index
+    assert "on cpu (fast-int8-box)**: with qbuild's kernels, unquantized runs in 1.00e+06 ms" in index
+    assert "on cpu (slow-int8-box)**: with qbuild's kernels, unquantized runs in 1.00 ms" in index
 
 
 def _with_kernels(record: dict, median_ms: float, kernels: str = "untuned") -> dict:
@@ -239,7 +248,7 @@ def test_a_corrupt_results_file_is_listed_and_skipped_not_fatal(quick_results, t
     build(copy_root, tmp_path / "docs")
     index = (tmp_path / "docs" / "index.md").read_text()
     assert "Results files that were skipped" in index and "broken.json: corrupt JSON" in index
-    assert "resnet18-float-cpu-quick" in index
+    assert "resnet18-float-cpu-quick" in (tmp_path / "docs" / "environment.md").read_text()
 
 
 def test_census_change_uses_the_studys_threshold():
@@ -247,9 +256,9 @@ def test_census_change_uses_the_studys_threshold():
         record = {"id": variant, "experiment": {"model": "m", "variant": {"name": variant, "label": variant},
                                                 "target": {"name": "cpu", "device": "d"}},
                   "ir": {"dtype_census": {"counts": counts}, "instruction_census": {"families": {}}}}
-        return derive.Row(record, "box")
+        return report_rows.Row(record, "box")
 
-    (group,) = derive.census([row("float", {"float32": 100, "int8": 10}),
+    (group,) = code.census([row("float", {"float32": 100, "int8": 10}),
                               row("int8-a8", {"float32": 15, "int8": 30}),
                               row("int8-a32", {"float32": 50, "int8": 40})])
     changes = {c["label"]: c for c in group["changes"]}
@@ -305,9 +314,9 @@ def test_a_sweep_table_of_several_commits_runs_says_which_row_came_from_which(qu
 
 def test_sweep_rows_stay_off_the_studys_latency_and_accuracy_tables(quick_results):
     _root, outcomes = quick_results
-    rows = derive.rows([(o.record, "box") for o in outcomes.values()])
-    (study,) = derive.latency(rows)
-    (sweep,) = derive.latency(rows, sweep=True)
+    rows = report_rows.rows([(o.record, "box") for o in outcomes.values()])
+    (study,) = benchmarks.latency(rows)
+    (sweep,) = benchmarks.latency(rows, sweep=True)
     assert {r["variant"] for r in study["rows"]} == {"float", "int8-a8"}
     assert {r["variant"] for r in sweep["rows"]} == {"float", "w1a1"}
 
@@ -376,25 +385,24 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
 def test_the_time_results_took_is_summed_over_their_stages_largest_first(site_docs):
     records = [{"stages": {"compile": {"seconds": 30.0}, "bench": {"seconds": 120.0}}},
                {"stages": {"compile": {"seconds": 60.0}, "accuracy": {"status": "skipped", "seconds": 0.0}}}, {}]
-    summed = derive.stage_minutes(records)
+    summed = environment.stage_minutes(records)
     assert summed["minutes"] == 3.5
     assert summed["by_stage"] == [("bench", 2.0), ("compile", 1.5), ("accuracy", 0.0)]
     assert "| time these results took |" in (site_docs / "environment.md").read_text()
 
 
-def test_a_box_plot_keeps_two_machines_of_one_target_apart():
-    from report.charts import latency_boxplot
+def test_a_box_plot_keeps_two_machines_of_one_target_apart_behind_a_machine_selector():
+    from report.charts import latency_boxplot, quantiles
 
-    groups = [{"model": "m", "target": "cuda", "machine": machine, "device": device,
-               "rows": [{"variant": "float", "label": "unquantized"}]}
-              for machine, device in (("h100-host", "NVIDIA H100"), ("h200-host", "NVIDIA H200"))]
-    samples = {("m", "cuda", "h100-host", "float"): [4.0, 4.1], ("m", "cuda", "h200-host", "float"): [1.0]}
-    spec = latency_boxplot(groups, samples, "m")
-    by_device = {}
-    for value in spec["data"]["values"]:
-        by_device.setdefault(value["device"], []).append(value["latency (ms)"])
-    assert by_device == {"CUDA: NVIDIA H100": [4.0, 4.1], "CUDA: NVIDIA H200": [1.0]}
-    assert spec["encoding"]["xOffset"]["field"] == "device"
+    boxes = [{"build": "unquantized", "engine": "qbuild", "series": series, "kernels": "builtin",
+              "quantiles": quantiles(samples)}
+             for series, samples in (("h100-host (NVIDIA H100)", [4.0, 4.1]), ("h200-host (NVIDIA H200)", [1.0]))]
+    spec = latency_boxplot(boxes, "m")
+    medians = {value["series"]: value["median"] for value in spec["data"]["values"]}
+    assert medians == {"h100-host (NVIDIA H100)": 4.05, "h200-host (NVIDIA H200)": 1.0}
+    (selector,) = spec["params"]
+    assert selector["bind"]["options"] == list(medians) and selector["value"] == "h100-host (NVIDIA H100)"
+    assert spec["transform"] == [{"filter": "(datum.series === machine)"}]
 
 
 def test_the_gpu_goals_from_separate_runs_point_to_the_side_by_side_judgement():
@@ -408,7 +416,7 @@ def test_the_gpu_goals_from_separate_runs_point_to_the_side_by_side_judgement():
                "ratio": 0.98, "met": True}]
     documents = [{"model": "m", "target": "cuda", "machine": "judged", "targets": judged},
                  {"model": "m", "target": "cpu", "machine": "unjudged", "targets": []}]
-    by_machine = {g["machine"]: g for g in derive.gpu_goals(groups, documents)}
+    by_machine = {g["machine"]: g for g in benchmarks.gpu_goals(groups, documents)}
     plan_int8 = by_machine["judged"]["goals"][1]
     assert (plan_int8["peer"], plan_int8["met"]) == ("torch-compile-fp16-graphs", False)  # 0.78 / 0.77
     assert by_machine["judged"]["side_by_side"] == judged
@@ -422,14 +430,14 @@ def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
 
     groups = [group("cpu", "slow-cpu", float=40.0, int8_a8=10.0), group("cpu", "fast-cpu", float=4.0, int8_a8=10.0),
               group("cuda", "gpu", float=1.0, int8_a8=2.0, int8_a16=2.1, int8_a32=2.0)]
-    (finding,) = derive.gpu_cpu_findings(groups)
+    (finding,) = benchmarks.gpu_cpu_findings(groups)
     assert (finding["machine"], finding["gpu_flat"]) == ("gpu", True)
     by_cpu = {c["machine"]: c for c in finding["cpus"]}
     assert by_cpu["slow-cpu"]["gaps"] == {"float": 40.0, "int8-a8": 5.0}
     assert by_cpu["slow-cpu"]["quantized_gap_smaller"] is True
     assert by_cpu["fast-cpu"]["quantized_gap_smaller"] is False
     assert finding["activation_commits"] == ["?"]  # one commit (unrecorded here): a spread of dtypes alone
-    only_float = derive.gpu_cpu_findings([group("cpu", "c", float=4.0), group("cuda", "g", float=1.0)])
+    only_float = benchmarks.gpu_cpu_findings([group("cpu", "c", float=4.0), group("cuda", "g", float=1.0)])
     assert only_float[0]["cpus"][0]["quantized_gap_smaller"] is None
 
 
@@ -467,7 +475,7 @@ def test_the_layer_where_a_builds_error_first_grows_large_is_named_from_the_data
     assert 'id="layers-resnet18-quick-profile-' in section and "-study-spec" in section and "-sweep-spec" in section
 
 
-def test_a_side_by_side_build_shows_the_accuracy_its_plan_result_measured(quick_results, tmp_path):
+def test_a_side_by_side_build_shows_its_plan_accuracy_and_flags_a_median_far_from_it_alone(quick_results, tmp_path):
     from qbuild import compare
 
     _root, outcomes = quick_results
@@ -476,6 +484,7 @@ def test_a_side_by_side_build_shows_the_accuracy_its_plan_result_measured(quick_
     machine = record["environment"]["machine_id"]
     record["accuracy"] = {"top1": 0.064, "top5": 0.15, "cat": None,
                           "labelled": {"top1": 0.064, "top5": 0.15, "agreement_with_float": 0.07, "n": 500, "dataset": "d"}}
+    record["latency"]["summary"]["median_ms"] = 4.0  # alone, in the plan: twice the side-by-side median
     write_result(root / machine / "q.json", record)
     int8 = {"name": "int8-a8", "label": "quantized (int8)", "engine": "tvm", "precision": "int8", "median_ms": 2.0,
             "samples": 6, "best_peer": "ort-int8-qoperator", "ratio_to_best_peer": 0.5}
@@ -488,5 +497,54 @@ def test_a_side_by_side_build_shows_the_accuracy_its_plan_result_measured(quick_
                                  "targets": [], "experiments": [experiment]})
     build(root, tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
-    assert "| quantized (int8) | tvm | int8 | 2.00 ms | 0.50x (ort-int8-qoperator) | 6.4% |" in text
-    assert "| ONNX Runtime int8 QOperator (peer) | onnxruntime | int8 | 4.00 ms | – | – |" in text, "not in the plan"
+    assert "| quantized (int8) | tvm | int8 | 2.00 ms | 0.50x (ort-int8-qoperator) | 4.00 ms (**-50%**) | 6.4% |" in text
+    assert "| ONNX Runtime int8 QOperator (peer) | onnxruntime | int8 | 4.00 ms | – | – | – |" in text, "not in the plan"
+
+
+def _latency_row(variant: str, ms: float, top1: float | None, peer: bool = False, precision: str = "int8") -> dict:
+    return {"variant": variant, "label": variant, "median_ms": ms, "top1": top1, "peer": peer,
+            "quantized": precision == "int8", "precision": precision, "commit": "c", "date": "d"}
+
+
+def test_a_peer_is_set_against_the_fastest_build_of_comparable_accuracy_only():
+    group = {"model": "m", "target": "cpu", "machine": "box", "rows": [
+        _latency_row("float", 10.0, 0.846, precision="fp32"),
+        _latency_row("int8-a8", 3.0, 0.064), _latency_row("int8-a8-calibrated", 4.0, 0.848),
+        _latency_row("ort-int8-qdq", 3.5, 0.844, peer=True)]}
+    (finding,) = benchmarks.latency_findings([group])
+    (against,) = finding["peers"]
+    assert (against["ours_label"], against["ours_ratio"]) == ("int8-a8-calibrated", 4.0 / 3.5)
+    assert against["unlike"] == [{"label": "int8-a8", "top1": 0.064}]
+    without_accuracy = {**group, "rows": [{**r, "top1": None} for r in group["rows"]]}
+    (finding,) = benchmarks.latency_findings([without_accuracy])
+    assert finding["peers"][0]["ours_label"] == "int8-a8"  # random weights: accuracy cannot tell them apart
+
+
+def _result_row(variant: str, ms: float, top1: float | None = None, kernels: str | None = "builtin",
+                engine: str = "tvm") -> report_rows.Row:
+    record = {"id": variant, "experiment": {"model": "m", "kernels": kernels, "profile": "default",
+                                            "variant": {"name": variant, "label": variant, "engine": engine},
+                                            "target": {"name": "cpu", "device": "d"},
+                                            "weights": {"kind": "pretrained"}},
+              "latency": {"summary": {"median_ms": ms}}, "accuracy": {"top1": top1} if top1 is not None else None}
+    return report_rows.Row(record, "box")
+
+
+def test_the_overview_names_the_bit_widths_that_are_faster_than_int8_and_keep_accuracy():
+    rows = [_result_row("float", 10.0, 0.85), _result_row("int8-a8", 4.0, 0.84)]
+    sweep = [{"model": "m", "target": "cpu", "machine": "box", "rows": [
+        {"label": "W4A8", "median_ms": 3.0, "top1": 0.845, "delta_points": -0.5},
+        {"label": "W2A2", "median_ms": 2.0, "top1": 0.10, "delta_points": -75.0},
+        {"label": "W8A8", "median_ms": 5.0, "top1": 0.85, "delta_points": 0.0}]}]
+    (answer,) = overview.bit_widths(sweep, rows)
+    assert [f["label"] for f in answer["faster"]] == ["W4A8", "W2A2"]
+    assert answer["worth_it"] == ["W4A8"]
+
+
+def test_the_overview_states_int8_speedups_under_both_kernel_sets():
+    rows = [_result_row("float", 10.0), _result_row("int8-a8", 4.0), _result_row("int8-a8-calibrated", 5.0),
+            _result_row("float", 100.0, kernels="untuned"), _result_row("int8-a8", 250.0, kernels="untuned"),
+            _result_row("ort-int8-qdq", 3.0, kernels=None, engine="onnxruntime")]
+    (answer,) = overview.speedups(rows)
+    assert [q["speedup"] for q in answer["builtin"]["int8"]] == [2.5, 2.0]
+    assert answer["untuned"]["int8"][0]["speedup"] == 0.4

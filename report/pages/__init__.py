@@ -1,0 +1,1 @@
+"""One module per report page: the plain data each page's template words."""
