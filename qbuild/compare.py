@@ -149,6 +149,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
     side by side; the workers end before this returns."""
     from qbuild.isolated import Worker, WorkerError
     from qbuild.models import get_spec
+    from qbuild.runner import build
 
     first = experiments[0]
     side = get_spec(first.model).input_side(first.profile.image_size)
@@ -157,7 +158,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
         for entry in entries:
             say(f"building {entry.name} in its own process ...")
             try:
-                entry.model = Worker(entry.experiment)
+                entry.model = Worker(entry.experiment, build=build)
             except WorkerError as exc:  # a build that fails is reported, the rest still run
                 entry.error = str(exc)
                 say(f"{entry.name}: {entry.error}")

@@ -75,7 +75,7 @@ class CompiledModel:
     def weight_bytes(self) -> int:
         """Bytes of the constants of the Relax module handed to the compiler: its weights as the
         quantizer stored them (compile-time folding, e.g. int16 pairs for ``vpmaddwd``, aside)."""
-        from qbuild.quantize.graph import constant_bytes
+        from qbuild.relax.graph import constant_bytes
 
         return constant_bytes(self.relax_module)
 

@@ -250,10 +250,12 @@ def _calibration_images(experiment: Experiment, loaded):
 
 
 def _quantize(experiment: Experiment, loaded, traced, config):
+    from qbuild.kernels.subbyte_convs import SubbyteConvs
     from qbuild.quantize import quantize
 
     calibration = _calibration_images(experiment, loaded) if config.needs_data else None
-    return quantize(traced.inference_module(), None, calibration, config, experiment.target.tvm_target())
+    convs = SubbyteConvs.for_target(experiment.target.tvm_target())
+    return quantize(traced.inference_module(), None, calibration, config, convs)
 
 
 def _compile(mod, experiment: Experiment, cuda_graph: bool = True):
@@ -298,7 +300,7 @@ def _bench(experiment: Experiment, compiled, loaded, progress: Progress) -> dict
 
     with tempfile.TemporaryDirectory(prefix="qbuild-bench-") as workdir:
         library = export(compiled, Path(workdir)) if experiment.variant.engine == "tvm" else None
-        with Worker(experiment, library) as worker:
+        with Worker(experiment, library, None if library else build) as worker:
             result = worker.bench(loaded.input_shape, experiment.protocol, on_iteration)
     return {**result, "process": "own"}
 

@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from qbuild.quantize.bitpack import Encoding
+from qbuild.bitpack import Encoding
 
 SCHEMA = "qbuild.subbyte-kernels/2"
 CHECK_SEED = 7
@@ -122,7 +122,7 @@ def _byte_conv(weights: np.ndarray, stride: int, padding: int, registers, data_m
     from tvm import relax
 
     from qbuild.kernels import conv2d
-    from qbuild.kernels.ranges import largest_channel_sum
+    from qbuild.relax.ranges import largest_channel_sum
 
     out_channels, in_channels, k, _ = weights.shape
     ob, ib = registers.block(out_channels), registers.block(in_channels)

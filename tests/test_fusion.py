@@ -1,4 +1,4 @@
-"""Which kernel a widening cast fuses into (qbuild.kernels.fusion): a residual add of two convs'
+"""Which kernel a widening cast fuses into (qbuild.relax.fusion): a residual add of two convs'
 int8 results widens both in the add's kernel; each conv writes its result as int8."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 
 from qbuild.kernels.cuda import fusion_passes
-from qbuild.kernels.fusion import widen_in_consumers
+from qbuild.relax.fusion import widen_in_consumers
 from qbuild.kernels.pipeline import lowering_passes
 from qbuild.kernels.vectors import of_target
 from test_kernels import CPU, run_builtin

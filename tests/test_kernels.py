@@ -117,7 +117,7 @@ def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_bloc
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_an_explicit_zero_pad_before_a_conv_becomes_the_convs_own_padding(dtype):
-    from qbuild.kernels.pipeline import fold_pads_into_convs
+    from qbuild.relax.fold_pads import fold_pads_into_convs
 
     rng = np.random.default_rng(4)
     x = (rng.integers(-128, 128, (1, 16, 9, 9)) if dtype == "int8" else rng.standard_normal((1, 16, 9, 9))).astype(dtype)
@@ -304,7 +304,7 @@ def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int =
 
 
 def test_value_ranges_see_a_relu_then_a_requantize_as_seven_bit_data():
-    from qbuild.kernels.ranges import seven_bit_values
+    from qbuild.relax.ranges import seven_bit_values
 
     weight = np.ones((8, 8, 3, 3), np.int8)
     for relu, expected in ((True, 1), (False, 0)):
@@ -330,7 +330,7 @@ def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
 
 
 def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
-    from qbuild.kernels.ranges import value_ranges
+    from qbuild.relax.ranges import value_ranges
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((4,), "int32"))
@@ -348,7 +348,7 @@ def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
 
 def test_value_ranges_follow_a_per_channel_requantize_shift():
     """A calibrated requantize multiplies and shifts each channel by its own constants."""
-    from qbuild.kernels.ranges import value_ranges
+    from qbuild.relax.ranges import value_ranges
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 2), "int32"))
@@ -462,7 +462,7 @@ def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
 
 
 def test_a_weight_sum_bound_is_the_same_in_any_layout_of_the_weights():
-    from qbuild.kernels.ranges import largest_channel_sum
+    from qbuild.relax.ranges import largest_channel_sum
 
     weight = np.random.default_rng(2).integers(-128, 128, (16, 8, 3, 3))
     blocked = weight.reshape(2, 8, 1, 8, 3, 3).transpose(0, 2, 4, 5, 3, 1)  # OIHW8i8o
@@ -503,7 +503,7 @@ def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():
 
 
 def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant_would_compute(monkeypatch):
-    from qbuild.kernels import fold_constants
+    from qbuild.relax import fold_constants
     from qbuild.kernels.pipeline import legalize_convs
 
     weight = np.random.default_rng(0).integers(-127, 128, (16, 16, 3, 3)).astype(np.int8)
@@ -545,7 +545,7 @@ def test_a_dense_layer_runs_as_a_1x1_conv_to_rounding(rows):
 
 @pytest.mark.parametrize("rows, pixels", [(48, 48), (50, 52), (197, 200)])
 def test_the_rows_of_a_dense_layer_are_the_pixels_its_conv_tiles_padded_to_a_multiple_of_4(rows, pixels):
-    from qbuild.kernels.pipeline import dense_as_conv
+    from qbuild.relax.dense_as_conv import dense_as_conv
 
     mod = dense_as_conv()(_dense_module("float32", np.ones((96, 40), "float32"), "float32", rows=rows))
     conv = next(b.value for block in mod["main"].body.blocks for b in block.bindings

@@ -1,4 +1,4 @@
-"""Integer ops narrowed from int64 to int32 where their values are known to fit (qbuild.kernels.narrow)."""
+"""Integer ops narrowed from int64 to int32 where their values are known to fit (qbuild.relax.narrow)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels.narrow import narrow_integers
-from qbuild.kernels.pipeline import integer_rewrites
-from qbuild.kernels.ranges import value_ranges
+from qbuild.relax.narrow import narrow_integers
+from qbuild.relax.integer_rewrites import integer_rewrites
+from qbuild.relax.ranges import value_ranges
 from qbuild.quantize import emit
-from qbuild.quantize.graph import op_name
+from qbuild.relax.graph import op_name
 from test_kernels import CPU, run_builtin
 
 SHAPE = (1, 16, 6, 6)

@@ -156,7 +156,7 @@ class TwoBlocks(torch.nn.Module):
 def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for_the_next_conv():
     """Calibrated ranges are per tensor: at the sum's own scale, the block output would be
     requantized again for the next conv, which reads the ReLU's output."""
-    from qbuild.quantize.graph import bindings, op_name
+    from qbuild.relax.graph import bindings, op_name
 
     torch.manual_seed(0)
     module = TwoBlocks().eval()
@@ -316,7 +316,7 @@ def test_kl_mse_ranges_are_kls_at_8_bits_and_mses_below():
 
 
 def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
-    from qbuild.quantize.bitpack import Encoding
+    from qbuild.bitpack import Encoding
     from qbuild.quantize.rewrite import Rewriter
 
     weights = np.random.default_rng(0).laplace(size=(8, 16, 3, 3))

@@ -10,12 +10,13 @@ import tvm
 from tvm import relax
 
 from qbuild import plan
+from qbuild.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
 from qbuild.kernels import MAX_AUTO_PAIRS, amx, auto_bitserial_pairs
 from qbuild.kernels.bitserial import BitserialConv, reference
+from qbuild.kernels.subbyte_convs import SubbyteConvs
 from qbuild.quantize import make, quantize
-from qbuild.quantize.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
 from qbuild.subbyte import check_layers, random_values
 from qbuild.targets import resolve_target
 from qbuild.trace import trace
@@ -113,8 +114,9 @@ def test_the_bitserial_conv_is_exact_with_tvms_untuned_kernels_too():
 def test_for_a_cpu_with_vpopcntdq_the_bitserial_conv_counts_bits_with_vpopcnt():
     """Cross-compiled for AMD Zen 4 (AVX-512 VPOPCNTDQ; nothing built for it runs here): each
     vector of packed words is counted by one instruction, not LLVM's byte-shuffle expansion."""
-    from qbuild.analysis import analyse_sources
     from test_kernels import ZEN4
+
+    from qbuild.analysis import analyse_sources
 
     weights = random_values(np.random.default_rng(6), Encoding(1, "bipolar"), (16, 64, 3, 3))
     spec = BitserialConv(Encoding(1, "unsigned"), Encoding(1, "bipolar"), 16, (1, 1), (1, 1, 1, 1))
@@ -163,7 +165,8 @@ SWEEP = {**plan.SWEEP, "calibrate_samples": 2, "calibrate_mode": "mse"}
 
 def quantized_block(block, target=None, **overrides):
     _module, traced = block
-    return quantize(traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}), target)
+    return quantize(traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}),
+                    SubbyteConvs.for_target(target))
 
 
 def test_w1a1_keeps_the_edges_at_8_bits_and_runs_the_rest_bit_serially_on_unsigned_inputs(block):

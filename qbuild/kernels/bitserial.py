@@ -3,7 +3,7 @@
 ``out[n, o, y, x] = sum over (activation plane a, weight plane w) of
 coef_a * coef_w * popcount(A_a[n, word, y', x'] AND W_w[o, word, kh, kw])`` summed over words and
 the kernel window, plus ``offset_w * coef_a * popcount(A_a[...])`` for bipolar weights
-(``qbuild.quantize.bitpack`` gives the planes, coefficients and offsets). Activations are
+(``qbuild.bitpack`` gives the planes, coefficients and offsets). Activations are
 unsigned or signed, never bipolar: zero padding must contribute zero. Three stages, one PrimFunc:
 
 1. ``qbuild_bitpack``: the int8 NCHW input's planes, zero-padded in space, packed 32 channels
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax, te, tirx
 
+from qbuild.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 from qbuild.errors import QbuildError
 from qbuild.kernels.conv2d import CONV_BLOCK
 from qbuild.kernels.vectors import WIDEST_LANES
-from qbuild.quantize.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 
 PACK_BLOCK = "qbuild_bitpack"
 LANES = 8  # output channels per block of the popcount sum (its int32 vector: a 256-bit register)

@@ -19,7 +19,7 @@ whose channel block is odd (a quantized RGB stem) cannot pair channels: it takes
 compute's loop structure with operands widened to int32 (plain vector multiply-adds).
 
 An int8 conv whose input is known to lie in [0, 127] (after a ReLU and a requantize clamp:
-``ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
+``qbuild.relax.ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
 ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8, the data read as uint8 as it is; on AVX2 its products
 are formed by ``vpmaddubsw``, which cannot saturate on such data (``intrin``), and its block is
 named with ``SEVEN_BIT`` so that the schedule knows. Where, besides, every partial sum of such a
@@ -101,32 +101,13 @@ def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[
     return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
 
 
-def fold_zero_pad(call: relax.Call, pad: relax.Call) -> relax.Call | None:
-    """conv2d(pad(x)) as conv2d(x) with the pad's widths added to its own padding, where the pad
-    is a zero pad of the rows and columns of NCHW data (TF-style "same" padding, as in
-    EfficientNet-Lite's strided convs, is such a pad); None otherwise. ``ConvertLayout`` has no
-    rule for ``nn.pad``, so each such pad would run in NCHW between two layout transforms
-    (on EfficientNet-Lite0, ~9 of its 28 ms)."""
-    attrs, pad_attrs = call.attrs, pad.attrs
-    widths = [int(w) for w in pad_attrs.pad_width]
-    if (pad_attrs.pad_mode != "constant" or float(pad_attrs.pad_value) != 0.0 or len(widths) != 8 or any(widths[:4])
-            or attrs.data_layout != "NCHW"):
-        return None
-    top, bottom, left, right = widths[4:]
-    own = [int(p) for p in attrs.padding]
-    padding = [own[0] + top, own[1] + left, own[2] + bottom, own[3] + right]
-    return relax.op.nn.conv2d(pad.args[0], call.args[1], attrs.strides, padding, attrs.dilation, attrs.groups,
-                              attrs.data_layout, attrs.kernel_layout, attrs.out_layout or None,
-                              str(call.ty.dtype))  # not attrs.out_dtype: "void" when it was left unset
-
-
 def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
              data_max: Callable[[relax.Expr], float | None] = lambda _: None,
              weight_sum: Callable[[relax.Expr], float | None] = lambda _: None) -> relax.Expr:
     """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's.
     ``vectors``: the CPU's registers (the stem's output block; ``vectors.vnni``: see below).
     ``data_max(data)``: the largest value the data takes where it is known to lie in [0, 127]
-    (``ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
+    (``qbuild.relax.ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
     positive or negative weight sum, where the weights are known constants, else None.
     An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
     ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,

@@ -32,7 +32,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from qbuild.kernels import wmma_int8
-from qbuild.kernels.rewrite_calls import rewrite_calls
+from qbuild.relax.rewrite_calls import rewrite_calls
 
 Tile = tuple[int, int]  # output channels x output pixels that one thread block computes
 TARGET_BLOCKS = 132  # thread blocks worth having: one per SM of an H100/H200

@@ -219,7 +219,7 @@ def _bound_vars(func) -> list:
 
 def _measure(mod, tensors: list, images: list[np.ndarray], chunk_by: int, grams: set) -> dict:
     from qbuild.compile import host_tensors
-    from qbuild.quantize.graph import with_outputs
+    from qbuild.relax.graph import with_outputs
 
     stats = {var: Histogram(keep_gram=var in grams) for var in tensors}
     size = len(tensors) if chunk_by < 0 else chunk_by

@@ -10,8 +10,13 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from qbuild.quantize.fixed_point import (exact_int8_multiplier_shift, multiplier_shift, power_of_two_exponents,
-                                         rounding_offset, saturating_multiplier_shift)
+from qbuild.quantize.fixed_point import (
+    exact_int8_multiplier_shift,
+    multiplier_shift,
+    power_of_two_exponents,
+    rounding_offset,
+    saturating_multiplier_shift,
+)
 
 
 def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:

@@ -11,7 +11,7 @@ needs the product only where the result does not saturate: beyond ``|x| >= (qmax
 is clipped whatever the multiplier (``saturating_multiplier_shift``). Its input is clamped to that
 limit (the smallest channel ratio's, for all channels: this changes no result) and its multipliers
 take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
-``qbuild.kernels.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
+``qbuild.relax.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
 the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
 31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
 rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier

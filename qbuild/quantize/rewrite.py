@@ -26,34 +26,47 @@ activation dtype; every other op gets float input (dequantized), so float stays 
 must: skipped layers and the pooling/classifier head.
 
 A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
-narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
-as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win on
-the target (``qbuild.kernels.auto_bitserial_pairs``: none where int8 convs run on AMX tiles).
-Each layer's record says which ran, in what encoding, and how many bytes its weights take.
+narrow values, or as a bit-serial conv over bit-packed weights, as the target's kernels choose
+under ``subbyte_kernel`` (``SubbyteKernels``; without them, as the int8 conv). Each layer's record
+says which ran, in what encoding, and how many bytes its weights take.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels import MAX_AUTO_PAIRS, bitserial
+from qbuild.bitpack import Encoding
 from qbuild.quantize import emit, gptq, memo
-from qbuild.quantize.bitpack import Encoding
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
-from qbuild.quantize.graph import bindings, op_name, readers, scalar_value, substitute
+from qbuild.relax.graph import bindings, op_name, readers, scalar_value, substitute
 from qbuild.verify import sqnr_db
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
 Thresholds = Callable[[relax.Var, int], float]
 # var -> what calibration measured of it (channel means, Gram matrix), None if nothing.
 Statistics = Callable[[relax.Var], "Histogram | None"]
+
+
+class SubbyteKernels(Protocol):
+    """How the target runs sub-byte convs (``qbuild.kernels.subbyte_convs.SubbyteConvs``)."""
+
+    max_pairs: int  # "auto" runs a conv of at most this many plane pairs bit-serially
+
+    def kernel(self, choice: str, attrs, activation: Encoding, weight: Encoding) -> str:
+        """"bitserial" or "int8" for a conv with these attributes and encodings under ``choice``."""
+        ...
+
+    def emit_bitserial(self, bb: relax.BlockBuilder, data: relax.Expr, weights: np.ndarray, attrs,
+                       activation: Encoding, weight: Encoding) -> tuple[relax.Expr, int]:
+        """The bit-serial conv (int32 NCHW) and the bytes its packed weights take."""
+        ...
 
 # The latest layers' rounded weights, {(weights, Gram matrix, precision, config): (codes, steps,
 # encoding)} oldest first (``Rewriter.quantized_weights``): a model's builds at several precisions
@@ -80,7 +93,7 @@ class Quant:
 
     @property
     def encoding(self) -> Encoding:
-        """The bit planes of this range (``qbuild.quantize.bitpack``)."""
+        """The bit planes of this range (``qbuild.bitpack``)."""
         if self.low >= 0:
             return Encoding(self.high.bit_length(), "unsigned")
         return Encoding(self.high.bit_length() + 1, "signed")
@@ -136,9 +149,9 @@ class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
     def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None,
-                 auto_pairs: int = MAX_AUTO_PAIRS) -> None:
+                 kernels: SubbyteKernels | None = None) -> None:
         self.config = config
-        self.auto_pairs = auto_pairs  # "auto" runs a conv of at most this many plane pairs bit-serially
+        self.kernels = kernels  # how sub-byte convs run; None: as the int8 conv
         self.thresholds = thresholds
         self.statistics = statistics
         self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
@@ -352,15 +365,10 @@ class Rewriter:
                 "weight_bytes": weight_bytes}
 
     def _conv_kernel(self, attrs, qin: Quant, encoding: Encoding) -> str:
-        """"bitserial" or "int8": how this quantized conv runs (``subbyte_kernel``)."""
-        choice = self.config.subbyte_kernel
-        subbyte = qin.encoding.bits < 8 or encoding.bits < 8
-        plain = attrs.groups == 1 and all(int(d) == 1 for d in attrs.dilation) and \
-            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout or "NCHW") == ("NCHW", "OIHW", "NCHW")
-        if choice == "int8" or not (subbyte and plain):
+        """"bitserial" or "int8": how this quantized conv runs (``subbyte_kernel``, ``kernels``)."""
+        if self.kernels is None:
             return "int8"
-        pairs = len(qin.encoding.coefficients) * len(encoding.coefficients)
-        return "bitserial" if choice == "bitserial" or pairs <= self.auto_pairs else "int8"
+        return self.kernels.kernel(self.config.subbyte_kernel, attrs, qin.encoding, encoding)
 
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
@@ -381,11 +389,7 @@ class Rewriter:
         qweights, wstep, encoding = self.quantized_weights(weights, out_axis, weight_bits, gram)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
-            spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
-                                           tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding))
-            packed = spec.pack(qweights)
-            conv = spec.emit(bb, qin.expr, packed)
-            weight_bytes = packed.nbytes
+            conv, weight_bytes = self.kernels.emit_bitserial(bb, qin.expr, qweights, attrs, qin.encoding, encoding)
         else:
             conv = bb.emit(relax.op.nn.conv2d(
                 qin.expr, relax.const(qweights), strides=attrs.strides, padding=attrs.padding,

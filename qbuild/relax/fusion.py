@@ -27,7 +27,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name, readers, rebind
+from qbuild.relax.graph import bindings, op_name, readers, rebind
 
 ELEMENTWISE, BROADCAST = 0, 1  # TVM's OpPatternKind: kElemWise, kBroadcast
 

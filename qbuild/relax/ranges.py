@@ -24,7 +24,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import op_name
+from qbuild.relax.graph import op_name
 
 Interval = tuple[float, float]
 _UNBOUNDED: Interval = (-math.inf, math.inf)

@@ -19,8 +19,8 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels.ranges import Interval, bounds, value_ranges
-from qbuild.quantize.graph import op_name
+from qbuild.relax.graph import op_name
+from qbuild.relax.ranges import Interval, bounds, value_ranges
 
 # The elementwise ops computed in int32 where their values fit (clip is rewritten to these first).
 NARROWABLE = ("relax.astype", "relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name, rebind
+from qbuild.relax.graph import bindings, op_name, rebind
 
 
 def fold_constant_calls() -> tvm.transform.Pass:
