@@ -155,7 +155,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace, many: bool) -> int:
     from qbuild.progress import Progress
-    from qbuild.runner import run_plan
+    from qbuild.scheduler import run_plan
 
     outcomes = run_plan(_plan(args, many), args.results, args.force, Progress(quiet=args.quiet),
                         getattr(args, "stop_after", None), getattr(args, "jobs", 1))
@@ -206,7 +206,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from qbuild import environment, tune, tuning_db
     from qbuild.models import load_model
     from qbuild.plan import build_plan
-    from qbuild.runner import relax_module
+    from qbuild.session import ModelSession
+    from qbuild.stages import relax_module
     from qbuild.targets import resolve_target
 
     if args.rounds < 1 or args.executions < 1:
@@ -220,11 +221,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     previous = tuning_db.load(path) if path.exists() else None  # an unreadable one fails now, not after tuning
     loaded = {}
     modules = []
+    session = ModelSession()  # a model's variants share its trace and calibration
     for experiment in experiments:
         if experiment.model not in loaded:
             loaded[experiment.model] = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
         print(f"preparing {experiment.id} ...")
-        modules.append(relax_module(experiment, loaded[experiment.model]))
+        modules.append(relax_module(experiment, loaded[experiment.model], session))
     target = resolve_target("cpu").tvm_target()
     workloads = tune.workloads_of(modules, target)
     wanted = {key: found for key, found in workloads.items()
@@ -242,7 +244,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from qbuild import profile
     from qbuild.models import load_model
-    from qbuild.runner import build
+    from qbuild.stages import build
 
     if args.runs < 1:
         raise QbuildError("--runs must be at least 1", "pass a positive count")
@@ -261,7 +263,7 @@ def _cmd_layers(args: argparse.Namespace) -> int:
     from qbuild import layer_errors
     from qbuild.models import load_model
     from qbuild.progress import Progress
-    from qbuild.runner import layer_errors_of
+    from qbuild.stages import layer_errors_of
 
     (experiment,) = _plan(args, many=False)
     if experiment.variant.config() is None:

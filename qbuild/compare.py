@@ -149,7 +149,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
     side by side; the workers end before this returns."""
     from qbuild.isolated import Worker, WorkerError
     from qbuild.models import get_spec
-    from qbuild.runner import build
+    from qbuild.stages import build
 
     first = experiments[0]
     side = get_spec(first.model).input_side(first.profile.image_size)

@@ -90,7 +90,7 @@ def _from_csv(root: Path, csv_path: Path) -> list[tuple[Path, int]]:
 
 
 def _from_folders(root: Path) -> list[tuple[Path, int]]:
-    items = []
+    items: list = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
         items.extend((image, int(folder.name)) for image in sorted(folder.iterdir())
                      if image.suffix.lower() in IMAGE_SUFFIXES)

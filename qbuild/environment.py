@@ -26,7 +26,7 @@ GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
 
 
 @lru_cache(maxsize=1)
-def _cpuinfo() -> dict[str, str]:
+def cpuinfo() -> dict[str, str]:
     fields: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -42,12 +42,12 @@ def _cpuinfo() -> dict[str, str]:
 
 def cpu_model() -> str:
     """The CPU's marketing name, e.g. 'AMD EPYC 9454'."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
     """The CPU feature flags the kernel reports (avx2, avx512_vnni, ...)."""
-    return sorted(_cpuinfo().get("flags", "").split())
+    return sorted(cpuinfo().get("flags", "").split())
 
 
 def gpu_name() -> str | None:

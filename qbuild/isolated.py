@@ -32,7 +32,7 @@ Build = Callable[[Experiment, Any], Any]
 
 
 class Worker:
-    """``experiment``'s build in a process of its own, made there by ``build`` (``qbuild.runner.build``,
+    """``experiment``'s build in a process of its own, made there by ``build`` (``qbuild.stages.build``,
     say); ``library``: a TVM library (``export``) to load instead. Raises ``WorkerError`` when the
     build fails."""
 

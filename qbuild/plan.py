@@ -1,6 +1,6 @@
 """The experiment plan, declared: models x variants x targets under one profile.
 
-An ``Experiment`` is plain data; ``qbuild.runner`` carries it through the stages. Its id names
+An ``Experiment`` is plain data; ``qbuild.runner`` carries it through the stages (``qbuild.stages``). Its id names
 the results file, and its fingerprint (config + code + package versions) decides whether an
 existing result is still current.
 """

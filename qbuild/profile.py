@@ -24,7 +24,8 @@ class _HostClock:
     """Wall-clock seconds of each call, the device synchronised before and after it."""
 
     def __init__(self, device) -> None:
-        self.device, self.timed = device, []
+        self.device = device
+        self.timed: list = []
 
     def start(self) -> float:
         self.device.sync()
@@ -40,11 +41,12 @@ class _HostClock:
         return timed
 
 
-class _CudaEventClock:
+class CudaEventClock:
     """GPU seconds of each call between two CUDA events on the default stream (TVM's)."""
 
     def __init__(self, torch) -> None:
-        self.torch, self.pending = torch, []
+        self.torch = torch
+        self.pending: list = []
 
     def start(self):
         event = self.torch.cuda.Event(enable_timing=True)
@@ -63,7 +65,7 @@ class _CudaEventClock:
         return timed
 
 
-def _clock(compiled: CompiledModel, device):
+def clock_for(compiled: CompiledModel, device):
     """CUDA events for a CUDA build where PyTorch can record them, else the host clock."""
     if compiled.target.name == "cuda":
         try:
@@ -71,7 +73,7 @@ def _clock(compiled: CompiledModel, device):
         except ImportError:
             return _HostClock(device)
         if torch.cuda.is_available():
-            return _CudaEventClock(torch)
+            return CudaEventClock(torch)
     return _HostClock(device)
 
 
@@ -84,7 +86,7 @@ def profile(compiled: CompiledModel, input_shape: tuple[int, ...], runs: int = 1
     device = compiled.target.device()
     vm = relax.VirtualMachine(compiled.executable, device)
     data = compiled.upload(batch)
-    clock = _clock(compiled, device)
+    clock = clock_for(compiled, device)
     totals: defaultdict[str, float] = defaultdict(float)
     calls: Counter[str] = Counter()
     started: list = []

@@ -193,7 +193,7 @@ def record(timed: list[Timed], rounds: int, executions: int, env: dict) -> dict:
                          "kernel": entry.name, "median_ms": entry.median_ms, "ratio_to_int8": entry.median_ms / int8.median_ms})
     goals = []
     for name, at_most in GOALS:
-        best = {}  # per shape: the faster of the precision's kernels (ratio, kernel)
+        best: dict = {}  # per shape: the faster of the precision's kernels (ratio, kernel)
         for row in rows:
             if row["kernel"].split()[0] == name:
                 key = repr(row["shape"])

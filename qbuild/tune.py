@@ -53,7 +53,7 @@ def conv_functions(mod, target) -> dict:
 
     with target:
         lowered = tvm.transform.Sequential(lowering_passes(of_target(target)))(mod)
-    found = {}
+    found: dict = {}
     for func in lowered.functions.values():
         workload = conv_workload(func) if isinstance(func, tvm.tirx.PrimFunc) else None
         if workload is not None:

@@ -9,7 +9,7 @@ import pytest
 
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.runner import run_plan
+from qbuild.scheduler import run_plan
 
 
 @pytest.fixture(autouse=True, scope="session")

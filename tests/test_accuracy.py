@@ -90,10 +90,11 @@ def test_the_cat_image_ships_with_a_dependency():
 
 
 def test_the_builds_of_a_model_share_one_reading_and_scoring_of_the_evaluation_images(tmp_path, monkeypatch):
-    from qbuild import runner
+    from qbuild import stages
     from qbuild.models import load_model
     from qbuild.plan import build_plan
     from qbuild.progress import Progress
+    from qbuild.session import ModelSession
 
     dataset = make_csv_set(tmp_path / "set", n=12)
     float_build, int8_build = build_plan(["efficientnet_lite0"], ["float", "int8-a8"], ["cpu"], "quick", "auto",
@@ -102,9 +103,10 @@ def test_the_builds_of_a_model_share_one_reading_and_scoring_of_the_evaluation_i
     scorings = []
     real_evaluation = accuracy.evaluation
     monkeypatch.setattr(accuracy, "evaluation", lambda *args: scorings.append(args) or real_evaluation(*args))
-    monkeypatch.setattr(runner, "_SHARED", {})
+    session = ModelSession()
     reference = accuracy.torch_logits(loaded.module)
-    results = [runner._accuracy(build, reference, loaded, Progress(quiet=True)) for build in (float_build, int8_build)]
+    results = [stages.accuracy(build, reference, loaded, Progress(quiet=True), session)
+               for build in (float_build, int8_build)]
     assert len(scorings) == 1, "read and scored once for both builds"
     for result in results:  # the reference scored against itself
         assert result["labelled"]["n"] == float_build.profile.accuracy_images

@@ -187,12 +187,12 @@ def test_the_cuda_graph_rewrites_keep_a_requantized_split_conv_bit_for_bit():
     from tvm import relax
 
     from qbuild.kernels import cuda
-    from test_narrow import _conv_requantize_module, _int64_ops
+    from test_narrow import conv_requantize_module, int64_ops
 
     rng = np.random.default_rng(5)
-    mod = _conv_requantize_module(rng.integers(-128, 128, (512, 512, 3, 3)).astype(np.int8), size=7)
+    mod = conv_requantize_module(rng.integers(-128, 128, (512, 512, 3, 3)).astype(np.int8), size=7)
     rewritten = tvm.transform.Sequential(cuda.graph_rewrites(SM90.tvm_target()))(mod)
-    assert _int64_ops(mod) and not _int64_ops(rewritten)
+    assert int64_ops(mod) and not int64_ops(rewritten)
     assert "relax.nn.conv2d" not in rewritten["main"].script(), "a 3x3 conv on 7x7 pixels is split"
     x = tvm.runtime.tensor(rng.integers(-128, 128, (1, 512, 7, 7)).astype(np.int8))
     cpu = tvm.target.Target({"kind": "llvm"})
@@ -276,9 +276,9 @@ def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
     """Three kernels: the input windows gathered, the chunked matmul on the tensor cores, and one
     that adds the partial sums, rescales and adds the residual (no kernel of its own for the sum)."""
     from qbuild.compile import compile_model
-    from test_narrow import _conv_requantize_module
+    from test_narrow import conv_requantize_module
 
-    mod = _conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
+    mod = conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
     compiled = compile_model(mod, SM90, "builtin")
     assert compiled.kernels["functions"] == {"tensorcore_int8": 1, "fallback": 2}
     # the gather reads the input and the epilogue writes the output, so only the matmul is captured
@@ -418,7 +418,7 @@ def test_a_copy_is_coalesced_along_whichever_side_its_source_runs():
     into shared memory gives a warp's threads adjacent elements of the source either way."""
     from tvm import s_tir, te
 
-    from qbuild.kernels.wmma_int8 import _rows_contiguous
+    from qbuild.kernels.wmma_int8 import rows_contiguous
 
     def copy(source_by_pixels: bool):
         """A 128-row x 64-deep tile copied from a source laid out (depth, rows) or (rows, depth)."""
@@ -428,4 +428,4 @@ def test_a_copy_is_coalesced_along_whichever_side_its_source_runs():
 
     for source_by_pixels, expected in ((True, True), (False, False)):
         sch = s_tir.Schedule(copy(source_by_pixels))
-        assert _rows_contiguous(sch.get(sch.get_sblock("copy"))) is expected
+        assert rows_contiguous(sch.get(sch.get_sblock("copy"))) is expected

@@ -15,7 +15,8 @@ from qbuild import threads
 from qbuild.gate import TimingGate, end_with_parent, process_state, release_all
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.runner import StageLog, run_plan
+from qbuild.scheduler import run_plan
+from qbuild.stagelog import StageLog
 
 
 def _hold(gate_dir: str, name: str, delay_s: float, hold_s: float, log: str) -> None:

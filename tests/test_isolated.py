@@ -11,7 +11,7 @@ import pytest
 from qbuild import compare
 from qbuild.isolated import Worker, WorkerError
 from qbuild.plan import build_plan
-from qbuild.runner import build
+from qbuild.stages import build
 
 needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
                                reason="needs onnxruntime: pip install -e .[peers]")

@@ -284,7 +284,7 @@ def test_on_an_amx_cpu_int8_convs_run_on_tile_registers_bit_exact_against_numpy(
     assert report.counts["conv"] == 1 and _conv_blocks(mod, CPU)[0].endswith(AMX)
 
 
-def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127, stride: int = 1):
+def requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127, stride: int = 1):
     """int32 input -> [ReLU] -> rounding shift, clamp to [-127, ``top``], int8 (a requantize) -> conv
     (depthwise for weights of one input channel; "same" padding)."""
     bb = relax.BlockBuilder()
@@ -308,7 +308,7 @@ def test_value_ranges_see_a_relu_then_a_requantize_as_seven_bit_data():
 
     weight = np.ones((8, 8, 3, 3), np.int8)
     for relu, expected in ((True, 1), (False, 0)):
-        mod = _requantized_relu_module((1, 8, 4, 4), weight, relu)
+        mod = requantized_relu_module((1, 8, 4, 4), weight, relu)
         int8_inputs = [v for v in seven_bit_values(mod) if str(v.ty.dtype) == "int8"]
         assert len(int8_inputs) == expected, "without the ReLU the data may be negative"
 
@@ -369,7 +369,7 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
     rng = np.random.default_rng(9)
     x = rng.integers(-3000, 3000, (1, channels, 14, 14)).astype(np.int32)
     weight = rng.integers(-128, 128, (32, channels, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True)
+    mod = requantized_relu_module(x.shape, weight, relu=True)
     compiled = compile_model(mod, CPU, "builtin")
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
                                   _requantized_reference(x, weight, top=127))  # no ReLU after this conv
@@ -382,7 +382,7 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
 
 
 def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int, stride: int = 1) -> np.ndarray:
-    """``_requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
+    """``requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
     k = weight.shape[2]
     padded = np.pad(data, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
@@ -408,7 +408,7 @@ def test_a_depthwise_conv_of_seven_bit_data_multiplies_four_taps_per_lane_and_st
     rng = np.random.default_rng(11)
     x = rng.integers(-3000, 3000, (1, channels, size, size)).astype(np.int32)
     weight = rng.integers(-128, 128, (channels, 1, k, k)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, stride=stride)
+    mod = requantized_relu_module(x.shape, weight, relu=True, stride=stride)
     expected = _requantized_reference(x, weight, top=127, stride=stride)
     compiled = compile_model(mod, CPU, "builtin")
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
@@ -441,7 +441,7 @@ def test_a_conv_of_two_bit_data_and_weights_accumulates_in_int16_and_stays_exact
     rng = np.random.default_rng(10)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
     weight = rng.integers(-2, 2, (32, 16, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, top=3)
+    mod = requantized_relu_module(x.shape, weight, relu=True, top=3)
     assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod, AVX2_CPU)] == [True]
     for_zen3 = compile_model(mod, AVX2_CPU, "builtin")
     assert for_zen3.kernels["int16_sum_convs"] == 1
@@ -457,7 +457,7 @@ def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
     """Weights all 2: an output channel's sum is 288 x the data's top; 113 x 288 fits in int16, 114 x 288 not."""
     weight = np.full((32, 16, 3, 3), 2, np.int8)
     for top, int16 in ((113, True), (114, False)):
-        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), AVX2_CPU)
+        blocks = _conv_blocks(requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), AVX2_CPU)
         assert [block.endswith(conv2d.INT16_SUMS) for block in blocks] == [int16], top
 
 
@@ -516,8 +516,8 @@ def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant
         monkeypatch.setattr(tvm, "compile", lambda *args, **kwargs: builds.append(args) or compile_(*args, **kwargs))
         folded = fold_constants.fold_constant_calls()(legalized)
         monkeypatch.undo()
-        assert len(builds) == 1 and len(fold_constants._foldable_bindings(legalized)) >= 3  # transform, quads, sums
-        assert fold_constants._foldable_bindings(folded) == []
+        assert len(builds) == 1 and len(fold_constants.foldable_bindings(legalized)) >= 3  # transform, quads, sums
+        assert fold_constants.foldable_bindings(folded) == []
         fold = relax.transform.FoldConstant()
         tvm.ir.assert_structural_equal(fold(folded)["main"], fold(legalized)["main"])
 

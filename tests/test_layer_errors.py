@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from qbuild import layer_errors, runner
+from qbuild import layer_errors, stages
 from qbuild.compile import host_tensors
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.quantize import make, quantize
-from qbuild.runner import StageLog
+from qbuild.scheduler import run_plan
 from qbuild.trace import trace
 from qbuild.verify import energy_db, sqnr_db
 
@@ -94,20 +94,15 @@ def test_a_build_that_quantizes_nothing_has_no_error(chain):
 
 def test_layer_errors_are_measured_once_per_quantized_program_on_its_builtin_cpu_build():
     (untuned,) = build_plan(["resnet18"], ["int8-a8"], ["cpu"], "quick", "random", kernels=["untuned"])
-    log = StageLog(Progress(quiet=True))
-    assert runner._layers_stage(untuned, log, None, None, Progress(quiet=True)) is None
-    assert log.stages["layers"]["status"] == "skipped"
-    assert "measured on that build" in log.stages["layers"]["reason"]
+    assert "measured on that build" in stages.why_no_layer_errors(untuned, None)
 
 
 def test_a_builtin_build_with_random_weights_skips_its_layer_errors_and_says_so():
     from types import SimpleNamespace
 
     (builtin,) = build_plan(["resnet18"], ["int8-a8"], ["cpu"], "quick", "random", kernels=["builtin"])
-    log = StageLog(Progress(quiet=True))
     random_weights = SimpleNamespace(weights=SimpleNamespace(kind="random"))
-    assert runner._layers_stage(builtin, log, None, random_weights, Progress(quiet=True)) is None
-    assert log.stages["layers"]["reason"] == "random weights: layer errors would be meaningless"
+    assert stages.why_no_layer_errors(builtin, random_weights) == "random weights: layer errors would be meaningless"
 
 
 def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_path):
@@ -116,7 +111,7 @@ def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_p
     dataset = make_csv_set(tmp_path / "set", n=12)
     plan = build_plan(["efficientnet_lite0"], ["int8-a8-calibrated"], ["cpu"], "quick", "auto", dataset=str(dataset),
                       kernels=["builtin"])
-    (outcome,) = runner.run_plan(plan, tmp_path / "results", progress=Progress(quiet=True))
+    (outcome,) = run_plan(plan, tmp_path / "results", progress=Progress(quiet=True))
     record = outcome.record
     assert record["stages"]["layers"]["status"] == "ok"
     layers = record["quantization"]["layers"]

@@ -16,7 +16,7 @@ from test_kernels import CPU, run_builtin
 SHAPE = (1, 16, 6, 6)
 
 
-def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, size: int = SHAPE[2]):
+def conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, size: int = SHAPE[2]):
     """int8 conv + bias, rescaled in int64 as the quantizer emits it (a rounding shift, or a
     31-bit multiplier then the shift), clamped and cast to int8, plus an int8 residual; the
     input is (1, channels, size, size) for (channels, channels, 3, 3) weights."""
@@ -44,7 +44,7 @@ def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, s
     return bb.get()
 
 
-def _int64_ops(mod) -> list[str]:
+def int64_ops(mod) -> list[str]:
     func = mod["main"]
     return [op_name(binding.value) for block in func.body.blocks for binding in block.bindings
             if str(binding.var.ty.dtype) == "int64"]
@@ -57,7 +57,7 @@ def _weight(seed: int) -> np.ndarray:
 def test_a_conv_range_is_its_weight_sums_times_the_data_range():
     weight = np.ones((16, 16, 3, 3), np.int8)
     weight[3] = -2
-    mod = _conv_requantize_module(weight)
+    mod = conv_requantize_module(weight)
     ranges = value_ranges(mod["main"])
     conv = next(b.var for b in mod["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.conv2d")
     assert ranges[conv] == (-2 * 144 * 127, 2 * 144 * 128), "144 ones x [-128, 127], and a channel of -2s: both ends"
@@ -65,9 +65,9 @@ def test_a_conv_range_is_its_weight_sums_times_the_data_range():
 
 def test_a_shift_requantize_and_a_residual_add_run_in_int32_with_the_same_values():
     weight = _weight(1)
-    mod = _conv_requantize_module(weight)
+    mod = conv_requantize_module(weight)
     narrowed = narrow_integers()(mod)
-    assert _int64_ops(mod) and not _int64_ops(narrowed), "every int64 op of the rescale fits in int32"
+    assert int64_ops(mod) and not int64_ops(narrowed), "every int64 op of the rescale fits in int32"
     x = np.random.default_rng(2).integers(-128, 128, SHAPE).astype(np.int8)
     target = CPU.tvm_target()
     reference = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -76,8 +76,8 @@ def test_a_shift_requantize_and_a_residual_add_run_in_int32_with_the_same_values
 
 
 def test_a_31_bit_multiply_stays_in_int64_and_the_clamp_after_its_shift_narrows():
-    mod = _conv_requantize_module(_weight(3), multiplier=(1 << 30) + 12345)
-    remaining = _int64_ops(narrow_integers()(mod))
+    mod = conv_requantize_module(_weight(3), multiplier=(1 << 30) + 12345)
+    remaining = int64_ops(narrow_integers()(mod))
     assert "relax.multiply" in remaining and "relax.minimum" not in remaining
     x = np.random.default_rng(4).integers(-128, 128, SHAPE).astype(np.int8)
     reference = relax.VirtualMachine(tvm.compile(mod, CPU.tvm_target()), tvm.cpu())["main"](
@@ -94,7 +94,7 @@ def test_a_shift_by_32_or_more_stays_in_int64_though_its_values_fit():
             shifted = bb.emit(relax.op.right_shift(wide, relax.const(35, "int64")))  # -1 or 0: fits in int32
             out = bb.emit_output(relax.op.astype(shifted, "int32"))
         bb.emit_func_output(out)
-    assert _int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]
+    assert int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]
 
 
 def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
@@ -143,7 +143,7 @@ def test_a_per_channel_requantize_to_int8_runs_in_int32_whatever_its_input():
                                                  "UPWARD", True))
         bb.emit_func_output(out)
     mod = bb.get()
-    assert "relax.multiply" in _int64_ops(mod) and not _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+    assert "relax.multiply" in int64_ops(mod) and not int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
 
 
 def test_a_residual_rescale_of_int8_values_runs_in_int32():
@@ -154,5 +154,5 @@ def test_a_residual_rescale_of_int8_values_runs_in_int32():
             out = bb.emit_output(emit.requantize(bb, q, 0.9794, None, "int64", "UPWARD", True))
         bb.emit_func_output(out)
     mod = bb.get()
-    narrowed = _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
-    assert "relax.multiply" in _int64_ops(mod) and narrowed == ["relax.astype", None], "only the int64 result widens"
+    narrowed = int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+    assert "relax.multiply" in int64_ops(mod) and narrowed == ["relax.astype", None], "only the int64 result widens"

@@ -8,7 +8,7 @@ import hashlib
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.results import SCHEMA, load_result
-from qbuild.runner import run_plan
+from qbuild.scheduler import run_plan
 
 
 def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick_run):

@@ -47,7 +47,7 @@ def test_a_cuda_build_is_timed_by_cuda_events_without_a_wait_per_call():
     from qbuild import profile as profiling
 
     compiled = compile_model(_conv_relu_pool(), resolve_target("cuda"), "builtin", cuda_graph=False)
-    assert isinstance(profiling._clock(compiled, compiled.target.device()), profiling._CudaEventClock)
+    assert isinstance(profiling.clock_for(compiled, compiled.target.device()), profiling.CudaEventClock)
     rows = profile(compiled, (1, 8, 16, 16), runs=3)
     assert any("conv2d" in row["function"] for row in rows)
     assert sum(row["share"] for row in rows) == pytest.approx(1.0) and all(row["ms"] >= 0 for row in rows)

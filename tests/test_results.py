@@ -74,7 +74,7 @@ def test_the_machine_id_names_the_widest_isa_the_kernels_use(monkeypatch, flags,
     run on tiles) and one without must not share them."""
     from qbuild import environment
 
-    monkeypatch.setattr(environment, "_cpuinfo", lambda: {"model name": "Intel(R) Xeon(R) Processor", "flags": flags})
+    monkeypatch.setattr(environment, "cpuinfo", lambda: {"model name": "Intel(R) Xeon(R) Processor", "flags": flags})
     monkeypatch.setattr(environment, "gpu_name", lambda: None)
     monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
     assert environment.machine_id() == f"intel-r-xeon-r-processor-{tag}-2c"

@@ -21,7 +21,7 @@ from qbuild.kernels.vectors import AVX2, AVX512, cpu_features, of_target
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
 from qbuild.tune import Candidate, conv_functions, to_database, tune, workloads_of
-from test_kernels import AVX2_CPU, _requantized_relu_module, conv_module, reference_conv, run_builtin
+from test_kernels import AVX2_CPU, requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
 HOST = of_target(CPU.tvm_target())  # this CPU's vector registers
@@ -131,7 +131,7 @@ def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact(top, 
     rng = np.random.default_rng(12)
     x = rng.integers(0, 2000, (1, 32, 8, 8)).astype(np.int32)
     weight = rng.integers(low, -low, (16, 32, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, top=top)
+    mod = requantized_relu_module(x.shape, weight, relu=True, top=top)
     ((key, (workload, _)),) = conv_functions(mod, AVX2_CPU.tvm_target()).items()
     assert workload.block.endswith(suffix) and workload.in_blocks == 4
     expected, _ = run_builtin(mod, x, target=AVX2_CPU)

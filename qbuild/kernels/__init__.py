@@ -33,6 +33,11 @@ shuffles (no VPOPCNTDQ). The VM's ``profile=`` argument is gone; per-function ti
 ``VirtualMachine.set_instrument``.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tvm
+
 KERNEL_SETS = ("builtin", "tuned", "untuned")
 
 # "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
@@ -41,7 +46,7 @@ KERNEL_SETS = ("builtin", "tuned", "untuned")
 MAX_AUTO_PAIRS = 2
 
 
-def auto_bitserial_pairs(target: "tvm.target.Target | None" = None) -> int:  # noqa: F821
+def auto_bitserial_pairs(target: "tvm.target.Target | None" = None) -> int:
     """The most plane pairs a conv may have for "auto" to run it bit-serially on ``target`` (None:
     a CPU without AMX): ``MAX_AUTO_PAIRS``, or 0 where the int8 conv runs on AMX tiles (there the
     byte conv is the faster of the two on every shape)."""

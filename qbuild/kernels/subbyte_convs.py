@@ -5,6 +5,7 @@ takes it as ``convs``), so the choice is the kernels' and the quantizer stays ta
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tvm import relax
@@ -12,6 +13,9 @@ from tvm import relax
 from qbuild.bitpack import Encoding
 from qbuild.kernels import MAX_AUTO_PAIRS, auto_bitserial_pairs
 from qbuild.kernels.bitserial import BitserialConv
+
+if TYPE_CHECKING:
+    import tvm
 
 
 @dataclass(frozen=True)
@@ -22,7 +26,7 @@ class SubbyteConvs:
     max_pairs: int = MAX_AUTO_PAIRS
 
     @classmethod
-    def for_target(cls, target: "tvm.target.Target | None" = None) -> SubbyteConvs:  # noqa: F821
+    def for_target(cls, target: "tvm.target.Target | None" = None) -> SubbyteConvs:
         """The choice for ``target`` (None: a CPU without AMX): ``auto_bitserial_pairs``."""
         return cls(auto_bitserial_pairs(target))
 

@@ -117,7 +117,7 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
         matmul.auto_inline_producers(sch, copy)  # the im2col window and padding read while copying
         row, k_loop = sch.get_loops(copy)[-2:]
         k_loop, vec = sch.split(k_loop, [None, LOAD_BYTES])
-        if _rows_contiguous(sch.get(copy)):  # NCHW activations: a warp's threads take adjacent pixels
+        if rows_contiguous(sch.get(copy)):  # NCHW activations: a warp's threads take adjacent pixels
             sch.reorder(k_loop, row, vec)
             flat = sch.fuse(k_loop, row)
         else:
@@ -158,7 +158,7 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
     return sch
 
 
-def _rows_contiguous(copy: tirx.SBlock) -> bool:
+def rows_contiguous(copy: tirx.SBlock) -> bool:
     """Whether a copy into shared memory reads its source along the tile's rows (the pixels of
     NCHW activations) rather than along the reduction: the source's last index uses the row
     iterator and not the reduction one."""

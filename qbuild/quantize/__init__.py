@@ -18,7 +18,10 @@ from qbuild.errors import QbuildError
 from qbuild.quantize.config import DEFAULTS, QConfig, current_qconfig, make, options, qconfig
 
 if TYPE_CHECKING:
-    from qbuild.quantize.rewrite import SubbyteKernels
+    import tvm
+
+    from qbuild.quantize.memo import Memory
+    from qbuild.quantize.rewrite import Rewriter, SubbyteKernels
 
 __all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", "options", "qconfig", "quantize"]
 
@@ -27,15 +30,15 @@ __all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", 
 class QuantizedModule:
     """The integer module and what the quantizer did: per-layer decisions, calibration facts."""
 
-    mod: "tvm.IRModule"  # noqa: F821
+    mod: "tvm.IRModule"
     config: QConfig
     layers: list[dict]
     calibration: dict
     auto_bitserial_pairs: int  # "auto" ran convs of at most this many plane pairs bit-serially
-    source: "tvm.IRModule | None" = field(default=None, repr=False)  # noqa: F821  what was rewritten (BN folded)
-    rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # noqa: F821  makes the same rewrite
+    source: "tvm.IRModule | None" = field(default=None, repr=False)  # what was rewritten (BN folded)
+    rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # makes the same rewrite
 
-    def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:  # noqa: F821
+    def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:
         """Two modules whose ``main`` returns every conv/dense layer's output (float32, in
         ``layers`` order): this integer program's (an accumulator dequantized at its scales; the
         same integers as ``mod``), and the float module's as the quantizer received it (batch norm
@@ -71,11 +74,12 @@ def _check_skips(config: QConfig, conv_count: int) -> None:
 
 
 def quantize(
-    mod: "tvm.IRModule",  # noqa: F821
+    mod: "tvm.IRModule",
     params: dict[str, np.ndarray] | None = None,
     dataset: Iterable[np.ndarray] | None = None,
     config: QConfig | None = None,
     convs: "SubbyteKernels | None" = None,
+    memory: "Memory | None" = None,
 ) -> QuantizedModule:
     """Quantize a float Relax module under ``config`` (default: the current ``qconfig``).
 
@@ -88,11 +92,13 @@ def quantize(
     from tvm import relax
 
     from qbuild.quantize.calibrate import collect, threshold
+    from qbuild.quantize.memo import Memory
     from qbuild.quantize.rewrite import Rewriter
     from qbuild.relax.fold_pads import fold_pads_into_convs
     from qbuild.trace import fold_batch_norm
 
     config = config or current_qconfig()
+    memory = memory if memory is not None else Memory()
     if config.subbyte_kernel == "bitserial" and convs is None:
         raise QbuildError("subbyte_kernel='bitserial' needs the target's kernels",
                           "pass convs=qbuild.kernels.subbyte_convs.SubbyteConvs.for_target(target)")
@@ -111,15 +117,16 @@ def quantize(
         # A dry run names the tensors whose ranges the rewrite needs (and checks the layer
         # indices before the model is run on any image).
         requested: dict = {}
-        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0), kernels=convs)
+        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0), kernels=convs, memory=memory)
         dry.run(mod)
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
-            stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
+            stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs, memory)
         calibration.update(tensors=len(requested), images=len(images))
     def make_rewriter() -> Rewriter:
-        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs)
+        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs,
+                        memory)
 
     rewriter = make_rewriter()
     quantized = rewriter.run(mod)

@@ -57,7 +57,10 @@ Statistics = Callable[[relax.Var], "Histogram | None"]
 class SubbyteKernels(Protocol):
     """How the target runs sub-byte convs (``qbuild.kernels.subbyte_convs.SubbyteConvs``)."""
 
-    max_pairs: int  # "auto" runs a conv of at most this many plane pairs bit-serially
+    @property
+    def max_pairs(self) -> int:
+        """"auto" runs a conv of at most this many plane pairs bit-serially."""
+        ...
 
     def kernel(self, choice: str, attrs, activation: Encoding, weight: Encoding) -> str:
         """"bitserial" or "int8" for a conv with these attributes and encodings under ``choice``."""
@@ -67,12 +70,6 @@ class SubbyteKernels(Protocol):
                        activation: Encoding, weight: Encoding) -> tuple[relax.Expr, int]:
         """The bit-serial conv (int32 NCHW) and the bytes its packed weights take."""
         ...
-
-# The latest layers' rounded weights, {(weights, Gram matrix, precision, config): (codes, steps,
-# encoding)} oldest first (``Rewriter.quantized_weights``): a model's builds at several precisions
-# round each layer once per precision.
-_CODES: dict[tuple, tuple] = {}
-_CODES_KEPT = 1024
 
 
 
@@ -149,8 +146,9 @@ class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
     def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None,
-                 kernels: SubbyteKernels | None = None) -> None:
+                 kernels: SubbyteKernels | None = None, memory: memo.Memory | None = None) -> None:
         self.config = config
+        self.memory = memory if memory is not None else memo.Memory()  # rounded weights shared with other rewrites
         self.kernels = kernels  # how sub-byte convs run; None: as the int8 conv
         self.thresholds = thresholds
         self.statistics = statistics
@@ -189,7 +187,7 @@ class Rewriter:
             return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (encoding.bits - 1))
         if self.config.weight_scale == "mse":
             energy = None if gram is None or not self.config.per_channel_weights else np.diag(gram)
-            return _mse_steps(rows, magnitude, encoding.high, self.config.rounding, energy)
+            return mse_steps(rows, magnitude, encoding.high, self.config.rounding, energy)
         return magnitude / encoding.high
 
     # --- conversions between forms ------------------------------------------------------
@@ -314,15 +312,17 @@ class Rewriter:
         """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights,
         rounded to nearest, or by GPTQ given the input's Gram matrix (``gram``, for weights whose
         only non-output axis is the input channel: a 1x1 conv). Read-only arrays: the same
-        weights at the same precision come back from ``_CODES`` (the sweep's W4A8 and W4A4 share
-        their weights; ResNet-50: ~17 s of GPTQ and MSE search per precision)."""
+        weights at the same precision come back from ``memory.codes`` (a sweep's precisions with
+        equal weight bits share them)."""
         cfg = self.config
         key = (memo.digest(weights, gram), out_axis, nbit, cfg.per_channel_weights, cfg.weight_scale, cfg.rounding,
                cfg.dtype_weight)
-        return memo.remembered(_CODES, key, lambda: self._round_weights(weights, out_axis, nbit, gram), _CODES_KEPT)
+        return memo.remembered(self.memory.codes, key, lambda: self._round_weights(weights, out_axis, nbit, gram),
+                               memo.CODES_KEPT)
 
     def _round_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
                        gram: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Encoding]:
+        self.memory.roundings += 1
         encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
         step = self.weight_step(weights, out_axis, encoding, gram)
         shape = [1] * weights.ndim
@@ -523,7 +523,7 @@ def _keeps_float_nonneg(name: str | None, call: relax.Expr, value) -> bool:
     return passes_sign and getattr(value, "nonneg", False)
 
 
-def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str,
+def mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str,
                column_weights: np.ndarray | None = None) -> np.ndarray:
     """Per row, the step (clip / high) among clips of 20%..100% of the row's largest magnitude
     that minimises the squared quantization error of the row, each column's weighted by

@@ -23,7 +23,7 @@ def fold_constant_calls() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldConstantCalls")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        foldable = _foldable_bindings(mod)
+        foldable = foldable_bindings(mod)
         if not foldable:
             return mod
         values = _evaluate(mod, foldable)
@@ -35,7 +35,7 @@ def fold_constant_calls() -> tvm.transform.Pass:
     return _apply
 
 
-def _foldable_bindings(mod: tvm.IRModule) -> list[relax.VarBinding]:
+def foldable_bindings(mod: tvm.IRModule) -> list[relax.VarBinding]:
     """The bindings of ``main`` that call ``call_tir(f, args)`` on args that are constants or
     earlier such bindings."""
     known: set = set()
