@@ -2,8 +2,8 @@
 
 A ``Worker`` is one spawned process that holds one build, made once and kept alive: built there
 from its experiment by the function the caller names (``build``: a TVM build or a peer), or
-loaded from a TVM library that the caller exported (``export``). It times what it is asked, ``executions`` runs on a batch or
-the whole benchmark protocol, and answers over a pipe. Between requests it is stopped
+loaded from a TVM library that the caller exported (``export``). It times what it is asked,
+``executions`` runs on a batch or the whole benchmark protocol, and answers over a pipe. Between requests it is stopped
 (``SIGSTOP``), so that a build's threads (TVM's pool, ONNX Runtime's and OpenVINO's spinning
 workers) never run while another build is timed: TVM's pool beside ONNX Runtime in one process
 slowed ONNX Runtime int8 on EfficientNet-Lite0 ~3x.
@@ -59,8 +59,12 @@ class Worker:
         """Milliseconds of ``executions`` runs on ``batch`` (uploaded once, one untimed run first)."""
         return self._ask(("time", batch, executions))
 
-    def bench(self, input_shape: tuple[int, ...], protocol: Protocol,
-              on_iteration: Callable[[int, int, float], None] | None = None) -> dict:
+    def bench(
+        self,
+        input_shape: tuple[int, ...],
+        protocol: Protocol,
+        on_iteration: Callable[[int, int, float], None] | None = None,
+    ) -> dict:
         """``qbuild.bench.benchmark`` of the build, run in the worker."""
         return self._ask(("bench", tuple(input_shape), protocol), on_iteration)
 
@@ -122,8 +126,9 @@ def export(compiled: Any, directory: Path) -> Path:
     return path
 
 
-def _serve(conn: Any, experiment: Experiment, library: str | None, build: Build | None,
-           initialize: Callable[[], None]) -> None:
+def _serve(
+    conn: Any, experiment: Experiment, library: str | None, build: Build | None, initialize: Callable[[], None]
+) -> None:
     """The worker's loop: build (or load), say so, then answer requests until told to close."""
     from qbuild.errors import one_line
 
@@ -172,6 +177,7 @@ def _handle(model: Any, request: tuple, conn: Any) -> Any:
         return [time_ms(run) for _ in range(executions)]
     if request[0] == "bench":
         _, input_shape, protocol = request
-        return benchmark(model.prepare, input_shape, protocol,
-                         lambda done, total, eta: conn.send(("progress", done, total, eta)))
+        return benchmark(
+            model.prepare, input_shape, protocol, lambda done, total, eta: conn.send(("progress", done, total, eta))
+        )
     raise ValueError(f"unknown request {request[0]!r}")

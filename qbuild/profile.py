@@ -106,8 +106,10 @@ def profile(compiled: CompiledModel, input_shape: tuple[int, ...], runs: int = 1
             totals[symbol] += seconds
             calls[symbol] += 1
     whole = sum(totals.values()) or 1.0
-    rows = [{"function": symbol, "calls": calls[symbol] / runs, "ms": 1e3 * seconds / runs, "share": seconds / whole}
-            for symbol, seconds in totals.items()]
+    rows = [
+        {"function": symbol, "calls": calls[symbol] / runs, "ms": 1e3 * seconds / runs, "share": seconds / whole}
+        for symbol, seconds in totals.items()
+    ]
     return sorted(rows, key=lambda row: -row["ms"])
 
 
@@ -118,7 +120,9 @@ def render(rows: list[dict], top: int = 25) -> str:
         lines.append(f"{row['function'][:60]:<60} {row['calls']:>6.0f} {row['ms']:>9.3f} {100 * row['share']:>6.1f}%")
     rest = rows[top:]
     if rest:
-        lines.append(f"{f'({len(rest)} more)':<60} {sum(r['calls'] for r in rest):>6.0f} "
-                     f"{sum(r['ms'] for r in rest):>9.3f} {100 * sum(r['share'] for r in rest):>6.1f}%")
+        lines.append(
+            f"{f'({len(rest)} more)':<60} {sum(r['calls'] for r in rest):>6.0f} "
+            f"{sum(r['ms'] for r in rest):>9.3f} {100 * sum(r['share'] for r in rest):>6.1f}%"
+        )
     lines.append(f"{'total':<60} {sum(r['calls'] for r in rows):>6.0f} {sum(r['ms'] for r in rows):>9.3f}")
     return "\n".join(lines)

@@ -46,8 +46,15 @@ def _current_result(path: Path, fingerprint: str, progress: Progress) -> dict | 
     return None
 
 
-def run_experiment(experiment: Experiment, root: Path, force: bool = False, progress: Progress | None = None,
-                   gate: TimingGate | None = None, jobs: int = 1, session: ModelSession | None = None) -> Outcome:
+def run_experiment(
+    experiment: Experiment,
+    root: Path,
+    force: bool = False,
+    progress: Progress | None = None,
+    gate: TimingGate | None = None,
+    jobs: int = 1,
+    session: ModelSession | None = None,
+) -> Outcome:
     """Run ``experiment`` unless a current result exists (``force`` re-runs it); write its results file.
     ``gate``: shared with the other ``jobs`` - 1 jobs of a parallel plan (``qbuild.gate``);
     ``session``: what the other builds of its model made (None: a new one)."""
@@ -68,13 +75,22 @@ def run_experiment(experiment: Experiment, root: Path, force: bool = False, prog
     return Outcome(path, record, skipped=False)
 
 
-def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, gate: TimingGate | None,
-                session: ModelSession) -> dict:
+def _run_stages(
+    experiment: Experiment, results_dir: Path, progress: Progress, gate: TimingGate | None, session: ModelSession
+) -> dict:
     from qbuild.models import load_model, model_summary
 
     log = StageLog(progress, gate)
-    out: dict = {"experiment": experiment.to_json(), "model": None, "quantization": None, "compile": None,
-                 "correctness": None, "ir": None, "latency": None, "accuracy": None}
+    out: dict = {
+        "experiment": experiment.to_json(),
+        "model": None,
+        "quantization": None,
+        "compile": None,
+        "correctness": None,
+        "ir": None,
+        "latency": None,
+        "accuracy": None,
+    }
 
     loaded = log.run("load", load_model, experiment.model, experiment.weights, experiment.profile.image_size)
     if loaded is not None:
@@ -86,8 +102,9 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, g
     module_stage = "trace"
     config = experiment.variant.config()
     if config is not None:
-        quantized = log.run("quantize", lambda: stages.quantize(experiment, loaded, traced, config, session),
-                            needs=NEEDS["quantize"])
+        quantized = log.run(
+            "quantize", lambda: stages.quantize(experiment, loaded, traced, config, session), needs=NEEDS["quantize"]
+        )
         out["quantization"] = quantized.report() if quantized is not None else None
         module_stage = "quantize"
     compiled = log.run(
@@ -96,12 +113,17 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, g
         needs=(module_stage,),
     )
     if compiled is not None:
-        out["compile"] = {"seconds": compiled.seconds, "target": experiment.target.to_json(),
-                          "kernels": compiled.kernels, "weight_bytes": compiled.weight_bytes}
+        out["compile"] = {
+            "seconds": compiled.seconds,
+            "target": experiment.target.to_json(),
+            "kernels": compiled.kernels,
+            "weight_bytes": compiled.weight_bytes,
+        }
     out["correctness"] = log.run("verify", lambda: stages.verify(compiled, loaded), needs=NEEDS["verify"])
     if out["quantization"] and out["quantization"]["bitserial_layers"]:
-        out["kernel_check"] = log.run("kernel_check", lambda: stages.check_kernels(quantized.layers),
-                                      needs=NEEDS["kernel_check"])
+        out["kernel_check"] = log.run(
+            "kernel_check", lambda: stages.check_kernels(quantized.layers), needs=NEEDS["kernel_check"]
+        )
     out["ir"] = log.run("analyse", lambda: stages.analyse(experiment, compiled, results_dir), needs=NEEDS["analyse"])
     if config is not None:
         out["layer_errors"] = None
@@ -109,26 +131,31 @@ def _run_stages(experiment: Experiment, results_dir: Path, progress: Progress, g
             log.skip("layers", reason)
         else:
             out["layer_errors"] = log.run(
-                "layers", lambda: stages.layer_errors(experiment, quantized, loaded, progress, session),
-                needs=NEEDS["layers"])
+                "layers",
+                lambda: stages.layer_errors(experiment, quantized, loaded, progress, session),
+                needs=NEEDS["layers"],
+            )
     return _measure(experiment, log, compiled, loaded, out, progress, session)
 
 
-def _measure(experiment: Experiment, log: StageLog, model, loaded, out: dict, progress: Progress,
-             session: ModelSession) -> dict:
+def _measure(
+    experiment: Experiment, log: StageLog, model, loaded, out: dict, progress: Progress, session: ModelSession
+) -> dict:
     """The bench and accuracy stages, for a compiled model or a peer."""
     out["latency"] = log.run("bench", lambda: stages.bench(experiment, model, loaded, progress), needs=NEEDS["bench"])
     if reason := stages.why_no_accuracy(experiment, loaded):
         log.skip("accuracy", reason)
     else:
-        out["accuracy"] = log.run("accuracy", lambda: stages.accuracy(experiment, model, loaded, progress, session),
-                                  needs=NEEDS["accuracy"])
+        out["accuracy"] = log.run(
+            "accuracy", lambda: stages.accuracy(experiment, model, loaded, progress, session), needs=NEEDS["accuracy"]
+        )
     out["stages"] = log.stages
     return out
 
 
-def _run_peer(experiment: Experiment, log: StageLog, loaded, out: dict, progress: Progress,
-              session: ModelSession) -> dict:
+def _run_peer(
+    experiment: Experiment, log: StageLog, loaded, out: dict, progress: Progress, session: ModelSession
+) -> dict:
     """A peer baseline: another engine runs the model itself; nothing is traced or generated by qbuild."""
     peer = log.run("compile", lambda: stages.make_peer(experiment, loaded), needs=("load",))
     if peer is not None:

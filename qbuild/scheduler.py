@@ -13,8 +13,14 @@ from qbuild.runner import Outcome, run_experiment
 from qbuild.session import ModelSession
 
 
-def run_plan(experiments: list[Experiment], root: Path, force: bool = False, progress: Progress | None = None,
-             stop_after_s: float | None = None, jobs: int = 1) -> list[Outcome]:
+def run_plan(
+    experiments: list[Experiment],
+    root: Path,
+    force: bool = False,
+    progress: Progress | None = None,
+    stop_after_s: float | None = None,
+    jobs: int = 1,
+) -> list[Outcome]:
     """Run every experiment; each result is written as soon as it is done. With ``stop_after_s``,
     no experiment starts once that many seconds have passed (a lent machine's time is limited;
     what finished is kept). With ``jobs`` > 1, the plan's models are shared out to that many
@@ -42,8 +48,16 @@ def _by_model(numbered: list[tuple[int, Experiment]]) -> dict[str, list[tuple[in
     return groups
 
 
-def _run_group(numbered: list[tuple[int, Experiment]], total: int, root: Path, force: bool, progress: Progress,
-               deadline: float | None, gate_dir: str | None = None, jobs: int = 1) -> list[tuple[int, Outcome]]:
+def _run_group(
+    numbered: list[tuple[int, Experiment]],
+    total: int,
+    root: Path,
+    force: bool,
+    progress: Progress,
+    deadline: float | None,
+    gate_dir: str | None = None,
+    jobs: int = 1,
+) -> list[tuple[int, Outcome]]:
     """Run ``numbered`` (plan index, experiment) in order, in this process; ``(index, outcome)`` each."""
     import time
 
@@ -62,24 +76,31 @@ def _run_group(numbered: list[tuple[int, Experiment]], total: int, root: Path, f
     return outcomes
 
 
-def _run_group_quietly(numbered, total, root, force, quiet: bool, deadline, gate_dir, jobs) -> list[tuple[int, Outcome]]:
+def _run_group_quietly(
+    numbered, total, root, force, quiet: bool, deadline, gate_dir, jobs
+) -> list[tuple[int, Outcome]]:
     """``_run_group`` in a job process (a ``Progress`` cannot be sent to one: it holds a stream)."""
     return _run_group(numbered, total, root, force, Progress(quiet=quiet), deadline, gate_dir, jobs)
 
 
-def _run_parallel(groups: list, total: int, root: Path, force: bool, quiet: bool, deadline: float | None,
-                  jobs: int) -> list[Outcome]:
+def _run_parallel(
+    groups: list, total: int, root: Path, force: bool, quiet: bool, deadline: float | None, jobs: int
+) -> list[Outcome]:
     import multiprocessing
     import tempfile
     from concurrent.futures import ProcessPoolExecutor
 
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no TVM thread pool forked mid-use
     workers = min(jobs, len(groups))
-    with tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir, \
-            ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool:
+    with (
+        tempfile.TemporaryDirectory(prefix="qbuild-gate-") as gate_dir,
+        ProcessPoolExecutor(workers, mp_context=context, initializer=end_with_parent) as pool,
+    ):
         try:
-            futures = [pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
-                       for group in groups]
+            futures = [
+                pool.submit(_run_group_quietly, group, total, root, force, quiet, deadline, gate_dir, workers)
+                for group in groups
+            ]
             numbered = [pair for future in futures for pair in future.result()]
         finally:
             release_all(Path(gate_dir))

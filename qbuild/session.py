@@ -53,15 +53,21 @@ class ModelSession:
 
         dataset = datasets.load(experiment.dataset)
         profile = experiment.profile
-        key = (*model_key(experiment, loaded), dataset.id, profile.calibration_images, profile.accuracy_images,
-               profile.image_size)
+        key = (
+            *model_key(experiment, loaded),
+            dataset.id,
+            profile.calibration_images,
+            profile.accuracy_images,
+            profile.image_size,
+        )
 
         def score() -> Any:
             _, held_out = dataset.split(profile.calibration_images)
             held_out = held_out[: profile.accuracy_images]
             progress.say(f"reading {len(held_out)} evaluation images, scoring the float reference on them")
-            return accuracy.evaluation(accuracy.torch_logits(loaded.module),
-                                       datasets.images(held_out, loaded.preprocess), dataset.id)
+            return accuracy.evaluation(
+                accuracy.torch_logits(loaded.module), datasets.images(held_out, loaded.preprocess), dataset.id
+            )
 
         return self.shared("evaluation", key, score)
 

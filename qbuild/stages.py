@@ -101,16 +101,20 @@ def accuracy(experiment: Experiment, compiled: Any, loaded: Any, progress: Progr
     from qbuild import datasets
 
     scored = session.evaluation(experiment, loaded, progress)
-    result = {"labelled": scoring.labelled(
-        compiled, scored, lambda n: progress.say(f"accuracy {n}/{len(scored.labels)} images"))}
+    result = {
+        "labelled": scoring.labelled(
+            compiled, scored, lambda n: progress.say(f"accuracy {n}/{len(scored.labels)} images")
+        )
+    }
     cat = datasets.cat_image()
     result["cat"] = None if cat is None else scoring.cat(compiled, loaded.preprocess(cat))
     result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
     return result
 
 
-def layer_errors(experiment: Experiment, quantized: Any, loaded: Any, progress: Progress,
-                 session: ModelSession) -> dict:
+def layer_errors(
+    experiment: Experiment, quantized: Any, loaded: Any, progress: Progress, session: ModelSession
+) -> dict:
     """Each layer's error against the float model (``qbuild.layer_errors``) on held-out images."""
     from qbuild import datasets
     from qbuild import layer_errors as errors
@@ -137,16 +141,20 @@ def why_no_layer_errors(experiment: Experiment, loaded: Any) -> str | None:
     """Why a quantized ``experiment`` measures no layer errors, or None: they are measured once per
     quantized program, on its builtin CPU build, and only where it can be scored."""
     if experiment.kernels != "builtin" or experiment.target.name != "cpu":
-        return ("every kernel set and target computes the builtin CPU build's integers (tested); "
-                "layer errors are measured on that build")
+        return (
+            "every kernel set and target computes the builtin CPU build's integers (tested); "
+            "layer errors are measured on that build"
+        )
     return unscorable(experiment, loaded, "layer errors")
 
 
 def why_no_accuracy(experiment: Experiment, loaded: Any) -> str | None:
     """Why ``experiment`` measures no accuracy, or None."""
     if experiment.kernels == "untuned":
-        return ("untuned kernels compute what the builtin build computes (integer variants bit for "
-                "bit, tested); accuracy is measured on the builtin build")
+        return (
+            "untuned kernels compute what the builtin build computes (integer variants bit for "
+            "bit, tested); accuracy is measured on the builtin build"
+        )
     return unscorable(experiment, loaded, "accuracy")
 
 
@@ -194,8 +202,9 @@ def relax_module(experiment: Experiment, loaded: Any, session: ModelSession | No
     return quantize(experiment, loaded, traced, config, session).mod
 
 
-def layer_errors_of(experiment: Experiment, loaded: Any, progress: Progress,
-                    session: ModelSession | None = None) -> tuple[dict, list[dict]]:
+def layer_errors_of(
+    experiment: Experiment, loaded: Any, progress: Progress, session: ModelSession | None = None
+) -> tuple[dict, list[dict]]:
     """A quantized ``experiment``'s layer errors (``qbuild.layer_errors``) outside a staged run,
     with the quantizer's layer records. Errors propagate."""
     session = session or ModelSession()

@@ -13,10 +13,13 @@ from qbuild.isolated import Worker, WorkerError
 from qbuild.plan import build_plan
 from qbuild.stages import build
 
-needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
-                               reason="needs onnxruntime: pip install -e .[peers]")
-needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
-                                    reason="needs openvino and nncf: pip install -e .[peers]")
+needs_ort = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime: pip install -e .[peers]"
+)
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="needs openvino and nncf: pip install -e .[peers]",
+)
 
 
 def _plan(*variants: str):

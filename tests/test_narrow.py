@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import tvm
+from test_kernels import CPU, run_builtin
 from tvm import relax
 
-from qbuild.relax.narrow import narrow_integers
-from qbuild.relax.integer_rewrites import integer_rewrites
-from qbuild.relax.ranges import value_ranges
 from qbuild.quantize import emit
 from qbuild.relax.graph import op_name
-from test_kernels import CPU, run_builtin
+from qbuild.relax.integer_rewrites import integer_rewrites
+from qbuild.relax.narrow import narrow_integers
+from qbuild.relax.ranges import value_ranges
 
 SHAPE = (1, 16, 6, 6)
 
@@ -26,19 +26,27 @@ def conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, si
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype="int32"))
-            acc = bb.emit(relax.op.add(acc, relax.const(np.arange(channels, dtype=np.int32).reshape(1, -1, 1, 1) * 100)))
+            acc = bb.emit(
+                relax.op.add(acc, relax.const(np.arange(channels, dtype=np.int32).reshape(1, -1, 1, 1) * 100))
+            )
             wide = bb.emit(relax.op.astype(acc, "int64"))
             if multiplier is not None:
                 wide = bb.emit(relax.op.multiply(wide, relax.const(multiplier, "int64")))
             shift = 9 if multiplier is None else 39
-            scaled = bb.emit(relax.op.right_shift(relax.op.add(wide, relax.const(1 << (shift - 1), "int64")),
-                                                  relax.const(shift, "int64")))
-            clamped = bb.emit(relax.op.minimum(relax.op.maximum(scaled, relax.const(-127, "int64")),
-                                               relax.const(127, "int64")))
-            residual = bb.emit(relax.op.add(relax.op.astype(clamped, "int8").astype("int64"),
-                                            relax.op.astype(x, "int64")))
-            total = bb.emit(relax.op.minimum(relax.op.maximum(residual, relax.const(-127, "int64")),
-                                             relax.const(127, "int64")))
+            scaled = bb.emit(
+                relax.op.right_shift(
+                    relax.op.add(wide, relax.const(1 << (shift - 1), "int64")), relax.const(shift, "int64")
+                )
+            )
+            clamped = bb.emit(
+                relax.op.minimum(relax.op.maximum(scaled, relax.const(-127, "int64")), relax.const(127, "int64"))
+            )
+            residual = bb.emit(
+                relax.op.add(relax.op.astype(clamped, "int8").astype("int64"), relax.op.astype(x, "int64"))
+            )
+            total = bb.emit(
+                relax.op.minimum(relax.op.maximum(residual, relax.const(-127, "int64")), relax.const(127, "int64"))
+            )
             out = bb.emit_output(relax.op.astype(total, "int8"))
         bb.emit_func_output(out)
     return bb.get()
@@ -46,8 +54,12 @@ def conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, si
 
 def int64_ops(mod) -> list[str]:
     func = mod["main"]
-    return [op_name(binding.value) for block in func.body.blocks for binding in block.bindings
-            if str(binding.var.ty.dtype) == "int64"]
+    return [
+        op_name(binding.value)
+        for block in func.body.blocks
+        for binding in block.bindings
+        if str(binding.var.ty.dtype) == "int64"
+    ]
 
 
 def _weight(seed: int) -> np.ndarray:
@@ -81,7 +93,8 @@ def test_a_31_bit_multiply_stays_in_int64_and_the_clamp_after_its_shift_narrows(
     assert "relax.multiply" in remaining and "relax.minimum" not in remaining
     x = np.random.default_rng(4).integers(-128, 128, SHAPE).astype(np.int8)
     reference = relax.VirtualMachine(tvm.compile(mod, CPU.tvm_target()), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy()
+        tvm.runtime.tensor(x)
+    ).numpy()
     np.testing.assert_array_equal(run_builtin(mod, x)[0], reference)
 
 
@@ -104,12 +117,12 @@ def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
     import re
 
     import torch
+    from test_quantize import images
 
     from qbuild.kernels.pipeline import lowering_passes
     from qbuild.kernels.vectors import of_target
     from qbuild.quantize import make, quantize
     from qbuild.trace import trace
-    from test_quantize import images
 
     class TwoBlocks(torch.nn.Module):
         def __init__(self) -> None:
@@ -139,8 +152,9 @@ def test_a_per_channel_requantize_to_int8_runs_in_int32_whatever_its_input():
     acc = relax.Var("acc", relax.TensorType((1, 4, 5, 5), "int32"))
     with bb.function("main", [acc]):
         with bb.dataflow():
-            out = bb.emit_output(emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8",
-                                                 "UPWARD", True))
+            out = bb.emit_output(
+                emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8", "UPWARD", True)
+            )
         bb.emit_func_output(out)
     mod = bb.get()
     assert "relax.multiply" in int64_ops(mod) and not int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))

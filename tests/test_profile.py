@@ -37,8 +37,10 @@ def test_every_generated_function_is_timed_and_the_shares_add_up():
 
 
 def test_profiling_a_peer_is_refused_with_the_fix(capsys):
-    assert main(["profile", "--model", "resnet18", "--variant", "torch-fp32", "--target", "cpu",
-                 "--profile", "quick"]) == 2
+    assert (
+        main(["profile", "--model", "resnet18", "--variant", "torch-fp32", "--target", "cpu", "--profile", "quick"])
+        == 2
+    )
     assert "is a peer" in capsys.readouterr().err
 
 

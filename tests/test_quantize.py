@@ -96,9 +96,11 @@ def test_relay_defaults_skip_the_first_conv_and_the_dense_layer_and_stay_close_t
     module, traced = tiny
     quantized = quantize(traced.mod, traced.params, config=make())
     fates = [(layer["op"], layer["index"], layer["status"], layer["reason"]) for layer in quantized.layers]
-    assert fates == [("nn.conv2d", 0, "skipped", "skip_conv_layers=[0]"),
-                     ("nn.conv2d", 1, "quantized", None),
-                     ("nn.dense", 0, "skipped", "skip_dense_layer=True")]
+    assert fates == [
+        ("nn.conv2d", 0, "skipped", "skip_conv_layers=[0]"),
+        ("nn.conv2d", 1, "quantized", None),
+        ("nn.dense", 0, "skipped", "skip_dense_layer=True"),
+    ]
     x = images(1)[0][None]
     report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
     assert report["cosine_similarity"] > 0.99
@@ -161,12 +163,18 @@ def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for
     torch.manual_seed(0)
     module = TwoBlocks().eval()
     traced = trace(module, (1, 3, 16, 16))
-    config = make(calibrate_mode="percentile", per_channel_weights=True, calibrate_samples=3, nbit_activation=8,
-                  dtype_activation="int8")
+    config = make(
+        calibrate_mode="percentile",
+        per_channel_weights=True,
+        calibrate_samples=3,
+        nbit_activation=8,
+        dtype_activation="int8",
+    )
     quantized = quantize(traced.mod, traced.params, images(3), config)
     producers = {binding.var: op_name(binding.value) for binding in bindings(quantized.mod)}
-    conv_inputs = [binding.value.args[0] for binding in bindings(quantized.mod)
-                   if op_name(binding.value) == "relax.nn.conv2d"]
+    conv_inputs = [
+        binding.value.args[0] for binding in bindings(quantized.mod) if op_name(binding.value) == "relax.nn.conv2d"
+    ]
     assert producers[conv_inputs[2]] == "relax.maximum", "conv2 reads block b's ReLU as it is, no requantize"
     x = images(1)[0][None]
     report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
@@ -175,10 +183,16 @@ def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for
 
 def test_debug_enabled_ops_restricts_what_is_quantized(tiny):
     _module, traced = tiny
-    quantized = quantize(traced.mod, traced.params,
-                         config=make(debug_enabled_ops=["nn.dense"], skip_dense_layer=False, skip_conv_layers=None))
+    quantized = quantize(
+        traced.mod,
+        traced.params,
+        config=make(debug_enabled_ops=["nn.dense"], skip_dense_layer=False, skip_conv_layers=None),
+    )
     assert [(layer["op"], layer["status"]) for layer in quantized.layers] == [
-        ("nn.conv2d", "skipped"), ("nn.conv2d", "skipped"), ("nn.dense", "quantized")]
+        ("nn.conv2d", "skipped"),
+        ("nn.conv2d", "skipped"),
+        ("nn.dense", "quantized"),
+    ]
 
 
 def test_a_skip_index_beyond_the_models_convolutions_is_rejected(tiny):
@@ -212,8 +226,10 @@ def test_the_precisions_of_a_sweep_share_one_calibration_of_the_same_module_and_
     sweep = dict(calibrate_mode="mse", per_channel_weights=True, weight_rounding="gptq", calibrate_samples=3)
     module = traced.inference_module()
     x = images(1)[0][None]
-    kept = {bits: build(quantize(module, None, images(3), make(nbit_weight=bits, **sweep), memory=memory).mod)(x)
-            for bits in (8, 4)}
+    kept = {
+        bits: build(quantize(module, None, images(3), make(nbit_weight=bits, **sweep), memory=memory).mod)(x)
+        for bits in (8, 4)
+    }
     assert memory.measurements == 1, "one calibration run for both precisions"
     quantize(module, None, images(3), make(nbit_weight=4, **{**sweep, "weight_rounding": "nearest"}), memory=memory)
     assert memory.measurements == 1, "statistics with Gram matrices serve a calibration that needs none"
@@ -257,7 +273,10 @@ def test_a_histograms_thresholds_follow_new_values():
     assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == first
     histogram.add(rng.laplace(size=100_000) * 4)  # a wider spread: other thresholds
     fresh = Histogram(counts=histogram.counts.copy(), upper=histogram.upper, max_abs=histogram.max_abs)
-    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == (fresh.kl_threshold(128), fresh.mse_threshold(7))
+    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == (
+        fresh.kl_threshold(128),
+        fresh.mse_threshold(7),
+    )
     assert histogram.kl_threshold(128) != first[0]
 
 
@@ -269,7 +288,9 @@ def test_weights_rounded_once_per_precision_come_back_the_same_and_read_only():
     gram = np.eye(16) * np.arange(1, 17)
     config = make(per_channel_weights=True, weight_scale="mse", weight_rounding="gptq", calibrate_mode="mse")
     first = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(weights, 0, 4, gram)
-    again = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(weights.copy(), 0, 4, gram.copy())
+    again = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(
+        weights.copy(), 0, 4, gram.copy()
+    )
     other = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(weights, 0, 2, gram)
     assert memory.roundings == 2, "equal weights and Gram matrix at the same precision are rounded once"
     assert again[0] is first[0] and not first[0].flags.writeable and not first[1].flags.writeable
@@ -300,7 +321,9 @@ def test_kl_mse_ranges_are_kls_at_8_bits_and_mses_below():
     mixed, kl, mse = (make(calibrate_mode=mode) for mode in ("kl_mse", "kl_divergence", "mse"))
     assert threshold(mixed, histogram, 127) == threshold(kl, histogram, 127) != threshold(mse, histogram, 127)
     for levels in (1, 7, 15):
-        assert threshold(mixed, histogram, levels) == threshold(mse, histogram, levels) != threshold(kl, histogram, levels)
+        assert (
+            threshold(mixed, histogram, levels) == threshold(mse, histogram, levels) != threshold(kl, histogram, levels)
+        )
 
 
 def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
@@ -375,8 +398,12 @@ def test_an_explicit_zero_pad_becomes_the_quantized_convs_own_padding_with_the_s
     config = make(skip_conv_layers=None)
 
     def ops(mod):
-        return [str(b.value.op.name) for block in mod["main"].body.blocks for b in block.bindings
-                if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+        return [
+            str(b.value.op.name)
+            for block in mod["main"].body.blocks
+            for b in block.bindings
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+        ]
 
     folded = quantize(traced.mod, traced.params, config=config).mod
     assert "relax.nn.pad" not in ops(folded)
@@ -434,8 +461,14 @@ def _clamped_exactly(low: float, high: float | None) -> tuple[np.ndarray, np.nda
     weights[:, 0] = 127
     weights *= 0.5
     traced = trace(PointwiseClamp(weights, low, high).eval(), (1, 2, 6, 6))
-    config = make(skip_conv_layers=None, nbit_activation=8, dtype_activation="int8", calibrate_mode="max",
-                  per_channel_weights=True, weight_scale="max")
+    config = make(
+        skip_conv_layers=None,
+        nbit_activation=8,
+        dtype_activation="int8",
+        calibrate_mode="max",
+        per_channel_weights=True,
+        weight_scale="max",
+    )
     quantized = quantize(traced.mod, traced.params, dataset=[x[0]], config=config)
     pre_activation = np.einsum("nchw,oc->nohw", x, weights[:, :, 0, 0])
     return build(quantized.mod)(x), np.clip(pre_activation, low, high), pre_activation

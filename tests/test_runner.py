@@ -10,7 +10,7 @@ from qbuild.stagelog import StageLog
 
 
 def failing():
-    raise RuntimeError("Traceback (most recent call last):\n  File \"x.py\"\nunknown data type int-4\nmore detail")
+    raise RuntimeError('Traceback (most recent call last):\n  File "x.py"\nunknown data type int-4\nmore detail')
 
 
 def test_a_failing_stage_records_its_error_and_the_stages_that_need_it_are_skipped():
@@ -43,7 +43,9 @@ def test_the_builds_of_one_model_share_its_trace_and_the_next_model_replaces_it(
     from qbuild.session import ModelSession
 
     traced = []
-    monkeypatch.setattr(qbuild.trace, "trace", lambda module, shape: traced.append(module) or SimpleNamespace(of=module))
+    monkeypatch.setattr(
+        qbuild.trace, "trace", lambda module, shape: traced.append(module) or SimpleNamespace(of=module)
+    )
     session = ModelSession()
 
     def build_of(model):
@@ -62,9 +64,18 @@ def test_a_model_qbuild_was_not_written_for_runs_every_stage(tmp_path):
     from qbuild.plan import build_plan
     from qbuild.scheduler import run_plan
 
-    plan = build_plan(models=["mobilenet_v3_small"], variants=["float", "int8-a8"], targets=["cpu"], profile="quick",
-                      weights="random", kernels=["builtin"])
-    outcomes = {o.record["experiment"]["variant"]["name"]: o.record for o in run_plan(plan, tmp_path, progress=Progress(quiet=True))}
+    plan = build_plan(
+        models=["mobilenet_v3_small"],
+        variants=["float", "int8-a8"],
+        targets=["cpu"],
+        profile="quick",
+        weights="random",
+        kernels=["builtin"],
+    )
+    outcomes = {
+        o.record["experiment"]["variant"]["name"]: o.record
+        for o in run_plan(plan, tmp_path, progress=Progress(quiet=True))
+    }
     for variant, record in outcomes.items():
         ran = {name: stage["status"] for name, stage in record["stages"].items() if stage["status"] != "skipped"}
         assert set(ran.values()) == {"ok"}, ran

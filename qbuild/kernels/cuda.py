@@ -62,8 +62,9 @@ def _frames_without_source():
     def stack(context: int = 1) -> list[inspect.FrameInfo]:
         frames, frame = [], sys._getframe(1)
         while frame is not None:
-            frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno,
-                                            frame.f_code.co_name, None, None))
+            frames.append(
+                inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, None, None)
+            )
             frame = frame.f_back
         return frames
 
@@ -131,9 +132,12 @@ class WindowReduction(dl.ScheduleRule):
         loops = list(zip(sch.get_loops(reduction.block_rv), reduction.dom_kind()))
         spatial, window = ([loop for loop, k in loops if k == kind] for kind in "SR")
         extents = [sch.get(loop).extent for loop in spatial + window]
-        if len(extents) != len(loops) or not all(isinstance(e, tirx.IntImm) for e in extents) \
-                or math.prod(e.value for e in extents[len(spatial):]) > WINDOW_MAX \
-                or math.prod(e.value for e in extents[:len(spatial)]) < WINDOW_MIN_OUTPUTS:
+        if (
+            len(extents) != len(loops)
+            or not all(isinstance(e, tirx.IntImm) for e in extents)
+            or math.prod(e.value for e in extents[len(spatial) :]) > WINDOW_MAX
+            or math.prod(e.value for e in extents[: len(spatial)]) < WINDOW_MIN_OUTPUTS
+        ):
             return None
         try:
             sch.reorder(*spatial, *window)
@@ -195,9 +199,15 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
     from tvm.relax.backend.cuda import pipeline as cuda
 
     report = KernelReport()
-    rules = [("tensorcore_int8", TensorCoreInt8()), ("matmul", dl.gpu.Matmul()), ("gemv", dl.gpu.GEMV()),
-             ("window_reduction", WindowReduction()), ("reduction", dl.gpu.Reduction()),
-             ("general_reduction", dl.gpu.GeneralReduction()), ("fallback", dl.gpu.Fallback())]
+    rules = [
+        ("tensorcore_int8", TensorCoreInt8()),
+        ("matmul", dl.gpu.Matmul()),
+        ("gemv", dl.gpu.GEMV()),
+        ("window_reduction", WindowReduction()),
+        ("reduction", dl.gpu.Reduction()),
+        ("general_reduction", dl.gpu.GeneralReduction()),
+        ("fallback", dl.gpu.Fallback()),
+    ]
     passes = [
         *fusion_passes(target),
         dl.ApplyDefaultSchedule(*(_Counted(name, rule, report) for name, rule in rules)),

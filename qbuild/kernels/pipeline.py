@@ -29,9 +29,13 @@ def pass_config(kernels: str | None, target: tvm.target.Target) -> dict:
     return dict(CUDA_GRAPH_CONFIG) if kernels == "builtin" and target.kind.name == "cuda" else {}
 
 
-def pipeline(kernels: str | None, target: tvm.target.Target, avx2: bool | None = None,
-             tiles: Mapping[str, ConvTile] | None = None,
-             vnni: bool | None = None) -> tuple[tvm.transform.Pass | str, KernelReport]:
+def pipeline(
+    kernels: str | None,
+    target: tvm.target.Target,
+    avx2: bool | None = None,
+    tiles: Mapping[str, ConvTile] | None = None,
+    vnni: bool | None = None,
+) -> tuple[tvm.transform.Pass | str, KernelReport]:
     """The Relax pipeline for ``kernels`` on ``target`` (a CPU, or CUDA: ``qbuild.kernels.cuda``),
     and the report it fills in; "untuned" and None give TVM's default pipeline for the target,
     "tuned" the builtin one with this machine's tuning database (``qbuild.tuning_db``).
@@ -100,8 +104,9 @@ def legalize_convs(registers: Vectors) -> tvm.transform.Pass:
     @tvm.transform.module_pass(opt_level=0, name="qbuild.LegalizeConvs")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
         seven_bit, weight_sums = ranges.seven_bit_values(mod), ranges.conv_weight_sums(mod)
-        legalize = functools.partial(conv2d.legalize, vectors=registers, data_max=seven_bit.get,
-                                     weight_sum=weight_sums.get)
+        legalize = functools.partial(
+            conv2d.legalize, vectors=registers, data_max=seven_bit.get, weight_sum=weight_sums.get
+        )
         return relax.transform.LegalizeOps(customize_legalize_map={"relax.nn.conv2d": legalize})(mod)
 
     return _apply
@@ -113,6 +118,11 @@ def _machine_database(report: KernelReport) -> dict[str, ConvTile]:
 
     path = tuning_db.machine_path()
     database = tuning_db.load(path)
-    report.tuning = {"database": path.name, "digest": tuning_db.digest(path), "workloads": len(database.records),
-                     "trials": database.trials, "rounds": database.rounds}
+    report.tuning = {
+        "database": path.name,
+        "digest": tuning_db.digest(path),
+        "workloads": len(database.records),
+        "trials": database.trials,
+        "rounds": database.rounds,
+    }
     return database.tiles()

@@ -100,8 +100,10 @@ def quantize(
     config = config or current_qconfig()
     memory = memory if memory is not None else Memory()
     if config.subbyte_kernel == "bitserial" and convs is None:
-        raise QbuildError("subbyte_kernel='bitserial' needs the target's kernels",
-                          "pass convs=qbuild.kernels.subbyte_convs.SubbyteConvs.for_target(target)")
+        raise QbuildError(
+            "subbyte_kernel='bitserial' needs the target's kernels",
+            "pass convs=qbuild.kernels.subbyte_convs.SubbyteConvs.for_target(target)",
+        )
     if params:
         mod = relax.transform.BindParams("main", dict(params))(mod)
     # Explicit zero pads (TF-style "same" padding) become their convs' own padding first: after the
@@ -124,9 +126,9 @@ def quantize(
         if requested:  # nothing to calibrate when every layer is skipped
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs, memory)
         calibration.update(tensors=len(requested), images=len(images))
+
     def make_rewriter() -> Rewriter:
-        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs,
-                        memory)
+        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs, memory)
 
     rewriter = make_rewriter()
     quantized = rewriter.run(mod)

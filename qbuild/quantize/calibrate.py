@@ -130,8 +130,9 @@ class Histogram:
     def _search_mse(self, levels: int) -> float:
         centres = (np.arange(HISTOGRAM_BINS) + 0.5) * self.bin_width
         candidates = np.linspace(self.max_abs / 64, self.max_abs, 256)
-        errors = [np.sum(self.counts * np.where(centres > t, (centres - t) ** 2, (t / levels) ** 2 / 12))
-                  for t in candidates]
+        errors = [
+            np.sum(self.counts * np.where(centres > t, (centres - t) ** 2, (t / levels) ** 2 / 12)) for t in candidates
+        ]
         return float(candidates[int(np.argmin(errors))])
 
 
@@ -172,8 +173,14 @@ def threshold(config: QConfig, stats: Histogram | None, levels: int) -> float:
     return max(stats.kl_threshold(levels + 1), stats.bin_width)
 
 
-def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1, grams: set | None = None,
-            memory: memo.Memory | None = None) -> dict:
+def collect(
+    mod,
+    tensors: list,
+    images: Iterable[np.ndarray],
+    chunk_by: int = -1,
+    grams: set | None = None,
+    memory: memo.Memory | None = None,
+) -> dict:
     """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each),
     and for the tensors in ``grams`` the channels' Gram matrix too (``weight_rounding="gptq"``).
 

@@ -23,8 +23,7 @@ def dense_as_conv() -> tvm.transform.Pass:
 
     def rewrite(_bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr | None:
         x, weights = call.args
-        if not isinstance(weights, tvm.ir.expr.GenericConst) or len(weights.ty.shape) != 2 or \
-                len(x.ty.shape) != 2:
+        if not isinstance(weights, tvm.ir.expr.GenericConst) or len(weights.ty.shape) != 2 or len(x.ty.shape) != 2:
             return None
         matrix = weights.value.numpy()
         depth, width = matrix.shape

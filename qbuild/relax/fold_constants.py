@@ -62,7 +62,9 @@ def _evaluate(mod: tvm.IRModule, foldable: list[relax.VarBinding]) -> dict:
     values: dict = {}
     for binding in foldable:
         call = binding.value
-        inputs = [arg.value if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg] for arg in call.args[1].fields]
+        inputs = [
+            arg.value if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg] for arg in call.args[1].fields
+        ]
         output = tvm.runtime.empty(tuple(int(d) for d in call.ty.shape), str(call.ty.dtype), tvm.cpu())
         library[call.args[0].name_hint](*inputs, output)
         values[binding.var] = output

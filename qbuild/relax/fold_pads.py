@@ -13,15 +13,29 @@ def fold_zero_pad(call: relax.Call, pad: relax.Call) -> relax.Call | None:
     rule for ``nn.pad``, so each such pad would otherwise run in NCHW between two layout transforms."""
     attrs, pad_attrs = call.attrs, pad.attrs
     widths = [int(w) for w in pad_attrs.pad_width]
-    if (pad_attrs.pad_mode != "constant" or float(pad_attrs.pad_value) != 0.0 or len(widths) != 8 or any(widths[:4])
-            or attrs.data_layout != "NCHW"):
+    if (
+        pad_attrs.pad_mode != "constant"
+        or float(pad_attrs.pad_value) != 0.0
+        or len(widths) != 8
+        or any(widths[:4])
+        or attrs.data_layout != "NCHW"
+    ):
         return None
     top, bottom, left, right = widths[4:]
     own = [int(p) for p in attrs.padding]
     padding = [own[0] + top, own[1] + left, own[2] + bottom, own[3] + right]
-    return relax.op.nn.conv2d(pad.args[0], call.args[1], attrs.strides, padding, attrs.dilation, attrs.groups,
-                              attrs.data_layout, attrs.kernel_layout, attrs.out_layout or None,
-                              str(call.ty.dtype))  # not attrs.out_dtype: "void" when it was left unset
+    return relax.op.nn.conv2d(
+        pad.args[0],
+        call.args[1],
+        attrs.strides,
+        padding,
+        attrs.dilation,
+        attrs.groups,
+        attrs.data_layout,
+        attrs.kernel_layout,
+        attrs.out_layout or None,
+        str(call.ty.dtype),
+    )  # not attrs.out_dtype: "void" when it was left unset
 
 
 def fold_pads_into_convs() -> tvm.transform.Pass:
