@@ -84,6 +84,9 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """The test suite (posargs go to pytest)."""
+    """The linter, the formatter's check and the type check, then the test suite (posargs go to pytest)."""
     bin_dir = shared_env(session)
+    session.run(str(bin_dir / "ruff"), "check", "qbuild", "report", "tests", external=True)
+    session.run(str(bin_dir / "ruff"), "format", "--check", "qbuild", "report", "tests", external=True)
+    session.run(str(bin_dir / "mypy"), external=True)
     session.run(str(bin_dir / "python"), "-m", "pytest", *session.posargs, external=True)

@@ -62,8 +62,14 @@ def labelled(run: Logits, scored: Evaluation, on_progress: Callable[[int], None]
             on_progress(n)
     n = len(scored.labels)
     reference_top1 = sum(e == label for e, label in zip(scored.reference_top1, scored.labels))
-    return {"dataset": scored.dataset_id, "n": n, "top1": top1 / n, "top5": top5 / n,
-            "agreement_with_float": agree / n, "float_top1": reference_top1 / n}
+    return {
+        "dataset": scored.dataset_id,
+        "n": n,
+        "top1": top1 / n,
+        "top5": top5 / n,
+        "agreement_with_float": agree / n,
+        "float_top1": reference_top1 / n,
+    }
 
 
 def cat(run: Logits, image: np.ndarray) -> dict:

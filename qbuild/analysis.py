@@ -100,8 +100,7 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
         mnemonics[match.group(1)] += 1
         registers.update(_VECTOR_REGISTER.findall(line))
     families = {
-        name: sum(n for m, n in mnemonics.items() if pattern.match(m))
-        for name, pattern in _FAMILY_PATTERNS.items()
+        name: sum(n for m, n in mnemonics.items() if pattern.match(m)) for name, pattern in _FAMILY_PATTERNS.items()
     }
     return {
         "total": sum(mnemonics.values()),
@@ -113,20 +112,48 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
 
 # CUDA C type names -> dtype (matched longest first); vector types: _CUDA_VECTOR_ELEMENTS.
 CUDA_TYPE_NAMES = {
-    "unsigned long long": "uint64", "long long": "int64", "unsigned char": "uint8", "signed char": "int8",
-    "unsigned short": "uint16", "unsigned int": "uint32", "unsigned": "uint32", "long": "int64",
-    "char": "int8", "short": "int16", "int": "int32", "float": "float32", "double": "float64",
-    "half": "float16", "__half": "float16", "nv_bfloat16": "bfloat16", "__nv_bfloat16": "bfloat16",
-    "bool": "bool", "uchar": "uint8", "ushort": "uint16", "uint": "uint32",
+    "unsigned long long": "uint64",
+    "long long": "int64",
+    "unsigned char": "uint8",
+    "signed char": "int8",
+    "unsigned short": "uint16",
+    "unsigned int": "uint32",
+    "unsigned": "uint32",
+    "long": "int64",
+    "char": "int8",
+    "short": "int16",
+    "int": "int32",
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+    "__half": "float16",
+    "nv_bfloat16": "bfloat16",
+    "__nv_bfloat16": "bfloat16",
+    "bool": "bool",
+    "uchar": "uint8",
+    "ushort": "uint16",
+    "uint": "uint32",
 }
-_CUDA_VECTOR_ELEMENTS = {"char": "int8", "uchar": "uint8", "short": "int16", "ushort": "uint16", "int": "int32",
-                         "uint": "uint32", "longlong": "int64", "ulonglong": "uint64", "float": "float32",
-                         "double": "float64", "half": "float16"}
-_CUDA_SCALAR = "|".join(re.escape(name).replace(r"\ ", r"\s+")
-                        for name in sorted(CUDA_TYPE_NAMES, key=len, reverse=True))
+_CUDA_VECTOR_ELEMENTS = {
+    "char": "int8",
+    "uchar": "uint8",
+    "short": "int16",
+    "ushort": "uint16",
+    "int": "int32",
+    "uint": "uint32",
+    "longlong": "int64",
+    "ulonglong": "uint64",
+    "float": "float32",
+    "double": "float64",
+    "half": "float16",
+}
+_CUDA_SCALAR = "|".join(
+    re.escape(name).replace(r"\ ", r"\s+") for name in sorted(CUDA_TYPE_NAMES, key=len, reverse=True)
+)
 _CUDA_TYPE_TOKEN = re.compile(
     rf"(?<![\w.])(?:(?P<fixed>u?int(?:8|16|32|64))_t|(?P<vector>{'|'.join(_CUDA_VECTOR_ELEMENTS)})(?P<lanes>[1-4])"
-    rf"|(?P<scalar>{_CUDA_SCALAR}))(?![\w])")
+    rf"|(?P<scalar>{_CUDA_SCALAR}))(?![\w])"
+)
 _C_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)
 
 PTX_FAMILIES = {
@@ -174,8 +201,9 @@ def _opcode_census(text: str, instruction: re.Pattern, families: dict[str, str],
             mnemonics[match.group(1)] += 1
     return {
         "total": sum(mnemonics.values()),
-        "families": {name: sum(n for m, n in mnemonics.items() if re.match(pattern, m))
-                     for name, pattern in families.items()},
+        "families": {
+            name: sum(n for m, n in mnemonics.items() if re.match(pattern, m)) for name, pattern in families.items()
+        },
         "top_mnemonics": dict(mnemonics.most_common(top)),
     }
 
@@ -213,8 +241,9 @@ def launch_census(vm_text: str) -> dict[str, int]:
                 packed.add(name)
         elif current is not None and (call := _VM_CALL.match(line)):
             current.append(call.groups())
-    captured = [f for callee, args in calls.get("main", []) if callee == CUDA_GRAPH_RUN
-                for f in _CAPTURED.findall(args)]
+    captured = [
+        f for callee, args in calls.get("main", []) if callee == CUDA_GRAPH_RUN for f in _CAPTURED.findall(args)
+    ]
 
     def kernels(function: str) -> int:
         return sum(callee in packed and "." not in callee for callee, _ in calls.get(function, []))

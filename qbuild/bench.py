@@ -43,14 +43,20 @@ class Protocol:
         for name in ("iterations", "executions", "warmup"):
             minimum = 0 if name == "warmup" else 1
             if getattr(self, name) < minimum:
-                raise QbuildError(f"benchmark {name} must be >= {minimum}, got {getattr(self, name)}",
-                                  f"pass --{name} {max(minimum, 1)} or more")
+                raise QbuildError(
+                    f"benchmark {name} must be >= {minimum}, got {getattr(self, name)}",
+                    f"pass --{name} {max(minimum, 1)} or more",
+                )
         if self.budget_s is not None and self.budget_s <= 0:
-            raise QbuildError(f"benchmark budget must be positive, got {self.budget_s}",
-                              "pass a positive --budget in seconds, or none")
+            raise QbuildError(
+                f"benchmark budget must be positive, got {self.budget_s}",
+                "pass a positive --budget in seconds, or none",
+            )
         if self.budget_s is not None and self.warmup < 1:
-            raise QbuildError("a benchmark budget needs at least one warm-up run to size the run",
-                              "pass --warmup 1 or more, or drop the budget")
+            raise QbuildError(
+                "a benchmark budget needs at least one warm-up run to size the run",
+                "pass --warmup 1 or more, or drop the budget",
+            )
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -26,14 +26,28 @@ SCHEMA = "qbuild.side-by-side/1"
 # int8-a8-calibrated the one whose accuracy matches the int8 peers': both are judged. On the GPU
 # int8 is held against the fastest fp16 peer, torch.compile with CUDA graphs.
 GOALS = {
-    "cpu": (("int8-a8-calibrated", "fastest int8 peer", 0.9), ("int8-a8", "fastest int8 peer", 0.9),
-            ("float", "fastest fp32 peer", 1.0), ("int8-a8", "float", 0.5)),
+    "cpu": (
+        ("int8-a8-calibrated", "fastest int8 peer", 0.9),
+        ("int8-a8", "fastest int8 peer", 0.9),
+        ("float", "fastest fp32 peer", 1.0),
+        ("int8-a8", "float", 0.5),
+    ),
     "cuda": (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0)),
 }
 _FASTEST = "fastest "
 DEFAULT_BUILDS = {
-    "cpu": ("float", "int8-a8", "int8-a8-calibrated", "torch-fp32", "ort-fp32", "ort-int8-qoperator", "ort-int8-qdq",
-            "openvino-f32", "openvino-int8", "openvino-bf16"),
+    "cpu": (
+        "float",
+        "int8-a8",
+        "int8-a8-calibrated",
+        "torch-fp32",
+        "ort-fp32",
+        "ort-int8-qoperator",
+        "ort-int8-qdq",
+        "openvino-f32",
+        "openvino-int8",
+        "openvino-bf16",
+    ),
     "cuda": ("float", "int8-a8", "torch-fp32", "torch-compile-fp16-graphs"),
 }
 
@@ -60,8 +74,9 @@ class Entry:
         return statistics.median(self.samples_ms) if self.samples_ms else None
 
 
-def measure(entries: list[Entry], input_shape: tuple[int, ...], rounds: int, executions: int,
-            say: Callable[[str], None] = print) -> None:
+def measure(
+    entries: list[Entry], input_shape: tuple[int, ...], rounds: int, executions: int, say: Callable[[str], None] = print
+) -> None:
     """Interleaved timing: ``rounds`` x (every ready entry ``executions`` times). An entry's
     ``model`` is its ``qbuild.isolated.Worker``: each build times in its own process, one at a time."""
     rng = np.random.default_rng(0)
@@ -79,10 +94,18 @@ def ratios(entries: list[Entry]) -> list[dict]:
     rows = []
     for entry in timed.values():
         best = _fastest_peer(timed.values(), entry.precision)
-        rows.append({"name": entry.name, "label": entry.experiment.variant.label, "engine": entry.experiment.variant.engine,
-                     "precision": entry.precision, "median_ms": entry.median_ms, "samples": len(entry.samples_ms),
-                     "best_peer": best.name if best else None,
-                     "ratio_to_best_peer": entry.median_ms / best.median_ms if best else None})
+        rows.append(
+            {
+                "name": entry.name,
+                "label": entry.experiment.variant.label,
+                "engine": entry.experiment.variant.engine,
+                "precision": entry.precision,
+                "median_ms": entry.median_ms,
+                "samples": len(entry.samples_ms),
+                "best_peer": best.name if best else None,
+                "ratio_to_best_peer": entry.median_ms / best.median_ms if best else None,
+            }
+        )
     return rows
 
 
@@ -100,11 +123,13 @@ def targets(entries: list[Entry]) -> list[dict]:
     judged = []
     for a, b, goal in goals:
         if b.startswith(_FASTEST):
-            fastest = _fastest_peer(timed.values(), b[len(_FASTEST):].split()[0])
+            fastest = _fastest_peer(timed.values(), b[len(_FASTEST) :].split()[0])
             b = fastest.name if fastest else b
         if a in timed and b in timed:
             ratio = timed[a].median_ms / timed[b].median_ms
-            judged.append({"numerator": a, "denominator": b, "goal_at_most": goal, "ratio": ratio, "met": ratio <= goal})
+            judged.append(
+                {"numerator": a, "denominator": b, "goal_at_most": goal, "ratio": ratio, "met": ratio <= goal}
+            )
     return judged
 
 
@@ -116,7 +141,10 @@ def render(rows: list[dict], goals: list[dict], errors: dict[str, str]) -> str:
         lines.append(f"{row['name']:<28} {row['engine']:<12} {row['precision']:<9} {row['median_ms']:>10.1f} {vs:>14}")
     for goal in goals:
         verdict = "met" if goal["met"] else "not met"
-        lines.append(f"{goal['numerator']} / {goal['denominator']} = {goal['ratio']:.2f} (goal <= {goal['goal_at_most']}: {verdict})")
+        lines.append(
+            f"{goal['numerator']} / {goal['denominator']} = {goal['ratio']:.2f} "
+            f"(goal <= {goal['goal_at_most']}: {verdict})"
+        )
     for name, error in errors.items():
         lines.append(f"{name}: not timed: {error}")
     return "\n".join(lines)
@@ -125,11 +153,19 @@ def render(rows: list[dict], goals: list[dict], errors: dict[str, str]) -> str:
 def record(model: str, entries: list[Entry], rounds: int, executions: int, env: dict) -> dict:
     """The comparison as a results document."""
     target = entries[0].experiment.target.name if entries else "cpu"
-    return {"schema": SCHEMA, "model": model, "target": target, "rounds": rounds, "executions": executions,
-            "environment": env, "method": "each build in a worker process of its own, one running at a time",
-            "builds": ratios(entries), "targets": targets(entries),
-            "errors": {e.name: e.error for e in entries if e.error},
-            "experiments": [e.experiment.to_json() for e in entries]}
+    return {
+        "schema": SCHEMA,
+        "model": model,
+        "target": target,
+        "rounds": rounds,
+        "executions": executions,
+        "environment": env,
+        "method": "each build in a worker process of its own, one running at a time",
+        "builds": ratios(entries),
+        "targets": targets(entries),
+        "errors": {e.name: e.error for e in entries if e.error},
+        "experiments": [e.experiment.to_json() for e in entries],
+    }
 
 
 def save(root: Path, machine_id: str, document: dict) -> Path:
@@ -149,6 +185,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
     side by side; the workers end before this returns."""
     from qbuild.isolated import Worker, WorkerError
     from qbuild.models import get_spec
+    from qbuild.stages import build
 
     first = experiments[0]
     side = get_spec(first.model).input_side(first.profile.image_size)
@@ -157,7 +194,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
         for entry in entries:
             say(f"building {entry.name} in its own process ...")
             try:
-                entry.model = Worker(entry.experiment)
+                entry.model = Worker(entry.experiment, build=build)
             except WorkerError as exc:  # a build that fails is reported, the rest still run
                 entry.error = str(exc)
                 say(f"{entry.name}: {entry.error}")

@@ -75,7 +75,7 @@ class CompiledModel:
     def weight_bytes(self) -> int:
         """Bytes of the constants of the Relax module handed to the compiler: its weights as the
         quantizer stored them (compile-time folding, e.g. int16 pairs for ``vpmaddwd``, aside)."""
-        from qbuild.quantize.graph import constant_bytes
+        from qbuild.relax.graph import constant_bytes
 
         return constant_bytes(self.relax_module)
 
@@ -100,7 +100,10 @@ class CompiledModel:
                     found[suffix] = text
         if "cu" in found:
             arch = self.target.spec["arch"]
-            compiled = {"ptx": cuda_code.ptx(found["cu"], arch), "sass": cuda_code.sass(self.binaries, found["cu"], arch)}
+            compiled = {
+                "ptx": cuda_code.ptx(found["cu"], arch),
+                "sass": cuda_code.sass(self.binaries, found["cu"], arch),
+            }
             found.update((suffix, text) for suffix, text in compiled.items() if text)
         return found
 
@@ -127,8 +130,9 @@ def _first_tensor(out):
     return out if hasattr(out, "numpy") else _first_tensor(out[0])
 
 
-def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin",
-                  cuda_graph: bool = True) -> CompiledModel:
+def compile_model(
+    mod: "tvm.IRModule", target: TargetChoice, kernels: str | None = "builtin", cuda_graph: bool = True
+) -> CompiledModel:
     """Compile a Relax module whose ``main`` takes only the input batch (weights bound), with the
     kernel set ``kernels`` (see ``qbuild.kernels``; None: TVM's default pipeline for the target).
     ``cuda_graph=False`` leaves out the CUDA graph of qbuild's CUDA kernels (``qbuild.profile``
@@ -148,8 +152,13 @@ def compile_model(mod: "tvm.IRModule", target: TargetChoice, kernels: str | None
     with tvm.transform.PassContext(opt_level=current.opt_level, config=config), tvm_target, capture as binaries:
         executable = tvm.compile(mod, tvm_target, relax_pipeline=relax_pipeline)
     seconds = time.perf_counter() - start
-    details = {"set": kernels, "functions": report.to_json(), "int16_sum_convs": report.int16_sum_convs,
-               "pass_config": config, "tuning": report.tuning_json()}
+    details = {
+        "set": kernels,
+        "functions": report.to_json(),
+        "int16_sum_convs": report.int16_sum_convs,
+        "pass_config": config,
+        "tuning": report.tuning_json(),
+    }
     return CompiledModel(executable, target, seconds, mod, details, binaries)
 
 

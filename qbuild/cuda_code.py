@@ -95,6 +95,9 @@ def sass(binaries: list[bytes], source: str, arch: str) -> str | None:
         for index, binary in enumerate(binaries):
             path = Path(tmp) / f"module{index}.cubin"
             path.write_bytes(binary)
-            listings.append(subprocess.run([cuobjdump, "-sass", str(path)], capture_output=True, text=True,
-                                           check=True, timeout=300).stdout)
+            listings.append(
+                subprocess.run(
+                    [cuobjdump, "-sass", str(path)], capture_output=True, text=True, check=True, timeout=300
+                ).stdout
+            )
     return "\n".join(listings) or None

@@ -62,13 +62,17 @@ def load(path: Path | str) -> LabelledSet:
     path = Path(path)
     root = path.parent if path.name == "labels.csv" else path
     if not root.is_dir():
-        raise QbuildError(f"dataset {path} does not exist",
-                          f"point --dataset (or ${ENV_VAR}) at a folder with labels.csv or class-index subfolders")
+        raise QbuildError(
+            f"dataset {path} does not exist",
+            f"point --dataset (or ${ENV_VAR}) at a folder with labels.csv or class-index subfolders",
+        )
     csv_path = root / "labels.csv"
     items = _from_csv(root, csv_path) if csv_path.exists() else _from_folders(root)
     if not items:
-        raise QbuildError(f"dataset {root} holds no labelled images",
-                          "add labels.csv (filename,class_index) or subfolders named by class index")
+        raise QbuildError(
+            f"dataset {root} holds no labelled images",
+            "add labels.csv (filename,class_index) or subfolders named by class index",
+        )
     return LabelledSet(root, tuple(items))
 
 
@@ -77,23 +81,27 @@ def _from_csv(root: Path, csv_path: Path) -> list[tuple[Path, int]]:
         reader = csv.DictReader(handle)
         missing = {"filename", "class_index"} - set(reader.fieldnames or ())
         if missing:
-            raise QbuildError(f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}",
-                              "give labels.csv the columns filename and class_index")
+            raise QbuildError(
+                f"{csv_path} lacks the column(s) {', '.join(sorted(missing))}",
+                "give labels.csv the columns filename and class_index",
+            )
         items = []
         for row in reader:
             image = root / row["filename"]
             if not image.exists():
-                raise QbuildError(f"{csv_path} names {row['filename']}, which is not in {root}",
-                                  "fix labels.csv or restore the image")
+                raise QbuildError(
+                    f"{csv_path} names {row['filename']}, which is not in {root}", "fix labels.csv or restore the image"
+                )
             items.append((image, int(row["class_index"])))
     return sorted(items)
 
 
 def _from_folders(root: Path) -> list[tuple[Path, int]]:
-    items = []
+    items: list = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit()):
-        items.extend((image, int(folder.name)) for image in sorted(folder.iterdir())
-                     if image.suffix.lower() in IMAGE_SUFFIXES)
+        items.extend(
+            (image, int(folder.name)) for image in sorted(folder.iterdir()) if image.suffix.lower() in IMAGE_SUFFIXES
+        )
     return items
 
 

@@ -26,7 +26,8 @@ GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
 
 
 @lru_cache(maxsize=1)
-def _cpuinfo() -> dict[str, str]:
+def cpuinfo() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
     fields: dict[str, str] = {}
     try:
         text = Path("/proc/cpuinfo").read_text()
@@ -42,12 +43,12 @@ def _cpuinfo() -> dict[str, str]:
 
 def cpu_model() -> str:
     """The CPU's marketing name, e.g. 'AMD EPYC 9454'."""
-    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
     """The CPU feature flags the kernel reports (avx2, avx512_vnni, ...)."""
-    return sorted(_cpuinfo().get("flags", "").split())
+    return sorted(cpuinfo().get("flags", "").split())
 
 
 def gpu_name() -> str | None:
@@ -57,7 +58,10 @@ def gpu_name() -> str | None:
     try:
         out = subprocess.run(
             ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=20, check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -86,6 +90,7 @@ def machine_id() -> str:
 
 def git_revision() -> dict:
     """The project's git commit and whether the work tree had uncommitted changes."""
+
     def git(*args: str) -> str | None:
         try:
             return subprocess.run(
@@ -127,7 +132,11 @@ def capture() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
         "os": f"{platform.system()} {platform.release()}",
-        "cpu": {"model": cpu_model(), "cores": os.cpu_count(), "flags": cpu_flags(),
-                "tvm_threads": int(os.environ.get(threads.ENV_VAR, "0")) or None},
+        "cpu": {
+            "model": cpu_model(),
+            "cores": os.cpu_count(),
+            "flags": cpu_flags(),
+            "tvm_threads": int(os.environ.get(threads.ENV_VAR, "0")) or None,
+        },
         "gpu": gpu_name(),
     }

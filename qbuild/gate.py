@@ -1,6 +1,6 @@
 """Timed stages run alone: how the jobs of a plan run in parallel share the machine.
 
-A plan run as several jobs (processes, ``runner.run_plan(..., jobs=N)``) overlaps their untimed
+A plan run as several jobs (processes, ``scheduler.run_plan(..., jobs=N)``) overlaps their untimed
 stages (quantize, compile, verify, analyse, accuracy: mostly one core each), but a timed stage
 (``TIMED_STAGES``) never overlaps anything: the job about to time stops every other job where it
 stands (``SIGSTOP``), times, and lets them go on (``SIGCONT``). Waiting for the other jobs'

@@ -1,9 +1,9 @@
 """Builds timed in processes of their own: no build ever shares a process with another.
 
 A ``Worker`` is one spawned process that holds one build, made once and kept alive: built there
-from its experiment (``runner.build``: a TVM build or a peer), or loaded from a TVM library that
-the caller exported (``export``). It times what it is asked, ``executions`` runs on a batch or
-the whole benchmark protocol, and answers over a pipe. Between requests it is stopped
+from its experiment by the function the caller names (``build``: a TVM build or a peer), or
+loaded from a TVM library that the caller exported (``export``). It times what it is asked,
+``executions`` runs on a batch or the whole benchmark protocol, and answers over a pipe. Between requests it is stopped
 (``SIGSTOP``), so that a build's threads (TVM's pool, ONNX Runtime's and OpenVINO's spinning
 workers) never run while another build is timed: TVM's pool beside ONNX Runtime in one process
 slowed ONNX Runtime int8 on EfficientNet-Lite0 ~3x.
@@ -27,17 +27,24 @@ class WorkerError(RuntimeError):
     """The worker's build or run failed (its one-line message), or the worker died."""
 
 
-class Worker:
-    """``experiment``'s build in a process of its own; ``library``: a TVM library (``export``) to
-    load instead of building. Raises ``WorkerError`` when the build fails."""
+# (experiment, loaded model) -> the build: a module-level function, so that it reaches the worker by name.
+Build = Callable[[Experiment, Any], Any]
 
-    def __init__(self, experiment: Experiment, library: Path | None = None) -> None:
+
+class Worker:
+    """``experiment``'s build in a process of its own, made there by ``build`` (``qbuild.stages.build``,
+    say); ``library``: a TVM library (``export``) to load instead. Raises ``WorkerError`` when the
+    build fails."""
+
+    def __init__(self, experiment: Experiment, library: Path | None = None, build: Build | None = None) -> None:
         from qbuild.gate import end_with_parent
 
+        if (library is None) == (build is None):
+            raise ValueError("a Worker takes either a library to load or a build function")
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's
         self._conn, child = context.Pipe()
         library_path = None if library is None else str(library)
-        self.process = context.Process(target=_serve, args=(child, experiment, library_path, end_with_parent))
+        self.process = context.Process(target=_serve, args=(child, experiment, library_path, build, end_with_parent))
         self.process.start()
         child.close()
         self.name = experiment.variant.name
@@ -52,8 +59,12 @@ class Worker:
         """Milliseconds of ``executions`` runs on ``batch`` (uploaded once, one untimed run first)."""
         return self._ask(("time", batch, executions))
 
-    def bench(self, input_shape: tuple[int, ...], protocol: Protocol,
-              on_iteration: Callable[[int, int, float], None] | None = None) -> dict:
+    def bench(
+        self,
+        input_shape: tuple[int, ...],
+        protocol: Protocol,
+        on_iteration: Callable[[int, int, float], None] | None = None,
+    ) -> dict:
         """``qbuild.bench.benchmark`` of the build, run in the worker."""
         return self._ask(("bench", tuple(input_shape), protocol), on_iteration)
 
@@ -115,13 +126,15 @@ def export(compiled: Any, directory: Path) -> Path:
     return path
 
 
-def _serve(conn: Any, experiment: Experiment, library: str | None, initialize: Callable[[], None]) -> None:
+def _serve(
+    conn: Any, experiment: Experiment, library: str | None, build: Build | None, initialize: Callable[[], None]
+) -> None:
     """The worker's loop: build (or load), say so, then answer requests until told to close."""
     from qbuild.errors import one_line
 
     initialize()
     try:
-        model = _open(experiment, library)
+        model = _open(experiment, library, build)
         description = model.describe() if hasattr(model, "describe") else {"engine": "tvm"}
         conn.send(("ready", {**description, "pid": os.getpid()}))
     except Exception as exc:  # noqa: BLE001 - the caller records it
@@ -140,10 +153,9 @@ def _serve(conn: Any, experiment: Experiment, library: str | None, initialize: C
             conn.send(("error", f"{type(exc).__name__}: {one_line(exc)}"))
 
 
-def _open(experiment: Experiment, library: str | None) -> Any:
-    if library is None:
+def _open(experiment: Experiment, library: str | None, build: Build | None) -> Any:
+    if build is not None:
         from qbuild.models import load_model
-        from qbuild.runner import build
 
         loaded = load_model(experiment.model, experiment.weights, experiment.profile.image_size)
         return build(experiment, loaded)
@@ -165,6 +177,7 @@ def _handle(model: Any, request: tuple, conn: Any) -> Any:
         return [time_ms(run) for _ in range(executions)]
     if request[0] == "bench":
         _, input_shape, protocol = request
-        return benchmark(model.prepare, input_shape, protocol,
-                         lambda done, total, eta: conn.send(("progress", done, total, eta)))
+        return benchmark(
+            model.prepare, input_shape, protocol, lambda done, total, eta: conn.send(("progress", done, total, eta))
+        )
     raise ValueError(f"unknown request {request[0]!r}")

@@ -47,9 +47,17 @@ def measure(reference: Tensors, quantized: Tensors, images: Sequence[np.ndarray]
                 seen[i] += data.size
     return {
         "images": len(images),
-        "layers": [{"index": layer["index"], "op": layer["op"], "name": layer["name"], "status": layer["status"],
-                    "sqnr_db": energy_db(s, n), "input_clipped": float(c / total) if total else None}
-                   for layer, s, n, c, total in zip(layers, signal, noise, clipped, seen, strict=True)],
+        "layers": [
+            {
+                "index": layer["index"],
+                "op": layer["op"],
+                "name": layer["name"],
+                "status": layer["status"],
+                "sqnr_db": energy_db(s, n),
+                "input_clipped": float(c / total) if total else None,
+            }
+            for layer, s, n, c, total in zip(layers, signal, noise, clipped, seen, strict=True)
+        ],
     }
 
 
@@ -88,10 +96,14 @@ def render(measured: dict, layers: list[dict]) -> str:
         if output is not None and output < FLOOR_DB and not flagged:
             flagged, mark = True, f"  <- first below {FLOOR_DB:.0f} dB"
         share = "-" if clipped is None else f"{100 * clipped:.2f}%"
-        lines.append(f"{position:>5}  {describe(layer):<34} {layer['status']:<9} {_db(weights):>10} {share:>13} "
-                     f"{_db(output):>10}{mark}")
-    lines.append(f"(output: against the float model on {measured['images']} images, '-' where exact; weights: the "
-                 "layer's rounded weights alone; input clipped: the float model's input values beyond its range)")
+        lines.append(
+            f"{position:>5}  {describe(layer):<34} {layer['status']:<9} {_db(weights):>10} {share:>13} "
+            f"{_db(output):>10}{mark}"
+        )
+    lines.append(
+        f"(output: against the float model on {measured['images']} images, '-' where exact; weights: the "
+        "layer's rounded weights alone; input clipped: the float model's input values beyond its range)"
+    )
     return "\n".join(lines)
 
 

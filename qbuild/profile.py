@@ -24,7 +24,8 @@ class _HostClock:
     """Wall-clock seconds of each call, the device synchronised before and after it."""
 
     def __init__(self, device) -> None:
-        self.device, self.timed = device, []
+        self.device = device
+        self.timed: list = []
 
     def start(self) -> float:
         self.device.sync()
@@ -40,11 +41,12 @@ class _HostClock:
         return timed
 
 
-class _CudaEventClock:
+class CudaEventClock:
     """GPU seconds of each call between two CUDA events on the default stream (TVM's)."""
 
     def __init__(self, torch) -> None:
-        self.torch, self.pending = torch, []
+        self.torch = torch
+        self.pending: list = []
 
     def start(self):
         event = self.torch.cuda.Event(enable_timing=True)
@@ -63,7 +65,7 @@ class _CudaEventClock:
         return timed
 
 
-def _clock(compiled: CompiledModel, device):
+def clock_for(compiled: CompiledModel, device):
     """CUDA events for a CUDA build where PyTorch can record them, else the host clock."""
     if compiled.target.name == "cuda":
         try:
@@ -71,7 +73,7 @@ def _clock(compiled: CompiledModel, device):
         except ImportError:
             return _HostClock(device)
         if torch.cuda.is_available():
-            return _CudaEventClock(torch)
+            return CudaEventClock(torch)
     return _HostClock(device)
 
 
@@ -84,7 +86,7 @@ def profile(compiled: CompiledModel, input_shape: tuple[int, ...], runs: int = 1
     device = compiled.target.device()
     vm = relax.VirtualMachine(compiled.executable, device)
     data = compiled.upload(batch)
-    clock = _clock(compiled, device)
+    clock = clock_for(compiled, device)
     totals: defaultdict[str, float] = defaultdict(float)
     calls: Counter[str] = Counter()
     started: list = []
@@ -104,8 +106,10 @@ def profile(compiled: CompiledModel, input_shape: tuple[int, ...], runs: int = 1
             totals[symbol] += seconds
             calls[symbol] += 1
     whole = sum(totals.values()) or 1.0
-    rows = [{"function": symbol, "calls": calls[symbol] / runs, "ms": 1e3 * seconds / runs, "share": seconds / whole}
-            for symbol, seconds in totals.items()]
+    rows = [
+        {"function": symbol, "calls": calls[symbol] / runs, "ms": 1e3 * seconds / runs, "share": seconds / whole}
+        for symbol, seconds in totals.items()
+    ]
     return sorted(rows, key=lambda row: -row["ms"])
 
 
@@ -116,7 +120,9 @@ def render(rows: list[dict], top: int = 25) -> str:
         lines.append(f"{row['function'][:60]:<60} {row['calls']:>6.0f} {row['ms']:>9.3f} {100 * row['share']:>6.1f}%")
     rest = rows[top:]
     if rest:
-        lines.append(f"{f'({len(rest)} more)':<60} {sum(r['calls'] for r in rest):>6.0f} "
-                     f"{sum(r['ms'] for r in rest):>9.3f} {100 * sum(r['share'] for r in rest):>6.1f}%")
+        lines.append(
+            f"{f'({len(rest)} more)':<60} {sum(r['calls'] for r in rest):>6.0f} "
+            f"{sum(r['ms'] for r in rest):>9.3f} {100 * sum(r['share'] for r in rest):>6.1f}%"
+        )
     lines.append(f"{'total':<60} {sum(r['calls'] for r in rows):>6.0f} {sum(r['ms'] for r in rows):>9.3f}")
     return "\n".join(lines)

@@ -10,7 +10,8 @@ conv, and the byte conv on the precision's values (which accumulates in int16 wh
 fit, ``qbuild.kernels.conv2d``), in interleaved rounds, and reports each one's ratio to int8.
 A precision's goal is judged per shape on the faster of its two kernels (a quantized layer
 takes one by its count of plane pairs and its target, ``qbuild.kernels.auto_bitserial_pairs``, set
-from these timings: W1A1 bit-serial, W2A2 and wider bytes; bytes throughout on AMX). Not a test: nothing here asserts a speed.
+from these timings: W1A1 bit-serial, W2A2 and wider bytes; bytes throughout on AMX). Not a test:
+nothing here asserts a speed.
 """
 
 from __future__ import annotations
@@ -23,17 +24,26 @@ from typing import Callable
 
 import numpy as np
 
-from qbuild.quantize.bitpack import Encoding
+from qbuild.bitpack import Encoding
 
 SCHEMA = "qbuild.subbyte-kernels/2"
 CHECK_SEED = 7
 # ResNet-50's conv shapes, (in channels, size, out channels, kernel, stride).
-RESNET50_SHAPES = ((64, 56, 64, 3, 1), (128, 28, 128, 3, 1), (256, 14, 256, 3, 1), (512, 7, 512, 3, 1),
-                   (256, 56, 64, 1, 1), (64, 56, 256, 1, 1), (1024, 14, 256, 1, 1))
+RESNET50_SHAPES = (
+    (64, 56, 64, 3, 1),
+    (128, 28, 128, 3, 1),
+    (256, 14, 256, 3, 1),
+    (512, 7, 512, 3, 1),
+    (256, 56, 64, 1, 1),
+    (64, 56, 256, 1, 1),
+    (1024, 14, 256, 1, 1),
+)
 # Bit-serial precisions timed against int8: (name, activation encoding, weight encoding).
-PRECISIONS = (("W1A1", Encoding(1, "unsigned"), Encoding(1, "bipolar")),
-              ("W2A2", Encoding(2, "unsigned"), Encoding(2, "signed")),
-              ("W4A4", Encoding(4, "unsigned"), Encoding(4, "signed")))
+PRECISIONS = (
+    ("W1A1", Encoding(1, "unsigned"), Encoding(1, "bipolar")),
+    ("W2A2", Encoding(2, "unsigned"), Encoding(2, "signed")),
+    ("W4A4", Encoding(4, "unsigned"), Encoding(4, "signed")),
+)
 # The issue's goals, as (precision, at most this times the int8 conv).
 GOALS = (("W1A1", 1.0), ("W2A2", 1.0))
 BITSERIAL, BYTES = "bit-serial", "bytes"  # a precision's two kernels, named after it: "W2A2 bytes"
@@ -80,8 +90,12 @@ def check_layers(layers: list[dict], seed: int = CHECK_SEED) -> dict:
     distinct: dict[str, dict] = {}
     for layer in layers:
         if layer.get("kernel") == "bitserial":
-            key = repr([layer[k] for k in ("input_shape", "weight_shape", "strides", "padding",
-                                           "input_encoding", "weight_encoding")])
+            key = repr(
+                [
+                    layer[k]
+                    for k in ("input_shape", "weight_shape", "strides", "padding", "input_encoding", "weight_encoding")
+                ]
+            )
             distinct.setdefault(key, layer)
     rng = np.random.default_rng(seed)
     mismatches = []
@@ -94,9 +108,13 @@ def check_layers(layers: list[dict], seed: int = CHECK_SEED) -> dict:
         expected = reference(data, weights, tuple(layer["strides"]), tuple(layer["padding"]))
         if not np.array_equal(got, expected):
             mismatches.append({"layer": layer["name"], "max_abs_difference": int(np.abs(got - expected).max())})
-    return {"bitserial_layers": sum(1 for layer in layers if layer.get("kernel") == "bitserial"),
-            "distinct_convs_checked": len(distinct), "exact": len(distinct) - len(mismatches),
-            "mismatches": mismatches, "seed": seed}
+    return {
+        "bitserial_layers": sum(1 for layer in layers if layer.get("kernel") == "bitserial"),
+        "distinct_convs_checked": len(distinct),
+        "exact": len(distinct) - len(mismatches),
+        "mismatches": mismatches,
+        "seed": seed,
+    }
 
 
 @dataclass
@@ -122,17 +140,31 @@ def _byte_conv(weights: np.ndarray, stride: int, padding: int, registers, data_m
     from tvm import relax
 
     from qbuild.kernels import conv2d
-    from qbuild.kernels.ranges import largest_channel_sum
+    from qbuild.relax.ranges import largest_channel_sum
 
     out_channels, in_channels, k, _ = weights.shape
     ob, ib = registers.block(out_channels), registers.block(in_channels)
     blocked = weights.reshape(out_channels // ob, ob, in_channels // ib, ib, k, k).transpose(0, 2, 4, 5, 3, 1)
     weight_sum = largest_channel_sum(weights, "OIHW")
     call = relax.op.nn.conv2d  # legalized here: ConvertLayout does not take a conv that is blocked already
-    return lambda bb, data: conv2d.legalize(bb, bb.normalize(call(
-        data, relax.const(np.ascontiguousarray(blocked).astype(np.int8)), strides=stride, padding=padding,
-        data_layout=f"NCHW{ib}c", kernel_layout=f"OIHW{ib}i{ob}o", out_layout=f"NCHW{ob}c", out_dtype="int32")),
-        registers, data_max=lambda _: data_max, weight_sum=lambda _: weight_sum)
+    return lambda bb, data: conv2d.legalize(
+        bb,
+        bb.normalize(
+            call(
+                data,
+                relax.const(np.ascontiguousarray(blocked).astype(np.int8)),
+                strides=stride,
+                padding=padding,
+                data_layout=f"NCHW{ib}c",
+                kernel_layout=f"OIHW{ib}i{ob}o",
+                out_layout=f"NCHW{ob}c",
+                out_dtype="int32",
+            )
+        ),
+        registers,
+        data_max=lambda _: data_max,
+        weight_sum=lambda _: weight_sum,
+    )
 
 
 def _timer(vm, data: np.ndarray, executions: int) -> Callable[[], float]:
@@ -149,8 +181,9 @@ def _blocked(data: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(data.reshape(n, channels // block, block, height, width).transpose(0, 1, 3, 4, 2))
 
 
-def compare_kernels(shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 10,
-                    say: Callable[[str], None] = print) -> list[Timed]:
+def compare_kernels(
+    shapes=RESNET50_SHAPES, rounds: int = 5, executions: int = 10, say: Callable[[str], None] = print
+) -> list[Timed]:
     """Build the int8 conv and each ``PRECISIONS`` precision's two convs (bit-serial, bytes) for
     every shape, then time them in interleaved rounds."""
     from qbuild.kernels.vectors import of_target
@@ -189,22 +222,42 @@ def record(timed: list[Timed], rounds: int, executions: int, env: dict) -> dict:
     for shape in dict.fromkeys(entry.shape for entry in timed):
         int8 = next(e for e in timed if e.shape == shape and e.name == "int8")
         for entry in (e for e in timed if e.shape == shape):
-            rows.append({"shape": dict(zip(("in_channels", "size", "out_channels", "kernel", "stride"), shape)),
-                         "kernel": entry.name, "median_ms": entry.median_ms, "ratio_to_int8": entry.median_ms / int8.median_ms})
+            rows.append(
+                {
+                    "shape": dict(zip(("in_channels", "size", "out_channels", "kernel", "stride"), shape)),
+                    "kernel": entry.name,
+                    "median_ms": entry.median_ms,
+                    "ratio_to_int8": entry.median_ms / int8.median_ms,
+                }
+            )
     goals = []
     for name, at_most in GOALS:
-        best = {}  # per shape: the faster of the precision's kernels (ratio, kernel)
+        best: dict = {}  # per shape: the faster of the precision's kernels (ratio, kernel)
         for row in rows:
             if row["kernel"].split()[0] == name:
                 key = repr(row["shape"])
                 best[key] = min(best.get(key, (np.inf, "")), (row["ratio_to_int8"], row["kernel"]))
         if best:
             worst_ratio, worst_kernel = max(best.values())
-            goals.append({"kernel": name, "goal_at_most": at_most, "worst_ratio": worst_ratio,
-                          "worst_kernel": worst_kernel, "met_on": sum(r <= at_most for r, _ in best.values()),
-                          "shapes": len(best), "faster_kernel": dict(Counter(kernel for _, kernel in best.values()))})
-    return {"schema": SCHEMA, "rounds": rounds, "executions": executions, "environment": env,
-            "kernels": rows, "goals": goals}
+            goals.append(
+                {
+                    "kernel": name,
+                    "goal_at_most": at_most,
+                    "worst_ratio": worst_ratio,
+                    "worst_kernel": worst_kernel,
+                    "met_on": sum(r <= at_most for r, _ in best.values()),
+                    "shapes": len(best),
+                    "faster_kernel": dict(Counter(kernel for _, kernel in best.values())),
+                }
+            )
+    return {
+        "schema": SCHEMA,
+        "rounds": rounds,
+        "executions": executions,
+        "environment": env,
+        "kernels": rows,
+        "goals": goals,
+    }
 
 
 def render(document: dict) -> str:
@@ -215,9 +268,11 @@ def render(document: dict) -> str:
         shape = f"{s['in_channels']}x{s['size']} -> {s['out_channels']}, {s['kernel']}/{s['stride']}"
         lines.append(f"{shape:<28} {row['kernel']:<16} {row['median_ms']:>10.3f} {row['ratio_to_int8']:>7.2f}x")
     for goal in document["goals"]:
-        lines.append(f"{goal['kernel']} <= {goal['goal_at_most']}x int8: met on {goal['met_on']}/{goal['shapes']} "
-                     f"shapes (worst {goal['worst_ratio']:.2f}x, by {goal['worst_kernel']}; the faster kernel per "
-                     f"shape: {goal['faster_kernel']})")
+        lines.append(
+            f"{goal['kernel']} <= {goal['goal_at_most']}x int8: met on {goal['met_on']}/{goal['shapes']} "
+            f"shapes (worst {goal['worst_ratio']:.2f}x, by {goal['worst_kernel']}; the faster kernel per "
+            f"shape: {goal['faster_kernel']})"
+        )
     return "\n".join(lines)
 
 

@@ -38,9 +38,11 @@ class TargetChoice:
         from qbuild.kernels import amx
 
         if set(amx.MATTR) <= set(self.spec.get("mattr", [])) and not amx.allowed():
-            raise QbuildError("this target uses AMX but Linux does not give this process the tile registers",
-                              "run on the machine the plan was made for, or plan again here (qbuild picks the "
-                              "CPU's features when it resolves the target)")
+            raise QbuildError(
+                "this target uses AMX but Linux does not give this process the tile registers",
+                "run on the machine the plan was made for, or plan again here (qbuild picks the "
+                "CPU's features when it resolves the target)",
+            )
         return tvm.target.Target(self.spec)
 
     def device(self) -> "tvm.runtime.Device":
@@ -82,8 +84,12 @@ def _cpu_target(requested: str, reason: str) -> TargetChoice:
     return TargetChoice("cpu", requested, spec, f"{cpu_model()} ({mcpu}, {cores} cores)", reason)
 
 
-def cuda_target(arch: str, device_name: str | None = None, requested: str = "cuda",
-                reason: str = "cross-compiling: no GPU needed to build") -> TargetChoice:
+def cuda_target(
+    arch: str,
+    device_name: str | None = None,
+    requested: str = "cuda",
+    reason: str = "cross-compiling: no GPU needed to build",
+) -> TargetChoice:
     """A CUDA target for ``arch`` (e.g. "sm_90"). Without ``device_name`` it is for building and
     analysing only: running needs the GPU (``resolve_target("cuda")`` finds it)."""
     spec = {"kind": "cuda", "arch": arch, "host": {"kind": "llvm"}}

@@ -53,7 +53,7 @@ def conv_functions(mod, target) -> dict:
 
     with target:
         lowered = tvm.transform.Sequential(lowering_passes(of_target(target)))(mod)
-    found = {}
+    found: dict = {}
     for func in lowered.functions.values():
         workload = conv_workload(func) if isinstance(func, tvm.tirx.PrimFunc) else None
         if workload is not None:
@@ -95,8 +95,9 @@ def workloads_of(modules: list, target) -> dict:
     return workloads
 
 
-def tune(workloads: dict, target, rounds: int = 5, executions: int = 10,
-         say: Callable[[str], None] = print) -> dict[str, tuple[object, list[Candidate]]]:
+def tune(
+    workloads: dict, target, rounds: int = 5, executions: int = 10, say: Callable[[str], None] = print
+) -> dict[str, tuple[object, list[Candidate]]]:
     """Time every candidate tile of every workload (``workloads_of``) in interleaved rounds:
     {key: (workload, candidates)}; the default tile is each list's first entry."""
     from qbuild.kernels.vectors import cpu_features, of_features
@@ -107,8 +108,10 @@ def tune(workloads: dict, target, rounds: int = 5, executions: int = 10,
     for index, (key, (workload, func)) in enumerate(workloads.items(), start=1):
         tiles = workload.candidate_tiles(registers)
         say(f"building {len(tiles)} tiles of conv {index}/{len(workloads)}: {workload.summary}")
-        measured[key] = (workload, [Candidate(tile, timer(func, workload, tile, target, features, executions))
-                                    for tile in tiles])
+        measured[key] = (
+            workload,
+            [Candidate(tile, timer(func, workload, tile, target, features, executions)) for tile in tiles],
+        )
     for round_index in range(rounds):
         for _, candidates in measured.values():
             for candidate in candidates:
@@ -117,13 +120,20 @@ def tune(workloads: dict, target, rounds: int = 5, executions: int = 10,
     return measured
 
 
-def to_database(measured: dict, previous: TuningDatabase | None, machine_id: str, rounds: int,
-                environment: dict, keep: set[str] | None = None) -> TuningDatabase:
+def to_database(
+    measured: dict,
+    previous: TuningDatabase | None,
+    machine_id: str,
+    rounds: int,
+    environment: dict,
+    keep: set[str] | None = None,
+) -> TuningDatabase:
     """A record per measured workload (its fastest tile), added to or replacing ``previous``'s.
     ``keep``: the workload keys whose earlier records stay (None: all); a change to a conv's
     compute changes its key, and the old key's record would otherwise stay for good."""
-    records = {key: record for key, record in (previous.records if previous else {}).items()
-               if keep is None or key in keep}
+    records = {
+        key: record for key, record in (previous.records if previous else {}).items() if keep is None or key in keep
+    }
     for key, (workload, candidates) in measured.items():
         best = min(candidates, key=lambda c: c.median_ms)
         records[key] = Record(best.tile, workload.summary, candidates[0].median_ms, best.median_ms, len(candidates))
@@ -134,9 +144,13 @@ def render(database: TuningDatabase) -> str:
     """The database as a table: each workload's tile and its speed-up over the default tile."""
     lines = [f"{'conv workload':<72} {'tile':>6} {'default ms':>11} {'tuned ms':>9} {'speed-up':>9}"]
     for record in sorted(database.records.values(), key=lambda r: r.summary):
-        lines.append(f"{record.summary:<72} {record.tile.label():>6} {record.default_ms:>11.3f} {record.best_ms:>9.3f} "
-                     f"{record.default_ms / record.best_ms:>8.2f}x")
+        lines.append(
+            f"{record.summary:<72} {record.tile.label():>6} {record.default_ms:>11.3f} {record.best_ms:>9.3f} "
+            f"{record.default_ms / record.best_ms:>8.2f}x"
+        )
     total_default, total_best = database.summed_ms()
-    lines.append(f"all {len(database.records)} workloads, once each: {total_default:.1f} ms with the default tiles, "
-                 f"{total_best:.1f} ms tuned ({database.trials} tiles measured)")
+    lines.append(
+        f"all {len(database.records)} workloads, once each: {total_default:.1f} ms with the default tiles, "
+        f"{total_best:.1f} ms tuned ({database.trials} tiles measured)"
+    )
     return "\n".join(lines)

@@ -35,8 +35,13 @@ class Record:
     candidates: int  # tiles measured
 
     def to_json(self) -> dict:
-        return {"tile": self.tile.to_json(), "summary": self.summary, "default_ms": self.default_ms,
-                "best_ms": self.best_ms, "candidates": self.candidates}
+        return {
+            "tile": self.tile.to_json(),
+            "summary": self.summary,
+            "default_ms": self.default_ms,
+            "best_ms": self.best_ms,
+            "candidates": self.candidates,
+        }
 
 
 @dataclass
@@ -61,9 +66,14 @@ class TuningDatabase:
         return {key: record.tile for key, record in self.records.items()}
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, "machine_id": self.machine_id, "rounds": self.rounds, "trials": self.trials,
-                "environment": self.environment,
-                "workloads": {key: record.to_json() for key, record in sorted(self.records.items())}}
+        return {
+            "schema": SCHEMA,
+            "machine_id": self.machine_id,
+            "rounds": self.rounds,
+            "trials": self.trials,
+            "environment": self.environment,
+            "workloads": {key: record.to_json() for key, record in sorted(self.records.items())},
+        }
 
 
 def directory() -> Path:
@@ -91,17 +101,27 @@ def load(path: Path) -> TuningDatabase:
     """Read and validate a database; a missing or malformed one is a ``QbuildError`` naming the fix."""
     path = Path(path)
     if not path.exists():
-        raise QbuildError(f"no tuning database for this machine at {path}",
-                          "run `nox -s tune` (or `qbuild tune`) on this machine, or use --kernels builtin")
+        raise QbuildError(
+            f"no tuning database for this machine at {path}",
+            "run `nox -s tune` (or `qbuild tune`) on this machine, or use --kernels builtin",
+        )
     try:
         document = json.loads(path.read_text())
         if document.get("schema") != SCHEMA:
             raise ValueError(f"schema {document.get('schema')!r}, expected {SCHEMA!r}")
-        records = {key: Record(ConvTile(*entry["tile"]), str(entry["summary"]), float(entry["default_ms"]),
-                               float(entry["best_ms"]), int(entry["candidates"]))
-                   for key, entry in document["workloads"].items()}
-        return TuningDatabase(str(document["machine_id"]), int(document["rounds"]), records,
-                              dict(document.get("environment", {})))
+        records = {
+            key: Record(
+                ConvTile(*entry["tile"]),
+                str(entry["summary"]),
+                float(entry["default_ms"]),
+                float(entry["best_ms"]),
+                int(entry["candidates"]),
+            )
+            for key, entry in document["workloads"].items()
+        }
+        return TuningDatabase(
+            str(document["machine_id"]), int(document["rounds"]), records, dict(document.get("environment", {}))
+        )
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise QbuildError(f"tuning database {path} is unreadable ({type(exc).__name__}: {exc})", _FIX) from None
 

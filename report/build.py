@@ -17,12 +17,12 @@ import jinja2
 from qbuild.kernels import MAX_AUTO_PAIRS
 from report import charts
 from report import rows as report_rows
+from report.load import Results, load
 from report.pages import accuracy as accuracy_page
 from report.pages import benchmarks, code, model, overview, quantization
-from report.pages import environment as environment_page
 from report.pages import compile as compile_page
+from report.pages import environment as environment_page
 from report.pages import sweep as sweep_page
-from report.load import Results, load
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATES = ROOT / "templates"
@@ -49,7 +49,7 @@ def _number(value, digits: int = 2) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     magnitude = abs(value)
-    if magnitude != 0 and (magnitude < 10 ** -digits or magnitude >= 1e6):
+    if magnitude != 0 and (magnitude < 10**-digits or magnitude >= 1e6):
         return f"{value:.{digits}e}"
     return f"{value:,.{digits}f}"
 
@@ -64,8 +64,13 @@ def _signed_pct(value) -> str:
 
 def environment() -> jinja2.Environment:
     """The Jinja environment of the templates, with the number filters they use."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
     env.filters.update(num=_number, pct=_signed_pct, size=_size, json=lambda v: json.dumps(v, default=str))
     env.tests["match"] = lambda value, pattern: isinstance(value, str) and re.match(pattern, value) is not None
     return env
@@ -77,8 +82,10 @@ def context(results: Results, results_root: Path) -> dict:
     latency = benchmarks.latency(rows)
     accuracy = accuracy_page.accuracy(rows)
     layer_errors = accuracy_page.layer_errors(rows)
-    side_by_side = [{**doc, "top1": benchmarks.side_by_side_top1(doc, rows), "alone": benchmarks.side_by_side_alone(doc, rows)}
-                    for doc in results.side_by_side]
+    side_by_side = [
+        {**doc, "top1": benchmarks.side_by_side_top1(doc, rows), "alone": benchmarks.side_by_side_alone(doc, rows)}
+        for doc in results.side_by_side
+    ]
     sweep = sweep_page.sweep(rows)
     return {
         "results_root": str(results_root),
@@ -116,8 +123,12 @@ def context(results: Results, results_root: Path) -> dict:
 
 def _answers(rows: list[report_rows.Row], side_by_side: list[dict], sweep: list[dict]) -> dict:
     """The Overview's answers: per machine, and summed into its headline sentences."""
-    answers = {"speedups": overview.speedups(rows), "accuracy": overview.accuracy_costs(rows),
-               "peers": overview.against_peers(side_by_side), "bit_widths": overview.bit_widths(sweep, rows)}
+    answers = {
+        "speedups": overview.speedups(rows),
+        "accuracy": overview.accuracy_costs(rows),
+        "peers": overview.against_peers(side_by_side),
+        "bit_widths": overview.bit_widths(sweep, rows),
+    }
     return {**answers, "headline": overview.headline(answers["speedups"], answers["peers"], answers["bit_widths"])}
 
 
@@ -129,27 +140,53 @@ def _slug(text: str) -> str:
 def _latency_charts(rows: list[report_rows.Row], sweep: bool = False) -> list[dict]:
     """One box plot per model and target (drop-downs choose the machine and the kernel set): the
     study's variants and the peers, or (``sweep``) the bit-width sweep's beside the float build."""
-    chosen = [r for r in rows if r.samples and (r.in_sweep == sweep or (sweep and r.variant == "float"))
-              and not (sweep and r.kernels != "builtin")]
+    chosen = [
+        r
+        for r in rows
+        if r.samples
+        and (r.in_sweep == sweep or (sweep and r.variant == "float"))
+        and not (sweep and r.kernels != "builtin")
+    ]
     prefix, by = ("sweep", "precision") if sweep else ("latency", "type of compilation")
     out = []
     for setting, target in sorted({(r.setting, r.target) for r in chosen}):
         group = [r for r in chosen if (r.setting, r.target) == (setting, target)]
-        boxes = [{"build": r.label, "engine": r.engine, "series": f"{r.machine} ({r.device})",
-                  "kernels": r.kernels or "peer", "quantiles": charts.quantiles(r.samples), "samples": r.samples}
-                 for r in group]
+        boxes = [
+            {
+                "build": r.label,
+                "engine": r.engine,
+                "series": f"{r.machine} ({r.device})",
+                "kernels": r.kernels or "peer",
+                "quantiles": charts.quantiles(r.samples),
+                "samples": r.samples,
+            }
+            for r in group
+        ]
         where = "GPU" if target == "cuda" else "CPU"
         title = f"{setting}: latency by {by} ({where})"
-        out.append({"id": f"{prefix}-{_slug(setting)}-{_slug(target)}", "model": setting, "target": target,
-                    "title": title, "spec": charts.latency_boxplot(boxes, title), "samples": boxes})
+        out.append(
+            {
+                "id": f"{prefix}-{_slug(setting)}-{_slug(target)}",
+                "model": setting,
+                "target": target,
+                "title": title,
+                "spec": charts.latency_boxplot(boxes, title),
+                "samples": boxes,
+            }
+        )
     return out
 
 
 def _headline_charts(rows: list[report_rows.Row]) -> list[dict]:
     """The Overview's latency-vs-accuracy chart of each model with real weights."""
-    return [{"id": f"headline-{_slug(model)}", "model": model,
-             "spec": charts.latency_vs_accuracy(points, f"{model}: top-1 accuracy against latency (CPU)")}
-            for model, points in sorted(overview.headline_points(rows).items())]
+    return [
+        {
+            "id": f"headline-{_slug(model)}",
+            "model": model,
+            "spec": charts.latency_vs_accuracy(points, f"{model}: top-1 accuracy against latency (CPU)"),
+        }
+        for model, points in sorted(overview.headline_points(rows).items())
+    ]
 
 
 def _layer_charts(groups: list[dict]) -> list[dict]:
@@ -162,8 +199,15 @@ def _layer_charts(groups: list[dict]) -> list[dict]:
             chosen = [v for v in group["variants"] if v["in_sweep"] == sweep]
             if chosen:
                 spec = charts.layer_sqnr(group, chosen, f"{group['model']}: output SQNR per layer ({title})")
-                out.append({"id": f"layers-{slug}-{name}", "model": group["model"], "machine": group["machine"],
-                            "kind": name, "spec": spec})
+                out.append(
+                    {
+                        "id": f"layers-{slug}-{name}",
+                        "model": group["model"],
+                        "machine": group["machine"],
+                        "kind": name,
+                        "spec": spec,
+                    }
+                )
     return out
 
 
@@ -183,7 +227,9 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
     chart_dir.mkdir(parents=True, exist_ok=True)
     for chart in ctx["charts"] + ctx["sweep_charts"] + ctx["layer_charts"] + ctx["headline_charts"]:
         (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
-        (chart_dir / f"{chart['id']}.svg").write_text(vl_convert.vegalite_to_svg({**chart["spec"], "width": STATIC_WIDTH}))
+        (chart_dir / f"{chart['id']}.svg").write_text(
+            vl_convert.vegalite_to_svg({**chart["spec"], "width": STATIC_WIDTH})
+        )
         if "samples" in chart:
             _write_samples(chart_dir / f"{chart['id']}-samples.csv", chart["samples"])
     js_dir = docs / "assets" / "js"
@@ -194,7 +240,7 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
     shutil.copy(STATIC / "charts.css", css_dir / "charts.css")
     bundle = js_dir / "vega-bundle.js"
     if not bundle.exists():
-        bundle.write_text(vl_convert.javascript_bundle())
+        bundle.write_text(vl_convert.javascript_bundle())  # type: ignore[call-arg]  # the stub omits its default
     for source in sorted(Path(results_root).glob("*/artifacts")):
         shutil.copytree(source, docs / "artifacts" / source.parent.name, dirs_exist_ok=True)
 

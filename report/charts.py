@@ -41,16 +41,29 @@ def latency_boxplot(boxes: list[dict], title: str) -> dict:
     order = list(dict.fromkeys(b[BUILD] for b in boxes))
     series = list(dict.fromkeys(b["series"] for b in boxes))
     kernel_sets = list(dict.fromkeys(b["kernels"] for b in boxes if b["kernels"] != "peer"))
-    values = [{BUILD: b[BUILD], "engine": b["engine"], "series": b["series"], "kernels": b["kernels"],
-               **{k: round(v, 4) for k, v in b["quantiles"].items()}} for b in boxes]
+    values = [
+        {
+            BUILD: b[BUILD],
+            "engine": b["engine"],
+            "series": b["series"],
+            "kernels": b["kernels"],
+            **{k: round(v, 4) for k, v in b["quantiles"].items()},
+        }
+        for b in boxes
+    ]
     scale = alt.Scale(type="log", zero=False)
     base = alt.Chart().encode(
         x=alt.X(f"{BUILD}:N", sort=order, title=None, axis=alt.Axis(labelAngle=-30, labelLimit=320, labelFontSize=12)),
         color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
-        tooltip=[f"{BUILD}:N", "series:N", alt.Tooltip("median:Q", title="median (ms)", format=".3f"),
-                 alt.Tooltip("q1:Q", title="lower quartile (ms)", format=".3f"),
-                 alt.Tooltip("q3:Q", title="upper quartile (ms)", format=".3f"),
-                 alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")],
+        tooltip=[
+            f"{BUILD}:N",
+            "series:N",
+            alt.Tooltip("median:Q", title="median (ms)", format=".3f"),
+            alt.Tooltip("q1:Q", title="lower quartile (ms)", format=".3f"),
+            alt.Tooltip("q3:Q", title="upper quartile (ms)", format=".3f"),
+            alt.Tooltip("min:Q", format=".3f"),
+            alt.Tooltip("max:Q", format=".3f"),
+        ],
     )
     layers = [
         base.mark_rule().encode(y=alt.Y("min:Q", scale=scale, title=LATENCY_TITLE), y2="max:Q"),
@@ -63,7 +76,9 @@ def latency_boxplot(boxes: list[dict], title: str) -> dict:
         chart = chart.add_params(machine).transform_filter(alt.datum.series == machine)
     if len(kernel_sets) > 1:
         kernels = _selector("kernels", kernel_sets, "kernel set")
-        chart = chart.add_params(kernels).transform_filter((alt.datum.kernels == kernels) | (alt.datum.kernels == "peer"))
+        chart = chart.add_params(kernels).transform_filter(
+            (alt.datum.kernels == kernels) | (alt.datum.kernels == "peer")
+        )
     return chart.properties(title=title, width="container", height=CHART_HEIGHT).to_dict()
 
 
@@ -71,16 +86,34 @@ def latency_vs_accuracy(points: list[dict], title: str) -> dict:
     """Scatter of top-1 accuracy against median latency, one point per build, one panel per
     machine. ``points``: ``build``, ``engine``, ``precision``, ``machine``, ``median_ms``,
     ``top1`` (a fraction)."""
-    values = [{BUILD: p[BUILD], "engine": p["engine"], "precision": p["precision"], "machine": p["machine"],
-               "median_ms": round(p["median_ms"], 4), "top1": round(100 * p["top1"], 2)} for p in points]
+    values = [
+        {
+            BUILD: p[BUILD],
+            "engine": p["engine"],
+            "precision": p["precision"],
+            "machine": p["machine"],
+            "median_ms": round(p["median_ms"], 4),
+            "top1": round(100 * p["top1"], 2),
+        }
+        for p in points
+    ]
     machines = sorted({p["machine"] for p in points})
-    chart = alt.Chart(alt.Data(values=values)).mark_point(size=110, filled=True, opacity=0.85).encode(
-        x=alt.X("median_ms:Q", scale=alt.Scale(type="log", zero=False), title=LATENCY_TITLE),
-        y=alt.Y("top1:Q", scale=alt.Scale(zero=False), title="top-1 accuracy (%)"),
-        color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
-        shape=alt.Shape("precision:N", title="precision", legend=alt.Legend(orient="top", labelFontSize=12)),
-        tooltip=[f"{BUILD}:N", "engine:N", "machine:N", alt.Tooltip("median_ms:Q", title="median (ms)", format=".3f"),
-                 alt.Tooltip("top1:Q", title="top-1 (%)", format=".1f")],
+    chart = (
+        alt.Chart(alt.Data(values=values))
+        .mark_point(size=110, filled=True, opacity=0.85)
+        .encode(
+            x=alt.X("median_ms:Q", scale=alt.Scale(type="log", zero=False), title=LATENCY_TITLE),
+            y=alt.Y("top1:Q", scale=alt.Scale(zero=False), title="top-1 accuracy (%)"),
+            color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
+            shape=alt.Shape("precision:N", title="precision", legend=alt.Legend(orient="top", labelFontSize=12)),
+            tooltip=[
+                f"{BUILD}:N",
+                "engine:N",
+                "machine:N",
+                alt.Tooltip("median_ms:Q", title="median (ms)", format=".3f"),
+                alt.Tooltip("top1:Q", title="top-1 (%)", format=".1f"),
+            ],
+        )
     )
     if len(machines) > 1:
         machine = _selector("machine", machines, "machine")
@@ -92,14 +125,21 @@ def layer_sqnr(group: dict, variants: list[dict], title: str) -> dict:
     """Line chart of each variant's output SQNR (dB) at every layer, in layer order (a layer
     whose output is exact, e.g. a float first conv, has no point). ``group``: one of
     ``report.pages.accuracy.layer_errors``; ``variants``: which of its variants to draw."""
-    values = [{"layer": layer["position"], "kind": layer["kind"], "variant": v["label"],
-               "SQNR (dB)": round(db, 2)}
-              for v in variants for layer, db in zip(group["layers"], v["sqnr_db"]) if db is not None]
+    values = [
+        {"layer": layer["position"], "kind": layer["kind"], "variant": v["label"], "SQNR (dB)": round(db, 2)}
+        for v in variants
+        for layer, db in zip(group["layers"], v["sqnr_db"])
+        if db is not None
+    ]
     order = [v["label"] for v in variants]
-    chart = alt.Chart(alt.Data(values=values)).mark_line(point=True).encode(
-        x=alt.X("layer:Q", title="layer (conv/dense, in program order)"),
-        y=alt.Y("SQNR (dB):Q", title="output SQNR against the float model (dB)"),
-        color=alt.Color("variant:N", sort=order, legend=alt.Legend(orient="top", columns=2, labelLimit=400)),
-        tooltip=["variant:N", "layer:Q", "kind:N", alt.Tooltip("SQNR (dB):Q", format=".1f")],
+    chart = (
+        alt.Chart(alt.Data(values=values))
+        .mark_line(point=True)
+        .encode(
+            x=alt.X("layer:Q", title="layer (conv/dense, in program order)"),
+            y=alt.Y("SQNR (dB):Q", title="output SQNR against the float model (dB)"),
+            color=alt.Color("variant:N", sort=order, legend=alt.Legend(orient="top", columns=2, labelLimit=400)),
+            tooltip=["variant:N", "layer:Q", "kind:N", alt.Tooltip("SQNR (dB):Q", format=".1f")],
+        )
     )
     return chart.properties(title=title, width="container", height=CHART_HEIGHT).to_dict()

@@ -9,7 +9,7 @@ import pytest
 
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.runner import run_plan
+from qbuild.scheduler import run_plan
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -27,8 +27,14 @@ def no_shipped_tuning_database(tmp_path_factory: pytest.TempPathFactory):
 def quick_results(tmp_path_factory: pytest.TempPathFactory):
     """resnet18 unquantized, int8-a8 and w1a1 on the CPU under the quick profile: (root, {variant: outcome})."""
     root = tmp_path_factory.mktemp("results")
-    plan = build_plan(models=["resnet18"], variants=["float", "int8-a8", "w1a1"], targets=["cpu"], profile="quick",
-                      weights="random", kernels=["builtin"])
+    plan = build_plan(
+        models=["resnet18"],
+        variants=["float", "int8-a8", "w1a1"],
+        targets=["cpu"],
+        profile="quick",
+        weights="random",
+        kernels=["builtin"],
+    )
     outcomes = run_plan(plan, root, progress=Progress(quiet=True))
     return root, {o.record["experiment"]["variant"]["name"]: o for o in outcomes}
 

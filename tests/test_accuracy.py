@@ -41,12 +41,18 @@ def test_calibration_and_evaluation_images_never_overlap(tmp_path):
     assert labelled.split(2) == (calibration, evaluation)  # seeded: the same split every run
 
 
-@pytest.mark.parametrize("setup, message", [
-    (lambda root: root / "nowhere", "does not exist"),
-    (lambda root: root, "holds no labelled images"),
-    (lambda root: (root / "labels.csv").write_text("file,label\n") and root, "lacks the column"),
-    (lambda root: (root / "labels.csv").write_text("filename,class_index\ngone.jpg,1\n") and root, "names gone.jpg"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda root: root / "nowhere", "does not exist"),
+        (lambda root: root, "holds no labelled images"),
+        (lambda root: (root / "labels.csv").write_text("file,label\n") and root, "lacks the column"),
+        (
+            lambda root: (root / "labels.csv").write_text("filename,class_index\ngone.jpg,1\n") and root,
+            "names gone.jpg",
+        ),
+    ],
+)
 def test_a_missing_or_malformed_dataset_is_one_line_with_the_fix(tmp_path, setup, message):
     with pytest.raises(QbuildError) as err:
         datasets.load(setup(tmp_path))
@@ -67,14 +73,25 @@ def one_hot(index: int) -> np.ndarray:
 
 def test_top1_top5_and_agreement_with_the_float_model():
     samples = [(np.full((3, 2, 2), label, np.float32), label) for label in (1, 2, 3, 4)]
+
     # the candidate predicts the label for the first two, label-1 (label second-best) for the others
-    candidate = lambda batch: one_hot(int(batch.flat[0]) if batch.flat[0] < 3 else int(batch.flat[0]) - 1)
-    reference = lambda batch: one_hot(int(batch.flat[0]))
+    def candidate(batch):
+        return one_hot(int(batch.flat[0]) if batch.flat[0] < 3 else int(batch.flat[0]) - 1)
+
+    def reference(batch):
+        return one_hot(int(batch.flat[0]))
+
     scored = accuracy.evaluation(reference, samples, "demo")
     assert scored.reference_top1 == (1, 2, 3, 4)
     result = accuracy.labelled(candidate, scored)
-    assert result == {"dataset": "demo", "n": 4, "top1": 0.5, "top5": 1.0,
-                      "agreement_with_float": 0.5, "float_top1": 1.0}
+    assert result == {
+        "dataset": "demo",
+        "n": 4,
+        "top1": 0.5,
+        "top5": 1.0,
+        "agreement_with_float": 0.5,
+        "float_top1": 1.0,
+    }
 
 
 def test_the_cat_check_names_the_classes_and_knows_a_cat():
@@ -90,21 +107,31 @@ def test_the_cat_image_ships_with_a_dependency():
 
 
 def test_the_builds_of_a_model_share_one_reading_and_scoring_of_the_evaluation_images(tmp_path, monkeypatch):
-    from qbuild import runner
+    from qbuild import stages
     from qbuild.models import load_model
     from qbuild.plan import build_plan
     from qbuild.progress import Progress
+    from qbuild.session import ModelSession
 
     dataset = make_csv_set(tmp_path / "set", n=12)
-    float_build, int8_build = build_plan(["efficientnet_lite0"], ["float", "int8-a8"], ["cpu"], "quick", "auto",
-                                         dataset=str(dataset), kernels=["builtin"])
+    float_build, int8_build = build_plan(
+        ["efficientnet_lite0"],
+        ["float", "int8-a8"],
+        ["cpu"],
+        "quick",
+        "auto",
+        dataset=str(dataset),
+        kernels=["builtin"],
+    )
     loaded = load_model("efficientnet_lite0", "auto", float_build.profile.image_size)
     scorings = []
     real_evaluation = accuracy.evaluation
     monkeypatch.setattr(accuracy, "evaluation", lambda *args: scorings.append(args) or real_evaluation(*args))
-    monkeypatch.setattr(runner, "_SHARED", {})
+    session = ModelSession()
     reference = accuracy.torch_logits(loaded.module)
-    results = [runner._accuracy(build, reference, loaded, Progress(quiet=True)) for build in (float_build, int8_build)]
+    results = [
+        stages.accuracy(build, reference, loaded, Progress(quiet=True), session) for build in (float_build, int8_build)
+    ]
     assert len(scorings) == 1, "read and scored once for both builds"
     for result in results:  # the reference scored against itself
         assert result["labelled"]["n"] == float_build.profile.accuracy_images

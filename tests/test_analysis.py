@@ -72,8 +72,10 @@ def test_instruction_census_groups_mnemonics_into_families_and_counts_vector_wid
 def test_an_encoding_pseudo_prefix_is_not_the_mnemonic():
     """LLVM for a CPU with AVX-VNNI and AVX512-VNNI (Emerald Rapids) writes a 256-bit vpdpbusd in its
     VEX form, "{vex} vpdpbusd"; it is a vpdpbusd all the same."""
-    census = instruction_census("f:\n\t{vex}\tvpdpbusd\t%ymm7, %ymm2, %ymm8\n\t{evex} vpdpbusds %zmm1, %zmm2, %zmm3\n"
-                                "\t{vex3} vpaddd %ymm1, %ymm2, %ymm3\n")
+    census = instruction_census(
+        "f:\n\t{vex}\tvpdpbusd\t%ymm7, %ymm2, %ymm8\n\t{evex} vpdpbusds %zmm1, %zmm2, %zmm3\n"
+        "\t{vex3} vpaddd %ymm1, %ymm2, %ymm3\n"
+    )
     assert census["total"] == 3
     assert census["families"]["int8 dot VNNI (vpdpbusd)"] == 2
     assert census["families"]["int add (vpadd)"] == 1
@@ -128,7 +130,8 @@ VM_PROGRAM = """\
 
 
 def test_the_launch_census_counts_the_kernels_one_inference_calls_and_those_in_cuda_graphs():
-    assert launch_census(VM_PROGRAM) == {"kernels": 5, "in_cuda_graph": 3, "cuda_graphs": 1}, \
+    assert launch_census(VM_PROGRAM) == {"kernels": 5, "in_cuda_graph": 3, "cuda_graphs": 1}, (
         "stem + classifier + the captured conv, conv, epilogue; not the allocation's kernel, no builtins"
+    )
     cpu_program = VM_PROGRAM.replace("vm.builtin.cuda_graph.run_or_capture", "vm.builtin.make_tuple")
     assert launch_census(cpu_program) == {"kernels": 2, "in_cuda_graph": 0, "cuda_graphs": 0}

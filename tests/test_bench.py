@@ -102,6 +102,7 @@ def test_a_first_run_that_compiles_neither_ends_the_warmup_nor_sizes_the_run():
         def run():
             calls.append(1)
             time.sleep(0.5 if len(calls) == 1 else 0.001)
+
         return run
 
     result = benchmark(compiling, (2,), Protocol(iterations=3, executions=4, warmup=3, budget_s=1.0))

@@ -26,15 +26,21 @@ def assert_one_line_error(err: str, *needles: str) -> None:
         assert needle in lines[0]
 
 
-@pytest.mark.parametrize("argv, needles", [
-    (["run", "--model", "resnet51"], ["unknown model 'resnet51'", "resnet50"]),
-    (["run", "--target", "tpu"], ["unknown target 'tpu'", "cpu"]),
-    (["run", "--variant", "int3"], ["unknown variant 'int3'", "float"]),
-    (["run", "--weights", "imagenet"], ["unknown weights choice", "random"]),
-    (["run", "--iterations", "0"], ["iterations must be >= 1"]),
-    (["plan", "--models", "vit_b_16", "--profile", "quick"], ["vit_b_16 takes inputs of at least 224", "--profile default"]),
-    (["layers", "--variant", "float"], ["variant float is not quantized: it has no layer errors", "int8-a8"]),
-])
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["run", "--model", "resnet51"], ["unknown model 'resnet51'", "resnet50"]),
+        (["run", "--target", "tpu"], ["unknown target 'tpu'", "cpu"]),
+        (["run", "--variant", "int3"], ["unknown variant 'int3'", "float"]),
+        (["run", "--weights", "imagenet"], ["unknown weights choice", "random"]),
+        (["run", "--iterations", "0"], ["iterations must be >= 1"]),
+        (
+            ["plan", "--models", "vit_b_16", "--profile", "quick"],
+            ["vit_b_16 takes inputs of at least 224", "--profile default"],
+        ),
+        (["layers", "--variant", "float"], ["variant float is not quantized: it has no layer errors", "int8-a8"]),
+    ],
+)
 def test_bad_input_is_one_line_naming_the_problem_and_the_fix(capsys, argv, needles):
     code, _out, err = run_cli(capsys, *argv)
     assert code == 2
@@ -51,8 +57,9 @@ def test_cuda_without_a_gpu_says_so_and_offers_the_cpu(capsys):
 def test_an_unwritable_results_directory_stops_the_run_before_it_starts(capsys, tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
-    code, _out, err = run_cli(capsys, "run", "--model", "resnet18", "--profile", "quick",
-                              "--results", str(blocker / "results"))
+    code, _out, err = run_cli(
+        capsys, "run", "--model", "resnet18", "--profile", "quick", "--results", str(blocker / "results")
+    )
     assert code == 2
     assert_one_line_error(err, "not writable", "--results")
 

@@ -10,10 +10,22 @@ from qbuild.plan import build_plan
 
 @pytest.fixture
 def entries():
-    plan = build_plan(["resnet18"], ["float", "int8-a8", "int8-a8-calibrated", "torch-fp32", "ort-fp32",
-                                     "ort-int8-qoperator"], ["cpu"], "quick", "random", kernels=["builtin"])
-    timings = {"float": [10.0, 12.0, 11.0], "int8-a8": [6.0], "int8-a8-calibrated": [3.0], "torch-fp32": [8.0],
-               "ort-fp32": [5.0], "ort-int8-qoperator": [4.0]}
+    plan = build_plan(
+        ["resnet18"],
+        ["float", "int8-a8", "int8-a8-calibrated", "torch-fp32", "ort-fp32", "ort-int8-qoperator"],
+        ["cpu"],
+        "quick",
+        "random",
+        kernels=["builtin"],
+    )
+    timings = {
+        "float": [10.0, 12.0, 11.0],
+        "int8-a8": [6.0],
+        "int8-a8-calibrated": [3.0],
+        "torch-fp32": [8.0],
+        "ort-fp32": [5.0],
+        "ort-int8-qoperator": [4.0],
+    }
     made = [compare.Entry(e) for e in plan]
     for entry in made:
         entry.samples_ms = timings[entry.name]
@@ -30,7 +42,9 @@ def test_each_build_is_compared_with_the_fastest_peer_of_its_precision(entries):
 
 def test_the_goals_are_judged_against_the_fastest_peer_of_the_same_precision(entries):
     goals = {(g["numerator"], g["denominator"]): g for g in compare.targets(entries)}
-    assert goals[("int8-a8", "ort-int8-qoperator")]["ratio"] == 1.5 and not goals[("int8-a8", "ort-int8-qoperator")]["met"]
+    assert (
+        goals[("int8-a8", "ort-int8-qoperator")]["ratio"] == 1.5 and not goals[("int8-a8", "ort-int8-qoperator")]["met"]
+    )
     assert goals[("int8-a8", "float")]["ratio"] == pytest.approx(6 / 11)
     assert goals[("float", "ort-fp32")]["goal_at_most"] == 1.0  # ort-fp32 (5 ms) is faster than torch-fp32 (8)
     calibrated = goals[("int8-a8-calibrated", "ort-int8-qoperator")]  # the build of like accuracy is judged too
@@ -58,10 +72,13 @@ def test_on_the_gpu_float_and_int8_are_held_against_the_gpu_goals(tmp_path):
     from qbuild.plan import VARIANTS
 
     gpu = targets.cuda_target("sm_90", "NVIDIA H200 (sm_90)")
-    cpu_plan = build_plan(["resnet18"], ["float", "int8-a8", "torch-fp32"], ["cpu"], "quick", "random",
-                          kernels=["builtin"])
+    cpu_plan = build_plan(
+        ["resnet18"], ["float", "int8-a8", "torch-fp32"], ["cpu"], "quick", "random", kernels=["builtin"]
+    )
     made = [compare.Entry(dataclasses.replace(e, target=gpu)) for e in cpu_plan]
-    made.append(compare.Entry(dataclasses.replace(cpu_plan[2], target=gpu, variant=VARIANTS["torch-compile-fp16-graphs"])))
+    made.append(
+        compare.Entry(dataclasses.replace(cpu_plan[2], target=gpu, variant=VARIANTS["torch-compile-fp16-graphs"]))
+    )
     for entry, ms in zip(made, (1.0, 0.9, 3.0, 0.6)):
         entry.samples_ms = [ms]
     goals = {(g["numerator"], g["denominator"]): g for g in compare.targets(made)}

@@ -24,8 +24,16 @@ RESNET_CONVS = {
 }
 
 
-def _int8_conv_module(channels: int, size: int = 14, out_channels: int | None = None, kernel: int = 3,
-                      stride: int = 1, padding: int = 1, weight: np.ndarray | None = None, groups: int = 1):
+def _int8_conv_module(
+    channels: int,
+    size: int = 14,
+    out_channels: int | None = None,
+    kernel: int = 3,
+    stride: int = 1,
+    padding: int = 1,
+    weight: np.ndarray | None = None,
+    groups: int = 1,
+):
     """conv2d (int8 x int8 -> int32) + ReLU on an int8 input, weights bound (ones by default)."""
     from tvm import relax
 
@@ -36,8 +44,11 @@ def _int8_conv_module(channels: int, size: int = 14, out_channels: int | None = 
     data = relax.Var("data", relax.TensorType((1, channels, size, size), "int8"))
     with bb.function("main", [data]):
         with bb.dataflow():
-            conv = bb.emit(relax.op.nn.conv2d(data, relax.const(weight), strides=stride, padding=padding,
-                                              groups=groups, out_dtype="int32"))
+            conv = bb.emit(
+                relax.op.nn.conv2d(
+                    data, relax.const(weight), strides=stride, padding=padding, groups=groups, out_dtype="int32"
+                )
+            )
             out = bb.emit_output(relax.op.nn.relu(conv))
         bb.emit_func_output(out)
     return bb.get()
@@ -63,8 +74,15 @@ extern "C" __global__ void k(signed char* a, unsigned char* b, int4* c, half2 h,
   float x = 0; char4 v; printf("int");
   int32_t y; unsigned int z;
 }"""
-    assert cuda_dtype_census(source) == {"int8": 2, "uint8": 1, "int32": 2, "float16": 1, "int64": 1,
-                                         "float32": 1, "uint32": 1}
+    assert cuda_dtype_census(source) == {
+        "int8": 2,
+        "uint8": 1,
+        "int32": 2,
+        "float16": 1,
+        "int64": 1,
+        "float32": 1,
+        "uint32": 1,
+    }
 
 
 def test_ptx_and_sass_censuses_group_tensor_core_and_dot_product_instructions():
@@ -121,19 +139,33 @@ def test_untuned_cuda_builds_are_tvms_default_pipeline_without_cuda_graphs():
             out = bb.emit_output(relax.op.nn.relu(data))
         bb.emit_func_output(out)
     compiled = compile_model(bb.get(), SM90, "untuned")
-    assert compiled.kernels == {"set": "untuned", "functions": {}, "int16_sum_convs": 0, "pass_config": {},
-                                "tuning": None}
+    assert compiled.kernels == {
+        "set": "untuned",
+        "functions": {},
+        "int16_sum_convs": 0,
+        "pass_config": {},
+        "tuning": None,
+    }
     assert "__global__" in compiled.sources()["cu"]
 
 
 def test_a_cuda_plan_builds_both_kernel_sets_and_runs_only_the_peers_that_fit_the_gpu(monkeypatch):
     monkeypatch.setattr(targets, "resolve_target", lambda requested="auto": SM90)
-    experiments = plan.build_plan(["resnet50"], ["float", "int8-a8", "torch-fp32", "torch-compile-fp16-graphs",
-                                                 "ort-fp32"], ["cuda"], dataset=None)
+    experiments = plan.build_plan(
+        ["resnet50"],
+        ["float", "int8-a8", "torch-fp32", "torch-compile-fp16-graphs", "ort-fp32"],
+        ["cuda"],
+        dataset=None,
+    )
     ids = [e.id for e in experiments]
-    assert ids == ["resnet50-float-cuda", "resnet50-float-cuda-untuned", "resnet50-int8-a8-cuda",
-                   "resnet50-int8-a8-cuda-untuned", "resnet50-torch-fp32-cuda",
-                   "resnet50-torch-compile-fp16-graphs-cuda"]
+    assert ids == [
+        "resnet50-float-cuda",
+        "resnet50-float-cuda-untuned",
+        "resnet50-int8-a8-cuda",
+        "resnet50-int8-a8-cuda-untuned",
+        "resnet50-torch-fp32-cuda",
+        "resnet50-torch-compile-fp16-graphs-cuda",
+    ]
 
 
 def test_cpu_plans_leave_the_gpu_only_peers_out():
@@ -175,8 +207,9 @@ def test_split_k_convs_compute_the_conv_exactly(name):
     from qbuild.kernels.split_k import split_k_convs
 
     x, mod, expected = _random_resnet_conv(name, seed=1)
-    vm = relax.VirtualMachine(tvm.compile(split_k_convs(SM90.tvm_target())(mod), tvm.target.Target({"kind": "llvm"})),
-                              tvm.cpu())
+    vm = relax.VirtualMachine(
+        tvm.compile(split_k_convs(SM90.tvm_target())(mod), tvm.target.Target({"kind": "llvm"})), tvm.cpu()
+    )
     np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
 
 
@@ -184,15 +217,15 @@ def test_the_cuda_graph_rewrites_keep_a_requantized_split_conv_bit_for_bit():
     """The builtin CUDA pipeline's graph rewrites (int32 rescaling, split-K) are target-independent
     Relax: the rewritten graph is checked on the CPU against the original."""
     import tvm
+    from test_narrow import conv_requantize_module, int64_ops
     from tvm import relax
 
     from qbuild.kernels import cuda
-    from test_narrow import _conv_requantize_module, _int64_ops
 
     rng = np.random.default_rng(5)
-    mod = _conv_requantize_module(rng.integers(-128, 128, (512, 512, 3, 3)).astype(np.int8), size=7)
+    mod = conv_requantize_module(rng.integers(-128, 128, (512, 512, 3, 3)).astype(np.int8), size=7)
     rewritten = tvm.transform.Sequential(cuda.graph_rewrites(SM90.tvm_target()))(mod)
-    assert _int64_ops(mod) and not _int64_ops(rewritten)
+    assert int64_ops(mod) and not int64_ops(rewritten)
     assert "relax.nn.conv2d" not in rewritten["main"].script(), "a 3x3 conv on 7x7 pixels is split"
     x = tvm.runtime.tensor(rng.integers(-128, 128, (1, 512, 7, 7)).astype(np.int8))
     cpu = tvm.target.Target({"kind": "llvm"})
@@ -209,8 +242,11 @@ def _pool_then_quantize(size: int):
     with bb.function("main", [data]):
         with bb.dataflow():
             pooled = bb.emit(relax.op.nn.max_pool2d(bb.emit(relax.op.nn.relu(data)), pool_size=3, strides=2, padding=1))
-            scaled = bb.emit(relax.op.floor(relax.op.add(relax.op.multiply(pooled, relax.const(np.float32(8.0))),
-                                                         relax.const(np.float32(0.5)))))
+            scaled = bb.emit(
+                relax.op.floor(
+                    relax.op.add(relax.op.multiply(pooled, relax.const(np.float32(8.0))), relax.const(np.float32(0.5)))
+                )
+            )
             out = bb.emit_output(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
         bb.emit_func_output(out)
     return bb.get()
@@ -259,11 +295,15 @@ def test_a_same_padded_depthwise_conv_after_a_conv_builds_its_pad_folded_in():
     rng = np.random.default_rng(0)
     with bb.function("main", [data]):
         with bb.dataflow():
-            expanded = bb.emit(relax.op.nn.relu(relax.op.nn.conv2d(
-                data, relax.const(rng.standard_normal((240, 40, 1, 1)).astype(np.float32)))))
+            expanded = bb.emit(
+                relax.op.nn.relu(
+                    relax.op.nn.conv2d(data, relax.const(rng.standard_normal((240, 40, 1, 1)).astype(np.float32)))
+                )
+            )
             padded = bb.emit(relax.op.nn.pad(expanded, [0, 0, 0, 0, 0, 1, 0, 1]))
-            out = bb.emit_output(relax.op.nn.conv2d(padded, relax.const(np.ones((240, 1, 3, 3), np.float32)),
-                                                    strides=2, groups=240))
+            out = bb.emit_output(
+                relax.op.nn.conv2d(padded, relax.const(np.ones((240, 1, 3, 3), np.float32)), strides=2, groups=240)
+            )
         bb.emit_func_output(out)
     mod = bb.get()
     rewritten = tvm.transform.Sequential(cuda.graph_rewrites(SM90.tvm_target()))(mod)
@@ -275,23 +315,23 @@ def test_a_same_padded_depthwise_conv_after_a_conv_builds_its_pad_folded_in():
 def test_a_split_convs_partial_sums_are_added_in_its_requantize_kernel():
     """Three kernels: the input windows gathered, the chunked matmul on the tensor cores, and one
     that adds the partial sums, rescales and adds the residual (no kernel of its own for the sum)."""
-    from qbuild.compile import compile_model
-    from test_narrow import _conv_requantize_module
+    from test_narrow import conv_requantize_module
 
-    mod = _conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
+    from qbuild.compile import compile_model
+
+    mod = conv_requantize_module(np.ones((512, 512, 3, 3), np.int8), size=7)
     compiled = compile_model(mod, SM90, "builtin")
     assert compiled.kernels["functions"] == {"tensorcore_int8": 1, "fallback": 2}
     # the gather reads the input and the epilogue writes the output, so only the matmul is captured
-    assert analyse_sources(compiled.sources())["launch_census"] == {"kernels": 3, "in_cuda_graph": 1,
-                                                                    "cuda_graphs": 1}
+    assert analyse_sources(compiled.sources())["launch_census"] == {"kernels": 3, "in_cuda_graph": 1, "cuda_graphs": 1}
 
 
 def test_a_split_fp32_conv_computes_the_conv_up_to_rounding():
     import tvm
+    from test_kernels import conv_module
     from tvm import relax
 
     from qbuild.kernels.split_k import split_k_convs
-    from test_kernels import conv_module
 
     channels, size = 512, 7
     rng = np.random.default_rng(6)
@@ -301,8 +341,10 @@ def test_a_split_fp32_conv_computes_the_conv_up_to_rounding():
     split = split_k_convs(SM90.tvm_target())(mod)
     assert "relax.nn.conv2d" not in split["main"].script()
     cpu = tvm.target.Target({"kind": "llvm"})
-    expected, got = (relax.VirtualMachine(tvm.compile(m, cpu), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
-                     for m in (mod, split))
+    expected, got = (
+        relax.VirtualMachine(tvm.compile(m, cpu), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+        for m in (mod, split)
+    )
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-3)
 
 
@@ -408,8 +450,9 @@ def test_a_conv_with_64_output_channels_runs_on_half_the_warps_of_a_128_channel_
         compiled = compile_model(_int8_conv_module(64, 28, out_channels, kernel=1, padding=0), SM90, "builtin")
         assert compiled.kernels["functions"]["tensorcore_int8"] == 1
         source = compiled.sources()["cu"]
-        kernel = next(line for line in source.splitlines() if "wmma" not in line and "__global__" in line
-                      and "conv2d" in line)
+        kernel = next(
+            line for line in source.splitlines() if "wmma" not in line and "__global__" in line and "conv2d" in line
+        )
         assert f"__launch_bounds__({threads})" in kernel
 
 
@@ -418,7 +461,7 @@ def test_a_copy_is_coalesced_along_whichever_side_its_source_runs():
     into shared memory gives a warp's threads adjacent elements of the source either way."""
     from tvm import s_tir, te
 
-    from qbuild.kernels.wmma_int8 import _rows_contiguous
+    from qbuild.kernels.wmma_int8 import rows_contiguous
 
     def copy(source_by_pixels: bool):
         """A 128-row x 64-deep tile copied from a source laid out (depth, rows) or (rows, depth)."""
@@ -428,4 +471,4 @@ def test_a_copy_is_coalesced_along_whichever_side_its_source_runs():
 
     for source_by_pixels, expected in ((True, True), (False, False)):
         sch = s_tir.Schedule(copy(source_by_pixels))
-        assert _rows_contiguous(sch.get(sch.get_sblock("copy"))) is expected
+        assert rows_contiguous(sch.get(sch.get_sblock("copy"))) is expected

@@ -10,22 +10,28 @@ import tvm
 from tvm import relax
 
 from qbuild.quantize import emit
-from qbuild.quantize.fixed_point import (MIN_SATURATING_BITS, exact_int8_multiplier_shift, multiplier_shift,
-                                         power_of_two_exponents, requantize_reference, saturating_multiplier_shift,
-                                         shift_right_rounded)
+from qbuild.quantize.fixed_point import (
+    MIN_SATURATING_BITS,
+    exact_int8_multiplier_shift,
+    multiplier_shift,
+    power_of_two_exponents,
+    requantize_reference,
+    saturating_multiplier_shift,
+    shift_right_rounded,
+)
 
 
 def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
     ratios = np.array([1e-6, 0.0123, 0.5, 0.75, 1.0, 3.3, 1000.0])
     multiplier, shift = multiplier_shift(ratios)
     assert np.all((multiplier >= 1 << 30) & (multiplier < 1 << 31))
-    np.testing.assert_allclose(multiplier / 2.0 ** shift, ratios, rtol=2 ** -30)
+    np.testing.assert_allclose(multiplier / 2.0**shift, ratios, rtol=2**-30)
 
 
 def test_ratios_too_small_for_a_31_bit_multiplier_still_requantize_to_what_they_round_to():
-    multiplier, shift = multiplier_shift(np.array([1e-12, 2.0 ** -40]))
-    assert list(shift) == [62, 62] and list(multiplier) == [round(1e-12 * 2 ** 62), 2 ** 22]
-    x = np.array([2 ** 31 - 1, -(2 ** 31), 12345], dtype=np.int64)
+    multiplier, shift = multiplier_shift(np.array([1e-12, 2.0**-40]))
+    assert list(shift) == [62, 62] and list(multiplier) == [round(1e-12 * 2**62), 2**22]
+    x = np.array([2**31 - 1, -(2**31), 12345], dtype=np.int64)
     np.testing.assert_array_equal(requantize_reference(x, 1e-12, 127), [0, 0, 0])
 
 
@@ -62,10 +68,12 @@ def _run_requantize(x: np.ndarray, ratio, bounds, dtype, rounding, axis=1) -> np
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
-@pytest.mark.parametrize("ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4]), np.array([1e-11, 3e-10, 0.7, 1.0])])
+@pytest.mark.parametrize(
+    "ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4]), np.array([1e-11, 3e-10, 0.7, 1.0])]
+)
 @pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
 def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding):
-    x = np.random.default_rng(3).integers(-2 ** 20, 2 ** 20, size=(1, 4, 5, 5)).astype("int32")
+    x = np.random.default_rng(3).integers(-(2**20), 2**20, size=(1, 4, 5, 5)).astype("int32")
     got = _run_requantize(x, ratio, (-127, 127), "int8", rounding)
     expected = requantize_reference(x, np.reshape(ratio, (1, -1, 1, 1)) if np.ndim(ratio) else ratio, 127, rounding)
     assert got.dtype == np.int8
@@ -75,16 +83,16 @@ def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding
 def test_a_requantize_clipped_to_int8_keeps_its_product_in_int32_and_moves_a_result_by_one_code_at_most():
     ratios = np.array([0.013, 0.0371, 0.5, 0.02, 0.05])
     limit, multiplier, shift = saturating_multiplier_shift(ratios, 127)
-    assert limit * multiplier.max() + (1 << int(shift.max() - 1)) < 2 ** 31, "the largest product and offset fit"
+    assert limit * multiplier.max() + (1 << int(shift.max() - 1)) < 2**31, "the largest product and offset fit"
     assert np.all(multiplier >= 1 << (MIN_SATURATING_BITS - 1)), "every ratio keeps its minimum of bits"
     assert np.all(limit * ratios >= 128), "beyond the limit the result saturates in every channel"
-    x = np.random.default_rng(4).integers(-2 ** 20, 2 ** 20, size=(20000, ratios.size))
+    x = np.random.default_rng(4).integers(-(2**20), 2**20, size=(20000, ratios.size))
     full_multiplier, full_shift = multiplier_shift(ratios)
     exact = np.clip(shift_right_rounded(x * full_multiplier, full_shift, "UPWARD", True), -127, 127)
     narrow = requantize_reference(x, ratios, 127)
     assert np.abs(narrow - exact).max() <= 1
-    relative = np.abs(multiplier / 2.0 ** shift - ratios) / ratios
-    assert relative.max() <= 2.0 ** -MIN_SATURATING_BITS
+    relative = np.abs(multiplier / 2.0**shift - ratios) / ratios
+    assert relative.max() <= 2.0**-MIN_SATURATING_BITS
     real = x * ratios
     moved = narrow != exact  # only where the real product lies that close to a rounding boundary
     assert np.all(np.abs(np.abs(real - np.floor(real) - 0.5))[moved] <= (np.abs(real) * relative)[moved])
@@ -98,8 +106,10 @@ def test_a_wider_clip_or_a_tiny_ratio_keeps_the_31_bit_multiplier():
 def test_an_int8_rescale_takes_a_multiplier_that_fits_int32_only_where_every_result_stays_the_same():
     ratios = np.array([0.9794, 0.7312, 1.3371])
     multiplier, shift = exact_int8_multiplier_shift(ratios, "UPWARD", True)
-    assert 128 * multiplier.max() + (1 << int(shift.max() - 1)) < 2 ** 31
+    assert 128 * multiplier.max() + (1 << int(shift.max() - 1)) < 2**31
     x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 16, 16).repeat(3, axis=1)
     got = _run_requantize(x, ratios, None, "int64", "UPWARD")
     np.testing.assert_array_equal(got, requantize_reference(x, ratios.reshape(1, -1, 1, 1), None))
-    assert exact_int8_multiplier_shift(0.77, "UPWARD", True) is None, "50 * 0.77 = 38.5: a tie that 23 bits break the other way"
+    assert exact_int8_multiplier_shift(0.77, "UPWARD", True) is None, (
+        "50 * 0.77 = 38.5: a tie that 23 bits break the other way"
+    )

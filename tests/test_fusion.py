@@ -1,4 +1,4 @@
-"""Which kernel a widening cast fuses into (qbuild.kernels.fusion): a residual add of two convs'
+"""Which kernel a widening cast fuses into (qbuild.relax.fusion): a residual add of two convs'
 int8 results widens both in the add's kernel; each conv writes its result as int8."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import re
 
 import numpy as np
 import tvm
+from test_kernels import CPU, run_builtin
 from tvm import relax
 
 from qbuild.kernels.cuda import fusion_passes
-from qbuild.kernels.fusion import widen_in_consumers
 from qbuild.kernels.pipeline import lowering_passes
 from qbuild.kernels.vectors import of_target
-from test_kernels import CPU, run_builtin
+from qbuild.relax.fusion import widen_in_consumers
 
 CHANNELS, SIZE = 16, 8
 
@@ -48,8 +48,11 @@ def _kernel_outputs(mod: tvm.IRModule) -> list[tuple[str, str]]:
 
 def _lowered(mod: tvm.IRModule, without_the_pass: bool = False) -> tvm.IRModule:
     target = CPU.tvm_target()
-    passes = [p for p in lowering_passes(of_target(target))
-              if not (without_the_pass and p.info.name == "qbuild.WidenInConsumers")]
+    passes = [
+        p
+        for p in lowering_passes(of_target(target))
+        if not (without_the_pass and p.info.name == "qbuild.WidenInConsumers")
+    ]
     with target:
         return tvm.transform.Sequential(passes)(mod)
 

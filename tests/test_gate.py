@@ -15,7 +15,8 @@ from qbuild import threads
 from qbuild.gate import TimingGate, end_with_parent, process_state, release_all
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.runner import StageLog, run_plan
+from qbuild.scheduler import run_plan
+from qbuild.stagelog import StageLog
 
 
 def _hold(gate_dir: str, name: str, delay_s: float, hold_s: float, log: str) -> None:
@@ -39,8 +40,10 @@ def _run_jobs(tmp_path: Path, jobs: list[tuple[str, float, float]]) -> dict[str,
     for process in processes:
         process.join(timeout=60)
         assert process.exitcode == 0
-    return {name: (float(inside), float(left)) for name, inside, left in
-            (line.split() for line in log.read_text().splitlines())}
+    return {
+        name: (float(inside), float(left))
+        for name, inside, left in (line.split() for line in log.read_text().splitlines())
+    }
 
 
 def test_untimed_stages_of_two_jobs_run_at_the_same_time(tmp_path):
@@ -89,7 +92,7 @@ def test_a_timed_stage_stops_the_other_jobs_and_their_stages_leave_that_time_out
     for process in (counter, timer):
         process.join(timeout=120)
         assert process.exitcode == 0
-    (pid, since, until), = (line.split() for line in (tmp_path / "stopped").read_text().splitlines())
+    ((pid, since, until),) = (line.split() for line in (tmp_path / "stopped").read_text().splitlines())
     since, until = float(since), float(until)
     counted = json.loads((tmp_path / "counter").read_text())
     assert int(pid) == timer.pid and 1.0 <= until - since < 2.0

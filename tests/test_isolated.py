@@ -11,11 +11,15 @@ import pytest
 from qbuild import compare
 from qbuild.isolated import Worker, WorkerError
 from qbuild.plan import build_plan
+from qbuild.stages import build
 
-needs_ort = pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None,
-                               reason="needs onnxruntime: pip install -e .[peers]")
-needs_openvino = pytest.mark.skipif(importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
-                                    reason="needs openvino and nncf: pip install -e .[peers]")
+needs_ort = pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None, reason="needs onnxruntime: pip install -e .[peers]"
+)
+needs_openvino = pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None or importlib.util.find_spec("nncf") is None,
+    reason="needs openvino and nncf: pip install -e .[peers]",
+)
 
 
 def _plan(*variants: str):
@@ -36,7 +40,7 @@ def test_a_peers_time_does_not_depend_on_which_builds_are_beside_it():
 def test_a_worker_holds_its_build_in_a_process_of_its_own():
     import os
 
-    with Worker(_plan("float")[0]) as worker:
+    with Worker(_plan("float")[0], build=build) as worker:
         assert worker.description["pid"] not in (None, os.getpid())
         times = worker.time(np.zeros((1, 3, 64, 64), np.float32), 3)
     assert len(times) == 3 and all(t > 0 for t in times)
@@ -58,7 +62,6 @@ def test_openvino_runs_fp32_in_fp32_and_int8_close_to_the_float_model():
     import torch
 
     from qbuild.models import load_model
-    from qbuild.runner import build
 
     f32, int8 = _plan("openvino-f32", "openvino-int8")
     loaded = load_model("resnet18", "random", 64)

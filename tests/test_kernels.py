@@ -26,8 +26,11 @@ def conv_module(x_shape, weight: np.ndarray, stride: int, padding: int, groups: 
     x = relax.Var("x", relax.TensorType(x_shape, str(weight.dtype)))
     with bb.function("main", [x]):
         with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=padding, groups=groups,
-                                           out_dtype=out_dtype))
+            y = bb.emit(
+                relax.op.nn.conv2d(
+                    x, relax.const(weight), strides=stride, padding=padding, groups=groups, out_dtype=out_dtype
+                )
+            )
             out = bb.emit_output(relax.op.nn.relu(y))
         bb.emit_func_output(out)
     return bb.get()
@@ -43,7 +46,7 @@ def reference_conv(x: np.ndarray, weight: np.ndarray, stride: int, padding: int,
     outs = []
     for g in range(groups):
         cin = slice(g * weight.shape[1], (g + 1) * weight.shape[1])
-        w = weight[g * per_group:(g + 1) * per_group].astype(wide)
+        w = weight[g * per_group : (g + 1) * per_group].astype(wide)
         outs.append(np.einsum("nchwij,ocij->nohw", windows[:, cin], w))
     return np.maximum(np.concatenate(outs, axis=1), 0)
 
@@ -62,8 +65,9 @@ SHAPES = {
 }
 
 
-def run_builtin(mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None,
-                target: TargetChoice | None = None):
+def run_builtin(
+    mod, x: np.ndarray, avx2: bool | None = None, tiles: dict | None = None, target: TargetChoice | None = None
+):
     """``mod`` compiled with the builtin kernels (conv tiles from ``tiles`` by workload key) for
     ``target`` (default: this CPU; ``avx2``: override what it has, ``pipeline``), run on ``x``."""
     target = (target or CPU).tvm_target()
@@ -109,32 +113,41 @@ def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_bloc
         bb.emit_func_output(out)
     with CPU.tvm_target():
         lowered = tvm.transform.Sequential(lowering_passes(AVX2))(bb.get())
-    calls = [str(binding.value.args[0].name_hint) for block in lowered["main"].body.blocks for binding in block.bindings]
+    calls = [
+        str(binding.value.args[0].name_hint) for block in lowered["main"].body.blocks for binding in block.bindings
+    ]
     assert calls[0] == "pack_data", "the image packed as one block of its 3 channels"
-    assert [name for name in calls if "layout_transform" in name or "unpack" in name] == [calls[-1]], \
+    assert [name for name in calls if "layout_transform" in name or "unpack" in name] == [calls[-1]], (
         "blocked from the stem to the output"
+    )
 
 
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_an_explicit_zero_pad_before_a_conv_becomes_the_convs_own_padding(dtype):
-    from qbuild.kernels.pipeline import fold_pads_into_convs
+    from qbuild.relax.fold_pads import fold_pads_into_convs
 
     rng = np.random.default_rng(4)
-    x = (rng.integers(-128, 128, (1, 16, 9, 9)) if dtype == "int8" else rng.standard_normal((1, 16, 9, 9))).astype(dtype)
-    weight = (rng.integers(-128, 128, (16, 16, 3, 3)) if dtype == "int8" else rng.standard_normal((16, 16, 3, 3)))
+    x = (rng.integers(-128, 128, (1, 16, 9, 9)) if dtype == "int8" else rng.standard_normal((1, 16, 9, 9))).astype(
+        dtype
+    )
+    weight = rng.integers(-128, 128, (16, 16, 3, 3)) if dtype == "int8" else rng.standard_normal((16, 16, 3, 3))
     weight = weight.astype(dtype)
     bb = relax.BlockBuilder()
     data = relax.Var("x", relax.TensorType(x.shape, dtype))
     with bb.function("main", [data]):
         with bb.dataflow():
             padded = bb.emit(relax.op.nn.pad(data, [0, 0, 0, 0, 0, 1, 0, 1]))  # TF "same" for stride 2
-            conv = bb.emit(relax.op.nn.conv2d(padded, relax.const(weight), strides=2,
-                                              out_dtype="int32" if dtype == "int8" else ""))
+            conv = bb.emit(
+                relax.op.nn.conv2d(padded, relax.const(weight), strides=2, out_dtype="int32" if dtype == "int8" else "")
+            )
             out = bb.emit_output(relax.op.nn.relu(conv))
         bb.emit_func_output(out)
     mod = bb.get()
     folded = fold_pads_into_convs()(mod)["main"].body.blocks[0].bindings
-    assert [str(b.value.op.name) for b in folded if isinstance(b.value, relax.Call)] == ["relax.nn.conv2d", "relax.nn.relu"]
+    assert [str(b.value.op.name) for b in folded if isinstance(b.value, relax.Call)] == [
+        "relax.nn.conv2d",
+        "relax.nn.relu",
+    ]
     got, _report = run_builtin(mod, x)
     expected = reference_conv(np.pad(x, ((0, 0), (0, 0), (0, 1), (0, 1))), weight, 2, 0, 1)
     if dtype == "int8":
@@ -158,8 +171,9 @@ def test_without_avx2_the_integer_conv_falls_back_to_plain_vector_code_and_stays
 # with AVX-512 VNNI, for cross-compiling (nothing built for Zen 4 runs here).
 AVX2_CPU = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "haswell", "num-cores": 2}, "Intel Haswell", "test")
 ZEN4 = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}, "AMD Zen 4 (znver4)", "test")
-SKYLAKE_SP = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}, "Intel Skylake-SP",
-                          "test")  # AVX-512 without VNNI
+SKYLAKE_SP = TargetChoice(
+    "cpu", "cpu", {"kind": "llvm", "mcpu": "skylake-avx512", "num-cores": 2}, "Intel Skylake-SP", "test"
+)  # AVX-512 without VNNI
 
 
 def _families(compiled) -> dict:
@@ -204,7 +218,9 @@ def test_the_vnni_compute_with_unsigned_activations_is_bit_exact_on_any_cpu(shap
     target = CPU.tvm_target()
     relax_pipeline, _ = pipeline("builtin", target, vnni=True)
     vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=relax_pipeline), tvm.cpu())
-    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), reference_conv(x, weight, stride, padding, groups))
+    np.testing.assert_array_equal(
+        vm["main"](tvm.runtime.tensor(x)).numpy(), reference_conv(x, weight, stride, padding, groups)
+    )
     if groups == 1 and cin % 4 == 0:
         assert any(s.startswith("uint8 x int8 -> int32") for s in _conv_summaries(mod, vnni=True))
 
@@ -235,8 +251,9 @@ def test_where_this_cpu_has_vnni_the_compiled_integer_conv_runs_vpdpbusd():
     assert "vpdpbusd" in compiled.sources()["s"]
 
 
-SAPPHIRE_RAPIDS = TargetChoice("cpu", "cpu", {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2},
-                               "Intel Sapphire Rapids (AMX)", "test")
+SAPPHIRE_RAPIDS = TargetChoice(
+    "cpu", "cpu", {"kind": "llvm", "mcpu": "sapphirerapids", "num-cores": 2}, "Intel Sapphire Rapids (AMX)", "test"
+)
 AMX_TILE_DOT = "int8 tile dot AMX (tdpbusd)"
 
 
@@ -284,7 +301,7 @@ def test_on_an_amx_cpu_int8_convs_run_on_tile_registers_bit_exact_against_numpy(
     assert report.counts["conv"] == 1 and _conv_blocks(mod, CPU)[0].endswith(AMX)
 
 
-def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127, stride: int = 1):
+def requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int = 127, stride: int = 1):
     """int32 input -> [ReLU] -> rounding shift, clamp to [-127, ``top``], int8 (a requantize) -> conv
     (depthwise for weights of one input channel; "same" padding)."""
     bb = relax.BlockBuilder()
@@ -297,18 +314,26 @@ def _requantized_relu_module(x_shape, weight: np.ndarray, relu: bool, top: int =
             y = bb.emit(relax.op.minimum(relax.op.maximum(y, relax.const(-127, "int64")), relax.const(top, "int64")))
             y = bb.emit(relax.op.astype(y, "int8"))
             groups = x_shape[1] // weight.shape[1]
-            out = bb.emit_output(relax.op.nn.conv2d(y, relax.const(weight), strides=stride, padding=weight.shape[2] // 2,
-                                                    groups=groups, out_dtype="int32"))
+            out = bb.emit_output(
+                relax.op.nn.conv2d(
+                    y,
+                    relax.const(weight),
+                    strides=stride,
+                    padding=weight.shape[2] // 2,
+                    groups=groups,
+                    out_dtype="int32",
+                )
+            )
         bb.emit_func_output(out)
     return bb.get()
 
 
 def test_value_ranges_see_a_relu_then_a_requantize_as_seven_bit_data():
-    from qbuild.kernels.ranges import seven_bit_values
+    from qbuild.relax.ranges import seven_bit_values
 
     weight = np.ones((8, 8, 3, 3), np.int8)
     for relu, expected in ((True, 1), (False, 0)):
-        mod = _requantized_relu_module((1, 8, 4, 4), weight, relu)
+        mod = requantized_relu_module((1, 8, 4, 4), weight, relu)
         int8_inputs = [v for v in seven_bit_values(mod) if str(v.ty.dtype) == "int8"]
         assert len(int8_inputs) == expected, "without the ReLU the data may be negative"
 
@@ -330,7 +355,7 @@ def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
 
 
 def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
-    from qbuild.kernels.ranges import value_ranges
+    from qbuild.relax.ranges import value_ranges
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((4,), "int32"))
@@ -348,7 +373,7 @@ def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():
 
 def test_value_ranges_follow_a_per_channel_requantize_shift():
     """A calibrated requantize multiplies and shifts each channel by its own constants."""
-    from qbuild.kernels.ranges import value_ranges
+    from qbuild.relax.ranges import value_ranges
 
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 2), "int32"))
@@ -369,10 +394,11 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
     rng = np.random.default_rng(9)
     x = rng.integers(-3000, 3000, (1, channels, 14, 14)).astype(np.int32)
     weight = rng.integers(-128, 128, (32, channels, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True)
+    mod = requantized_relu_module(x.shape, weight, relu=True)
     compiled = compile_model(mod, CPU, "builtin")
-    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
-                                  _requantized_reference(x, weight, top=127))  # no ReLU after this conv
+    np.testing.assert_array_equal(
+        compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), _requantized_reference(x, weight, top=127)
+    )  # no ReLU after this conv
     assert _families(compile_model(mod, AVX2_CPU, "builtin"))["u8*s8 pairs (vpmaddubsw)"] > 0
     features = cpu_features(CPU.tvm_target())
     if channels == 64 and "amx-int8" in features:
@@ -382,7 +408,7 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
 
 
 def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int, stride: int = 1) -> np.ndarray:
-    """``_requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
+    """``requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
     k = weight.shape[2]
     padded = np.pad(data, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
@@ -393,8 +419,12 @@ def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int, stride: 
 
 
 # (channels, size, kernel, stride) of depthwise convs: EfficientNet-Lite0's kinds, and a block of 8
-DEPTHWISE_SHAPES = {"3x3": (32, 12, 3, 1), "5x5, stride 2": (48, 13, 5, 2), "3x3, stride 2": (16, 9, 3, 2),
-                    "blocks of 8": (8, 10, 3, 1)}
+DEPTHWISE_SHAPES = {
+    "3x3": (32, 12, 3, 1),
+    "5x5, stride 2": (48, 13, 5, 2),
+    "3x3, stride 2": (16, 9, 3, 2),
+    "blocks of 8": (8, 10, 3, 1),
+}
 
 
 @pytest.mark.parametrize("shape", list(DEPTHWISE_SHAPES), ids=list(DEPTHWISE_SHAPES))
@@ -408,7 +438,7 @@ def test_a_depthwise_conv_of_seven_bit_data_multiplies_four_taps_per_lane_and_st
     rng = np.random.default_rng(11)
     x = rng.integers(-3000, 3000, (1, channels, size, size)).astype(np.int32)
     weight = rng.integers(-128, 128, (channels, 1, k, k)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, stride=stride)
+    mod = requantized_relu_module(x.shape, weight, relu=True, stride=stride)
     expected = _requantized_reference(x, weight, top=127, stride=stride)
     compiled = compile_model(mod, CPU, "builtin")
     np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
@@ -441,14 +471,15 @@ def test_a_conv_of_two_bit_data_and_weights_accumulates_in_int16_and_stays_exact
     rng = np.random.default_rng(10)
     x = rng.integers(-3000, 3000, (1, 16, 14, 14)).astype(np.int32)
     weight = rng.integers(-2, 2, (32, 16, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, top=3)
+    mod = requantized_relu_module(x.shape, weight, relu=True, top=3)
     assert [block.endswith(conv2d.INT16_SUMS) for block in _conv_blocks(mod, AVX2_CPU)] == [True]
     for_zen3 = compile_model(mod, AVX2_CPU, "builtin")
     assert for_zen3.kernels["int16_sum_convs"] == 1
     assert 0 < _families(for_zen3)["s16*s16 pairs (vpmaddwd)"] < _families(for_zen3)["u8*s8 pairs (vpmaddubsw)"]
     compiled = compile_model(mod, CPU, "builtin")
-    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(),
-                                  _requantized_reference(x, weight, 3))
+    np.testing.assert_array_equal(
+        compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), _requantized_reference(x, weight, 3)
+    )
     got, _ = run_builtin(mod, x, avx2=False)
     np.testing.assert_array_equal(got, _requantized_reference(x, weight, 3))
 
@@ -457,12 +488,12 @@ def test_a_byte_conv_accumulates_in_int16_exactly_when_its_bound_fits():
     """Weights all 2: an output channel's sum is 288 x the data's top; 113 x 288 fits in int16, 114 x 288 not."""
     weight = np.full((32, 16, 3, 3), 2, np.int8)
     for top, int16 in ((113, True), (114, False)):
-        blocks = _conv_blocks(_requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), AVX2_CPU)
+        blocks = _conv_blocks(requantized_relu_module((1, 16, 14, 14), weight, relu=True, top=top), AVX2_CPU)
         assert [block.endswith(conv2d.INT16_SUMS) for block in blocks] == [int16], top
 
 
 def test_a_weight_sum_bound_is_the_same_in_any_layout_of_the_weights():
-    from qbuild.kernels.ranges import largest_channel_sum
+    from qbuild.relax.ranges import largest_channel_sum
 
     weight = np.random.default_rng(2).integers(-128, 128, (16, 8, 3, 3))
     blocked = weight.reshape(2, 8, 1, 8, 3, 3).transpose(0, 2, 4, 5, 3, 1)  # OIHW8i8o
@@ -490,8 +521,13 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
     untuned = compile_model(mod, CPU, "untuned")
     np.testing.assert_array_equal(builtin(x), untuned(x))
     assert builtin.kernels["functions"].get("unscheduled", 0) == 0
-    assert untuned.kernels == {"set": "untuned", "functions": {}, "int16_sum_convs": 0, "pass_config": {},
-                               "tuning": None}
+    assert untuned.kernels == {
+        "set": "untuned",
+        "functions": {},
+        "int16_sum_convs": 0,
+        "pass_config": {},
+        "tuning": None,
+    }
 
 
 def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():
@@ -503,21 +539,25 @@ def test_tvm_runs_qbuilds_kernels_on_every_cpu_of_the_process():
 
 
 def test_weight_packing_is_evaluated_in_one_build_to_the_constants_fold_constant_would_compute(monkeypatch):
-    from qbuild.kernels import fold_constants
     from qbuild.kernels.pipeline import legalize_convs
+    from qbuild.relax import fold_constants
 
     weight = np.random.default_rng(0).integers(-127, 128, (16, 16, 3, 3)).astype(np.int8)
     with CPU.tvm_target():
-        legalized = tvm.transform.Sequential([
-            relax.transform.ConvertLayout({}, conv2d.desired_layout), legalize_convs(AVX2.with_vnni(True)),
-            relax.transform.AnnotateTIROpPattern()])(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"))
+        legalized = tvm.transform.Sequential(
+            [
+                relax.transform.ConvertLayout({}, conv2d.desired_layout),
+                legalize_convs(AVX2.with_vnni(True)),
+                relax.transform.AnnotateTIROpPattern(),
+            ]
+        )(conv_module((1, 16, 8, 8), weight, 1, 1, 1, "int32"))
         builds = []
         compile_ = tvm.compile
         monkeypatch.setattr(tvm, "compile", lambda *args, **kwargs: builds.append(args) or compile_(*args, **kwargs))
         folded = fold_constants.fold_constant_calls()(legalized)
         monkeypatch.undo()
-        assert len(builds) == 1 and len(fold_constants._foldable_bindings(legalized)) >= 3  # transform, quads, sums
-        assert fold_constants._foldable_bindings(folded) == []
+        assert len(builds) == 1 and len(fold_constants.foldable_bindings(legalized)) >= 3  # transform, quads, sums
+        assert fold_constants.foldable_bindings(folded) == []
         fold = relax.transform.FoldConstant()
         tvm.ir.assert_structural_equal(fold(folded)["main"], fold(legalized)["main"])
 
@@ -545,11 +585,15 @@ def test_a_dense_layer_runs_as_a_1x1_conv_to_rounding(rows):
 
 @pytest.mark.parametrize("rows, pixels", [(48, 48), (50, 52), (197, 200)])
 def test_the_rows_of_a_dense_layer_are_the_pixels_its_conv_tiles_padded_to_a_multiple_of_4(rows, pixels):
-    from qbuild.kernels.pipeline import dense_as_conv
+    from qbuild.relax.dense_as_conv import dense_as_conv
 
     mod = dense_as_conv()(_dense_module("float32", np.ones((96, 40), "float32"), "float32", rows=rows))
-    conv = next(b.value for block in mod["main"].body.blocks for b in block.bindings
-                if getattr(b.value, "op", None) == tvm.ir.Op.get("relax.nn.conv2d"))
+    conv = next(
+        b.value
+        for block in mod["main"].body.blocks
+        for b in block.bindings
+        if getattr(b.value, "op", None) == tvm.ir.Op.get("relax.nn.conv2d")
+    )
     assert [int(d) for d in conv.args[0].ty.shape] == [1, 96, 1, pixels]
     assert [int(d) for d in mod["main"].ret_ty.shape] == [rows, 40]
 

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from qbuild import layer_errors, runner
+from qbuild import layer_errors, stages
 from qbuild.compile import host_tensors
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.quantize import make, quantize
-from qbuild.runner import StageLog
+from qbuild.scheduler import run_plan
 from qbuild.trace import trace
 from qbuild.verify import energy_db, sqnr_db
 
@@ -45,8 +45,9 @@ def errors(chain, gain: float = 1.0, **options) -> tuple[dict, list[dict]]:
     options = {"calibrate_mode": "max", **options}
     quantized = quantize(chain.inference_module(), None, images(4, gain), make(**options))
     reference, probed = quantized.layer_outputs()
-    return layer_errors.measure(host_tensors(reference), host_tensors(probed), images(gain=gain), quantized.layers), \
-        quantized.layers
+    return layer_errors.measure(
+        host_tensors(reference), host_tensors(probed), images(gain=gain), quantized.layers
+    ), quantized.layers
 
 
 def test_an_sqnr_is_the_signal_energy_over_the_error_energy_in_db():
@@ -59,9 +60,11 @@ def test_an_sqnr_is_the_signal_energy_over_the_error_energy_in_db():
 def test_every_layer_is_measured_in_the_order_the_quantizer_records_it(chain):
     measured, layers = errors(chain)  # relay's defaults: the first conv and the dense layer stay float
     assert measured["images"] == 3
-    assert [(m["op"], m["index"], m["status"]) for m in measured["layers"]] == \
-        [(layer["op"], layer["index"], layer["status"]) for layer in layers] == \
-        [("nn.conv2d", 0, "skipped"), ("nn.conv2d", 1, "quantized"), ("nn.dense", 0, "skipped")]
+    assert (
+        [(m["op"], m["index"], m["status"]) for m in measured["layers"]]
+        == [(layer["op"], layer["index"], layer["status"]) for layer in layers]
+        == [("nn.conv2d", 0, "skipped"), ("nn.conv2d", 1, "quantized"), ("nn.dense", 0, "skipped")]
+    )
     first, quantized_conv, dense = (m["sqnr_db"] for m in measured["layers"])
     assert first is None, "a float layer on the float input is exact"
     assert 10.0 < quantized_conv < 60.0
@@ -79,8 +82,9 @@ def test_inputs_beyond_global_scales_range_are_counted_as_clipped(chain):
 
 def test_fewer_bits_lose_more_of_each_layers_output(chain):
     wide, wide_layers = errors(chain, skip_conv_layers=[], skip_dense_layer=False)
-    narrow, narrow_layers = errors(chain, skip_conv_layers=[], skip_dense_layer=False, nbit_input=4, nbit_weight=4,
-                                   edge_layers=[])  # no layer kept at 8 bits
+    narrow, narrow_layers = errors(
+        chain, skip_conv_layers=[], skip_dense_layer=False, nbit_input=4, nbit_weight=4, edge_layers=[]
+    )  # no layer kept at 8 bits
     for w, n in zip(wide["layers"], narrow["layers"]):
         assert n["sqnr_db"] < w["sqnr_db"] - 6.0, "four bits fewer: well over 6 dB less (~6 dB a bit)"
     for w, n in zip(wide_layers, narrow_layers):
@@ -94,29 +98,31 @@ def test_a_build_that_quantizes_nothing_has_no_error(chain):
 
 def test_layer_errors_are_measured_once_per_quantized_program_on_its_builtin_cpu_build():
     (untuned,) = build_plan(["resnet18"], ["int8-a8"], ["cpu"], "quick", "random", kernels=["untuned"])
-    log = StageLog(Progress(quiet=True))
-    assert runner._layers_stage(untuned, log, None, None, Progress(quiet=True)) is None
-    assert log.stages["layers"]["status"] == "skipped"
-    assert "measured on that build" in log.stages["layers"]["reason"]
+    assert "measured on that build" in stages.why_no_layer_errors(untuned, None)
 
 
 def test_a_builtin_build_with_random_weights_skips_its_layer_errors_and_says_so():
     from types import SimpleNamespace
 
     (builtin,) = build_plan(["resnet18"], ["int8-a8"], ["cpu"], "quick", "random", kernels=["builtin"])
-    log = StageLog(Progress(quiet=True))
     random_weights = SimpleNamespace(weights=SimpleNamespace(kind="random"))
-    assert runner._layers_stage(builtin, log, None, random_weights, Progress(quiet=True)) is None
-    assert log.stages["layers"]["reason"] == "random weights: layer errors would be meaningless"
+    assert stages.why_no_layer_errors(builtin, random_weights) == "random weights: layer errors would be meaningless"
 
 
 def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_path):
     from test_accuracy import make_csv_set
 
     dataset = make_csv_set(tmp_path / "set", n=12)
-    plan = build_plan(["efficientnet_lite0"], ["int8-a8-calibrated"], ["cpu"], "quick", "auto", dataset=str(dataset),
-                      kernels=["builtin"])
-    (outcome,) = runner.run_plan(plan, tmp_path / "results", progress=Progress(quiet=True))
+    plan = build_plan(
+        ["efficientnet_lite0"],
+        ["int8-a8-calibrated"],
+        ["cpu"],
+        "quick",
+        "auto",
+        dataset=str(dataset),
+        kernels=["builtin"],
+    )
+    (outcome,) = run_plan(plan, tmp_path / "results", progress=Progress(quiet=True))
     record = outcome.record
     assert record["stages"]["layers"]["status"] == "ok"
     layers = record["quantization"]["layers"]
@@ -128,20 +134,48 @@ def test_a_quantized_experiment_with_real_weights_records_its_layer_errors(tmp_p
 
 
 def test_a_layer_is_described_by_its_kind_and_shape():
-    assert layer_errors.describe({"op": "nn.conv2d", "weight_shape": [672, 1, 5, 5], "groups": 672}) == \
-        "depthwise 5x5 conv, 672 channels"
-    assert layer_errors.describe({"op": "nn.conv2d", "weight_shape": [96, 16, 1, 1], "groups": 1}) == \
-        "1x1 conv 16 -> 96"
+    assert (
+        layer_errors.describe({"op": "nn.conv2d", "weight_shape": [672, 1, 5, 5], "groups": 672})
+        == "depthwise 5x5 conv, 672 channels"
+    )
+    assert (
+        layer_errors.describe({"op": "nn.conv2d", "weight_shape": [96, 16, 1, 1], "groups": 1}) == "1x1 conv 16 -> 96"
+    )
     assert layer_errors.describe({"op": "nn.dense", "weight_shape": [1280, 1000]}) == "dense 1280 -> 1000"
 
 
 def test_the_layer_table_marks_the_first_layer_below_the_floor():
-    layers = [{"op": "nn.conv2d", "weight_shape": [8, 3, 3, 3], "groups": 1, "status": "skipped"},
-              {"op": "nn.conv2d", "weight_shape": [8, 8, 1, 1], "groups": 1, "status": "quantized", "weight_sqnr_db": 30.0},
-              {"op": "nn.dense", "weight_shape": [8, 10], "status": "quantized", "weight_sqnr_db": 28.0}]
-    measured = {"images": 8, "layers": [{"sqnr_db": None, "input_clipped": None},
-                                        {"sqnr_db": 4.0, "input_clipped": 0.25}, {"sqnr_db": 3.0, "input_clipped": 0.0}]}
+    layers = [
+        {"op": "nn.conv2d", "weight_shape": [8, 3, 3, 3], "groups": 1, "status": "skipped"},
+        {"op": "nn.conv2d", "weight_shape": [8, 8, 1, 1], "groups": 1, "status": "quantized", "weight_sqnr_db": 30.0},
+        {"op": "nn.dense", "weight_shape": [8, 10], "status": "quantized", "weight_sqnr_db": 28.0},
+    ]
+    measured = {
+        "images": 8,
+        "layers": [
+            {"sqnr_db": None, "input_clipped": None},
+            {"sqnr_db": 4.0, "input_clipped": 0.25},
+            {"sqnr_db": 3.0, "input_clipped": 0.0},
+        ],
+    }
     lines = layer_errors.render(measured, layers).splitlines()
-    assert lines[2].split() == ["1", "1x1", "conv", "8", "->", "8", "quantized", "30.0", "25.00%", "4.0", "<-", "first",
-                                "below", "10", "dB"]
-    assert lines[1].split()[-3:] == ["-", "-", "-"] and "<-" not in lines[3], "exact shows '-'; only the first is marked"
+    assert lines[2].split() == [
+        "1",
+        "1x1",
+        "conv",
+        "8",
+        "->",
+        "8",
+        "quantized",
+        "30.0",
+        "25.00%",
+        "4.0",
+        "<-",
+        "first",
+        "below",
+        "10",
+        "dB",
+    ]
+    assert lines[1].split()[-3:] == ["-", "-", "-"] and "<-" not in lines[3], (
+        "exact shows '-'; only the first is marked"
+    )

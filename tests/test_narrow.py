@@ -1,22 +1,22 @@
-"""Integer ops narrowed from int64 to int32 where their values are known to fit (qbuild.kernels.narrow)."""
+"""Integer ops narrowed from int64 to int32 where their values are known to fit (qbuild.relax.narrow)."""
 
 from __future__ import annotations
 
 import numpy as np
 import tvm
+from test_kernels import CPU, run_builtin
 from tvm import relax
 
-from qbuild.kernels.narrow import narrow_integers
-from qbuild.kernels.pipeline import integer_rewrites
-from qbuild.kernels.ranges import value_ranges
 from qbuild.quantize import emit
-from qbuild.quantize.graph import op_name
-from test_kernels import CPU, run_builtin
+from qbuild.relax.graph import op_name
+from qbuild.relax.integer_rewrites import integer_rewrites
+from qbuild.relax.narrow import narrow_integers
+from qbuild.relax.ranges import value_ranges
 
 SHAPE = (1, 16, 6, 6)
 
 
-def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, size: int = SHAPE[2]):
+def conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, size: int = SHAPE[2]):
     """int8 conv + bias, rescaled in int64 as the quantizer emits it (a rounding shift, or a
     31-bit multiplier then the shift), clamped and cast to int8, plus an int8 residual; the
     input is (1, channels, size, size) for (channels, channels, 3, 3) weights."""
@@ -26,28 +26,40 @@ def _conv_requantize_module(weight: np.ndarray, multiplier: int | None = None, s
     with bb.function("main", [x]):
         with bb.dataflow():
             acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=1, out_dtype="int32"))
-            acc = bb.emit(relax.op.add(acc, relax.const(np.arange(channels, dtype=np.int32).reshape(1, -1, 1, 1) * 100)))
+            acc = bb.emit(
+                relax.op.add(acc, relax.const(np.arange(channels, dtype=np.int32).reshape(1, -1, 1, 1) * 100))
+            )
             wide = bb.emit(relax.op.astype(acc, "int64"))
             if multiplier is not None:
                 wide = bb.emit(relax.op.multiply(wide, relax.const(multiplier, "int64")))
             shift = 9 if multiplier is None else 39
-            scaled = bb.emit(relax.op.right_shift(relax.op.add(wide, relax.const(1 << (shift - 1), "int64")),
-                                                  relax.const(shift, "int64")))
-            clamped = bb.emit(relax.op.minimum(relax.op.maximum(scaled, relax.const(-127, "int64")),
-                                               relax.const(127, "int64")))
-            residual = bb.emit(relax.op.add(relax.op.astype(clamped, "int8").astype("int64"),
-                                            relax.op.astype(x, "int64")))
-            total = bb.emit(relax.op.minimum(relax.op.maximum(residual, relax.const(-127, "int64")),
-                                             relax.const(127, "int64")))
+            scaled = bb.emit(
+                relax.op.right_shift(
+                    relax.op.add(wide, relax.const(1 << (shift - 1), "int64")), relax.const(shift, "int64")
+                )
+            )
+            clamped = bb.emit(
+                relax.op.minimum(relax.op.maximum(scaled, relax.const(-127, "int64")), relax.const(127, "int64"))
+            )
+            residual = bb.emit(
+                relax.op.add(relax.op.astype(clamped, "int8").astype("int64"), relax.op.astype(x, "int64"))
+            )
+            total = bb.emit(
+                relax.op.minimum(relax.op.maximum(residual, relax.const(-127, "int64")), relax.const(127, "int64"))
+            )
             out = bb.emit_output(relax.op.astype(total, "int8"))
         bb.emit_func_output(out)
     return bb.get()
 
 
-def _int64_ops(mod) -> list[str]:
+def int64_ops(mod) -> list[str]:
     func = mod["main"]
-    return [op_name(binding.value) for block in func.body.blocks for binding in block.bindings
-            if str(binding.var.ty.dtype) == "int64"]
+    return [
+        op_name(binding.value)
+        for block in func.body.blocks
+        for binding in block.bindings
+        if str(binding.var.ty.dtype) == "int64"
+    ]
 
 
 def _weight(seed: int) -> np.ndarray:
@@ -57,7 +69,7 @@ def _weight(seed: int) -> np.ndarray:
 def test_a_conv_range_is_its_weight_sums_times_the_data_range():
     weight = np.ones((16, 16, 3, 3), np.int8)
     weight[3] = -2
-    mod = _conv_requantize_module(weight)
+    mod = conv_requantize_module(weight)
     ranges = value_ranges(mod["main"])
     conv = next(b.var for b in mod["main"].body.blocks[0].bindings if op_name(b.value) == "relax.nn.conv2d")
     assert ranges[conv] == (-2 * 144 * 127, 2 * 144 * 128), "144 ones x [-128, 127], and a channel of -2s: both ends"
@@ -65,9 +77,9 @@ def test_a_conv_range_is_its_weight_sums_times_the_data_range():
 
 def test_a_shift_requantize_and_a_residual_add_run_in_int32_with_the_same_values():
     weight = _weight(1)
-    mod = _conv_requantize_module(weight)
+    mod = conv_requantize_module(weight)
     narrowed = narrow_integers()(mod)
-    assert _int64_ops(mod) and not _int64_ops(narrowed), "every int64 op of the rescale fits in int32"
+    assert int64_ops(mod) and not int64_ops(narrowed), "every int64 op of the rescale fits in int32"
     x = np.random.default_rng(2).integers(-128, 128, SHAPE).astype(np.int8)
     target = CPU.tvm_target()
     reference = relax.VirtualMachine(tvm.compile(mod, target), tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
@@ -76,12 +88,13 @@ def test_a_shift_requantize_and_a_residual_add_run_in_int32_with_the_same_values
 
 
 def test_a_31_bit_multiply_stays_in_int64_and_the_clamp_after_its_shift_narrows():
-    mod = _conv_requantize_module(_weight(3), multiplier=(1 << 30) + 12345)
-    remaining = _int64_ops(narrow_integers()(mod))
+    mod = conv_requantize_module(_weight(3), multiplier=(1 << 30) + 12345)
+    remaining = int64_ops(narrow_integers()(mod))
     assert "relax.multiply" in remaining and "relax.minimum" not in remaining
     x = np.random.default_rng(4).integers(-128, 128, SHAPE).astype(np.int8)
     reference = relax.VirtualMachine(tvm.compile(mod, CPU.tvm_target()), tvm.cpu())["main"](
-        tvm.runtime.tensor(x)).numpy()
+        tvm.runtime.tensor(x)
+    ).numpy()
     np.testing.assert_array_equal(run_builtin(mod, x)[0], reference)
 
 
@@ -94,7 +107,7 @@ def test_a_shift_by_32_or_more_stays_in_int64_though_its_values_fit():
             shifted = bb.emit(relax.op.right_shift(wide, relax.const(35, "int64")))  # -1 or 0: fits in int32
             out = bb.emit_output(relax.op.astype(shifted, "int32"))
         bb.emit_func_output(out)
-    assert _int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]
+    assert int64_ops(narrow_integers()(bb.get())) == ["relax.astype", "relax.right_shift"]
 
 
 def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
@@ -104,12 +117,12 @@ def test_no_kernel_of_a_calibrated_residual_network_writes_int64():
     import re
 
     import torch
+    from test_quantize import images
 
     from qbuild.kernels.pipeline import lowering_passes
     from qbuild.kernels.vectors import of_target
     from qbuild.quantize import make, quantize
     from qbuild.trace import trace
-    from test_quantize import images
 
     class TwoBlocks(torch.nn.Module):
         def __init__(self) -> None:
@@ -139,11 +152,12 @@ def test_a_per_channel_requantize_to_int8_runs_in_int32_whatever_its_input():
     acc = relax.Var("acc", relax.TensorType((1, 4, 5, 5), "int32"))
     with bb.function("main", [acc]):
         with bb.dataflow():
-            out = bb.emit_output(emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8",
-                                                 "UPWARD", True))
+            out = bb.emit_output(
+                emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8", "UPWARD", True)
+            )
         bb.emit_func_output(out)
     mod = bb.get()
-    assert "relax.multiply" in _int64_ops(mod) and not _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+    assert "relax.multiply" in int64_ops(mod) and not int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
 
 
 def test_a_residual_rescale_of_int8_values_runs_in_int32():
@@ -154,5 +168,5 @@ def test_a_residual_rescale_of_int8_values_runs_in_int32():
             out = bb.emit_output(emit.requantize(bb, q, 0.9794, None, "int64", "UPWARD", True))
         bb.emit_func_output(out)
     mod = bb.get()
-    narrowed = _int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
-    assert "relax.multiply" in _int64_ops(mod) and narrowed == ["relax.astype", None], "only the int64 result widens"
+    narrowed = int64_ops(tvm.transform.Sequential(integer_rewrites())(mod))
+    assert "relax.multiply" in int64_ops(mod) and narrowed == ["relax.astype", None], "only the int64 result widens"

@@ -33,8 +33,13 @@ def test_onnx_runtime_runs_the_exported_model_in_fp32_and_in_int8(tmp_path):
     from qbuild.peers import OnnxRuntime
 
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-                                 torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 5)).eval()
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+    ).eval()
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     expected = module(torch.from_numpy(batch)).detach().numpy()

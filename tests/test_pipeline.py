@@ -8,7 +8,7 @@ import hashlib
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
 from qbuild.results import SCHEMA, load_result
-from qbuild.runner import run_plan
+from qbuild.scheduler import run_plan
 
 
 def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick_run):
@@ -17,8 +17,15 @@ def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick
     assert record["schema"] == SCHEMA
     assert outcome.path == root / record["environment"]["machine_id"] / "resnet18-float-cpu-quick.json"
     assert {name: s["status"] for name, s in record["stages"].items()} == {
-        "load": "ok", "summarise": "ok", "trace": "ok", "compile": "ok", "verify": "ok", "analyse": "ok",
-        "bench": "ok", "accuracy": "skipped"}
+        "load": "ok",
+        "summarise": "ok",
+        "trace": "ok",
+        "compile": "ok",
+        "verify": "ok",
+        "analyse": "ok",
+        "bench": "ok",
+        "accuracy": "skipped",
+    }
     assert record["stages"]["accuracy"]["reason"] == "random weights: accuracy would be meaningless"
     assert all(s["seconds"] >= 0 for s in record["stages"].values())
 
@@ -26,7 +33,11 @@ def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick
 def test_the_result_records_provenance_target_and_environment(quick_run):
     record = quick_run[1].record
     experiment = record["experiment"]
-    assert experiment["weights"] == {"kind": "random", "source": "seeded init (torch.manual_seed(0))", "reason": "requested"}
+    assert experiment["weights"] == {
+        "kind": "random",
+        "source": "seeded init (torch.manual_seed(0))",
+        "reason": "requested",
+    }
     assert experiment["target"]["name"] == "cpu" and experiment["target"]["spec"]["kind"] == "llvm"
     assert experiment["variant"]["qconfig"] is None
     env = record["environment"]
@@ -64,16 +75,18 @@ def test_the_benchmark_follows_the_profile_protocol(quick_run):
 
 def test_a_rerun_with_unchanged_inputs_is_skipped_and_force_runs_it_again(quick_run):
     root, outcome = quick_run
-    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random",
-                      kernels=["builtin"])
+    plan = build_plan(
+        models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random", kernels=["builtin"]
+    )
     (again,) = run_plan(plan, root, progress=Progress(quiet=True))
     assert again.skipped and again.record == outcome.record
 
 
 def test_a_corrupt_previous_result_is_kept_aside_and_the_experiment_runs_again(quick_run, tmp_path):
     root, outcome = quick_run
-    plan = build_plan(models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random",
-                      kernels=["builtin"])
+    plan = build_plan(
+        models=["resnet18"], variants=["float"], targets=["cpu"], profile="quick", weights="random", kernels=["builtin"]
+    )
     broken = tmp_path / outcome.path.parent.name / outcome.path.name
     broken.parent.mkdir()
     broken.write_text("{ half a file")
@@ -101,8 +114,15 @@ def test_the_pytorch_peer_is_benchmarked_like_a_compiled_model_and_skips_tvms_st
     plan = build_plan(models=["resnet18"], variants=["torch-fp32"], targets=["cpu"], profile="quick", weights="random")
     (outcome,) = run_plan(plan, tmp_path, progress=Progress(quiet=True))
     stages = {name: stage["status"] for name, stage in outcome.record["stages"].items()}
-    assert stages == {"load": "ok", "summarise": "ok", "compile": "ok", "verify": "skipped", "analyse": "skipped",
-                      "bench": "ok", "accuracy": "skipped"}
+    assert stages == {
+        "load": "ok",
+        "summarise": "ok",
+        "compile": "ok",
+        "verify": "skipped",
+        "analyse": "skipped",
+        "bench": "ok",
+        "accuracy": "skipped",
+    }
     assert outcome.record["compile"]["peer"]["engine"] == "torch"
     assert outcome.record["experiment"]["variant"]["engine"] == "torch"
     assert outcome.record["latency"]["summary"]["n"] == 6

@@ -37,8 +37,10 @@ def test_every_generated_function_is_timed_and_the_shares_add_up():
 
 
 def test_profiling_a_peer_is_refused_with_the_fix(capsys):
-    assert main(["profile", "--model", "resnet18", "--variant", "torch-fp32", "--target", "cpu",
-                 "--profile", "quick"]) == 2
+    assert (
+        main(["profile", "--model", "resnet18", "--variant", "torch-fp32", "--target", "cpu", "--profile", "quick"])
+        == 2
+    )
     assert "is a peer" in capsys.readouterr().err
 
 
@@ -47,7 +49,7 @@ def test_a_cuda_build_is_timed_by_cuda_events_without_a_wait_per_call():
     from qbuild import profile as profiling
 
     compiled = compile_model(_conv_relu_pool(), resolve_target("cuda"), "builtin", cuda_graph=False)
-    assert isinstance(profiling._clock(compiled, compiled.target.device()), profiling._CudaEventClock)
+    assert isinstance(profiling.clock_for(compiled, compiled.target.device()), profiling.CudaEventClock)
     rows = profile(compiled, (1, 8, 16, 16), runs=3)
     assert any("conv2d" in row["function"] for row in rows)
     assert sum(row["share"] for row in rows) == pytest.approx(1.0) and all(row["ms"] >= 0 for row in rows)

@@ -11,9 +11,9 @@ from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.quantize import QConfig, make, quantize
-from qbuild.quantize import calibrate
 from qbuild.quantize.calibrate import Histogram, threshold
 from qbuild.quantize.fixed_point import requantize_reference
+from qbuild.quantize.memo import Memory
 from qbuild.trace import trace
 from qbuild.verify import compare_logits
 
@@ -96,9 +96,11 @@ def test_relay_defaults_skip_the_first_conv_and_the_dense_layer_and_stay_close_t
     module, traced = tiny
     quantized = quantize(traced.mod, traced.params, config=make())
     fates = [(layer["op"], layer["index"], layer["status"], layer["reason"]) for layer in quantized.layers]
-    assert fates == [("nn.conv2d", 0, "skipped", "skip_conv_layers=[0]"),
-                     ("nn.conv2d", 1, "quantized", None),
-                     ("nn.dense", 0, "skipped", "skip_dense_layer=True")]
+    assert fates == [
+        ("nn.conv2d", 0, "skipped", "skip_conv_layers=[0]"),
+        ("nn.conv2d", 1, "quantized", None),
+        ("nn.dense", 0, "skipped", "skip_dense_layer=True"),
+    ]
     x = images(1)[0][None]
     report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
     assert report["cosine_similarity"] > 0.99
@@ -156,17 +158,23 @@ class TwoBlocks(torch.nn.Module):
 def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for_the_next_conv():
     """Calibrated ranges are per tensor: at the sum's own scale, the block output would be
     requantized again for the next conv, which reads the ReLU's output."""
-    from qbuild.quantize.graph import bindings, op_name
+    from qbuild.relax.graph import bindings, op_name
 
     torch.manual_seed(0)
     module = TwoBlocks().eval()
     traced = trace(module, (1, 3, 16, 16))
-    config = make(calibrate_mode="percentile", per_channel_weights=True, calibrate_samples=3, nbit_activation=8,
-                  dtype_activation="int8")
+    config = make(
+        calibrate_mode="percentile",
+        per_channel_weights=True,
+        calibrate_samples=3,
+        nbit_activation=8,
+        dtype_activation="int8",
+    )
     quantized = quantize(traced.mod, traced.params, images(3), config)
     producers = {binding.var: op_name(binding.value) for binding in bindings(quantized.mod)}
-    conv_inputs = [binding.value.args[0] for binding in bindings(quantized.mod)
-                   if op_name(binding.value) == "relax.nn.conv2d"]
+    conv_inputs = [
+        binding.value.args[0] for binding in bindings(quantized.mod) if op_name(binding.value) == "relax.nn.conv2d"
+    ]
     assert producers[conv_inputs[2]] == "relax.maximum", "conv2 reads block b's ReLU as it is, no requantize"
     x = images(1)[0][None]
     report = compare_logits(module(torch.from_numpy(x)).detach().numpy(), build(quantized.mod)(x))
@@ -175,10 +183,16 @@ def test_a_residual_sum_that_a_relu_alone_reads_is_stored_at_the_relus_scale_for
 
 def test_debug_enabled_ops_restricts_what_is_quantized(tiny):
     _module, traced = tiny
-    quantized = quantize(traced.mod, traced.params,
-                         config=make(debug_enabled_ops=["nn.dense"], skip_dense_layer=False, skip_conv_layers=None))
+    quantized = quantize(
+        traced.mod,
+        traced.params,
+        config=make(debug_enabled_ops=["nn.dense"], skip_dense_layer=False, skip_conv_layers=None),
+    )
     assert [(layer["op"], layer["status"]) for layer in quantized.layers] == [
-        ("nn.conv2d", "skipped"), ("nn.conv2d", "skipped"), ("nn.dense", "quantized")]
+        ("nn.conv2d", "skipped"),
+        ("nn.conv2d", "skipped"),
+        ("nn.dense", "quantized"),
+    ]
 
 
 def test_a_skip_index_beyond_the_models_convolutions_is_rejected(tiny):
@@ -194,35 +208,33 @@ def test_data_driven_calibration_without_data_says_what_to_pass(tiny):
     assert "--dataset" in err.value.fix
 
 
-def test_calibration_in_chunks_gives_the_same_model(tiny, monkeypatch):
+def test_calibration_in_chunks_gives_the_same_model(tiny):
     module, traced = tiny
     x = images(1)[0][None]
     outputs = []
     for chunk in (-1, 1):
-        monkeypatch.setattr(calibrate, "_LATEST", {})  # measure again, not the kept statistics
         config = make(calibrate_mode="max", calibrate_chunk_by=chunk, calibrate_samples=3, per_channel_weights=True)
-        quantized = quantize(traced.mod, traced.params, images(3), config)
+        quantized = quantize(traced.mod, traced.params, images(3), config)  # a new memory: measured again
         assert quantized.calibration["images"] == 3 and quantized.calibration["tensors"] > 0
         outputs.append(build(quantized.mod)(x))
     np.testing.assert_array_equal(*outputs)
 
 
-def test_the_precisions_of_a_sweep_share_one_calibration_of_the_same_module_and_images(tiny, monkeypatch):
+def test_the_precisions_of_a_sweep_share_one_calibration_of_the_same_module_and_images(tiny):
     _module, traced = tiny
-    measured = []
-    real_measure = calibrate._measure
-    monkeypatch.setattr(calibrate, "_measure", lambda *args: measured.append(args) or real_measure(*args))
-    monkeypatch.setattr(calibrate, "_LATEST", {})
+    memory = Memory()
     sweep = dict(calibrate_mode="mse", per_channel_weights=True, weight_rounding="gptq", calibrate_samples=3)
     module = traced.inference_module()
     x = images(1)[0][None]
-    kept = {bits: build(quantize(module, None, images(3), make(nbit_weight=bits, **sweep)).mod)(x) for bits in (8, 4)}
-    assert len(measured) == 1, "one calibration run for both precisions"
-    quantize(module, None, images(3), make(nbit_weight=4, **{**sweep, "weight_rounding": "nearest"}))
-    assert len(measured) == 1, "statistics with Gram matrices serve a calibration that needs none"
-    quantize(module, None, images(4), make(nbit_weight=4, **{**sweep, "calibrate_samples": 4}))
-    assert len(measured) == 2, "other images are measured again"
-    monkeypatch.setattr(calibrate, "_LATEST", {})
+    kept = {
+        bits: build(quantize(module, None, images(3), make(nbit_weight=bits, **sweep), memory=memory).mod)(x)
+        for bits in (8, 4)
+    }
+    assert memory.measurements == 1, "one calibration run for both precisions"
+    quantize(module, None, images(3), make(nbit_weight=4, **{**sweep, "weight_rounding": "nearest"}), memory=memory)
+    assert memory.measurements == 1, "statistics with Gram matrices serve a calibration that needs none"
+    quantize(module, None, images(4), make(nbit_weight=4, **{**sweep, "calibrate_samples": 4}), memory=memory)
+    assert memory.measurements == 2, "other images are measured again"
     fresh = build(quantize(module, None, images(3), make(nbit_weight=4, **sweep)).mod)(x)
     np.testing.assert_array_equal(kept[4], fresh)
 
@@ -253,39 +265,36 @@ def test_wide_tensors_are_never_clipped_by_calibration():
     assert threshold(make(), histogram, int8) == 8.0  # global_scale ignores the data
 
 
-def test_a_histograms_thresholds_are_searched_once_and_again_after_new_values():
+def test_a_histograms_thresholds_follow_new_values():
     rng = np.random.default_rng(0)
     histogram = Histogram()
     histogram.add(rng.laplace(size=100_000))
     first = histogram.kl_threshold(128), histogram.mse_threshold(7)
-    searched = []
-    histogram._search_kl = lambda levels: searched.append(levels) or 0.0
-    assert histogram.kl_threshold(128) == first[0] and searched == [], "the same search is not made twice"
-    del histogram._search_kl
+    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == first
     histogram.add(rng.laplace(size=100_000) * 4)  # a wider spread: other thresholds
     fresh = Histogram(counts=histogram.counts.copy(), upper=histogram.upper, max_abs=histogram.max_abs)
-    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == (fresh.kl_threshold(128), fresh.mse_threshold(7))
+    assert (histogram.kl_threshold(128), histogram.mse_threshold(7)) == (
+        fresh.kl_threshold(128),
+        fresh.mse_threshold(7),
+    )
     assert histogram.kl_threshold(128) != first[0]
 
 
-def test_weights_rounded_once_per_precision_come_back_the_same_and_read_only(monkeypatch):
-    from qbuild.quantize import rewrite
+def test_weights_rounded_once_per_precision_come_back_the_same_and_read_only():
     from qbuild.quantize.rewrite import Rewriter
 
-    monkeypatch.setattr(rewrite, "_CODES", {})
+    memory = Memory()
     weights = np.random.default_rng(0).laplace(size=(8, 16, 1, 1))
     gram = np.eye(16) * np.arange(1, 17)
     config = make(per_channel_weights=True, weight_scale="mse", weight_rounding="gptq", calibrate_mode="mse")
-    rounded = []
-    real = Rewriter._round_weights
-    monkeypatch.setattr(Rewriter, "_round_weights", lambda self, *args: rounded.append(args[2]) or real(self, *args))
-    first = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 4, gram)
-    again = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights.copy(), 0, 4, gram.copy())
-    other = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 2, gram)
-    assert rounded == [4, 2], "equal weights and Gram matrix at the same precision are rounded once"
+    first = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(weights, 0, 4, gram)
+    again = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(
+        weights.copy(), 0, 4, gram.copy()
+    )
+    other = Rewriter(config, lambda var, levels: 1.0, memory=memory).quantized_weights(weights, 0, 2, gram)
+    assert memory.roundings == 2, "equal weights and Gram matrix at the same precision are rounded once"
     assert again[0] is first[0] and not first[0].flags.writeable and not first[1].flags.writeable
     assert other[0].max() < first[0].max()
-    monkeypatch.setattr(rewrite, "_CODES", {})
     fresh = Rewriter(config, lambda var, levels: 1.0).quantized_weights(weights, 0, 4, gram)
     np.testing.assert_array_equal(fresh[0], first[0])
 
@@ -312,11 +321,13 @@ def test_kl_mse_ranges_are_kls_at_8_bits_and_mses_below():
     mixed, kl, mse = (make(calibrate_mode=mode) for mode in ("kl_mse", "kl_divergence", "mse"))
     assert threshold(mixed, histogram, 127) == threshold(kl, histogram, 127) != threshold(mse, histogram, 127)
     for levels in (1, 7, 15):
-        assert threshold(mixed, histogram, levels) == threshold(mse, histogram, levels) != threshold(kl, histogram, levels)
+        assert (
+            threshold(mixed, histogram, levels) == threshold(mse, histogram, levels) != threshold(kl, histogram, levels)
+        )
 
 
 def test_mse_weight_scales_lose_less_than_max_scales_at_low_bits():
-    from qbuild.quantize.bitpack import Encoding
+    from qbuild.bitpack import Encoding
     from qbuild.quantize.rewrite import Rewriter
 
     weights = np.random.default_rng(0).laplace(size=(8, 16, 3, 3))
@@ -380,19 +391,23 @@ class PadThenConv(torch.nn.Module):
 
 
 def test_an_explicit_zero_pad_becomes_the_quantized_convs_own_padding_with_the_same_integers(monkeypatch):
-    import qbuild.kernels.pipeline
+    import qbuild.relax.fold_pads
 
     torch.manual_seed(0)
     traced = trace(PadThenConv().eval(), (1, 3, 8, 8))
     config = make(skip_conv_layers=None)
 
     def ops(mod):
-        return [str(b.value.op.name) for block in mod["main"].body.blocks for b in block.bindings
-                if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)]
+        return [
+            str(b.value.op.name)
+            for block in mod["main"].body.blocks
+            for b in block.bindings
+            if isinstance(b.value, relax.Call) and isinstance(b.value.op, tvm.ir.Op)
+        ]
 
     folded = quantize(traced.mod, traced.params, config=config).mod
     assert "relax.nn.pad" not in ops(folded)
-    monkeypatch.setattr(qbuild.kernels.pipeline, "fold_pads_into_convs", lambda: tvm.transform.Sequential([]))
+    monkeypatch.setattr(qbuild.relax.fold_pads, "fold_pads_into_convs", lambda: tvm.transform.Sequential([]))
     unfolded = quantize(traced.mod, traced.params, config=config).mod
     assert "relax.nn.pad" in ops(unfolded)
     x = images(1, (3, 8, 8))[0][None]
@@ -400,7 +415,7 @@ def test_an_explicit_zero_pad_becomes_the_quantized_convs_own_padding_with_the_s
 
 
 def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_the_gram_is_known():
-    from qbuild.quantize.rewrite import _mse_steps
+    from qbuild.quantize.rewrite import mse_steps
 
     rng = np.random.default_rng(3)
     rows = rng.standard_normal((32, 16))
@@ -413,8 +428,8 @@ def test_mse_weight_scales_weigh_each_input_channels_error_by_its_energy_when_th
         q = np.clip(np.round(rows / steps[:, None]), -7, 7) * steps[:, None]
         return float((((q - rows) ** 2) * energy).sum())
 
-    plain = _mse_steps(rows, magnitude, 7, "UPWARD")
-    weighted = _mse_steps(rows, magnitude, 7, "UPWARD", energy)
+    plain = mse_steps(rows, magnitude, 7, "UPWARD")
+    weighted = mse_steps(rows, magnitude, 7, "UPWARD", energy)
     assert (weighted <= plain).all() and (weighted < plain).any(), "the idle channel's outliers get clipped"
     assert output_error(weighted) < output_error(plain)
 
@@ -446,8 +461,14 @@ def _clamped_exactly(low: float, high: float | None) -> tuple[np.ndarray, np.nda
     weights[:, 0] = 127
     weights *= 0.5
     traced = trace(PointwiseClamp(weights, low, high).eval(), (1, 2, 6, 6))
-    config = make(skip_conv_layers=None, nbit_activation=8, dtype_activation="int8", calibrate_mode="max",
-                  per_channel_weights=True, weight_scale="max")
+    config = make(
+        skip_conv_layers=None,
+        nbit_activation=8,
+        dtype_activation="int8",
+        calibrate_mode="max",
+        per_channel_weights=True,
+        weight_scale="max",
+    )
     quantized = quantize(traced.mod, traced.params, dataset=[x[0]], config=config)
     pre_activation = np.einsum("nchw,oc->nohw", x, weights[:, :, 0, 0])
     return build(quantized.mod)(x), np.clip(pre_activation, low, high), pre_activation

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from qbuild.results import write_result
 from qbuild.layer_errors import describe
+from qbuild.results import write_result
 from report import rows as report_rows
-from report.pages import benchmarks, code, environment, overview
 from report.build import PAGES, build
+from report.pages import benchmarks, code, environment, overview
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_box_plots_draw_quantiles_and_offer_every_raw_sample_for_download(site_d
     chart_id = "latency-resnet18-quick-profile-cpu"  # quick-profile runs get their own plots
     opening = f'<script type="application/json" id="{chart_id}-spec">'
     spec_start = page.index(opening) + len(opening)
-    spec = json.loads(page[spec_start:page.index("</script>", spec_start)])
+    spec = json.loads(page[spec_start : page.index("</script>", spec_start)])
     timed = {name: o for name, o in outcomes.items() if name != "w1a1"}  # w1a1 is on the sweep page's plot
     medians = {v["build"]: v["median"] for v in spec["data"]["values"]}
     assert len(medians) == len(timed)
@@ -103,7 +103,9 @@ def test_each_claim_names_the_machine_it_was_measured_on(quick_results, tmp_path
     build(root, tmp_path / "docs")
     benchmarks = (tmp_path / "docs" / "benchmarks.md").read_text()
     lines = benchmarks.splitlines()
-    claims = {line.split("**: ")[0]: lines[i + 1] for i, line in enumerate(lines) if "outperforms the quantized" in line}
+    claims = {
+        line.split("**: ")[0]: lines[i + 1] for i, line in enumerate(lines) if "outperforms the quantized" in line
+    }
     assert "**does not hold**" in claims["- **resnet18 (quick profile), cpu (fast-int8-box)"]
     assert "**holds** here" in claims["- **resnet18 (quick profile), cpu (slow-int8-box)"]
     index = (tmp_path / "docs" / "index.md").read_text()
@@ -126,26 +128,41 @@ def _benchmarks_page(quick_results, tmp_path, medians: dict[tuple[str, str], flo
     root = tmp_path / "results"
     for (variant, kernels), median_ms in medians.items():
         record = outcomes[variant].record
-        changed = _with_latency(record, median_ms) if kernels == "builtin" else _with_kernels(record, median_ms, kernels)
+        changed = (
+            _with_latency(record, median_ms) if kernels == "builtin" else _with_kernels(record, median_ms, kernels)
+        )
         write_result(root / machine / f"{variant}-{kernels}.json", changed)
     build(root, tmp_path / "docs")
     return (tmp_path / "docs" / "benchmarks.md").read_text()
 
 
-def test_untuned_builds_are_compared_with_builtin_ones_and_the_turnaround_is_worded_from_the_data(quick_results, tmp_path):
-    text = _benchmarks_page(quick_results, tmp_path, {("float", "builtin"): 10.0, ("int8-a8", "builtin"): 5.0,
-                                                      ("float", "untuned"): 100.0, ("int8-a8", "untuned"): 200.0})
-    assert "With untuned kernels, \"quantized is slower\" **holds**" in text
-    assert "With builtin kernels, \"quantized is slower\" **does not hold**" in text
+def test_untuned_builds_are_compared_with_builtin_ones_and_the_turnaround_is_worded_from_the_data(
+    quick_results, tmp_path
+):
+    text = _benchmarks_page(
+        quick_results,
+        tmp_path,
+        {
+            ("float", "builtin"): 10.0,
+            ("int8-a8", "builtin"): 5.0,
+            ("float", "untuned"): 100.0,
+            ("int8-a8", "untuned"): 200.0,
+        },
+    )
+    assert 'With untuned kernels, "quantized is slower" **holds**' in text
+    assert 'With builtin kernels, "quantized is slower" **does not hold**' in text
     assert "| 100.00 ms | 10.00 ms | 10.0x |" in text and "| 200.00 ms | 5.00 ms | 40.0x |" in text
 
 
 def test_tuned_builds_get_their_own_tables_and_their_gain_over_builtin_is_shown(quick_results, tmp_path):
-    text = _benchmarks_page(quick_results, tmp_path, {("float", "builtin"): 10.0, ("int8-a8", "builtin"): 6.0,
-                                                      ("float", "tuned"): 8.0, ("int8-a8", "tuned"): 4.0})
+    text = _benchmarks_page(
+        quick_results,
+        tmp_path,
+        {("float", "builtin"): 10.0, ("int8-a8", "builtin"): 6.0, ("float", "tuned"): 8.0, ("int8-a8", "tuned"): 4.0},
+    )
     assert "untuned vs builtin vs tuned kernels" in text
     assert "| 10.00 ms | – | 8.00 ms | 1.25x |" in text and "| 6.00 ms | – | 4.00 ms | 1.50x |" in text
-    assert "With tuned kernels, \"quantized is slower\" **does not hold** (fastest quantized build: 0.50x" in text
+    assert 'With tuned kernels, "quantized is slower" **does not hold** (fastest quantized build: 0.50x' in text
     assert "resnet18 (quick profile), tuned TVM kernels" in text, "tuned builds are a box plot / table of their own"
 
 
@@ -157,17 +174,22 @@ def test_a_tuning_database_is_summarised_with_its_largest_gains(quick_results, t
     root = tmp_path / "results"
     machine = outcomes["float"].record["environment"]["machine_id"]
     write_result(root / machine / "f.json", outcomes["float"].record)
-    records = {"a": tuning_db.Record(ConvTile(4, 2), "float32 -> float32: out (1, 8, 56, 56, 8)", 2.0, 2.0, 9),
-               "b": tuning_db.Record(ConvTile(1, 8, 4), "uint8 x int8 -> int32: out (1, 8, 56, 56, 8)", 1.5, 1.0, 9)}
-    database = tuning_db.TuningDatabase("machine-x", 5, records, {"date": "2026-11-26T09:00:00", "git": {"commit": "abc1234"}})
+    records = {
+        "a": tuning_db.Record(ConvTile(4, 2), "float32 -> float32: out (1, 8, 56, 56, 8)", 2.0, 2.0, 9),
+        "b": tuning_db.Record(ConvTile(1, 8, 4), "uint8 x int8 -> int32: out (1, 8, 56, 56, 8)", 1.5, 1.0, 9),
+    }
+    database = tuning_db.TuningDatabase(
+        "machine-x", 5, records, {"date": "2026-11-26T09:00:00", "git": {"commit": "abc1234"}}
+    )
     tuning_db.save(database, tmp_path / "tuning" / "machine-x.json")
     build(root, tmp_path / "docs", tmp_path / "tuning")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
     assert "## Tuning database: machine-x" in text
     assert "timed 18 register tiles of\n2 conv workloads in 5 interleaved rounds" in text
     assert "1 of them beat the default tile" in text and "3.5 ms with the\ndefault tiles, 3.0 ms" in text
-    assert text.index("| uint8 x int8 -> int32: out (1, 8, 56, 56, 8) | 1x8/4 | 1.500 ms | 1.000 ms | 1.50x |") \
-        < text.index("| float32 -> float32"), "largest gain first"
+    assert text.index(
+        "| uint8 x int8 -> int32: out (1, 8, 56, 56, 8) | 1x8/4 | 1.500 ms | 1.000 ms | 1.50x |"
+    ) < text.index("| float32 -> float32"), "largest gain first"
 
 
 def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_path):
@@ -177,15 +199,38 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
     root = tmp_path / "results"
     machine = outcomes["float"].record["environment"]["machine_id"]
     write_result(root / machine / "f.json", outcomes["float"].record)
-    document = {"schema": compare.SCHEMA, "model": "resnet50", "rounds": 2, "executions": 3,
-                "environment": outcomes["float"].record["environment"], "errors": {"ort-int8-qdq": "no onnxruntime"},
-                "builds": [{"name": "float", "label": "unquantized", "engine": "tvm", "precision": "fp32",
-                            "median_ms": 30.0, "samples": 6, "best_peer": "ort-fp32", "ratio_to_best_peer": 1.5},
-                           {"name": "ort-fp32", "label": "ONNX Runtime fp32 (peer)", "engine": "onnxruntime",
-                            "precision": "fp32", "median_ms": 20.0, "samples": 6, "best_peer": "ort-fp32",
-                            "ratio_to_best_peer": 1.0}],
-                "targets": [{"numerator": "float", "denominator": "ort-fp32", "goal_at_most": 1.1, "ratio": 1.5,
-                             "met": False}], "experiments": []}
+    document = {
+        "schema": compare.SCHEMA,
+        "model": "resnet50",
+        "rounds": 2,
+        "executions": 3,
+        "environment": outcomes["float"].record["environment"],
+        "errors": {"ort-int8-qdq": "no onnxruntime"},
+        "builds": [
+            {
+                "name": "float",
+                "label": "unquantized",
+                "engine": "tvm",
+                "precision": "fp32",
+                "median_ms": 30.0,
+                "samples": 6,
+                "best_peer": "ort-fp32",
+                "ratio_to_best_peer": 1.5,
+            },
+            {
+                "name": "ort-fp32",
+                "label": "ONNX Runtime fp32 (peer)",
+                "engine": "onnxruntime",
+                "precision": "fp32",
+                "median_ms": 20.0,
+                "samples": 6,
+                "best_peer": "ort-fp32",
+                "ratio_to_best_peer": 1.0,
+            },
+        ],
+        "targets": [{"numerator": "float", "denominator": "ort-fp32", "goal_at_most": 1.1, "ratio": 1.5, "met": False}],
+        "experiments": [],
+    }
     compare.save(root, machine, document)
     build(root, tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
@@ -196,11 +241,19 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
     flags = document["environment"]["cpu"]["flags"]
     instruction = "`vpdpbusd`" if "avx512_vnni" in flags else "`vpmaddubsw` and widen the pair sums with `vpmaddwd`"
     assert f"qbuild's int8 convs multiply bytes with {instruction}" in text, "the CPU's int8 instruction is named"
-    amx_target = {"name": "cpu", "spec": {"kind": "llvm", "mcpu": "sapphirerapids", "mattr": ["+amx-tile", "+amx-int8"]}}
-    compare.save(root, machine, {**document, "experiments": [{"id": "resnet50-int8-a8-cpu", "kernels": "builtin", "target": amx_target}]})
+    amx_target = {
+        "name": "cpu",
+        "spec": {"kind": "llvm", "mcpu": "sapphirerapids", "mattr": ["+amx-tile", "+amx-int8"]},
+    }
+    compare.save(
+        root,
+        machine,
+        {**document, "experiments": [{"id": "resnet50-int8-a8-cpu", "kernels": "builtin", "target": amx_target}]},
+    )
     build(root, tmp_path / "docs")
-    assert "run on its tile registers (`tdpbusd`" in (tmp_path / "docs" / "benchmarks.md").read_text(), \
+    assert "run on its tile registers (`tdpbusd`" in (tmp_path / "docs" / "benchmarks.md").read_text(), (
         "builds that targeted AMX say so"
+    )
 
 
 def test_a_gpu_side_by_side_comparison_names_the_gpu_and_its_goals(quick_results, tmp_path):
@@ -210,12 +263,37 @@ def test_a_gpu_side_by_side_comparison_names_the_gpu_and_its_goals(quick_results
     root = tmp_path / "results"
     environment = {**outcomes["float"].record["environment"], "gpu": "NVIDIA H200"}
     write_result(root / "gpu-machine" / "f.json", outcomes["float"].record)
-    document = {"schema": compare.SCHEMA, "model": "resnet50", "target": "cuda", "rounds": 2, "executions": 3,
-                "environment": environment, "errors": {}, "experiments": [],
-                "builds": [{"name": "int8-a8", "label": "quantized (int8)", "engine": "tvm", "precision": "int8",
-                            "median_ms": 0.9, "samples": 6, "best_peer": None, "ratio_to_best_peer": None}],
-                "targets": [{"numerator": "int8-a8", "denominator": "torch-compile-fp16-graphs", "goal_at_most": 1.0,
-                             "ratio": 1.5, "met": False}]}
+    document = {
+        "schema": compare.SCHEMA,
+        "model": "resnet50",
+        "target": "cuda",
+        "rounds": 2,
+        "executions": 3,
+        "environment": environment,
+        "errors": {},
+        "experiments": [],
+        "builds": [
+            {
+                "name": "int8-a8",
+                "label": "quantized (int8)",
+                "engine": "tvm",
+                "precision": "int8",
+                "median_ms": 0.9,
+                "samples": 6,
+                "best_peer": None,
+                "ratio_to_best_peer": None,
+            }
+        ],
+        "targets": [
+            {
+                "numerator": "int8-a8",
+                "denominator": "torch-compile-fp16-graphs",
+                "goal_at_most": 1.0,
+                "ratio": 1.5,
+                "met": False,
+            }
+        ],
+    }
     assert compare.save(root, "gpu-machine", document).name == "resnet50-cuda.json"
     build(root, tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
@@ -253,14 +331,24 @@ def test_a_corrupt_results_file_is_listed_and_skipped_not_fatal(quick_results, t
 
 def test_census_change_uses_the_studys_threshold():
     def row(variant, counts):
-        record = {"id": variant, "experiment": {"model": "m", "variant": {"name": variant, "label": variant},
-                                                "target": {"name": "cpu", "device": "d"}},
-                  "ir": {"dtype_census": {"counts": counts}, "instruction_census": {"families": {}}}}
+        record = {
+            "id": variant,
+            "experiment": {
+                "model": "m",
+                "variant": {"name": variant, "label": variant},
+                "target": {"name": "cpu", "device": "d"},
+            },
+            "ir": {"dtype_census": {"counts": counts}, "instruction_census": {"families": {}}},
+        }
         return report_rows.Row(record, "box")
 
-    (group,) = code.census([row("float", {"float32": 100, "int8": 10}),
-                              row("int8-a8", {"float32": 15, "int8": 30}),
-                              row("int8-a32", {"float32": 50, "int8": 40})])
+    (group,) = code.census(
+        [
+            row("float", {"float32": 100, "int8": 10}),
+            row("int8-a8", {"float32": 15, "int8": 30}),
+            row("int8-a32", {"float32": 50, "int8": 40}),
+        ]
+    )
     changes = {c["label"]: c for c in group["changes"]}
     assert changes["int8-a8"]["float32_pct"] == -85.0 and changes["int8-a8"]["int_pct"] == 200.0
     assert changes["int8-a8"]["study_claim_holds"] and not changes["int8-a32"]["study_claim_holds"]
@@ -268,10 +356,17 @@ def test_census_change_uses_the_studys_threshold():
 
 def test_the_report_imports_neither_tvm_nor_torch(quick_results, tmp_path):
     root, _outcomes = quick_results
-    code = ("import sys; from report.build import build; build(sys.argv[1], sys.argv[2]);"
-            "print('HEAVY', [m for m in ('tvm', 'torch') if m in sys.modules])")
-    done = subprocess.run([sys.executable, "-c", code, str(root), str(tmp_path / "docs")],
-                          capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+    code = (
+        "import sys; from report.build import build; build(sys.argv[1], sys.argv[2]);"
+        "print('HEAVY', [m for m in ('tvm', 'torch') if m in sys.modules])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(root), str(tmp_path / "docs")],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert "HEAVY []" in done.stdout
 
 
@@ -326,9 +421,16 @@ def test_the_subbyte_kernel_comparison_is_shown_with_its_goals(quick_results, tm
 
     _root, outcomes = quick_results
     env = outcomes["float"].record["environment"]
-    timed = [subbyte.Timed((64, 56, 64, 3, 1), name, lambda: 0.0, [ms]) for name, ms in
-             (("int8", 2.0), ("W1A1 bit-serial", 1.0), ("W1A1 bytes", 1.5), ("W2A2 bit-serial", 3.0),
-              ("W2A2 bytes", 2.5))]
+    timed = [
+        subbyte.Timed((64, 56, 64, 3, 1), name, lambda: 0.0, [ms])
+        for name, ms in (
+            ("int8", 2.0),
+            ("W1A1 bit-serial", 1.0),
+            ("W1A1 bytes", 1.5),
+            ("W2A2 bit-serial", 3.0),
+            ("W2A2 bytes", 2.5),
+        )
+    ]
     root = tmp_path / "results"
     subbyte.save(root, env["machine_id"], subbyte.record(timed, 1, 1, env))
     build(root, tmp_path / "docs")
@@ -339,7 +441,9 @@ def test_the_subbyte_kernel_comparison_is_shown_with_its_goals(quick_results, tm
     assert "(W2A2 bytes on 1)" in text
 
 
-def _on_gpu(record: dict, median_ms: float | None, variant: dict | None = None, failed_stage: str | None = None) -> dict:
+def _on_gpu(
+    record: dict, median_ms: float | None, variant: dict | None = None, failed_stage: str | None = None
+) -> dict:
     """``record`` as if run on a GPU machine: CUDA target, another variant, or a failed stage."""
     changed = _with_latency(record, median_ms if median_ms is not None else 1.0)
     changed["experiment"]["target"].update(name="cuda", device="NVIDIA H200 (sm_90)")
@@ -348,8 +452,11 @@ def _on_gpu(record: dict, median_ms: float | None, variant: dict | None = None, 
         changed["experiment"]["kernels"] = None
     if failed_stage is not None:
         changed["latency"] = None
-        changed["stages"][failed_stage] = {"status": "error", "seconds": 1.0,
-                                           "error": {"type": "InternalError", "message": "Check failed: wmma"}}
+        changed["stages"][failed_stage] = {
+            "status": "error",
+            "seconds": 1.0,
+            "error": {"type": "InternalError", "message": "Check failed: wmma"},
+        }
         changed["experiment"]["kernels"] = "untuned"
     changed["id"] = f"{record['id']}-{len(str(variant))}-{failed_stage}"
     return changed
@@ -363,11 +470,20 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
     write_result(root / "q.json", _on_gpu(int8_record, 3.0))
     write_result(root / "qu.json", _on_gpu(int8_record, None, failed_stage="compile"))
     write_result(root / "fu.json", _with_kernels(_on_gpu(float_record, 5.0), 5.0))
-    write_result(root / "t.json", _on_gpu(float_record, 2.0, {"name": "torch-fp32", "label": "PyTorch eager fp32 (peer)",
-                                                                "engine": "torch"}))
-    compiled_peer = _on_gpu(float_record, 0.5, {"name": "torch-compile-fp16-graphs", "engine": "torch",
-                                                "label": "torch.compile fp16 with CUDA graphs (peer)",
-                                                "options": {"dtype": "float16"}})
+    write_result(
+        root / "t.json",
+        _on_gpu(float_record, 2.0, {"name": "torch-fp32", "label": "PyTorch eager fp32 (peer)", "engine": "torch"}),
+    )
+    compiled_peer = _on_gpu(
+        float_record,
+        0.5,
+        {
+            "name": "torch-compile-fp16-graphs",
+            "engine": "torch",
+            "label": "torch.compile fp16 with CUDA graphs (peer)",
+            "options": {"dtype": "float16"},
+        },
+    )
     compiled_peer["environment"]["git"] = {"commit": "0123456789abcdef", "dirty": False}  # an earlier run
     write_result(root / "c.json", compiled_peer)
     build(tmp_path / "results", tmp_path / "docs")
@@ -383,8 +499,11 @@ def test_gpu_results_get_their_goals_failures_and_precision_matched_peers(quick_
 
 
 def test_the_time_results_took_is_summed_over_their_stages_largest_first(site_docs):
-    records = [{"stages": {"compile": {"seconds": 30.0}, "bench": {"seconds": 120.0}}},
-               {"stages": {"compile": {"seconds": 60.0}, "accuracy": {"status": "skipped", "seconds": 0.0}}}, {}]
+    records = [
+        {"stages": {"compile": {"seconds": 30.0}, "bench": {"seconds": 120.0}}},
+        {"stages": {"compile": {"seconds": 60.0}, "accuracy": {"status": "skipped", "seconds": 0.0}}},
+        {},
+    ]
     summed = environment.stage_minutes(records)
     assert summed["minutes"] == 3.5
     assert summed["by_stage"] == [("bench", 2.0), ("compile", 1.5), ("accuracy", 0.0)]
@@ -394,9 +513,16 @@ def test_the_time_results_took_is_summed_over_their_stages_largest_first(site_do
 def test_a_box_plot_keeps_two_machines_of_one_target_apart_behind_a_machine_selector():
     from report.charts import latency_boxplot, quantiles
 
-    boxes = [{"build": "unquantized", "engine": "qbuild", "series": series, "kernels": "builtin",
-              "quantiles": quantiles(samples)}
-             for series, samples in (("h100-host (NVIDIA H100)", [4.0, 4.1]), ("h200-host (NVIDIA H200)", [1.0]))]
+    boxes = [
+        {
+            "build": "unquantized",
+            "engine": "qbuild",
+            "series": series,
+            "kernels": "builtin",
+            "quantiles": quantiles(samples),
+        }
+        for series, samples in (("h100-host (NVIDIA H100)", [4.0, 4.1]), ("h200-host (NVIDIA H200)", [1.0]))
+    ]
     spec = latency_boxplot(boxes, "m")
     medians = {value["series"]: value["median"] for value in spec["data"]["values"]}
     assert medians == {"h100-host (NVIDIA H100)": 4.05, "h200-host (NVIDIA H200)": 1.0}
@@ -409,13 +535,34 @@ def test_the_gpu_goals_from_separate_runs_point_to_the_side_by_side_judgement():
     def row(variant, ms):
         return {"variant": variant, "label": variant, "median_ms": ms, "commit": "c", "date": "2026-11-27T18:55"}
 
-    groups = [{"model": "m", "target": "cuda", "machine": machine, "device": "GPU",
-               "rows": [row("float", 1.1), row("torch-fp32", 5.6), row("int8-a8", 0.78),
-                        row("torch-compile-fp16-graphs", 0.77)]} for machine in ("judged", "unjudged")]
-    judged = [{"numerator": "int8-a8", "denominator": "torch-compile-fp16-graphs", "goal_at_most": 1.0,
-               "ratio": 0.98, "met": True}]
-    documents = [{"model": "m", "target": "cuda", "machine": "judged", "targets": judged},
-                 {"model": "m", "target": "cpu", "machine": "unjudged", "targets": []}]
+    groups = [
+        {
+            "model": "m",
+            "target": "cuda",
+            "machine": machine,
+            "device": "GPU",
+            "rows": [
+                row("float", 1.1),
+                row("torch-fp32", 5.6),
+                row("int8-a8", 0.78),
+                row("torch-compile-fp16-graphs", 0.77),
+            ],
+        }
+        for machine in ("judged", "unjudged")
+    ]
+    judged = [
+        {
+            "numerator": "int8-a8",
+            "denominator": "torch-compile-fp16-graphs",
+            "goal_at_most": 1.0,
+            "ratio": 0.98,
+            "met": True,
+        }
+    ]
+    documents = [
+        {"model": "m", "target": "cuda", "machine": "judged", "targets": judged},
+        {"model": "m", "target": "cpu", "machine": "unjudged", "targets": []},
+    ]
     by_machine = {g["machine"]: g for g in benchmarks.gpu_goals(groups, documents)}
     plan_int8 = by_machine["judged"]["goals"][1]
     assert (plan_int8["peer"], plan_int8["met"]) == ("torch-compile-fp16-graphs", False)  # 0.78 / 0.77
@@ -425,11 +572,19 @@ def test_the_gpu_goals_from_separate_runs_point_to_the_side_by_side_judgement():
 
 def test_the_cpu_gpu_gap_is_given_per_pair_of_named_machines():
     def group(target, machine, **medians):
-        return {"model": "m", "target": target, "machine": machine, "device": machine.upper(),
-                "rows": [{"variant": v.replace("_", "-"), "median_ms": ms} for v, ms in medians.items()]}
+        return {
+            "model": "m",
+            "target": target,
+            "machine": machine,
+            "device": machine.upper(),
+            "rows": [{"variant": v.replace("_", "-"), "median_ms": ms} for v, ms in medians.items()],
+        }
 
-    groups = [group("cpu", "slow-cpu", float=40.0, int8_a8=10.0), group("cpu", "fast-cpu", float=4.0, int8_a8=10.0),
-              group("cuda", "gpu", float=1.0, int8_a8=2.0, int8_a16=2.1, int8_a32=2.0)]
+    groups = [
+        group("cpu", "slow-cpu", float=40.0, int8_a8=10.0),
+        group("cpu", "fast-cpu", float=4.0, int8_a8=10.0),
+        group("cuda", "gpu", float=1.0, int8_a8=2.0, int8_a16=2.1, int8_a32=2.0),
+    ]
     (finding,) = benchmarks.gpu_cpu_findings(groups)
     assert (finding["machine"], finding["gpu_flat"]) == ("gpu", True)
     by_cpu = {c["machine"]: c for c in finding["cpus"]}
@@ -446,10 +601,20 @@ def _with_layer_errors(record: dict, sqnr: list, weight_sqnr: dict[int, float]) 
     layers = changed["quantization"]["layers"]
     for position, db in weight_sqnr.items():
         layers[position]["weight_sqnr_db"] = db
-    changed["layer_errors"] = {"images": 8, "layers": [
-        {"index": layer["index"], "op": layer["op"], "name": layer["name"], "status": layer["status"], "sqnr_db": db,
-         "input_clipped": 0.25 if position == 3 else 0.0005}
-        for position, (layer, db) in enumerate(zip(layers, sqnr, strict=True))]}
+    changed["layer_errors"] = {
+        "images": 8,
+        "layers": [
+            {
+                "index": layer["index"],
+                "op": layer["op"],
+                "name": layer["name"],
+                "status": layer["status"],
+                "sqnr_db": db,
+                "input_clipped": 0.25 if position == 3 else 0.0005,
+            }
+            for position, (layer, db) in enumerate(zip(layers, sqnr, strict=True))
+        ],
+    }
     return changed
 
 
@@ -466,8 +631,10 @@ def test_the_layer_where_a_builds_error_first_grows_large_is_named_from_the_data
     page = (tmp_path / "docs" / "accuracy.md").read_text()
     section = page.split("## Where the accuracy goes, layer by layer")[1]
     kind = describe(int8_record["quantization"]["layers"][3])
-    assert (f"- **quantized (int8)**: logits at 3.0 dB. The output first falls below 10 dB at layer 3 ({kind}): "
-            "4.0 dB, while its weights alone keep 30.0 dB: the error there arrives with its input") in section
+    assert (
+        f"- **quantized (int8)**: logits at 3.0 dB. The output first falls below 10 dB at layer 3 ({kind}): "
+        "4.0 dB, while its weights alone keep 30.0 dB: the error there arrives with its input"
+    ) in section
     assert "25.0% of its input values (the float model's) lie beyond the range of its input codes" in section
     assert section.count("lie beyond the range") == 1, "a build that clips under 0.1% says nothing of it"
     lowest = clean[-1]
@@ -482,35 +649,86 @@ def test_a_side_by_side_build_shows_its_plan_accuracy_and_flags_a_median_far_fro
     root = tmp_path / "results"
     record = copy.deepcopy(outcomes["int8-a8"].record)
     machine = record["environment"]["machine_id"]
-    record["accuracy"] = {"top1": 0.064, "top5": 0.15, "cat": None,
-                          "labelled": {"top1": 0.064, "top5": 0.15, "agreement_with_float": 0.07, "n": 500, "dataset": "d"}}
+    record["accuracy"] = {
+        "top1": 0.064,
+        "top5": 0.15,
+        "cat": None,
+        "labelled": {"top1": 0.064, "top5": 0.15, "agreement_with_float": 0.07, "n": 500, "dataset": "d"},
+    }
     record["latency"]["summary"]["median_ms"] = 4.0  # alone, in the plan: twice the side-by-side median
     write_result(root / machine / "q.json", record)
-    int8 = {"name": "int8-a8", "label": "quantized (int8)", "engine": "tvm", "precision": "int8", "median_ms": 2.0,
-            "samples": 6, "best_peer": "ort-int8-qoperator", "ratio_to_best_peer": 0.5}
-    peer = {"name": "ort-int8-qoperator", "label": "ONNX Runtime int8 QOperator (peer)", "engine": "onnxruntime",
-            "precision": "int8", "median_ms": 4.0, "samples": 6, "best_peer": "ort-int8-qoperator",
-            "ratio_to_best_peer": 1.0}
+    int8 = {
+        "name": "int8-a8",
+        "label": "quantized (int8)",
+        "engine": "tvm",
+        "precision": "int8",
+        "median_ms": 2.0,
+        "samples": 6,
+        "best_peer": "ort-int8-qoperator",
+        "ratio_to_best_peer": 0.5,
+    }
+    peer = {
+        "name": "ort-int8-qoperator",
+        "label": "ONNX Runtime int8 QOperator (peer)",
+        "engine": "onnxruntime",
+        "precision": "int8",
+        "median_ms": 4.0,
+        "samples": 6,
+        "best_peer": "ort-int8-qoperator",
+        "ratio_to_best_peer": 1.0,
+    }
     experiment = record["experiment"]
-    compare.save(root, machine, {"schema": compare.SCHEMA, "model": experiment["model"], "rounds": 2, "executions": 3,
-                                 "environment": record["environment"], "errors": {}, "builds": [int8, peer],
-                                 "targets": [], "experiments": [experiment]})
+    compare.save(
+        root,
+        machine,
+        {
+            "schema": compare.SCHEMA,
+            "model": experiment["model"],
+            "rounds": 2,
+            "executions": 3,
+            "environment": record["environment"],
+            "errors": {},
+            "builds": [int8, peer],
+            "targets": [],
+            "experiments": [experiment],
+        },
+    )
     build(root, tmp_path / "docs")
     text = (tmp_path / "docs" / "benchmarks.md").read_text()
-    assert "| quantized (int8) | tvm | int8 | 2.00 ms | 0.50x (ort-int8-qoperator) | 4.00 ms (**-50%**) | 6.4% |" in text
-    assert "| ONNX Runtime int8 QOperator (peer) | onnxruntime | int8 | 4.00 ms | – | – | – |" in text, "not in the plan"
+    assert (
+        "| quantized (int8) | tvm | int8 | 2.00 ms | 0.50x (ort-int8-qoperator) | 4.00 ms (**-50%**) | 6.4% |" in text
+    )
+    assert "| ONNX Runtime int8 QOperator (peer) | onnxruntime | int8 | 4.00 ms | – | – | – |" in text, (
+        "not in the plan"
+    )
 
 
 def _latency_row(variant: str, ms: float, top1: float | None, peer: bool = False, precision: str = "int8") -> dict:
-    return {"variant": variant, "label": variant, "median_ms": ms, "top1": top1, "peer": peer,
-            "quantized": precision == "int8", "precision": precision, "commit": "c", "date": "d"}
+    return {
+        "variant": variant,
+        "label": variant,
+        "median_ms": ms,
+        "top1": top1,
+        "peer": peer,
+        "quantized": precision == "int8",
+        "precision": precision,
+        "commit": "c",
+        "date": "d",
+    }
 
 
 def test_a_peer_is_set_against_the_fastest_build_of_comparable_accuracy_only():
-    group = {"model": "m", "target": "cpu", "machine": "box", "rows": [
-        _latency_row("float", 10.0, 0.846, precision="fp32"),
-        _latency_row("int8-a8", 3.0, 0.064), _latency_row("int8-a8-calibrated", 4.0, 0.848),
-        _latency_row("ort-int8-qdq", 3.5, 0.844, peer=True)]}
+    group = {
+        "model": "m",
+        "target": "cpu",
+        "machine": "box",
+        "rows": [
+            _latency_row("float", 10.0, 0.846, precision="fp32"),
+            _latency_row("int8-a8", 3.0, 0.064),
+            _latency_row("int8-a8-calibrated", 4.0, 0.848),
+            _latency_row("ort-int8-qdq", 3.5, 0.844, peer=True),
+        ],
+    }
     (finding,) = benchmarks.latency_findings([group])
     (against,) = finding["peers"]
     assert (against["ours_label"], against["ours_ratio"]) == ("int8-a8-calibrated", 4.0 / 3.5)
@@ -520,31 +738,53 @@ def test_a_peer_is_set_against_the_fastest_build_of_comparable_accuracy_only():
     assert finding["peers"][0]["ours_label"] == "int8-a8"  # random weights: accuracy cannot tell them apart
 
 
-def _result_row(variant: str, ms: float, top1: float | None = None, kernels: str | None = "builtin",
-                engine: str = "tvm") -> report_rows.Row:
-    record = {"id": variant, "experiment": {"model": "m", "kernels": kernels, "profile": "default",
-                                            "variant": {"name": variant, "label": variant, "engine": engine},
-                                            "target": {"name": "cpu", "device": "d"},
-                                            "weights": {"kind": "pretrained"}},
-              "latency": {"summary": {"median_ms": ms}}, "accuracy": {"top1": top1} if top1 is not None else None}
+def _result_row(
+    variant: str, ms: float, top1: float | None = None, kernels: str | None = "builtin", engine: str = "tvm"
+) -> report_rows.Row:
+    record = {
+        "id": variant,
+        "experiment": {
+            "model": "m",
+            "kernels": kernels,
+            "profile": "default",
+            "variant": {"name": variant, "label": variant, "engine": engine},
+            "target": {"name": "cpu", "device": "d"},
+            "weights": {"kind": "pretrained"},
+        },
+        "latency": {"summary": {"median_ms": ms}},
+        "accuracy": {"top1": top1} if top1 is not None else None,
+    }
     return report_rows.Row(record, "box")
 
 
 def test_the_overview_names_the_bit_widths_that_are_faster_than_int8_and_keep_accuracy():
     rows = [_result_row("float", 10.0, 0.85), _result_row("int8-a8", 4.0, 0.84)]
-    sweep = [{"model": "m", "target": "cpu", "machine": "box", "rows": [
-        {"label": "W4A8", "median_ms": 3.0, "top1": 0.845, "delta_points": -0.5},
-        {"label": "W2A2", "median_ms": 2.0, "top1": 0.10, "delta_points": -75.0},
-        {"label": "W8A8", "median_ms": 5.0, "top1": 0.85, "delta_points": 0.0}]}]
+    sweep = [
+        {
+            "model": "m",
+            "target": "cpu",
+            "machine": "box",
+            "rows": [
+                {"label": "W4A8", "median_ms": 3.0, "top1": 0.845, "delta_points": -0.5},
+                {"label": "W2A2", "median_ms": 2.0, "top1": 0.10, "delta_points": -75.0},
+                {"label": "W8A8", "median_ms": 5.0, "top1": 0.85, "delta_points": 0.0},
+            ],
+        }
+    ]
     (answer,) = overview.bit_widths(sweep, rows)
     assert [f["label"] for f in answer["faster"]] == ["W4A8", "W2A2"]
     assert answer["worth_it"] == ["W4A8"]
 
 
 def test_the_overview_states_int8_speedups_under_both_kernel_sets():
-    rows = [_result_row("float", 10.0), _result_row("int8-a8", 4.0), _result_row("int8-a8-calibrated", 5.0),
-            _result_row("float", 100.0, kernels="untuned"), _result_row("int8-a8", 250.0, kernels="untuned"),
-            _result_row("ort-int8-qdq", 3.0, kernels=None, engine="onnxruntime")]
+    rows = [
+        _result_row("float", 10.0),
+        _result_row("int8-a8", 4.0),
+        _result_row("int8-a8-calibrated", 5.0),
+        _result_row("float", 100.0, kernels="untuned"),
+        _result_row("int8-a8", 250.0, kernels="untuned"),
+        _result_row("ort-int8-qdq", 3.0, kernels=None, engine="onnxruntime"),
+    ]
     (answer,) = overview.speedups(rows)
     assert [q["speedup"] for q in answer["builtin"]["int8"]] == [2.5, 2.0]
     assert answer["untuned"]["int8"][0]["speedup"] == 0.4

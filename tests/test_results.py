@@ -11,8 +11,13 @@ from qbuild.results import SCHEMA, ResultsFileError, ensure_writable, iter_resul
 
 
 def minimal_record(**overrides) -> dict:
-    record = {"schema": SCHEMA, "id": "m-float-cpu", "experiment": {}, "environment": {"machine_id": "box"},
-              "stages": {"load": {"status": "ok", "seconds": 0.1}}}
+    record = {
+        "schema": SCHEMA,
+        "id": "m-float-cpu",
+        "experiment": {},
+        "environment": {"machine_id": "box"},
+        "stages": {"load": {"status": "ok", "seconds": 0.1}},
+    }
     record.update(overrides)
     return record
 
@@ -33,13 +38,16 @@ def test_a_failed_write_keeps_the_previous_result(tmp_path):
     assert len(list(path.parent.iterdir())) == 1
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "corrupt JSON"),
-    (json.dumps([1, 2]), "not a qbuild results object"),
-    (json.dumps(minimal_record(schema="other/9")), "schema 'other/9'"),
-    (json.dumps({"schema": SCHEMA}), "missing id"),
-    (json.dumps(minimal_record(stages={"load": {"status": "maybe"}})), "no valid status"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "corrupt JSON"),
+        (json.dumps([1, 2]), "not a qbuild results object"),
+        (json.dumps(minimal_record(schema="other/9")), "schema 'other/9'"),
+        (json.dumps({"schema": SCHEMA}), "missing id"),
+        (json.dumps(minimal_record(stages={"load": {"status": "maybe"}})), "no valid status"),
+    ],
+)
 def test_unusable_files_give_one_line_naming_the_file_and_the_fix(tmp_path, content, message):
     path = tmp_path / "box" / "bad.json"
     path.parent.mkdir()
@@ -66,15 +74,21 @@ def test_an_unwritable_results_directory_is_reported_before_any_work(tmp_path):
     assert "not writable" in str(err.value) and "--results" in err.value.fix
 
 
-@pytest.mark.parametrize("flags, tag", [("avx2 avx512f avx512_vnni amx_tile amx_int8", "amx"),
-                                        ("avx2 avx512f avx512_vnni", "avx512vnni"), ("avx2 avx512f", "avx512"),
-                                        ("sse4_2 avx2", "avx2")])
+@pytest.mark.parametrize(
+    "flags, tag",
+    [
+        ("avx2 avx512f avx512_vnni amx_tile amx_int8", "amx"),
+        ("avx2 avx512f avx512_vnni", "avx512vnni"),
+        ("avx2 avx512f", "avx512"),
+        ("sse4_2 avx2", "avx2"),
+    ],
+)
 def test_the_machine_id_names_the_widest_isa_the_kernels_use(monkeypatch, flags, tag):
     """Results and tuning databases are filed by machine id: a Xeon with AMX (whose int8 convs
     run on tiles) and one without must not share them."""
     from qbuild import environment
 
-    monkeypatch.setattr(environment, "_cpuinfo", lambda: {"model name": "Intel(R) Xeon(R) Processor", "flags": flags})
+    monkeypatch.setattr(environment, "cpuinfo", lambda: {"model name": "Intel(R) Xeon(R) Processor", "flags": flags})
     monkeypatch.setattr(environment, "gpu_name", lambda: None)
     monkeypatch.setattr(environment.os, "cpu_count", lambda: 2)
     assert environment.machine_id() == f"intel-r-xeon-r-processor-{tag}-2c"

@@ -10,19 +10,27 @@ import tvm
 from tvm import relax
 
 from qbuild import plan
+from qbuild.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
 from qbuild.compile import compile_model
 from qbuild.errors import QbuildError
 from qbuild.kernels import MAX_AUTO_PAIRS, amx, auto_bitserial_pairs
 from qbuild.kernels.bitserial import BitserialConv, reference
+from qbuild.kernels.subbyte_convs import SubbyteConvs
 from qbuild.quantize import make, quantize
-from qbuild.quantize.bitpack import WORD_BITS, Encoding, pack_channels, pack_conv_weights, unpack_channels
 from qbuild.subbyte import check_layers, random_values
 from qbuild.targets import resolve_target
 from qbuild.trace import trace
 
 CPU = resolve_target("cpu")
-ENCODINGS = [Encoding(1, "unsigned"), Encoding(2, "unsigned"), Encoding(4, "unsigned"), Encoding(2, "signed"),
-             Encoding(4, "signed"), Encoding(8, "signed"), Encoding(1, "bipolar")]
+ENCODINGS = [
+    Encoding(1, "unsigned"),
+    Encoding(2, "unsigned"),
+    Encoding(4, "unsigned"),
+    Encoding(2, "signed"),
+    Encoding(4, "signed"),
+    Encoding(8, "signed"),
+    Encoding(1, "bipolar"),
+]
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS, ids=lambda e: f"{e.kind}{e.bits}")
@@ -113,8 +121,9 @@ def test_the_bitserial_conv_is_exact_with_tvms_untuned_kernels_too():
 def test_for_a_cpu_with_vpopcntdq_the_bitserial_conv_counts_bits_with_vpopcnt():
     """Cross-compiled for AMD Zen 4 (AVX-512 VPOPCNTDQ; nothing built for it runs here): each
     vector of packed words is counted by one instruction, not LLVM's byte-shuffle expansion."""
-    from qbuild.analysis import analyse_sources
     from test_kernels import ZEN4
+
+    from qbuild.analysis import analyse_sources
 
     weights = random_values(np.random.default_rng(6), Encoding(1, "bipolar"), (16, 64, 3, 3))
     spec = BitserialConv(Encoding(1, "unsigned"), Encoding(1, "bipolar"), 16, (1, 1), (1, 1, 1, 1))
@@ -163,7 +172,9 @@ SWEEP = {**plan.SWEEP, "calibrate_samples": 2, "calibrate_mode": "mse"}
 
 def quantized_block(block, target=None, **overrides):
     _module, traced = block
-    return quantize(traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}), target)
+    return quantize(
+        traced.mod, traced.params, calibration(), make(**{**SWEEP, **overrides}), SubbyteConvs.for_target(target)
+    )
 
 
 def test_w1a1_keeps_the_edges_at_8_bits_and_runs_the_rest_bit_serially_on_unsigned_inputs(block):
@@ -188,16 +199,22 @@ def test_a_sub_byte_model_computes_the_same_integers_bit_serially_and_on_the_int
 
 
 def test_auto_takes_bit_serial_kernels_only_where_they_win(block):
-    auto = {bits: {layer["kernel"] for layer in quantized_block(block, nbit_weight=bits, nbit_input=bits).layers[1:3]}
-            for bits in (1, 4)}
+    auto = {
+        bits: {layer["kernel"] for layer in quantized_block(block, nbit_weight=bits, nbit_input=bits).layers[1:3]}
+        for bits in (1, 4)
+    }
     assert auto == {1: {"bitserial"}, 4: {"int8"}}
 
 
-@pytest.mark.parametrize("target, pairs", [
-    ({"kind": "llvm", "mcpu": "znver4"}, MAX_AUTO_PAIRS),
-    ({"kind": "llvm", "mattr": list(amx.MATTR)}, 0),
-    ({"kind": "cuda", "arch": "sm_90"}, MAX_AUTO_PAIRS),
-], ids=["vnni", "amx", "cuda"])
+@pytest.mark.parametrize(
+    "target, pairs",
+    [
+        ({"kind": "llvm", "mcpu": "znver4"}, MAX_AUTO_PAIRS),
+        ({"kind": "llvm", "mattr": list(amx.MATTR)}, 0),
+        ({"kind": "cuda", "arch": "sm_90"}, MAX_AUTO_PAIRS),
+    ],
+    ids=["vnni", "amx", "cuda"],
+)
 def test_auto_runs_nothing_bit_serially_where_int8_convs_run_on_amx_tiles(block, target, pairs):
     quantized = quantized_block(block, tvm.target.Target(target), nbit_weight=1, nbit_input=1)
     assert auto_bitserial_pairs(tvm.target.Target(target)) == pairs
@@ -259,8 +276,9 @@ def test_gptq_rounds_1x1_convs_and_brings_4_bit_weights_closer_to_float():
     expected = np.concatenate([module(torch.from_numpy(x[None])).detach().numpy() for x in batch])
     error = {}
     for rounding in ("nearest", "gptq"):
-        config = make(**{**SWEEP, "calibrate_samples": 8, "nbit_weight": 4, "nbit_input": 8,
-                         "weight_rounding": rounding})
+        config = make(
+            **{**SWEEP, "calibrate_samples": 8, "nbit_weight": 4, "nbit_input": 8, "weight_rounding": rounding}
+        )
         quantized = quantize(traced.mod, traced.params, batch, config)
         assert [layer["weight_rounding"] for layer in quantized.layers[1:3]] == [rounding, rounding]
         model = compile_model(quantized.mod, CPU, "builtin")

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import tvm
+from test_kernels import AVX2_CPU, conv_module, reference_conv, requantized_relu_module, run_builtin
 
 from qbuild import tuning_db
 from qbuild.compile import compile_model
@@ -21,7 +22,6 @@ from qbuild.kernels.vectors import AVX2, AVX512, cpu_features, of_target
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
 from qbuild.tune import Candidate, conv_functions, to_database, tune, workloads_of
-from test_kernels import AVX2_CPU, _requantized_relu_module, conv_module, reference_conv, run_builtin
 
 CPU = resolve_target("cpu")
 HOST = of_target(CPU.tvm_target())  # this CPU's vector registers
@@ -122,8 +122,9 @@ def test_every_candidate_tile_computes_the_same_conv(dtype):
             np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4, err_msg=str(tile))
 
 
-@pytest.mark.parametrize("top, low, suffix", [(127, -128, SEVEN_BIT), (3, -2, INT16_SUMS)],
-                         ids=["int32 sums", "int16 sums"])
+@pytest.mark.parametrize(
+    "top, low, suffix", [(127, -128, SEVEN_BIT), (3, -2, INT16_SUMS)], ids=["int32 sums", "int16 sums"]
+)
 def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact(top, low, suffix):
     """The byte compute of CPUs with AVX2 and without VNNI (built for one, wherever this CPU has AVX2)."""
     if "avx2" not in cpu_features(CPU.tvm_target()):
@@ -131,7 +132,7 @@ def test_every_candidate_tile_of_a_byte_conv_of_seven_bit_data_stays_exact(top, 
     rng = np.random.default_rng(12)
     x = rng.integers(0, 2000, (1, 32, 8, 8)).astype(np.int32)
     weight = rng.integers(low, -low, (16, 32, 3, 3)).astype(np.int8)
-    mod = _requantized_relu_module(x.shape, weight, relu=True, top=top)
+    mod = requantized_relu_module(x.shape, weight, relu=True, top=top)
     ((key, (workload, _)),) = conv_functions(mod, AVX2_CPU.tvm_target()).items()
     assert workload.block.endswith(suffix) and workload.in_blocks == 4
     expected, _ = run_builtin(mod, x, target=AVX2_CPU)
@@ -197,8 +198,9 @@ def test_a_tuned_result_is_no_longer_current_once_the_database_changes(tuning_di
 
 def test_a_corrupt_database_is_one_error_naming_the_file_and_the_fix(tuning_dir):
     path = tuning_db.machine_path()
-    path.write_text(json.dumps({"schema": tuning_db.SCHEMA, "machine_id": "m", "rounds": 1,
-                                "workloads": {"k": {"tile": [9, 9]}}}))
+    path.write_text(
+        json.dumps({"schema": tuning_db.SCHEMA, "machine_id": "m", "rounds": 1, "workloads": {"k": {"tile": [9, 9]}}})
+    )
     with pytest.raises(QbuildError, match=f"tuning database {path} is unreadable.*fix: delete it"):
         pipeline("tuned", CPU.tvm_target())
 

@@ -7,12 +7,13 @@ Three kernel sets, chosen per experiment (``KERNEL_SETS``):
 - ``untuned``: TVM 0.27's default Relax pipeline for LLVM. It legalizes every operator to TOPI's
   generic compute and applies no schedule: single-threaded, scalar loops (the study's setting).
 - ``builtin``: qbuild's own pipeline: dense layers with constant weights as one-pixel convs
-  (``pipeline.dense_as_conv``), conv2d moved to blocked channel layouts (``conv2d``),
+  (``qbuild.relax.dense_as_conv``), conv2d moved to blocked channel layouts (``conv2d``),
   integer convs on the CPU's widest integer dot (``intrin``: ``vpdpbusd``, ``vpmaddubsw`` or
-  ``vpmaddwd``; ``amx``: AMX tiles), integer rescaling in int32 where it fits (``narrow``),
-  widening casts fused into the kernels that read them (``fusion``), and a
-  schedule for every fused function (``schedule``), all without tuning. Sub-byte convs that the quantizer emits bit-serially
-  (``bitserial``: AND + popcount over packed bit planes) are scheduled by the same conv rule.
+  ``vpmaddwd``; ``amx``: AMX tiles), integer rescaling in int32 where it fits (``qbuild.relax.narrow``),
+  widening casts fused into the kernels that read them (``qbuild.relax.fusion``), and a
+  schedule for every fused function (``schedule``), all without tuning. Sub-byte convs that run
+  bit-serially (``subbyte_convs`` chooses them for the target; ``bitserial``: AND + popcount over
+  packed bit planes) are scheduled by the same conv rule.
   Everything else (fusion, memory planning, VM lowering) is
   TVM's default CPU pipeline, reused pass for pass.
 - ``tuned`` (CPU only): ``builtin`` with each conv's register tile taken from this machine's
@@ -32,26 +33,23 @@ shuffles (no VPOPCNTDQ). The VM's ``profile=`` argument is gone; per-function ti
 ``VirtualMachine.set_instrument``.
 """
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import tvm
+
 KERNEL_SETS = ("builtin", "tuned", "untuned")
 
 # "auto" (QConfig.subbyte_kernel) runs a conv bit-serially when it has at most this many
-# (activation plane, weight plane) pairs, and as the byte conv on the narrow values otherwise.
-# Measured on an AVX2 CPU (no vector popcount instruction: LLVM builds one from byte
-# shuffles), ResNet-50's conv shapes side by side with the int8 conv as it runs in a quantized
-# network (`nox -s subbyte`; the byte compute, all on 2 threads): bit-serial with 1 pair (W1A1)
-# takes 0.49-0.78x the int8 time, 4 pairs (W2A2) 1.7-2.1x, 16 pairs (W4A4) 6.8-8.3x; the byte
-# conv on W1A1's values 0.53-0.93x, on W2A2's 0.58-0.93x (int16 sums), on W4A4's 0.65-1.01x
-# (int16 sums where random 4-bit weights allow). On an H100, ResNet-50 W1A1 (bit-serial) ran in
-# half W8A8's time.
+# (activation plane, weight plane) pairs, and as the byte conv on the narrow values otherwise
+# (``subbyte_convs``; the side-by-side timings behind it: ``nox -s subbyte`` and the report).
 MAX_AUTO_PAIRS = 2
 
 
-def auto_bitserial_pairs(target=None) -> int:
-    """The most plane pairs a conv may have for "auto" to run it bit-serially on ``target`` (a
-    ``tvm.target.Target``; None: a CPU without AMX): ``MAX_AUTO_PAIRS``, or 0 where the int8 conv
-    runs on AMX tiles. On the 2-core AMX Xeon, side by side (`nox -s subbyte`), bit-serial W1A1
-    took 1.2-2.6x the AMX int8 conv on every ResNet-50 shape and the byte conv on W1A1's values
-    0.91-1.12x; in the sweep ResNet-50 W1A1 ran in 16.5 ms bit-serially against W8A8's 8.9."""
+def auto_bitserial_pairs(target: "tvm.target.Target | None" = None) -> int:
+    """The most plane pairs a conv may have for "auto" to run it bit-serially on ``target`` (None:
+    a CPU without AMX): ``MAX_AUTO_PAIRS``, or 0 where the int8 conv runs on AMX tiles (there the
+    byte conv is the faster of the two on every shape)."""
     if target is not None and target.kind.name == "llvm":
         from qbuild.kernels import amx
 

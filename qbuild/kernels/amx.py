@@ -84,8 +84,14 @@ def _config_words(rows: int) -> tuple[int, ...]:
     """``ldtilecfg``'s 64-byte operand as 8 int64 words: palette 1; A and C tiles ``rows`` rows,
     the B tiles 16; every used tile's rows 64 bytes."""
     used = [rows] * (A_TILE + 1) + [DEPTH // QUAD] * len(B_TILES)
-    raw = (bytes([1]) + bytes(15) + struct.pack("<8H", *[DEPTH] * len(used), *[0] * (8 - len(used))) + bytes(16)
-           + bytes(used + [0] * (8 - len(used))) + bytes(8))
+    raw = (
+        bytes([1])
+        + bytes(15)
+        + struct.pack("<8H", *[DEPTH] * len(used), *[0] * (8 - len(used)))
+        + bytes(16)
+        + bytes(used + [0] * (8 - len(used)))
+        + bytes(8)
+    )
     return struct.unpack("<8q", raw)
 
 
@@ -117,8 +123,14 @@ def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
 
     @T.prim_func(s_tir=True)
     def impl(c: T.handle) -> None:
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local",
-                           strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()])
+        C = T.match_buffer(
+            c,
+            (1, blocks, 1, rows, COLUMNS),
+            "int32",
+            offset_factor=1,
+            scope="local",
+            strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()],
+        )
         with T.sblock("root"):
             T.reads()
             T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
@@ -153,32 +165,56 @@ def _dot(rows: int, blocks: int, stride: int) -> tuple[tirx.PrimFunc, tirx.PrimF
         B = T.match_buffer(b, (blocks, 1, 1, 1, groups, COLUMNS, QUAD), "int8", offset_factor=1)
         C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS], A[0:span, 0:DEPTH],
-                    B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD])
+            T.reads(
+                C[0, 0:blocks, 0, 0:rows, 0:COLUMNS],
+                A[0:span, 0:DEPTH],
+                B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD],
+            )
             T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
             for x, j, n, p, t in T.grid(rows, blocks, COLUMNS, groups, QUAD):
                 with T.sblock("update"):
                     vj, vx, vn, vp, vt = T.axis.remap("SSSRR", [j, x, n, p, t])
-                    C[0, vj, 0, vx, vn] = C[0, vj, 0, vx, vn] + T.cast(A[vx * stride, vp * QUAD + vt], "int32") \
-                        * T.cast(B[vj, 0, 0, 0, vp, vn, vt], "int32")
+                    C[0, vj, 0, vx, vn] = C[0, vj, 0, vx, vn] + T.cast(
+                        A[vx * stride, vp * QUAD + vt], "int32"
+                    ) * T.cast(B[vj, 0, 0, 0, vp, vn, vt], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         a_row = T.int32()
         b_block = T.int32()
         A = T.match_buffer(a, (span, DEPTH), "uint8", offset_factor=1, strides=[a_row, 1])
-        B = T.match_buffer(b, (blocks, 1, 1, 1, groups, COLUMNS, QUAD), "int8", offset_factor=1,
-                           strides=[b_block, T.int32(), T.int32(), T.int32(), COLUMNS * QUAD, QUAD, 1])
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local",
-                           strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()])
+        B = T.match_buffer(
+            b,
+            (blocks, 1, 1, 1, groups, COLUMNS, QUAD),
+            "int8",
+            offset_factor=1,
+            strides=[b_block, T.int32(), T.int32(), T.int32(), COLUMNS * QUAD, QUAD, 1],
+        )
+        C = T.match_buffer(
+            c,
+            (1, blocks, 1, rows, COLUMNS),
+            "int32",
+            offset_factor=1,
+            scope="local",
+            strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()],
+        )
         with T.sblock("root"):
-            T.reads(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS], A[0:span, 0:DEPTH],
-                    B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD])
+            T.reads(
+                C[0, 0:blocks, 0, 0:rows, 0:COLUMNS],
+                A[0:span, 0:DEPTH],
+                B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD],
+            )
             T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
             T.evaluate(_intrin("tileloadd64", _tile(A_TILE), A.access_ptr("r"), T.Cast("int64", a_row * stride)))
             for j in T.unroll(blocks):
-                T.evaluate(_intrin("tileloadd64", T.Cast("uint8", B_TILES[0] + j % 2),
-                                   B.access_ptr("r", offset=j * b_block), T.int64(COLUMNS * QUAD)))
+                T.evaluate(
+                    _intrin(
+                        "tileloadd64",
+                        T.Cast("uint8", B_TILES[0] + j % 2),
+                        B.access_ptr("r", offset=j * b_block),
+                        T.int64(COLUMNS * QUAD),
+                    )
+                )
                 T.evaluate(_intrin("tdpbusd", T.Cast("uint8", j), _tile(A_TILE), T.Cast("uint8", B_TILES[0] + j % 2)))
 
     return desc, impl
@@ -204,16 +240,34 @@ def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     def impl(c: T.handle, d: T.handle) -> None:
         d_block = T.int32()
         d_row = T.int32()
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local",
-                           strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()])
-        D = T.match_buffer(d, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local",
-                           strides=[T.int32(), d_block, T.int32(), d_row, 1])
+        C = T.match_buffer(
+            c,
+            (1, blocks, 1, rows, COLUMNS),
+            "int32",
+            offset_factor=1,
+            scope="local",
+            strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()],
+        )
+        D = T.match_buffer(
+            d,
+            (1, blocks, 1, rows, COLUMNS),
+            "int32",
+            offset_factor=1,
+            scope="local",
+            strides=[T.int32(), d_block, T.int32(), d_row, 1],
+        )
         with T.sblock("root"):
             T.reads(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
             T.writes(D[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
             for j in T.unroll(blocks):
-                T.evaluate(_intrin("tilestored64", T.Cast("uint8", j), D.access_ptr("w", offset=j * d_block),
-                                   T.Cast("int64", d_row * 4)))
+                T.evaluate(
+                    _intrin(
+                        "tilestored64",
+                        T.Cast("uint8", j),
+                        D.access_ptr("w", offset=j * d_block),
+                        T.Cast("int64", d_row * 4),
+                    )
+                )
 
     return desc, impl
 

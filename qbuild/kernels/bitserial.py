@@ -3,7 +3,7 @@
 ``out[n, o, y, x] = sum over (activation plane a, weight plane w) of
 coef_a * coef_w * popcount(A_a[n, word, y', x'] AND W_w[o, word, kh, kw])`` summed over words and
 the kernel window, plus ``offset_w * coef_a * popcount(A_a[...])`` for bipolar weights
-(``qbuild.quantize.bitpack`` gives the planes, coefficients and offsets). Activations are
+(``qbuild.bitpack`` gives the planes, coefficients and offsets). Activations are
 unsigned or signed, never bipolar: zero padding must contribute zero. Three stages, one PrimFunc:
 
 1. ``qbuild_bitpack``: the int8 NCHW input's planes, zero-padded in space, packed 32 channels
@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import numpy as np
 from tvm import relax, te, tirx
 
+from qbuild.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 from qbuild.errors import QbuildError
 from qbuild.kernels.conv2d import CONV_BLOCK
 from qbuild.kernels.vectors import WIDEST_LANES
-from qbuild.quantize.bitpack import WORD_BITS, WORD_DTYPE, Encoding, pack_conv_weights, words
 
 PACK_BLOCK = "qbuild_bitpack"
 LANES = 8  # output channels per block of the popcount sum (its int32 vector: a 256-bit register)
@@ -47,8 +47,10 @@ class BitserialConv:
 
     def __post_init__(self) -> None:
         if self.activation.kind == "bipolar":
-            raise QbuildError("bit-serial activations cannot be bipolar (zero padding has no {-1, +1} code)",
-                              "quantize activations 'unsigned' (after ReLU) or 'signed'")
+            raise QbuildError(
+                "bit-serial activations cannot be bipolar (zero padding has no {-1, +1} code)",
+                "quantize activations 'unsigned' (after ReLU) or 'signed'",
+            )
 
     def pack(self, weights: np.ndarray) -> np.ndarray:
         """Integer OIHW weights in this conv's packed layout."""
@@ -65,7 +67,9 @@ class BitserialConv:
         blocked = self._popcount_conv(planes, packed, int(data.shape[3]) + left + right)
         return te.compute(
             (data.shape[0], self.out_channels, blocked.shape[2], blocked.shape[3]),
-            lambda n, c, y, x: blocked[n, c // LANES, y, x, c % LANES], name="unpack_output")
+            lambda n, c, y, x: blocked[n, c // LANES, y, x, c % LANES],
+            name="unpack_output",
+        )
 
     def _popcount_conv(self, planes: te.Tensor, packed: te.Tensor, width: int) -> te.Tensor:
         blocks, word_count, kh, kw, _, lanes = (int(d) for d in packed.shape)
@@ -74,16 +78,23 @@ class BitserialConv:
         c = te.reduce_axis((0, word_count), "c")
         r = te.reduce_axis((0, kh), "r")
         q = te.reduce_axis((0, kw), "q")
-        pairs = [(a, w, ca * cw) for a, ca in enumerate(self.activation.coefficients)
-                 for w, cw in enumerate(self.weight.coefficients)]
+        pairs = [
+            (a, w, ca * cw)
+            for a, ca in enumerate(self.activation.coefficients)
+            for w, cw in enumerate(self.weight.coefficients)
+        ]
 
         def body(n, o, y, x, b):
             word = [planes[n, a, c, y * sy + r, x * sx + q] for a in range(len(self.activation.coefficients))]
-            terms = [_popcount(word[a] & packed[o, c, r, q, w, b]) * tirx.const(coefficient, "int32")
-                     for a, w, coefficient in pairs]
+            terms = [
+                _popcount(word[a] & packed[o, c, r, q, w, b]) * tirx.const(coefficient, "int32")
+                for a, w, coefficient in pairs
+            ]
             if self.weight.offset:  # shared by all lanes: a scalar popcount, broadcast
-                terms += [_popcount(word[a]) * tirx.const(self.weight.offset * ca, "int32")
-                          for a, ca in enumerate(self.activation.coefficients)]
+                terms += [
+                    _popcount(word[a]) * tirx.const(self.weight.offset * ca, "int32")
+                    for a, ca in enumerate(self.activation.coefficients)
+                ]
             return te.sum(sum(terms[1:], terms[0]), axis=[c, r, q])
 
         shape = (planes.shape[0], blocks, (height - kh) // sy + 1, (width - kw) // sx + 1, lanes)
@@ -118,12 +129,13 @@ def _pack_activations(data: te.Tensor, encoding: Encoding, padding: tuple[int, i
     return te.compute(shape, word, name=PACK_BLOCK)
 
 
-def reference(data: np.ndarray, weights: np.ndarray, strides: tuple[int, int],
-              padding: tuple[int, int, int, int]) -> np.ndarray:
+def reference(
+    data: np.ndarray, weights: np.ndarray, strides: tuple[int, int], padding: tuple[int, int, int, int]
+) -> np.ndarray:
     """Exact int64 NCHW/OIHW conv of the integer values themselves: what the bit planes must sum to."""
     from numpy.lib.stride_tricks import sliding_window_view
 
     top, left, bottom, right = padding
     padded = np.pad(data.astype(np.int64), ((0, 0), (0, 0), (top, bottom), (left, right)))
-    windows = sliding_window_view(padded, weights.shape[2:], axis=(2, 3))[:, :, ::strides[0], ::strides[1]]
+    windows = sliding_window_view(padded, weights.shape[2:], axis=(2, 3))[:, :, :: strides[0], :: strides[1]]
     return np.einsum("nchwij,ocij->nohw", windows, weights.astype(np.int64))

@@ -19,7 +19,7 @@ whose channel block is odd (a quantized RGB stem) cannot pair channels: it takes
 compute's loop structure with operands widened to int32 (plain vector multiply-adds).
 
 An int8 conv whose input is known to lie in [0, 127] (after a ReLU and a requantize clamp:
-``ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
+``qbuild.relax.ranges``) and whose blocks hold whole channel quads reads bytes: weights repacked to
 ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8, the data read as uint8 as it is; on AVX2 its products
 are formed by ``vpmaddubsw``, which cannot saturate on such data (``intrin``), and its block is
 named with ``SEVEN_BIT`` so that the schedule knows. Where, besides, every partial sum of such a
@@ -101,32 +101,17 @@ def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[
     return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
 
 
-def fold_zero_pad(call: relax.Call, pad: relax.Call) -> relax.Call | None:
-    """conv2d(pad(x)) as conv2d(x) with the pad's widths added to its own padding, where the pad
-    is a zero pad of the rows and columns of NCHW data (TF-style "same" padding, as in
-    EfficientNet-Lite's strided convs, is such a pad); None otherwise. ``ConvertLayout`` has no
-    rule for ``nn.pad``, so each such pad would run in NCHW between two layout transforms
-    (on EfficientNet-Lite0, ~9 of its 28 ms)."""
-    attrs, pad_attrs = call.attrs, pad.attrs
-    widths = [int(w) for w in pad_attrs.pad_width]
-    if (pad_attrs.pad_mode != "constant" or float(pad_attrs.pad_value) != 0.0 or len(widths) != 8 or any(widths[:4])
-            or attrs.data_layout != "NCHW"):
-        return None
-    top, bottom, left, right = widths[4:]
-    own = [int(p) for p in attrs.padding]
-    padding = [own[0] + top, own[1] + left, own[2] + bottom, own[3] + right]
-    return relax.op.nn.conv2d(pad.args[0], call.args[1], attrs.strides, padding, attrs.dilation, attrs.groups,
-                              attrs.data_layout, attrs.kernel_layout, attrs.out_layout or None,
-                              str(call.ty.dtype))  # not attrs.out_dtype: "void" when it was left unset
-
-
-def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
-             data_max: Callable[[relax.Expr], float | None] = lambda _: None,
-             weight_sum: Callable[[relax.Expr], float | None] = lambda _: None) -> relax.Expr:
+def legalize(
+    bb: relax.BlockBuilder,
+    call: relax.Call,
+    vectors: Vectors = AVX2,
+    data_max: Callable[[relax.Expr], float | None] = lambda _: None,
+    weight_sum: Callable[[relax.Expr], float | None] = lambda _: None,
+) -> relax.Expr:
     """``LegalizeOps`` override for conv2d: blocked layouts get our computes, others TOPI's.
     ``vectors``: the CPU's registers (the stem's output block; ``vectors.vnni``: see below).
     ``data_max(data)``: the largest value the data takes where it is known to lie in [0, 127]
-    (``ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
+    (``qbuild.relax.ranges``), else None; ``weight_sum(weight)``: the largest magnitude of an output channel's
     positive or negative weight sum, where the weights are known constants, else None.
     An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
     ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,
@@ -143,8 +128,9 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
     if attrs.groups > 1:
         if data.ty.dtype == weight.ty.dtype == "int8" and data_max(data) is not None:
             taps = bb.emit_te(_tap_weights, weight, primfunc_name_hint="pack_weights_taps")
-            return bb.call_te(_depthwise_taps, data, taps, int(weight.ty.shape[3]), *args,
-                              primfunc_name_hint="conv2d_dw_taps_nchwc")
+            return bb.call_te(
+                _depthwise_taps, data, taps, int(weight.ty.shape[3]), *args, primfunc_name_hint="conv2d_dw_taps_nchwc"
+            )
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
     if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
@@ -153,8 +139,9 @@ def legalize(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors = AVX2,
     vnni = vectors.vnni
     if top is not None or (bytes_ok and vnni):
         tiles = vectors.amx and _fits_amx(call)
-        quads = bb.emit_te(_group_weights, weight, 4, "int8", amx.DEPTH if tiles else None,
-                           primfunc_name_hint="pack_weights_quads")
+        quads = bb.emit_te(
+            _group_weights, weight, 4, "int8", amx.DEPTH if tiles else None, primfunc_name_hint="pack_weights_quads"
+        )
         bound = weight_sum(weight)
         if top is not None and not vnni and bound is not None and top * bound <= INT16_MAX:
             return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
@@ -177,25 +164,43 @@ def _fits_amx(call: relax.Call) -> bool:
     return chunks * data_block % amx.DEPTH == 0 and out_block == amx.COLUMNS and bool(amx_tiles(width, out_blocks))
 
 
-def _legalize_stem(bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors,
-                   data_max: Callable[[relax.Expr], float | None]) -> relax.Expr:
+def _legalize_stem(
+    bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors, data_max: Callable[[relax.Expr], float | None]
+) -> relax.Expr:
     """An NCHW conv with a blocked output: its data packed as one block of all its channels and
     its weights to match, then the blocked compute."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
     oc = vectors.block(out_channels)
     blocked = bb.emit_te(
-        lambda d: te.compute((d.shape[0], 1, d.shape[2], d.shape[3], in_channels),
-                             lambda n, _c, y, x, i: d[n, i, y, x], name="pack_data"),
-        data, primfunc_name_hint="pack_data")
+        lambda d: te.compute(
+            (d.shape[0], 1, d.shape[2], d.shape[3], in_channels), lambda n, _c, y, x, i: d[n, i, y, x], name="pack_data"
+        ),
+        data,
+        primfunc_name_hint="pack_data",
+    )
     packed = bb.emit_te(
-        lambda w: te.compute((out_channels // oc, 1, kh, kw, in_channels, oc),
-                             lambda o, _c, r, q, i, b: w[o * oc + b, i, r, q], name="pack_weights"),
-        weight, primfunc_name_hint="pack_weights")
+        lambda w: te.compute(
+            (out_channels // oc, 1, kh, kw, in_channels, oc),
+            lambda o, _c, r, q, i, b: w[o * oc + b, i, r, q],
+            name="pack_weights",
+        ),
+        weight,
+        primfunc_name_hint="pack_weights",
+    )
     attrs = call.attrs
-    inner = relax.op.nn.conv2d(blocked, packed, attrs.strides, attrs.padding, attrs.dilation, attrs.groups,
-                               data_layout=f"NCHW{in_channels}c", kernel_layout=f"OIHW{in_channels}i{oc}o",
-                               out_layout=attrs.out_layout, out_dtype=str(call.ty.dtype))
+    inner = relax.op.nn.conv2d(
+        blocked,
+        packed,
+        attrs.strides,
+        attrs.padding,
+        attrs.dilation,
+        attrs.groups,
+        data_layout=f"NCHW{in_channels}c",
+        kernel_layout=f"OIHW{in_channels}i{oc}o",
+        out_layout=attrs.out_layout,
+        out_dtype=str(call.ty.dtype),
+    )
     return legalize(bb, bb.normalize(inner), vectors, lambda _: data_max(data))
 
 
@@ -234,7 +239,9 @@ def _reduce_axes(**extents: int) -> list[te.IterVar]:
     return [te.reduce_axis((0, extent), name) for name, extent in extents.items()]
 
 
-def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+def _conv_nchwc(
+    data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """out[n, o, y, x, b] = sum data[n, c, y*s+r, x*s+q, i] * weight[o, c, r, q, i, b], in ``out_dtype``."""
     padded = _pad(data, padding, data.dtype)
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = (int(d) for d in weight.shape)
@@ -244,7 +251,7 @@ def _conv_nchwc(data: te.Tensor, weight: te.Tensor, strides: list[int], padding:
         _out_shape(padded, kh, kw, strides, oc_chunks, oc_block),
         lambda n, o, y, x, b: te.sum(
             padded[n, c, y * sy + r, x * sx + q, i].astype(out_dtype) * weight[o, c, r, q, i, b].astype(out_dtype),
-            axis=[c, r, q, i]
+            axis=[c, r, q, i],
         ),
         name=CONV_BLOCK,
     )
@@ -264,8 +271,11 @@ def _group_weights(weight: te.Tensor, group: int, dtype: str, block: int | None 
         channel = c * block + p * group + t
         return weight[o, channel // ic_block, r, q, channel % ic_block, b].astype(dtype)
 
-    return te.compute((oc_chunks, ic_chunks * ic_block // block, kh, kw, block // group, oc_block, group), value,
-                      name=f"pack_weights_{dtype}x{group}")
+    return te.compute(
+        (oc_chunks, ic_chunks * ic_block // block, kh, kw, block // group, oc_block, group),
+        value,
+        name=f"pack_weights_{dtype}x{group}",
+    )
 
 
 def _grouped_conv(padded: te.Tensor, grouped: te.Tensor, strides: list[int], accumulate: str, name: str) -> te.Tensor:
@@ -284,7 +294,9 @@ def _grouped_conv(padded: te.Tensor, grouped: te.Tensor, strides: list[int], acc
     )
 
 
-def _conv_nchwc_int(data: te.Tensor, pairs: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+def _conv_nchwc_int(
+    data: te.Tensor, pairs: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """Integer: int16-widened data and paired weights, accumulated in ``out_dtype`` (int32)."""
     return _grouped_conv(_pad(data, padding, "int16"), pairs, strides, out_dtype, CONV_BLOCK)
 
@@ -307,17 +319,22 @@ def _byte_block(quads: te.Tensor, suffix: str) -> tuple[int, str]:
     return block, CONV_BLOCK + (AMX if block == amx.DEPTH else suffix)
 
 
-def _conv_nchwc_u8(data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int],
-                   out_dtype: str) -> te.Tensor:
+def _conv_nchwc_u8(
+    data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """Integer, VNNI or AMX form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
     block, name = _byte_block(quads, "")
     conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET, block), quads, strides, "int32", name)
-    return te.compute(conv.shape, lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
-                      name="qbuild_unsigned_offset")
+    return te.compute(
+        conv.shape,
+        lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
+        name="qbuild_unsigned_offset",
+    )
 
 
-def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int],
-                   out_dtype: str) -> te.Tensor:
+def _conv_nchwc_u7(
+    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name
     (or that it runs on AMX, which needs no such bound)."""
@@ -326,8 +343,9 @@ def _conv_nchwc_u7(data: te.Tensor, quads: te.Tensor, strides: list[int], paddin
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
 
 
-def _conv_nchwc_acc16(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int],
-                      out_dtype: str) -> te.Tensor:
+def _conv_nchwc_acc16(
+    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """Integer, data in [0, 127] and every partial sum known to fit in int16 (``legalize``): the
     products of each half h of a channel quad accumulated in int16 in lane 2b + h of a block of
     twice the output lanes (the lanes of ``vpmaddubsw``), the two halves of each output channel
@@ -347,8 +365,13 @@ def _conv_nchwc_acc16(data: te.Tensor, quads: te.Tensor, strides: list[int], pad
         ),
         name=CONV_BLOCK + INT16_SUMS,
     )
-    return te.compute(shape, lambda n, o, y, x, b: halves[n, o, y, x, b * 2].astype(out_dtype)
-                      + halves[n, o, y, x, b * 2 + 1].astype(out_dtype), name=PAIR_SUM_BLOCK)
+    return te.compute(
+        shape,
+        lambda n, o, y, x, b: (
+            halves[n, o, y, x, b * 2].astype(out_dtype) + halves[n, o, y, x, b * 2 + 1].astype(out_dtype)
+        ),
+        name=PAIR_SUM_BLOCK,
+    )
 
 
 def _depthwise(data: te.Tensor, weight: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
@@ -379,8 +402,9 @@ def _tap_weights(weight: te.Tensor) -> te.Tensor:
     return te.compute((chunks, kh, -(-kw // TAPS), block, TAPS), value, name="pack_weights_taps")
 
 
-def _depthwise_taps(data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int], padding: list[int],
-                    out_dtype: str) -> te.Tensor:
+def _depthwise_taps(
+    data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
     """Depthwise on data known to lie in [0, 127], ``TAPS`` taps per lane: the data padded as
     uint8 (with zero columns on the right for the last quad's taps past the kernel) and
     out[n, c, y, x, b] = sum padded[n, c, y*s+r, x*s+4p+t, b] * taps[c, r, p, b, t]."""
@@ -401,4 +425,3 @@ def _depthwise_taps(data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int
         ),
         name=CONV_BLOCK + DEPTHWISE_TAPS,
     )
-

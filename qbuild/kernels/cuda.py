@@ -7,7 +7,7 @@
   64; on ResNet-50's int8 convs that attempt fails to compile (below), so TVM's default pipeline
   cannot build a quantized ResNet-50 at all.
 - ``builtin``: qbuild's pipeline: integer rescaling in int32 where it provably fits (the CPU
-  pipeline's ``narrow`` pass: the GPU's int64 arithmetic takes two or more instructions per op and
+  pipeline's ``qbuild.relax.narrow`` pass: the GPU's int64 arithmetic takes two or more instructions per op and
   an int64 residual branch twice the memory), int8 and fp32 convs with too few output tiles to
   fill the GPU split along their reduction (``split_k``), the same legalization and fusion (a
   widening cast in the kernel that reads it: ``fusion``), then ``TensorCoreInt8`` ahead of
@@ -42,8 +42,10 @@ from tvm import relax, tirx
 from tvm.s_tir import dlight as dl
 
 from qbuild.kernels import split_k, wmma_int8
-from qbuild.kernels.fusion import widen_in_consumers
 from qbuild.kernels.schedule import KernelReport
+from qbuild.relax.fold_pads import fold_pads_into_convs
+from qbuild.relax.fusion import widen_in_consumers
+from qbuild.relax.integer_rewrites import integer_rewrites
 
 CUDA_GRAPH_CONFIG = {"relax.backend.use_cuda_graph": True}
 
@@ -60,8 +62,9 @@ def _frames_without_source():
     def stack(context: int = 1) -> list[inspect.FrameInfo]:
         frames, frame = [], sys._getframe(1)
         while frame is not None:
-            frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno,
-                                            frame.f_code.co_name, None, None))
+            frames.append(
+                inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name, None, None)
+            )
             frame = frame.f_back
         return frames
 
@@ -129,9 +132,12 @@ class WindowReduction(dl.ScheduleRule):
         loops = list(zip(sch.get_loops(reduction.block_rv), reduction.dom_kind()))
         spatial, window = ([loop for loop, k in loops if k == kind] for kind in "SR")
         extents = [sch.get(loop).extent for loop in spatial + window]
-        if len(extents) != len(loops) or not all(isinstance(e, tirx.IntImm) for e in extents) \
-                or math.prod(e.value for e in extents[len(spatial):]) > WINDOW_MAX \
-                or math.prod(e.value for e in extents[:len(spatial)]) < WINDOW_MIN_OUTPUTS:
+        if (
+            len(extents) != len(loops)
+            or not all(isinstance(e, tirx.IntImm) for e in extents)
+            or math.prod(e.value for e in extents[len(spatial) :]) > WINDOW_MAX
+            or math.prod(e.value for e in extents[: len(spatial)]) < WINDOW_MIN_OUTPUTS
+        ):
             return None
         try:
             sch.reorder(*spatial, *window)
@@ -169,8 +175,6 @@ def graph_rewrites(target: tvm.target.Target) -> list[tvm.transform.Pass]:
     the pad of a TF-style "same" conv (EfficientNet-Lite0's stride-2 depthwise convs) into the
     kernel of the conv before, whose output it does not follow one to one, and dlight's ``Matmul``
     asserts on that kernel (the float EfficientNet-Lite0 did not build for CUDA)."""
-    from qbuild.kernels.pipeline import fold_pads_into_convs, integer_rewrites
-
     return [*integer_rewrites(), fold_pads_into_convs(), split_k.split_k_convs(target)]
 
 
@@ -195,9 +199,15 @@ def builtin_pipeline(target: tvm.target.Target) -> tuple[tvm.transform.Pass, Ker
     from tvm.relax.backend.cuda import pipeline as cuda
 
     report = KernelReport()
-    rules = [("tensorcore_int8", TensorCoreInt8()), ("matmul", dl.gpu.Matmul()), ("gemv", dl.gpu.GEMV()),
-             ("window_reduction", WindowReduction()), ("reduction", dl.gpu.Reduction()),
-             ("general_reduction", dl.gpu.GeneralReduction()), ("fallback", dl.gpu.Fallback())]
+    rules = [
+        ("tensorcore_int8", TensorCoreInt8()),
+        ("matmul", dl.gpu.Matmul()),
+        ("gemv", dl.gpu.GEMV()),
+        ("window_reduction", WindowReduction()),
+        ("reduction", dl.gpu.Reduction()),
+        ("general_reduction", dl.gpu.GeneralReduction()),
+        ("fallback", dl.gpu.Fallback()),
+    ]
     passes = [
         *fusion_passes(target),
         dl.ApplyDefaultSchedule(*(_Counted(name, rule, report) for name, rule in rules)),

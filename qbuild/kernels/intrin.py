@@ -123,8 +123,10 @@ def _pair_sum_desc() -> tirx.PrimFunc:
     """What ``PAIR_SUM_8`` computes: ``D[j] = C[2j] + C[2j+1]``, int16 lanes summed into int32."""
 
     @T.prim_func(s_tir=True)
-    def desc(C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
-             D: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+    def desc(
+        C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+        D: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
         with T.sblock("root"):
             T.reads(C[0:16])
             T.writes(D[0:8])
@@ -140,8 +142,10 @@ def _pair_sum_impl() -> tirx.PrimFunc:
     """``vpmaddwd`` by ones: one instruction for the eight pair sums."""
 
     @T.prim_func(s_tir=True)
-    def impl(C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
-             D: T.Buffer((8,), "int32", offset_factor=1, scope="local")) -> None:
+    def impl(
+        C: T.Buffer((16,), "int16", offset_factor=1, scope="local"),
+        D: T.Buffer((8,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
         with T.sblock("root"):
             T.reads(C[0:16])
             T.writes(D[0:8])
@@ -173,8 +177,9 @@ def _byte_pairs(a, b):
 
 def _pair_sums(pairs):
     """vpmaddwd by ones: sixteen int16 summed in neighbouring pairs, eight int32."""
-    return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs,
-                                   T.broadcast(T.int16(1), 16), dtype="int32x8")
+    return T.call_llvm_pure_intrin(
+        T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.wd"), pairs, T.broadcast(T.int16(1), 16), dtype="int32x8"
+    )
 
 
 def _pmaddubsw_step(acc, a, b):
@@ -200,8 +205,8 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str, lanew
     a_shape, a_whole = _operand_a(group, outputs, lanewise)
 
     def operand_a(A):
-        if lanewise:  # (group, lanes) -> (lanes, group): element l of the operand is A[l % group, l // group]
-            order = [l % group * outputs + l // group for l in range(outputs * group)]
+        if lanewise:  # (group, lanes) -> (lanes, group): element e of the operand is A[e % group, e // group]
+            order = [e % group * outputs + e // group for e in range(outputs * group)]
             return T.reinterpret(T.Shuffle([A.vload([0, 0], f"{a_dtype}x{outputs * group}")], order), dtype=vector)
         word = T.reinterpret(A.vload([0], f"{a_dtype}x{group}"), dtype="int32")
         return T.reinterpret(T.broadcast(word, outputs), dtype=vector)
@@ -223,11 +228,15 @@ def _impl(group: int, a_dtype: str, b_dtype: str, step, accumulators: str, lanew
 _OPERANDS = {PAIR: ("int16", "int16"), QUAD: ("uint8", "int8")}  # (A, B) dtypes per channel group
 # (channel group, step, int32 lanes) of each dot intrinsic; vpmaddubsw is described as vpdpbusd
 # is: the same sums for data <= 127.
-_STEPS = {PMADDWD_8X2: (PAIR, _pmaddwd_step, LANES), VPDPBUSD_8X4: (QUAD, _vpdpbusd(LANES), LANES),
-          VPDPBUSD_16X4: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES), PMADDUBSW_8X4: (QUAD, _pmaddubsw_step, LANES),
-          VPDPBUSD_8X4_LANEWISE: (QUAD, _vpdpbusd(LANES), LANES),
-          VPDPBUSD_16X4_LANEWISE: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES),
-          PMADDUBSW_8X4_LANEWISE: (QUAD, _pmaddubsw_step, LANES)}
+_STEPS = {
+    PMADDWD_8X2: (PAIR, _pmaddwd_step, LANES),
+    VPDPBUSD_8X4: (QUAD, _vpdpbusd(LANES), LANES),
+    VPDPBUSD_16X4: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES),
+    PMADDUBSW_8X4: (QUAD, _pmaddubsw_step, LANES),
+    VPDPBUSD_8X4_LANEWISE: (QUAD, _vpdpbusd(LANES), LANES),
+    VPDPBUSD_16X4_LANEWISE: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES),
+    PMADDUBSW_8X4_LANEWISE: (QUAD, _pmaddubsw_step, LANES),
+}
 LANEWISE = (VPDPBUSD_8X4_LANEWISE, VPDPBUSD_16X4_LANEWISE, PMADDUBSW_8X4_LANEWISE)
 
 
@@ -254,5 +263,7 @@ def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         return _pair_sum_desc(), _pair_sum_impl()
     group, step, width = _STEPS[name]
     lanewise = name in LANEWISE
-    return (_dot_desc(group, *_OPERANDS[group], width, lanewise),
-            _impl(group, *_OPERANDS[group], step, f"int32x{width}", lanewise))
+    return (
+        _dot_desc(group, *_OPERANDS[group], width, lanewise),
+        _impl(group, *_OPERANDS[group], step, f"int32x{width}", lanewise),
+    )

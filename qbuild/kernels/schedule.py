@@ -127,8 +127,7 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     extents = [int(iv.dom.extent) for iv in block.iter_vars]
     reduce = [int(iv.dom.extent) for iv in block.iter_vars if int(iv.iter_type) != DATA_PAR]
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
-    summary = (f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, "
-               f"reduce {tuple(reduce)}")
+    summary = f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, reduce {tuple(reduce)}"
     in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name)
 
@@ -405,8 +404,9 @@ def _conv_block_name(sch: Schedule) -> str | None:
     return next((name for name in names if name.startswith(CONV_BLOCK)), None)
 
 
-def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: KernelReport,
-                      tiles: Mapping[str, ConvTile] | None = None) -> tirx.PrimFunc:
+def schedule_function(
+    func: tirx.PrimFunc, features: frozenset[str], report: KernelReport, tiles: Mapping[str, ConvTile] | None = None
+) -> tirx.PrimFunc:
     """``func`` scheduled by the first rule that succeeds (conv, generic), else unchanged.
     ``features``: the CPU's instruction sets (``vectors.TENSOR_FEATURES``: the intrinsics, and
     the register width, ``vectors``). ``tiles``: a tuning database's conv tiles by workload key
@@ -419,8 +419,11 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     rules = [("generic", lambda s: _generic(s, registers))]
     if workload is not None:
         tile = tuned or workload.default_tile(registers)
-        conv = (lambda s: _amx_conv(s, workload.block, tile, registers)) if workload.amx else \
-            (lambda s: _conv(s, workload.block, features, tile, registers))
+        conv = (
+            (lambda s: _amx_conv(s, workload.block, tile, registers))
+            if workload.amx
+            else (lambda s: _conv(s, workload.block, features, tile, registers))
+        )
         rules.insert(0, ("conv", lambda s: (conv(s), _generic(s, registers))))
     for name, rule in rules:
         sch = Schedule(func)
@@ -436,8 +439,9 @@ def schedule_function(func: tirx.PrimFunc, features: frozenset[str], report: Ker
     return func
 
 
-def schedule_pass(features: frozenset[str], report: KernelReport,
-                  tiles: Mapping[str, ConvTile] | None = None) -> tvm.transform.Pass:
+def schedule_pass(
+    features: frozenset[str], report: KernelReport, tiles: Mapping[str, ConvTile] | None = None
+) -> tvm.transform.Pass:
     """A module pass applying ``schedule_function`` to every PrimFunc of the module."""
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.ScheduleCPU")
@@ -445,8 +449,9 @@ def schedule_pass(features: frozenset[str], report: KernelReport,
         updated = {}
         for gvar, func in mod.functions.items():
             if isinstance(func, tirx.PrimFunc):
-                updated[gvar] = schedule_function(func.with_attr("global_symbol", gvar.name_hint), features, report,
-                                                  tiles)
+                updated[gvar] = schedule_function(
+                    func.with_attr("global_symbol", gvar.name_hint), features, report, tiles
+                )
         for gvar, func in updated.items():
             mod[gvar] = func
         return mod

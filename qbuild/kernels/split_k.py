@@ -32,7 +32,7 @@ import tvm
 from tvm import relax, te, tirx
 
 from qbuild.kernels import wmma_int8
-from qbuild.kernels.rewrite_calls import rewrite_calls
+from qbuild.relax.rewrite_calls import rewrite_calls
 
 Tile = tuple[int, int]  # output channels x output pixels that one thread block computes
 TARGET_BLOCKS = 132  # thread blocks worth having: one per SM of an H100/H200
@@ -49,8 +49,10 @@ def float_tile(target: tvm.target.Target) -> Tile:
     from tvm.s_tir import dlight as dl
 
     config = dl.gpu.Matmul().get_configs(target)
-    return (config.vthread_x * config.block_size_x * config.micro_size_x,
-            config.vthread_y * config.block_size_y * config.micro_size_y)
+    return (
+        config.vthread_x * config.block_size_x * config.micro_size_x,
+        config.vthread_y * config.block_size_y * config.micro_size_y,
+    )
 
 
 def int8_tile(out_channels: int, pixels: int) -> Tile:
@@ -66,14 +68,18 @@ def splits(out_channels: int, pixels: int, reduction: int, channels: int, tile: 
     tile = tile or int8_tile(out_channels, pixels)
     blocks = math.ceil(out_channels / tile[0]) * math.ceil(pixels / tile[1])
     count = 1
-    while (blocks * count < TARGET_BLOCKS and reduction // (2 * count) >= MIN_CHUNK
-           and channels % (2 * count) == 0):
+    while blocks * count < TARGET_BLOCKS and reduction // (2 * count) >= MIN_CHUNK and channels % (2 * count) == 0:
         count *= 2
     return count
 
 
-def im2col(data: te.Tensor, kernel: tuple[int, int], strides: tuple[int, int], padding: tuple[int, ...],
-           dilation: tuple[int, int]) -> te.Tensor:
+def im2col(
+    data: te.Tensor,
+    kernel: tuple[int, int],
+    strides: tuple[int, int],
+    padding: tuple[int, ...],
+    dilation: tuple[int, int],
+) -> te.Tensor:
     """NCHW data -> (N, C*KH*KW, OH*OW): column ``p`` holds the input window of output pixel ``p``
     (zeros where it overhangs the border), rows in the order of OIHW weights."""
     _batch, channels, height, width = (int(d) for d in data.shape)
@@ -97,8 +103,9 @@ def add_partials(partial: te.Tensor, out_shape: list[int]) -> te.Tensor:
     chunks, width = int(partial.shape[1]), out_shape[3]
 
     def total(n, o, y, x):
-        return functools.reduce(lambda acc, s: acc + partial[n, s, o, y * width + x], range(1, chunks),
-                                partial[n, 0, o, y * width + x])
+        return functools.reduce(
+            lambda acc, s: acc + partial[n, s, o, y * width + x], range(1, chunks), partial[n, 0, o, y * width + x]
+        )
 
     return te.compute(out_shape, total, name=ADD_PARTIALS)
 
@@ -109,8 +116,13 @@ def _split(bb: relax.BlockBuilder, call: relax.Call, float_tile: Tile) -> relax.
     data, weight = call.args
     out_dtype = str(call.ty.dtype)
     dtypes = (str(data.ty.dtype), str(weight.ty.dtype), out_dtype)
-    if (dtypes not in SPLIT_DTYPES or attrs.groups != 1 or attrs.data_layout != "NCHW"
-            or attrs.kernel_layout != "OIHW" or attrs.out_layout not in ("", "NCHW")):
+    if (
+        dtypes not in SPLIT_DTYPES
+        or attrs.groups != 1
+        or attrs.data_layout != "NCHW"
+        or attrs.kernel_layout != "OIHW"
+        or attrs.out_layout not in ("", "NCHW")
+    ):
         return None
     batch, channels, height, width = (int(d) for d in data.ty.shape)
     out_channels, _, kh, kw = (int(d) for d in weight.ty.shape)
@@ -137,5 +149,6 @@ def _split(bb: relax.BlockBuilder, call: relax.Call, float_tile: Tile) -> relax.
 def split_k_convs(target: tvm.target.Target) -> tvm.transform.Pass:
     """Rewrite each int8 or fp32 conv2d that has too few thread blocks on ``target`` (see the
     module doc)."""
-    return rewrite_calls("qbuild.SplitKConvs", "relax.nn.conv2d",
-                         functools.partial(_split, float_tile=float_tile(target)))
+    return rewrite_calls(
+        "qbuild.SplitKConvs", "relax.nn.conv2d", functools.partial(_split, float_tile=float_tile(target))
+    )

@@ -56,11 +56,14 @@ class ConvTile:
 
     def __post_init__(self) -> None:
         if self.pixels < 1 or self.blocks < 1 or self.chunk < 0:
-            raise ValueError(f"a conv tile needs at least one pixel and one block, and a chunk of 0 or more, "
-                             f"not {self}")
+            raise ValueError(
+                f"a conv tile needs at least one pixel and one block, and a chunk of 0 or more, not {self}"
+            )
         if self.pixels * self.blocks > MAX_OUTPUTS:
-            raise ValueError(f"{self} needs {self.pixels * self.blocks} accumulators; at most "
-                             f"{MAX_OUTPUTS} fit in the vector or tile registers")
+            raise ValueError(
+                f"{self} needs {self.pixels * self.blocks} accumulators; at most "
+                f"{MAX_OUTPUTS} fit in the vector or tile registers"
+            )
 
     def fits(self, width: int, out_blocks: int, in_blocks: int) -> bool:
         """Whether the tile divides a row of ``width`` pixels and ``out_blocks`` channel blocks,
@@ -73,7 +76,7 @@ class ConvTile:
         return [self.pixels, self.blocks] + ([self.chunk] if self.chunk else [])
 
     def label(self) -> str:
-        """"4x2", or "4x2/4" for 4 input channel blocks per pass."""
+        """ "4x2", or "4x2/4" for 4 input channel blocks per pass."""
         return f"{self.pixels}x{self.blocks}" + (f"/{self.chunk}" if self.chunk else "")
 
 
@@ -88,8 +91,9 @@ def candidate_tiles(width: int, out_blocks: int, in_blocks: int, registers: Vect
     ``CHUNKS`` that divide the input channel blocks."""
     default = default_tile(width, out_blocks, registers)
     most = registers.max_accumulators
-    shapes = [(p, b) for p in _divisors(width, most) for b in _divisors(out_blocks, most)
-              if MIN_ACCUMULATORS <= p * b <= most]
+    shapes = [
+        (p, b) for p in _divisors(width, most) for b in _divisors(out_blocks, most) if MIN_ACCUMULATORS <= p * b <= most
+    ]
     tiles = [ConvTile(p, b, chunk) for p, b in shapes for chunk in (0, *CHUNKS)]
     return [default] + [tile for tile in tiles if tile != default and tile.fits(width, out_blocks, in_blocks)]
 
@@ -110,8 +114,9 @@ def amx_tiles(width: int, out_blocks: int) -> list[ConvTile]:
     blocks) first; none where nothing divides (the conv then takes vector registers). The whole
     reduction each: the accumulators stay in tile registers. (A loop of one pixel or one block
     would vanish from the loop nest that the intrinsics describe.)"""
-    tiles = [ConvTile(p, b) for p in _divisors(width, AMX_ROWS) for b in _divisors(out_blocks, AMX_BLOCKS)
-             if p > 1 and b > 1]
+    tiles = [
+        ConvTile(p, b) for p in _divisors(width, AMX_ROWS) for b in _divisors(out_blocks, AMX_BLOCKS) if p > 1 and b > 1
+    ]
     return sorted(tiles, key=lambda tile: (-tile.pixels, -tile.blocks))
 
 

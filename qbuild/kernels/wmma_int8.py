@@ -75,7 +75,10 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
     if blocks is None:
         return None
     main = blocks[0]
-    if matmul.get_index_map(sch.get(main)) is None or tuple(matmul.get_in_out_dtypes(sch.get(main))) != ("int8", "int32"):
+    if matmul.get_index_map(sch.get(main)) is None or tuple(matmul.get_in_out_dtypes(sch.get(main))) != (
+        "int8",
+        "int32",
+    ):
         return None  # no int8 matmul (reindexing a reduction of one tensor would raise)
     # 1. C[S, I, J] += A[S, I, K] * B[S, J, K], padded to whole tiles (the maps are read off the
     # block once its operands are reindexed to its own iterators).
@@ -117,7 +120,7 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
         matmul.auto_inline_producers(sch, copy)  # the im2col window and padding read while copying
         row, k_loop = sch.get_loops(copy)[-2:]
         k_loop, vec = sch.split(k_loop, [None, LOAD_BYTES])
-        if _rows_contiguous(sch.get(copy)):  # NCHW activations: a warp's threads take adjacent pixels
+        if rows_contiguous(sch.get(copy)):  # NCHW activations: a warp's threads take adjacent pixels
             sch.reorder(k_loop, row, vec)
             flat = sch.fuse(k_loop, row)
         else:
@@ -131,9 +134,12 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
         # every odd slice would start 16 bytes off).
         sch.transform_layout(copy, ("write", 0), lambda b, r, k: (b, k // FRAGMENT, r, k % FRAGMENT))
     # 4. Fragments from shared memory, the accumulator back through it.
-    intrinsics = get_wmma_intrin_group(load_scope="shared.dyn", store_scope="shared.dyn",
-                                       in_dtype="int8", out_dtype="int32", trans_b=True)
-    loads = [sch.cache_read(fragment, operand, scope) for operand, scope in ((0, "wmma.matrix_a"), (1, "wmma.matrix_b"))]
+    intrinsics = get_wmma_intrin_group(
+        load_scope="shared.dyn", store_scope="shared.dyn", in_dtype="int8", out_dtype="int32", trans_b=True
+    )
+    loads = [
+        sch.cache_read(fragment, operand, scope) for operand, scope in ((0, "wmma.matrix_a"), (1, "wmma.matrix_b"))
+    ]
     for load in loads:
         sch.compute_at(load, ki)
     staged = sch.cache_write(fragment, 0, "shared.dyn")
@@ -158,7 +164,7 @@ def schedule(func: tirx.PrimFunc) -> s_tir.Schedule | None:
     return sch
 
 
-def _rows_contiguous(copy: tirx.SBlock) -> bool:
+def rows_contiguous(copy: tirx.SBlock) -> bool:
     """Whether a copy into shared memory reads its source along the tile's rows (the pixels of
     NCHW activations) rather than along the reduction: the source's last index uses the row
     iterator and not the reduction one."""

@@ -3,19 +3,25 @@
 ``quantize(mod, params, dataset)`` takes a float Relax module (from ``qbuild.trace``), binds
 its weights, folds batch norm, calibrates activation ranges (``calibrate``), and rewrites
 conv2d/dense into integer kernels with requantize epilogues (``rewrite``). The options and
-defaults are relay.quantize's (``config``). It knows nothing of benchmarks, and of targets only
-which sub-byte conv kernel "auto" picks (``qbuild.kernels.auto_bitserial_pairs``).
+defaults are relay.quantize's (``config``). It knows nothing of benchmarks or targets: how a
+sub-byte conv runs is asked of the target's kernels, passed in as ``convs``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 
 from qbuild.errors import QbuildError
 from qbuild.quantize.config import DEFAULTS, QConfig, current_qconfig, make, options, qconfig
+
+if TYPE_CHECKING:
+    import tvm
+
+    from qbuild.quantize.memo import Memory
+    from qbuild.quantize.rewrite import Rewriter, SubbyteKernels
 
 __all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", "options", "qconfig", "quantize"]
 
@@ -24,20 +30,20 @@ __all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", 
 class QuantizedModule:
     """The integer module and what the quantizer did: per-layer decisions, calibration facts."""
 
-    mod: "tvm.IRModule"  # noqa: F821
+    mod: "tvm.IRModule"
     config: QConfig
     layers: list[dict]
     calibration: dict
     auto_bitserial_pairs: int  # "auto" ran convs of at most this many plane pairs bit-serially
-    source: "tvm.IRModule | None" = field(default=None, repr=False)  # noqa: F821  what was rewritten (BN folded)
-    rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # noqa: F821  makes the same rewrite
+    source: "tvm.IRModule | None" = field(default=None, repr=False)  # what was rewritten (BN folded)
+    rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # makes the same rewrite
 
-    def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:  # noqa: F821
+    def layer_outputs(self) -> tuple["tvm.IRModule", "tvm.IRModule"]:
         """Two modules whose ``main`` returns every conv/dense layer's output (float32, in
         ``layers`` order): this integer program's (an accumulator dequantized at its scales; the
         same integers as ``mod``), and the float module's as the quantizer received it (batch norm
         folded), followed there by each layer's input. Returned as (float, integer)."""
-        from qbuild.quantize.graph import with_outputs
+        from qbuild.relax.graph import with_outputs
 
         rewriter = self.rewriter()
         probed = rewriter.run(self.source, probe=True)
@@ -68,11 +74,12 @@ def _check_skips(config: QConfig, conv_count: int) -> None:
 
 
 def quantize(
-    mod: "tvm.IRModule",  # noqa: F821
+    mod: "tvm.IRModule",
     params: dict[str, np.ndarray] | None = None,
     dataset: Iterable[np.ndarray] | None = None,
     config: QConfig | None = None,
-    target: "tvm.target.Target | None" = None,  # noqa: F821
+    convs: "SubbyteKernels | None" = None,
+    memory: "Memory | None" = None,
 ) -> QuantizedModule:
     """Quantize a float Relax module under ``config`` (default: the current ``qconfig``).
 
@@ -84,13 +91,19 @@ def quantize(
     """
     from tvm import relax
 
-    from qbuild.kernels import auto_bitserial_pairs
-    from qbuild.kernels.pipeline import fold_pads_into_convs
     from qbuild.quantize.calibrate import collect, threshold
+    from qbuild.quantize.memo import Memory
     from qbuild.quantize.rewrite import Rewriter
+    from qbuild.relax.fold_pads import fold_pads_into_convs
     from qbuild.trace import fold_batch_norm
 
     config = config or current_qconfig()
+    memory = memory if memory is not None else Memory()
+    if config.subbyte_kernel == "bitserial" and convs is None:
+        raise QbuildError(
+            "subbyte_kernel='bitserial' needs the target's kernels",
+            "pass convs=qbuild.kernels.subbyte_convs.SubbyteConvs.for_target(target)",
+        )
     if params:
         mod = relax.transform.BindParams("main", dict(params))(mod)
     # Explicit zero pads (TF-style "same" padding) become their convs' own padding first: after the
@@ -99,22 +112,23 @@ def quantize(
     # zero in every symmetric encoding, so the integer conv pads exactly as the float pad did.
     mod = fold_pads_into_convs()(fold_batch_norm(mod))
 
-    auto_pairs = auto_bitserial_pairs(target)
+    auto_pairs = convs.max_pairs if convs is not None else 0
     calibration: dict = {"mode": config.calibrate_mode, "tensors": 0, "images": 0}
     stats: dict = {}
     if config.needs_data:
         # A dry run names the tensors whose ranges the rewrite needs (and checks the layer
         # indices before the model is run on any image).
         requested: dict = {}
-        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0), auto_pairs=auto_pairs)
+        dry = Rewriter(config, lambda var, levels: requested.setdefault(var, 1.0), kernels=convs, memory=memory)
         dry.run(mod)
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
-            stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs)
+            stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs, memory)
         calibration.update(tensors=len(requested), images=len(images))
+
     def make_rewriter() -> Rewriter:
-        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, auto_pairs)
+        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs, memory)
 
     rewriter = make_rewriter()
     quantized = rewriter.run(mod)

@@ -130,8 +130,9 @@ class Histogram:
     def _search_mse(self, levels: int) -> float:
         centres = (np.arange(HISTOGRAM_BINS) + 0.5) * self.bin_width
         candidates = np.linspace(self.max_abs / 64, self.max_abs, 256)
-        errors = [np.sum(self.counts * np.where(centres > t, (centres - t) ** 2, (t / levels) ** 2 / 12))
-                  for t in candidates]
+        errors = [
+            np.sum(self.counts * np.where(centres > t, (centres - t) ** 2, (t / levels) ** 2 / 12)) for t in candidates
+        ]
         return float(candidates[int(np.argmin(errors))])
 
 
@@ -172,7 +173,14 @@ def threshold(config: QConfig, stats: Histogram | None, levels: int) -> float:
     return max(stats.kl_threshold(levels + 1), stats.bin_width)
 
 
-def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1, grams: set | None = None) -> dict:
+def collect(
+    mod,
+    tensors: list,
+    images: Iterable[np.ndarray],
+    chunk_by: int = -1,
+    grams: set | None = None,
+    memory: memo.Memory | None = None,
+) -> dict:
     """Histogram of each tensor (a Relax var of ``mod['main']``) over the images (CHW float32 each),
     and for the tensors in ``grams`` the channels' Gram matrix too (``weight_rounding="gptq"``).
 
@@ -180,22 +188,21 @@ def collect(mod, tensors: list, images: Iterable[np.ndarray], chunk_by: int = -1
     The float model runs on qbuild's builtin CPU kernels (TVM's untuned ones take seconds per image).
 
     The statistics depend on nothing but the module, the tensors and the images, so the latest
-    ones are kept (``_LATEST``) and handed back, read-only, when the same module (structurally, weights
-    included), tensors and images come again and they hold every Gram matrix asked for (one more is
-    ignored): the bit-width sweep calibrates its six precisions on one measurement (ResNet-50: ~45 s
-    each, the compile of the calibration module and the histograms).
+    ones are kept in ``memory`` (``memo.Memory``; None: a new one) and handed back, read-only, when
+    the same module (structurally, weights included), tensors and images come again and they hold
+    every Gram matrix asked for (one more is ignored): the bit-width sweep calibrates its
+    precisions on one measurement.
     """
+    memory = memory if memory is not None else memo.Memory()
+    latest = memory.statistics  # the latest calibration's key and statistics (in the order of its tensors)
     images = [np.asarray(image, dtype=np.float32) for image in images]
     key, gram_positions = _statistics_key(mod, tensors, images, grams or set())
-    if _LATEST.get("key") != key or not gram_positions <= _LATEST["grams"]:
-        _LATEST.clear()
+    if latest.get("key") != key or not gram_positions <= latest["grams"]:
+        latest.clear()
         stats = _measure(mod, tensors, images, chunk_by, grams or set())
-        _LATEST.update(key=key, grams=gram_positions, stats=[stats[var] for var in tensors])
-    return dict(zip(tensors, _LATEST["stats"]))
-
-
-# The latest calibration's key and statistics (in the order of its tensors); see ``collect``.
-_LATEST: dict = {}
+        memory.measurements += 1
+        latest.update(key=key, grams=gram_positions, stats=[stats[var] for var in tensors])
+    return dict(zip(tensors, latest["stats"]))
 
 
 def _statistics_key(mod, tensors: list, images: list[np.ndarray], grams: set) -> tuple[tuple, frozenset]:
@@ -219,7 +226,7 @@ def _bound_vars(func) -> list:
 
 def _measure(mod, tensors: list, images: list[np.ndarray], chunk_by: int, grams: set) -> dict:
     from qbuild.compile import host_tensors
-    from qbuild.quantize.graph import with_outputs
+    from qbuild.relax.graph import with_outputs
 
     stats = {var: Histogram(keep_gram=var in grams) for var in tensors}
     size = len(tensors) if chunk_by < 0 else chunk_by

@@ -86,15 +86,25 @@ class QConfig:
         for kind in ("input", "weight", "activation"):
             nbit, dtype = getattr(self, f"nbit_{kind}"), getattr(self, f"dtype_{kind}")
             if dtype not in INT_DTYPES:
-                raise _fail(f"dtype_{kind}", dtype, f"use one of {', '.join(INT_DTYPES)} "
-                            "(sub-byte values are stored in int8 with nbit < 8)")
+                raise _fail(
+                    f"dtype_{kind}",
+                    dtype,
+                    f"use one of {', '.join(INT_DTYPES)} (sub-byte values are stored in int8 with nbit < 8)",
+                )
             if not isinstance(nbit, int) or nbit < (2 if kind == "activation" else 1):
-                fix = ("use 2 or more bits: activations between layers are signed (1-bit conv inputs are "
-                       "nbit_input=1)" if kind == "activation" else "use 1 or more bits")
+                fix = (
+                    "use 2 or more bits: activations between layers are signed (1-bit conv inputs are nbit_input=1)"
+                    if kind == "activation"
+                    else "use 1 or more bits"
+                )
                 raise _fail(f"nbit_{kind}", nbit, fix)
             if nbit > INT_DTYPES[dtype]:
-                raise _fail(f"nbit_{kind}", nbit, f"dtype_{kind}={dtype!r} holds at most {INT_DTYPES[dtype]} bits: "
-                            f"lower nbit_{kind} or widen dtype_{kind}")
+                raise _fail(
+                    f"nbit_{kind}",
+                    nbit,
+                    f"dtype_{kind}={dtype!r} holds at most {INT_DTYPES[dtype]} bits: "
+                    f"lower nbit_{kind} or widen dtype_{kind}",
+                )
         if self.nbit_input > 8 or self.nbit_weight > 8:
             option = "nbit_input" if self.nbit_input > 8 else "nbit_weight"
             raise _fail(option, getattr(self, option), "convolution operands are at most 8 bits (int32 accumulation)")
@@ -103,13 +113,17 @@ class QConfig:
         if any(kind not in EDGE_LAYERS for kind in self.edge_layers):
             raise _fail("edge_layers", self.edge_layers, f"name layers among {', '.join(EDGE_LAYERS)}")
         if self.bias_correction and not self.needs_data:
-            raise _fail("bias_correction", True, "it needs the mean inputs of calibration images: "
-                        "use a calibrate_mode other than global_scale")
+            raise _fail(
+                "bias_correction",
+                True,
+                "it needs the mean inputs of calibration images: use a calibrate_mode other than global_scale",
+            )
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise _fail("weight_rounding", self.weight_rounding, f"use one of {', '.join(WEIGHT_ROUNDINGS)}")
         if self.weight_rounding == "gptq" and not self.needs_data:
-            raise _fail("weight_rounding", "gptq", "it needs calibration images: use a calibrate_mode other than "
-                        "global_scale")
+            raise _fail(
+                "weight_rounding", "gptq", "it needs calibration images: use a calibrate_mode other than global_scale"
+            )
         if self.subbyte_kernel not in SUBBYTE_KERNELS:
             raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:
@@ -125,16 +139,25 @@ class QConfig:
         if self.debug_enabled_ops is not None:
             unknown = [op for op in self.debug_enabled_ops if op not in QUANTIZABLE_OPS]
             if unknown:
-                raise _fail("debug_enabled_ops", self.debug_enabled_ops,
-                            f"name ops among {', '.join(QUANTIZABLE_OPS)}, or None for all")
+                raise _fail(
+                    "debug_enabled_ops",
+                    self.debug_enabled_ops,
+                    f"name ops among {', '.join(QUANTIZABLE_OPS)}, or None for all",
+                )
         if self.do_simulation:
             raise _fail("do_simulation", True, "qbuild always realizes integer kernels; use do_simulation=False")
         if self.partition_conversions != "disabled":
-            raise _fail("partition_conversions", self.partition_conversions,
-                        "qbuild keeps conversions inline; use partition_conversions='disabled'")
+            raise _fail(
+                "partition_conversions",
+                self.partition_conversions,
+                "qbuild keeps conversions inline; use partition_conversions='disabled'",
+            )
         if not isinstance(self.calibrate_chunk_by, int) or self.calibrate_chunk_by == 0 or self.calibrate_chunk_by < -1:
-            raise _fail("calibrate_chunk_by", self.calibrate_chunk_by,
-                        "use -1 (all tensors in one pass) or a positive number of tensors per pass")
+            raise _fail(
+                "calibrate_chunk_by",
+                self.calibrate_chunk_by,
+                "use -1 (all tensors in one pass) or a positive number of tensors per pass",
+            )
         if not 50.0 < self.calibrate_percentile <= 100.0:
             raise _fail("calibrate_percentile", self.calibrate_percentile, "use a percentile in (50, 100], e.g. 99.99")
         if not isinstance(self.calibrate_samples, int) or self.calibrate_samples < 1:

@@ -10,8 +10,13 @@ from __future__ import annotations
 import numpy as np
 from tvm import relax
 
-from qbuild.quantize.fixed_point import (exact_int8_multiplier_shift, multiplier_shift, power_of_two_exponents,
-                                         rounding_offset, saturating_multiplier_shift)
+from qbuild.quantize.fixed_point import (
+    exact_int8_multiplier_shift,
+    multiplier_shift,
+    power_of_two_exponents,
+    rounding_offset,
+    saturating_multiplier_shift,
+)
 
 
 def channel_const(values: np.ndarray | float, dtype: str, ndim: int, axis: int) -> relax.Constant:
@@ -32,8 +37,9 @@ def _dtype(expr: relax.Expr) -> str:
     return str(expr.ty.dtype)
 
 
-def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, bounds: tuple[int, int], dtype: str,
-             rounding: str) -> relax.Expr:
+def quantize(
+    bb: relax.BlockBuilder, x: relax.Expr, scale: float, bounds: tuple[int, int], dtype: str, rounding: str
+) -> relax.Expr:
     """float -> integer: clip(round(x / scale), low, high) as ``dtype``."""
     scaled = bb.emit(relax.op.multiply(x, relax.const(np.float32(1.0 / scale), "float32")))
     if rounding == "UPWARD":
@@ -50,15 +56,19 @@ def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float,
     return bb.emit(relax.op.multiply(as_float, channel_const(scale, "float32", _ndim(q), axis)))
 
 
-def _shift_right(bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, rounding: str,
-                 round_for_shift: bool, ndim: int, axis: int) -> relax.Expr:
+def _shift_right(
+    bb: relax.BlockBuilder, x: relax.Expr, shift: np.ndarray, rounding: str, round_for_shift: bool, ndim: int, axis: int
+) -> relax.Expr:
     offset = rounding_offset(shift, rounding, round_for_shift)
     if np.any(offset):
         x_in = x
         x = bb.emit(relax.op.add(x, channel_const(offset, "int64", ndim, axis)))
         if round_for_shift and rounding == "TONEAREST":  # + the shifted value's lowest bit: ties to even
-            low = bb.emit(relax.op.bitwise_and(
-                relax.op.right_shift(x_in, channel_const(shift, "int64", ndim, axis)), relax.const(1, "int64")))
+            low = bb.emit(
+                relax.op.bitwise_and(
+                    relax.op.right_shift(x_in, channel_const(shift, "int64", ndim, axis)), relax.const(1, "int64")
+                )
+            )
             x = bb.emit(relax.op.add(x, low))
     return bb.emit(relax.op.right_shift(x, channel_const(shift, "int64", ndim, axis)))
 

@@ -11,7 +11,7 @@ needs the product only where the result does not saturate: beyond ``|x| >= (qmax
 is clipped whatever the multiplier (``saturating_multiplier_shift``). Its input is clamped to that
 limit (the smallest channel ratio's, for all channels: this changes no result) and its multipliers
 take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
-``qbuild.kernels.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
+``qbuild.relax.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
 the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
 31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
 rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier
@@ -48,7 +48,7 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     shift = np.where(overflow, shift - 1, shift)
     tiny = shift > MAX_SHIFT
     small = np.minimum(ratio, 2.0 ** (MULTIPLIER_BITS + 1 - MAX_SHIFT))  # only tiny ones are used
-    multiplier = np.where(tiny, np.round(small * 2.0 ** MAX_SHIFT).astype(np.int64), multiplier)
+    multiplier = np.where(tiny, np.round(small * 2.0**MAX_SHIFT).astype(np.int64), multiplier)
     shift = np.minimum(shift, MAX_SHIFT)
     if np.any(shift < 1):
         raise ValueError(f"requantize ratio above the supported 2**29: {ratio.max()}")
@@ -59,10 +59,9 @@ def _fitting(ratio: np.ndarray, bound: int, bits: np.ndarray) -> tuple[np.ndarra
     """(M, n) with ``bits``-bit multipliers (``M * 2**-n`` ~= ratio) whose largest product with
     ``bound`` and rounding offset fit in int32, shifts in [1, 31]; None if they do not."""
     mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
-    multiplier = np.round(mantissa * 2.0 ** bits).astype(np.int64)
+    multiplier = np.round(mantissa * 2.0**bits).astype(np.int64)
     shift = (bits - exponent).astype(np.int64)
-    if shift.min() < 1 or shift.max() > 31 or \
-            bound * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) > INT32_TOP:
+    if shift.min() < 1 or shift.max() > 31 or bound * int(multiplier.max()) + (1 << (int(shift.max()) - 1)) > INT32_TOP:
         return None
     return multiplier, shift
 
@@ -93,8 +92,9 @@ def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[i
     return None
 
 
-def exact_int8_multiplier_shift(ratio: np.ndarray | float, rounding: str,
-                                round_for_shift: bool) -> tuple[np.ndarray, np.ndarray] | None:
+def exact_int8_multiplier_shift(
+    ratio: np.ndarray | float, rounding: str, round_for_shift: bool
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(M, n) for a requantize of int8 values whose product with any int8 fits in int32 and whose
     result equals the 31-bit multiplier's for every one of the 256 values (checked); None if not."""
     ratio = np.asarray(ratio, dtype=np.float64)
@@ -103,8 +103,10 @@ def exact_int8_multiplier_shift(ratio: np.ndarray | float, rounding: str,
         return None
     values = np.arange(-128, 128, dtype=np.int64).reshape(-1, *([1] * ratio.ndim))
     full_multiplier, full_shift = multiplier_shift(ratio)
-    same = np.array_equal(shift_right_rounded(values * fitting[0], fitting[1], rounding, round_for_shift),
-                          shift_right_rounded(values * full_multiplier, full_shift, rounding, round_for_shift))
+    same = np.array_equal(
+        shift_right_rounded(values * fitting[0], fitting[1], rounding, round_for_shift),
+        shift_right_rounded(values * full_multiplier, full_shift, rounding, round_for_shift),
+    )
     return fitting if same else None
 
 

@@ -25,8 +25,13 @@ DAMPING = 0.01  # of the mean diagonal, added to the Gram matrix (keeps it inver
 BLOCK = 128  # columns rounded before their errors are pushed to the columns after them
 
 
-def round_columns(weights: np.ndarray, gram: np.ndarray, quantize: Callable[[np.ndarray], np.ndarray],
-                  scale: np.ndarray, block: int = BLOCK) -> np.ndarray:
+def round_columns(
+    weights: np.ndarray,
+    gram: np.ndarray,
+    quantize: Callable[[np.ndarray], np.ndarray],
+    scale: np.ndarray,
+    block: int = BLOCK,
+) -> np.ndarray:
     """Integer codes for ``weights`` (outputs x inputs) given the inputs' Gram matrix (inputs x
     inputs). ``quantize`` maps one column of real weights to codes (per output row), and
     ``scale`` (per output row) maps codes back to real values. ``block``: columns per lazy

@@ -4,12 +4,14 @@ A plan quantizes a model several times (the bit-width sweep: six precisions; the
 variants: three activation dtypes), each time from the same weights and calibration images. The
 pure NumPy steps keyed by what they read (``digest`` of the arrays) run once: calibration's
 statistics (``calibrate.collect``), a histogram's clipping thresholds (``Histogram``), a layer's
-rounded weights per precision (``Rewriter.quantized_weights``).
+rounded weights per precision (``Rewriter.quantized_weights``). A ``Memory`` holds what one
+model's quantizations share.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Callable, TypeVar
 
 import numpy as np
@@ -35,3 +37,26 @@ def remembered(store: dict, key, make: Callable[[], T], keep: int | None = None)
             del store[next(iter(store))]  # the oldest
         store[key] = make()
     return store[key]
+
+
+# Rounded weights kept per ``Memory`` (a model's layers at each of its precisions fit many times over).
+CODES_KEPT = 1024
+
+
+@dataclass
+class Memory:
+    """What the quantizations of one model share: the latest calibration's statistics
+    (``calibrate.collect``) and each layer's rounded weights per precision
+    (``Rewriter.quantized_weights``). Pass the same one to each ``quantize`` of a model; a new one
+    reuses nothing. ``measurements`` and ``roundings`` count the calibrations and weight roundings
+    computed rather than reused."""
+
+    statistics: dict = field(default_factory=dict)
+    codes: dict = field(default_factory=dict)
+    measurements: int = 0
+    roundings: int = 0
+
+    def clear(self) -> None:
+        """Forget everything kept (the counts stay)."""
+        self.statistics.clear()
+        self.codes.clear()

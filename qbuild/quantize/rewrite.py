@@ -26,28 +26,26 @@ activation dtype; every other op gets float input (dequantized), so float stays 
 must: skipped layers and the pooling/classifier head.
 
 A sub-byte conv2d (fewer than 8 bits in either operand) runs either as the int8 conv on its
-narrow values, or as a bit-serial conv over bit-packed weights (``qbuild.kernels.bitserial``),
-as ``subbyte_kernel`` says; "auto" takes bit-serial where it has few enough plane pairs to win on
-the target (``qbuild.kernels.auto_bitserial_pairs``: none where int8 convs run on AMX tiles).
-Each layer's record says which ran, in what encoding, and how many bytes its weights take.
+narrow values, or as a bit-serial conv over bit-packed weights, as the target's kernels choose
+under ``subbyte_kernel`` (``SubbyteKernels``; without them, as the int8 conv). Each layer's record
+says which ran, in what encoding, and how many bytes its weights take.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels import MAX_AUTO_PAIRS, bitserial
+from qbuild.bitpack import Encoding
 from qbuild.quantize import emit, gptq, memo
-from qbuild.quantize.bitpack import Encoding
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
-from qbuild.quantize.graph import bindings, op_name, readers, scalar_value, substitute
+from qbuild.relax.graph import bindings, op_name, readers, scalar_value, substitute
 from qbuild.verify import sqnr_db
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
@@ -55,12 +53,30 @@ Thresholds = Callable[[relax.Var, int], float]
 # var -> what calibration measured of it (channel means, Gram matrix), None if nothing.
 Statistics = Callable[[relax.Var], "Histogram | None"]
 
-# The latest layers' rounded weights, {(weights, Gram matrix, precision, config): (codes, steps,
-# encoding)} oldest first (``Rewriter.quantized_weights``): a model's builds at several precisions
-# round each layer once per precision.
-_CODES: dict[tuple, tuple] = {}
-_CODES_KEPT = 1024
 
+class SubbyteKernels(Protocol):
+    """How the target runs sub-byte convs (``qbuild.kernels.subbyte_convs.SubbyteConvs``)."""
+
+    @property
+    def max_pairs(self) -> int:
+        """ "auto" runs a conv of at most this many plane pairs bit-serially."""
+        ...
+
+    def kernel(self, choice: str, attrs, activation: Encoding, weight: Encoding) -> str:
+        """ "bitserial" or "int8" for a conv with these attributes and encodings under ``choice``."""
+        ...
+
+    def emit_bitserial(
+        self,
+        bb: relax.BlockBuilder,
+        data: relax.Expr,
+        weights: np.ndarray,
+        attrs,
+        activation: Encoding,
+        weight: Encoding,
+    ) -> tuple[relax.Expr, int]:
+        """The bit-serial conv (int32 NCHW) and the bytes its packed weights take."""
+        ...
 
 
 @dataclass
@@ -80,7 +96,7 @@ class Quant:
 
     @property
     def encoding(self) -> Encoding:
-        """The bit planes of this range (``qbuild.quantize.bitpack``)."""
+        """The bit planes of this range (``qbuild.bitpack``)."""
         if self.low >= 0:
             return Encoding(self.high.bit_length(), "unsigned")
         return Encoding(self.high.bit_length() + 1, "signed")
@@ -102,8 +118,11 @@ class Acc:
 
 def _relu_of(mod: tvm.IRModule) -> dict:
     """{var: the var of the ReLU that is its only reader} over ``main``."""
-    return {var: only[0].var for var, only in readers(mod).items()
-            if len(only) == 1 and only[0] is not None and op_name(only[0].value) == "relax.nn.relu"}
+    return {
+        var: only[0].var
+        for var, only in readers(mod).items()
+        if len(only) == 1 and only[0] is not None and op_name(only[0].value) == "relax.nn.relu"
+    }
 
 
 def _const_array(expr: relax.Expr) -> np.ndarray | None:
@@ -135,10 +154,17 @@ def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
 class Rewriter:
     """Rewrites one module under one config; ``layers`` reports each conv2d/dense and its fate."""
 
-    def __init__(self, config: QConfig, thresholds: Thresholds, statistics: Statistics = lambda var: None,
-                 auto_pairs: int = MAX_AUTO_PAIRS) -> None:
+    def __init__(
+        self,
+        config: QConfig,
+        thresholds: Thresholds,
+        statistics: Statistics = lambda var: None,
+        kernels: SubbyteKernels | None = None,
+        memory: memo.Memory | None = None,
+    ) -> None:
         self.config = config
-        self.auto_pairs = auto_pairs  # "auto" runs a conv of at most this many plane pairs bit-serially
+        self.memory = memory if memory is not None else memo.Memory()  # rounded weights shared with other rewrites
+        self.kernels = kernels  # how sub-byte convs run; None: as the int8 conv
         self.thresholds = thresholds
         self.statistics = statistics
         self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
@@ -157,8 +183,9 @@ class Rewriter:
             return self.config.global_activation_scale(high)
         return self.thresholds(var, high) / high
 
-    def weight_step(self, weights: np.ndarray, out_axis: int, encoding: Encoding,
-                    gram: np.ndarray | None = None) -> np.ndarray:
+    def weight_step(
+        self, weights: np.ndarray, out_axis: int, encoding: Encoding, gram: np.ndarray | None = None
+    ) -> np.ndarray:
         """Weight scale, per output channel (``per_channel_weights``) or one for the tensor:
         from the largest magnitude (power2, max), the clipping that minimises the squared error
         (mse; given the input's Gram matrix, each input channel's error weighted by its energy,
@@ -176,7 +203,7 @@ class Rewriter:
             return 2.0 ** np.ceil(np.log2(magnitude)) / (1 << (encoding.bits - 1))
         if self.config.weight_scale == "mse":
             energy = None if gram is None or not self.config.per_channel_weights else np.diag(gram)
-            return _mse_steps(rows, magnitude, encoding.high, self.config.rounding, energy)
+            return mse_steps(rows, magnitude, encoding.high, self.config.rounding, energy)
         return magnitude / encoding.high
 
     # --- conversions between forms ------------------------------------------------------
@@ -194,8 +221,16 @@ class Rewriter:
         cfg = self.config
         low, high = signed_range(cfg.nbit_activation)
         scale = self.step(value.source, high)
-        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), cfg.dtype_activation,
-                            cfg.rounding, cfg.round_for_shift, value.axis)
+        q = emit.requantize(
+            bb,
+            value.expr,
+            value.scale / scale,
+            (low, high),
+            cfg.dtype_activation,
+            cfg.rounding,
+            cfg.round_for_shift,
+            value.axis,
+        )
         return Quant(q, scale, low, high, cfg.dtype_activation, value.nonneg)
 
     def as_input(self, bb: relax.BlockBuilder, var: relax.Var, value, nbit: int) -> Quant:
@@ -216,12 +251,16 @@ class Rewriter:
         if isinstance(value, Float):
             q = emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding)
             return Quant(q, scale, low, high, dtype)
-        if isinstance(value, Quant) and (value.low, value.high, value.dtype) == (low, high, dtype) and \
-                np.isclose(value.scale, scale, rtol=1e-12):
+        if (
+            isinstance(value, Quant)
+            and (value.low, value.high, value.dtype) == (low, high, dtype)
+            and np.isclose(value.scale, scale, rtol=1e-12)
+        ):
             return value
         axis = value.axis if isinstance(value, Acc) else 1  # an accumulator's scales are per channel
-        q = emit.requantize(bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift,
-                            axis)
+        q = emit.requantize(
+            bb, value.expr, value.scale / scale, (low, high), dtype, cfg.rounding, cfg.round_for_shift, axis
+        )
         return Quant(q, scale, low, high, dtype, nonneg)
 
     # --- the rewrite -------------------------------------------------------------------------
@@ -264,8 +303,14 @@ class Rewriter:
             if name == "relax.nn.pad" and float(call.attrs.pad_value) != 0.0:
                 return self.float_op(bb, call, values)
             quant = self.settle(bb, arg_values[0])
-            return Quant(bb.emit(relax.Call(call.op, [quant.expr, *args[1:]], call.attrs, call.ty_args)),
-                         quant.scale, quant.low, quant.high, quant.dtype, quant.nonneg)
+            return Quant(
+                bb.emit(relax.Call(call.op, [quant.expr, *args[1:]], call.attrs, call.ty_args)),
+                quant.scale,
+                quant.low,
+                quant.high,
+                quant.dtype,
+                quant.nonneg,
+            )
         result = self.float_op(bb, call, values)
         result.nonneg = _keeps_float_nonneg(name, call, arg_values[0] if arg_values else None)
         return result
@@ -287,29 +332,55 @@ class Rewriter:
             return "skip_dense_layer=True"
         return None
 
-    def _record(self, op: str, index: int, var: relax.Var, data: relax.Expr, weights: np.ndarray,
-                skipped: str | None, layer: dict | None = None) -> None:
-        entry = {"op": op, "index": index, "name": var.name, "weight_shape": list(weights.shape),
-                 "status": "skipped" if skipped else "quantized", "reason": skipped}
+    def _record(
+        self,
+        op: str,
+        index: int,
+        var: relax.Var,
+        data: relax.Expr,
+        weights: np.ndarray,
+        skipped: str | None,
+        layer: dict | None = None,
+    ) -> None:
+        entry = {
+            "op": op,
+            "index": index,
+            "name": var.name,
+            "weight_shape": list(weights.shape),
+            "status": "skipped" if skipped else "quantized",
+            "reason": skipped,
+        }
         entry.update(layer or {"weight_bytes": int(weights.nbytes)})
         self.layers.append(entry)
         self.layer_vars.append(var)
         self.layer_inputs.append(data)
 
-    def quantized_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
-                          gram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, Encoding]:
+    def quantized_weights(
+        self, weights: np.ndarray, out_axis: int, nbit: int, gram: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, Encoding]:
         """(integer weights, scale per output channel, their encoding) for ``nbit``-bit weights,
         rounded to nearest, or by GPTQ given the input's Gram matrix (``gram``, for weights whose
         only non-output axis is the input channel: a 1x1 conv). Read-only arrays: the same
-        weights at the same precision come back from ``_CODES`` (the sweep's W4A8 and W4A4 share
-        their weights; ResNet-50: ~17 s of GPTQ and MSE search per precision)."""
+        weights at the same precision come back from ``memory.codes`` (a sweep's precisions with
+        equal weight bits share them)."""
         cfg = self.config
-        key = (memo.digest(weights, gram), out_axis, nbit, cfg.per_channel_weights, cfg.weight_scale, cfg.rounding,
-               cfg.dtype_weight)
-        return memo.remembered(_CODES, key, lambda: self._round_weights(weights, out_axis, nbit, gram), _CODES_KEPT)
+        key = (
+            memo.digest(weights, gram),
+            out_axis,
+            nbit,
+            cfg.per_channel_weights,
+            cfg.weight_scale,
+            cfg.rounding,
+            cfg.dtype_weight,
+        )
+        return memo.remembered(
+            self.memory.codes, key, lambda: self._round_weights(weights, out_axis, nbit, gram), memo.CODES_KEPT
+        )
 
-    def _round_weights(self, weights: np.ndarray, out_axis: int, nbit: int,
-                       gram: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, Encoding]:
+    def _round_weights(
+        self, weights: np.ndarray, out_axis: int, nbit: int, gram: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, Encoding]:
+        self.memory.roundings += 1
         encoding = Encoding(1, "bipolar") if nbit == 1 else Encoding(nbit, "signed")
         step = self.weight_step(weights, out_axis, encoding, gram)
         shape = [1] * weights.ndim
@@ -342,25 +413,35 @@ class Rewriter:
         stats = self.statistics(data)
         return None if stats is None else stats.gram
 
-    def _layer(self, qin: Quant, weights: np.ndarray, qweights: np.ndarray, wstep: np.ndarray, out_axis: int,
-               encoding: Encoding, kernel: str, weight_bytes: int) -> dict:
+    def _layer(
+        self,
+        qin: Quant,
+        weights: np.ndarray,
+        qweights: np.ndarray,
+        wstep: np.ndarray,
+        out_axis: int,
+        encoding: Encoding,
+        kernel: str,
+        weight_bytes: int,
+    ) -> dict:
         shape = [1] * weights.ndim
         shape[out_axis] = -1
-        return {"input_scale": qin.scale, "weight_scale_min": float(wstep.min()), "weight_scale_max": float(wstep.max()),
-                "weight_sqnr_db": sqnr_db(weights, qweights * wstep.reshape(shape)),
-                "input_encoding": qin.encoding.to_json(), "weight_encoding": encoding.to_json(), "kernel": kernel,
-                "weight_bytes": weight_bytes}
+        return {
+            "input_scale": qin.scale,
+            "weight_scale_min": float(wstep.min()),
+            "weight_scale_max": float(wstep.max()),
+            "weight_sqnr_db": sqnr_db(weights, qweights * wstep.reshape(shape)),
+            "input_encoding": qin.encoding.to_json(),
+            "weight_encoding": encoding.to_json(),
+            "kernel": kernel,
+            "weight_bytes": weight_bytes,
+        }
 
     def _conv_kernel(self, attrs, qin: Quant, encoding: Encoding) -> str:
-        """"bitserial" or "int8": how this quantized conv runs (``subbyte_kernel``)."""
-        choice = self.config.subbyte_kernel
-        subbyte = qin.encoding.bits < 8 or encoding.bits < 8
-        plain = attrs.groups == 1 and all(int(d) == 1 for d in attrs.dilation) and \
-            (attrs.data_layout, attrs.kernel_layout, attrs.out_layout or "NCHW") == ("NCHW", "OIHW", "NCHW")
-        if choice == "int8" or not (subbyte and plain):
+        """ "bitserial" or "int8": how this quantized conv runs (``subbyte_kernel``, ``kernels``)."""
+        if self.kernels is None:
             return "int8"
-        pairs = len(qin.encoding.coefficients) * len(encoding.coefficients)
-        return "bitserial" if choice == "bitserial" or pairs <= self.auto_pairs else "int8"
+        return self.kernels.kernel(self.config.subbyte_kernel, attrs, qin.encoding, encoding)
 
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
@@ -369,8 +450,15 @@ class Rewriter:
         skipped = self._layer_enabled("nn.conv2d", index)
         attrs = call.attrs
         if skipped:
-            self._record("nn.conv2d", index, var, call.args[0], weights, skipped,
-                         {"weight_bytes": int(weights.nbytes), "groups": int(attrs.groups)})
+            self._record(
+                "nn.conv2d",
+                index,
+                var,
+                call.args[0],
+                weights,
+                skipped,
+                {"weight_bytes": int(weights.nbytes), "groups": int(attrs.groups)},
+            )
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         depthwise = attrs.groups > 1 and attrs.groups == int(weights.shape[0]) and int(weights.shape[1]) == 1
         kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
@@ -381,30 +469,48 @@ class Rewriter:
         qweights, wstep, encoding = self.quantized_weights(weights, out_axis, weight_bits, gram)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
-            spec = bitserial.BitserialConv(qin.encoding, encoding, int(weights.shape[0]),
-                                           tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding))
-            packed = spec.pack(qweights)
-            conv = spec.emit(bb, qin.expr, packed)
-            weight_bytes = packed.nbytes
+            conv, weight_bytes = self.kernels.emit_bitserial(bb, qin.expr, qweights, attrs, qin.encoding, encoding)
         else:
-            conv = bb.emit(relax.op.nn.conv2d(
-                qin.expr, relax.const(qweights), strides=attrs.strides, padding=attrs.padding,
-                dilation=attrs.dilation, groups=attrs.groups, data_layout=attrs.data_layout,
-                kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32"))
+            conv = bb.emit(
+                relax.op.nn.conv2d(
+                    qin.expr,
+                    relax.const(qweights),
+                    strides=attrs.strides,
+                    padding=attrs.padding,
+                    dilation=attrs.dilation,
+                    groups=attrs.groups,
+                    data_layout=attrs.data_layout,
+                    kernel_layout=attrs.kernel_layout,
+                    out_layout=attrs.out_layout,
+                    out_dtype="int32",
+                )
+            )
             weight_bytes = qweights.nbytes
         correction = self._bias_correction(call.args[0], weights, qweights, wstep, qin.scale, attrs.groups)
         if correction is not None:
             conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
         layer = self._layer(qin, weights, qweights, wstep, out_axis, encoding, kernel, weight_bytes)
-        layer.update(bias_correction=correction is not None, weight_rounding="gptq" if gram is not None else "nearest",
-                     input_shape=list(_shape(qin.expr)), strides=[int(s) for s in attrs.strides],
-                     padding=[int(p) for p in attrs.padding], groups=int(attrs.groups))
+        layer.update(
+            bias_correction=correction is not None,
+            weight_rounding="gptq" if gram is not None else "nearest",
+            input_shape=list(_shape(qin.expr)),
+            strides=[int(s) for s in attrs.strides],
+            padding=[int(p) for p in attrs.padding],
+            groups=int(attrs.groups),
+        )
         self._record("nn.conv2d", index, var, call.args[0], weights, None, layer)
         axis = str(attrs.out_layout or attrs.data_layout).index("C")
         return Acc(conv, qin.scale * wstep, axis, var)
 
-    def _bias_correction(self, data: relax.Expr, weights: np.ndarray, qweights: np.ndarray, wstep: np.ndarray,
-                         input_scale: float, groups: int) -> np.ndarray | None:
+    def _bias_correction(
+        self,
+        data: relax.Expr,
+        weights: np.ndarray,
+        qweights: np.ndarray,
+        wstep: np.ndarray,
+        input_scale: float,
+        groups: int,
+    ) -> np.ndarray | None:
         """The int32 per-channel constant that cancels the rounded weights' error on the mean
         input: -sum((q * step - w) * mean(input channel)), at the accumulator's scale."""
         stats = self.statistics(data) if self.config.bias_correction and isinstance(data, relax.Var) else None
@@ -429,8 +535,15 @@ class Rewriter:
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
-        self._record("nn.dense", index, var, call.args[0], weights, None,
-                     self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes))
+        self._record(
+            "nn.dense",
+            index,
+            var,
+            call.args[0],
+            weights,
+            None,
+            self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes),
+        )
         return Acc(product, qin.scale * wstep, -1, var)
 
     # --- integer elementwise ops ----------------------------------------------------------
@@ -443,8 +556,12 @@ class Rewriter:
                 per_channel = _per_channel(bias, acc)
                 if per_channel is not None:
                     return self.bias_add(bb, var, acc, per_channel)
-        if isinstance(lv, (Quant, Acc)) and isinstance(rv, (Quant, Acc, Float)) or \
-                isinstance(rv, (Quant, Acc)) and isinstance(lv, Float):
+        if (
+            isinstance(lv, (Quant, Acc))
+            and isinstance(rv, (Quant, Acc, Float))
+            or isinstance(rv, (Quant, Acc))
+            and isinstance(lv, Float)
+        ):
             return self.residual_add(bb, var, [lv, rv])
         return self.float_op(bb, call, values)
 
@@ -470,8 +587,12 @@ class Rewriter:
         for value in operands:
             value = self.settle(bb, value)
             if isinstance(value, Float):
-                value = Quant(emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding), scale, low, high, dtype)
-            wide.append(emit.requantize(bb, value.expr, value.scale / scale, None, "int64", cfg.rounding, cfg.round_for_shift))
+                value = Quant(
+                    emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding), scale, low, high, dtype
+                )
+            wide.append(
+                emit.requantize(bb, value.expr, value.scale / scale, None, "int64", cfg.rounding, cfg.round_for_shift)
+            )
         total = bb.emit(relax.op.clip(relax.op.add(*wide), low, high))
         return Quant(bb.emit(relax.op.astype(total, dtype)), scale, low, high, dtype)
 
@@ -493,13 +614,22 @@ class Rewriter:
             int32 = np.iinfo(np.int32)  # a tiny scale's or a one-sided clip's bound beyond int32 clips nothing
             low, high = _code_bounds(lower, upper, value.scale, (int32.min, int32.max))
             ndim = len(_shape(value.expr))
-            clipped = bb.emit(relax.op.minimum(
-                relax.op.maximum(value.expr, emit.channel_const(low, "int32", ndim, value.axis)),
-                emit.channel_const(high, "int32", ndim, value.axis)))
+            clipped = bb.emit(
+                relax.op.minimum(
+                    relax.op.maximum(value.expr, emit.channel_const(low, "int32", ndim, value.axis)),
+                    emit.channel_const(high, "int32", ndim, value.axis),
+                )
+            )
             return Acc(clipped, value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
         low, high = (int(b) for b in _code_bounds(lower, upper, value.scale, (value.low, value.high)))
-        return Quant(bb.emit(relax.op.clip(value.expr, low, high)), value.scale, value.low, value.high, value.dtype,
-                     nonneg=value.nonneg or low >= 0)
+        return Quant(
+            bb.emit(relax.op.clip(value.expr, low, high)),
+            value.scale,
+            value.low,
+            value.high,
+            value.dtype,
+            nonneg=value.nonneg or low >= 0,
+        )
 
 
 def _code_bounds(lower: float, upper: float, scale, limits: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -519,8 +649,9 @@ def _keeps_float_nonneg(name: str | None, call: relax.Expr, value) -> bool:
     return passes_sign and getattr(value, "nonneg", False)
 
 
-def _mse_steps(rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str,
-               column_weights: np.ndarray | None = None) -> np.ndarray:
+def mse_steps(
+    rows: np.ndarray, magnitude: np.ndarray, high: int, rounding: str, column_weights: np.ndarray | None = None
+) -> np.ndarray:
     """Per row, the step (clip / high) among clips of 20%..100% of the row's largest magnitude
     that minimises the squared quantization error of the row, each column's weighted by
     ``column_weights`` if given (searched in float32: a ranking)."""

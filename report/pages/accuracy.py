@@ -27,11 +27,18 @@ def accuracy(all_rows: list[Row]) -> list[dict]:
         rows_out = []
         for r in measured:
             acc = r.record["accuracy"]
-            rows_out.append({"label": r.label, "variant": r.variant, **acc["labelled"],
-                             "delta_points": None if base_top1 is None else 100 * (acc["top1"] - base_top1),
-                             "cat": acc.get("cat")})
-        out.append({"model": model, "target": target, "machine": machine, "weights": measured[0].weights,
-                    "rows": rows_out})
+            rows_out.append(
+                {
+                    "label": r.label,
+                    "variant": r.variant,
+                    **acc["labelled"],
+                    "delta_points": None if base_top1 is None else 100 * (acc["top1"] - base_top1),
+                    "cat": acc.get("cat"),
+                }
+            )
+        out.append(
+            {"model": model, "target": target, "machine": machine, "weights": measured[0].weights, "rows": rows_out}
+        )
     return out
 
 
@@ -46,9 +53,15 @@ def layer_errors(all_rows: list[Row]) -> list[dict]:
             continue
         first = measured[0].record["quantization"]["layers"]
         layers = [{"position": i, "kind": describe(layer)} for i, layer in enumerate(first)]
-        out.append({"model": model, "machine": machine, "layers": layers,
-                    "images": measured[0].record["layer_errors"]["images"],
-                    "variants": [_layer_profile(r) for r in measured]})
+        out.append(
+            {
+                "model": model,
+                "machine": machine,
+                "layers": layers,
+                "images": measured[0].record["layer_errors"]["images"],
+                "variants": [_layer_profile(r) for r in measured],
+            }
+        )
     return out
 
 
@@ -70,12 +83,23 @@ def _layer_profile(row: Row) -> dict:
     if below is not None:
         position, db = below
         weights_db = records[position].get("weight_sqnr_db")
-        first_below = {"position": position, "kind": describe(records[position]), "sqnr_db": db,
-                       "weight_sqnr_db": weights_db, "input_clipped": _noticeable(errors[position].get("input_clipped")),
-                       "from_input": weights_db is not None and weights_db >= db + FLOOR_DB}
-    return {"variant": row.variant, "label": row.label, "in_sweep": row.in_sweep, "sqnr_db": sqnr,
-            "logits_db": sqnr[-1] if sqnr else None, "first_below": first_below,
-            "lowest": None if lowest is None else {"position": lowest[0], "sqnr_db": lowest[1]}}
+        first_below = {
+            "position": position,
+            "kind": describe(records[position]),
+            "sqnr_db": db,
+            "weight_sqnr_db": weights_db,
+            "input_clipped": _noticeable(errors[position].get("input_clipped")),
+            "from_input": weights_db is not None and weights_db >= db + FLOOR_DB,
+        }
+    return {
+        "variant": row.variant,
+        "label": row.label,
+        "in_sweep": row.in_sweep,
+        "sqnr_db": sqnr,
+        "logits_db": sqnr[-1] if sqnr else None,
+        "first_below": first_below,
+        "lowest": None if lowest is None else {"position": lowest[0], "sqnr_db": lowest[1]},
+    }
 
 
 def accuracy_findings(groups: list[dict]) -> list[dict]:
@@ -88,9 +112,16 @@ def accuracy_findings(groups: list[dict]) -> list[dict]:
             if "float" not in by_variant or not set(variants.values()) <= set(by_variant):
                 continue
             drop = {dtype: -by_variant[v]["delta_points"] for dtype, v in variants.items()}
-            out.append({"model": g["model"], "target": g["target"], "machine": g["machine"], "family": family,
-                        "drop_points": drop,
-                        "int8_drops": drop["int8"] > ACCURACY_LOSS_POINTS,
-                        "wider_hold": drop["int16"] <= ACCURACY_LOSS_POINTS and drop["int32"] <= ACCURACY_LOSS_POINTS,
-                        "cats": {dtype: (by_variant[v]["cat"] or {}).get("is_cat") for dtype, v in variants.items()}})
+            out.append(
+                {
+                    "model": g["model"],
+                    "target": g["target"],
+                    "machine": g["machine"],
+                    "family": family,
+                    "drop_points": drop,
+                    "int8_drops": drop["int8"] > ACCURACY_LOSS_POINTS,
+                    "wider_hold": drop["int16"] <= ACCURACY_LOSS_POINTS and drop["int32"] <= ACCURACY_LOSS_POINTS,
+                    "cats": {dtype: (by_variant[v]["cat"] or {}).get("is_cat") for dtype, v in variants.items()},
+                }
+            )
     return out

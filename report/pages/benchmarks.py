@@ -25,16 +25,33 @@ def latency(all_rows: list[Row], sweep: bool = False) -> list[dict]:
         timed = [r for r in group if r.samples]
         if not timed or (sweep and not any(r.in_sweep for r in timed)):
             continue
-        out.append({"model": model, "target": target, "machine": machine, "device": timed[0].device,
-                    "failed": [{"label": r.label, **r.failure} for r in group if not r.samples and r.failure],
-                    "rows": [{"label": r.label, "variant": r.variant, "quantized": r.quantized, "peer": r.is_peer,
-                              "precision": r.precision, "commit": r.commit, "top1": r.top1,
-                              "date": r.field("environment", "date"),
-                              **r.record["latency"]["summary"],
-                              "iterations": r.record["latency"]["iterations_run"],
-                              "executions": r.record["latency"]["executions_run"],
-                              "truncated": r.record["latency"]["truncated_by_budget"],
-                              "protocol": r.record["latency"]["protocol"]} for r in timed]})
+        out.append(
+            {
+                "model": model,
+                "target": target,
+                "machine": machine,
+                "device": timed[0].device,
+                "failed": [{"label": r.label, **r.failure} for r in group if not r.samples and r.failure],
+                "rows": [
+                    {
+                        "label": r.label,
+                        "variant": r.variant,
+                        "quantized": r.quantized,
+                        "peer": r.is_peer,
+                        "precision": r.precision,
+                        "commit": r.commit,
+                        "top1": r.top1,
+                        "date": r.field("environment", "date"),
+                        **r.record["latency"]["summary"],
+                        "iterations": r.record["latency"]["iterations_run"],
+                        "executions": r.record["latency"]["executions_run"],
+                        "truncated": r.record["latency"]["truncated_by_budget"],
+                        "protocol": r.record["latency"]["protocol"],
+                    }
+                    for r in timed
+                ],
+            }
+        )
     return out
 
 
@@ -56,16 +73,21 @@ def latency_findings(groups: list[dict]) -> list[dict]:
         slower = [r for r in quantized if r["median_ms"] > base]
         relay = [r for r in quantized if r["variant"] in RELAY_ACTIVATIONS.values()]
         best = min(relay, key=lambda r: r["median_ms"]) if len(relay) == 3 else None  # all three to compare
-        findings.append({
-            "model": g["model"], "target": g["target"], "machine": g["machine"], "float_ms": base,
-            "all_quantized_slower": len(slower) == len(quantized),
-            "none_quantized_slower": not slower,
-            "ratios": [{"label": r["label"], "ratio": r["median_ms"] / base} for r in quantized],
-            "fastest_activation": best["label"] if best else None,
-            "int16_fastest": best is not None and best["variant"] == RELAY_ACTIVATIONS["int16"],
-            "fastest_ours": {"label": ours["label"], "median_ms": ours["median_ms"]},
-            "peers": [_against_peer(g["rows"], p) for p in peers],
-        })
+        findings.append(
+            {
+                "model": g["model"],
+                "target": g["target"],
+                "machine": g["machine"],
+                "float_ms": base,
+                "all_quantized_slower": len(slower) == len(quantized),
+                "none_quantized_slower": not slower,
+                "ratios": [{"label": r["label"], "ratio": r["median_ms"] / base} for r in quantized],
+                "fastest_activation": best["label"] if best else None,
+                "int16_fastest": best is not None and best["variant"] == RELAY_ACTIVATIONS["int16"],
+                "fastest_ours": {"label": ours["label"], "median_ms": ours["median_ms"]},
+                "peers": [_against_peer(g["rows"], p) for p in peers],
+            }
+        )
     return findings
 
 
@@ -76,11 +98,16 @@ def _against_peer(group_rows: list[dict], peer: dict) -> dict:
     same = [r for r in group_rows if not r["peer"] and r["precision"] == peer["precision"]]
     like = [r for r in same if comparable(r["top1"], peer["top1"])]
     ours = min(like, key=lambda r: r["median_ms"]) if like else None
-    return {"label": peer["label"], "median_ms": peer["median_ms"], "precision": peer["precision"],
-            "top1": peer["top1"], "ours_label": ours["label"] if ours else None,
-            "ours_top1": ours["top1"] if ours else None,
-            "ours_ratio": ours["median_ms"] / peer["median_ms"] if ours else None,
-            "unlike": [{"label": r["label"], "top1": r["top1"]} for r in same if r not in like]}
+    return {
+        "label": peer["label"],
+        "median_ms": peer["median_ms"],
+        "precision": peer["precision"],
+        "top1": peer["top1"],
+        "ours_label": ours["label"] if ours else None,
+        "ours_top1": ours["top1"] if ours else None,
+        "ours_ratio": ours["median_ms"] / peer["median_ms"] if ours else None,
+        "unlike": [{"label": r["label"], "top1": r["top1"]} for r in same if r not in like],
+    }
 
 
 KERNEL_SET_ORDER = ("untuned", "builtin", "tuned")
@@ -91,12 +118,18 @@ def kernel_findings(all_rows: list[Row]) -> list[dict]:
     the tuned ones against the builtin, variant by variant; and whether the study's "quantized is
     slower" holds under each kernel set."""
     out = []
-    built = [r for r in all_rows if (r.median_ms is not None or r.failure) and not r.is_peer
-             and r.kernels in KERNEL_SET_ORDER]
+    built = [
+        r
+        for r in all_rows
+        if (r.median_ms is not None or r.failure) and not r.is_peer and r.kernels in KERNEL_SET_ORDER
+    ]
     for (model, target, machine), group in group_by(built, lambda r: (r.model, r.target, r.machine)):
         by = {(r.variant, r.kernels): r for r in group}
-        pairs = [_kernel_row({k: by.get((v, k)) for k in KERNEL_SET_ORDER})
-                 for v in VARIANT_ORDER if (v, "builtin") in by and ((v, "untuned") in by or (v, "tuned") in by)]
+        pairs = [
+            _kernel_row({k: by.get((v, k)) for k in KERNEL_SET_ORDER})
+            for v in VARIANT_ORDER
+            if (v, "builtin") in by and ((v, "untuned") in by or (v, "tuned") in by)
+        ]
         if not any(p["speedup"] or p["tuned_gain"] for p in pairs):
             continue
         timed = {key: r for key, r in by.items() if r.median_ms is not None}
@@ -105,11 +138,21 @@ def kernel_findings(all_rows: list[Row]) -> list[dict]:
             base = timed.get(("float", kernels))
             quantized = [r for (v, k), r in timed.items() if k == kernels and r.quantized]
             if base and quantized:
-                slower[kernels] = {"all": all(r.median_ms > base.median_ms for r in quantized),
-                                   "none": all(r.median_ms <= base.median_ms for r in quantized),
-                                   "best_ratio": min(r.median_ms for r in quantized) / base.median_ms}
-        out.append({"model": model, "target": target, "machine": machine, "pairs": pairs, "quantized_slower": slower,
-                    "tuned": any(p["tuned_ms"] is not None or p["tuned_failure"] for p in pairs)})
+                slower[kernels] = {
+                    "all": all(r.median_ms > base.median_ms for r in quantized),
+                    "none": all(r.median_ms <= base.median_ms for r in quantized),
+                    "best_ratio": min(r.median_ms for r in quantized) / base.median_ms,
+                }
+        out.append(
+            {
+                "model": model,
+                "target": target,
+                "machine": machine,
+                "pairs": pairs,
+                "quantized_slower": slower,
+                "tuned": any(p["tuned_ms"] is not None or p["tuned_failure"] for p in pairs),
+            }
+        )
     return out
 
 
@@ -121,8 +164,11 @@ def _ratio(before: Row | None, after: Row | None) -> float | None:
 def _kernel_row(builds: dict[str, Row | None]) -> dict:
     """One variant under each kernel set: medians (None where not built or not timed), failures,
     the speed-up of builtin over untuned and the gain of tuned over builtin."""
-    row = {"label": builds["builtin"].label, "speedup": _ratio(builds["untuned"], builds["builtin"]),
-           "tuned_gain": _ratio(builds["builtin"], builds["tuned"])}
+    row = {
+        "label": builds["builtin"].label,
+        "speedup": _ratio(builds["untuned"], builds["builtin"]),
+        "tuned_gain": _ratio(builds["builtin"], builds["tuned"]),
+    }
     for kernels, r in builds.items():
         row[f"{kernels}_ms"] = r.median_ms if r is not None else None
         row[f"{kernels}_failure"] = r.failure if r is not None else None
@@ -138,20 +184,40 @@ def tuning(database) -> dict:
     records = list(database.records.values())
     gains = sorted(records, key=lambda r: r.default_ms / r.best_ms, reverse=True)[:TUNING_TOP]
     default_ms, tuned_ms = database.summed_ms()
-    return {"machine": database.machine_id, "workloads": len(records), "trials": database.trials,
-            "rounds": database.rounds, "date": database.environment.get("date", ""),
-            "commit": (database.environment.get("git") or {}).get("commit"),
-            "default_ms": default_ms, "tuned_ms": tuned_ms,
-            "changed": sum(r.best_ms < r.default_ms for r in records),
-            "top": [{"summary": r.summary, "tile": r.tile.label(), "default_ms": r.default_ms,
-                     "tuned_ms": r.best_ms, "gain": r.default_ms / r.best_ms} for r in gains]}
+    return {
+        "machine": database.machine_id,
+        "workloads": len(records),
+        "trials": database.trials,
+        "rounds": database.rounds,
+        "date": database.environment.get("date", ""),
+        "commit": (database.environment.get("git") or {}).get("commit"),
+        "default_ms": default_ms,
+        "tuned_ms": tuned_ms,
+        "changed": sum(r.best_ms < r.default_ms for r in records),
+        "top": [
+            {
+                "summary": r.summary,
+                "tile": r.tile.label(),
+                "default_ms": r.default_ms,
+                "tuned_ms": r.best_ms,
+                "gain": r.default_ms / r.best_ms,
+            }
+            for r in gains
+        ],
+    }
 
 
 def _goal(ours: dict, peer: dict, at_most: float) -> dict:
     ratio = ours["median_ms"] / peer["median_ms"]
-    return {"ours": ours["label"], "peer": peer["label"], "ratio": ratio, "at_most": at_most, "met": ratio <= at_most,
-            "same_commit": ours["commit"] == peer["commit"],
-            "dates": sorted({(ours["date"] or "")[:16], (peer["date"] or "")[:16]})}
+    return {
+        "ours": ours["label"],
+        "peer": peer["label"],
+        "ratio": ratio,
+        "at_most": at_most,
+        "met": ratio <= at_most,
+        "same_commit": ours["commit"] == peer["commit"],
+        "dates": sorted({(ours["date"] or "")[:16], (peer["date"] or "")[:16]}),
+    }
 
 
 def gpu_goals(groups: list[dict], side_by_side: Iterable[dict] = ()) -> list[dict]:
@@ -163,13 +229,29 @@ def gpu_goals(groups: list[dict], side_by_side: Iterable[dict] = ()) -> list[dic
         if g["target"] != "cuda":
             continue
         rows = {r["variant"]: r for r in g["rows"]}
-        goals = [_goal(rows[ours], rows[peer], at_most) for ours, peer, at_most in GOALS["cuda"]  # as compare judges them
-                 if ours in rows and peer in rows]
-        judged = next((d.get("targets") for d in side_by_side if d.get("target") == "cuda"
-                       and d.get("model") == g["model"] and d.get("machine") == g["machine"]), None)
+        goals = [
+            _goal(rows[ours], rows[peer], at_most)
+            for ours, peer, at_most in GOALS["cuda"]  # as compare judges them
+            if ours in rows and peer in rows
+        ]
+        judged = next(
+            (
+                d.get("targets")
+                for d in side_by_side
+                if d.get("target") == "cuda" and d.get("model") == g["model"] and d.get("machine") == g["machine"]
+            ),
+            None,
+        )
         if goals:
-            out.append({"model": g["model"], "machine": g["machine"], "device": g["device"], "goals": goals,
-                        "side_by_side": judged})
+            out.append(
+                {
+                    "model": g["model"],
+                    "machine": g["machine"],
+                    "device": g["device"],
+                    "goals": goals,
+                    "side_by_side": judged,
+                }
+            )
     return out
 
 
@@ -197,10 +279,17 @@ def gpu_cpu_findings(groups: list[dict]) -> list[dict]:
             relay = [r for r in gpu["rows"] if r["variant"] in RELAY_ACTIVATIONS.values() and r.get("median_ms")]
             gpu_relay = [r["median_ms"] for r in relay]
             spread = (max(gpu_relay) - min(gpu_relay)) / statistics.median(gpu_relay) if len(gpu_relay) > 1 else None
-            out.append({"model": model, "device": gpu["device"], "machine": gpu["machine"],
-                        "gpu_activation_spread": spread, "gpu_flat": spread is not None and spread < 0.1,
-                        "activation_commits": sorted({(r.get("commit") or "?")[:7] for r in relay}),
-                        "cpus": [_gaps(cpu, gpu) for cpu in cpus]})
+            out.append(
+                {
+                    "model": model,
+                    "device": gpu["device"],
+                    "machine": gpu["machine"],
+                    "gpu_activation_spread": spread,
+                    "gpu_flat": spread is not None and spread < 0.1,
+                    "activation_commits": sorted({(r.get("commit") or "?")[:7] for r in relay}),
+                    "cpus": [_gaps(cpu, gpu) for cpu in cpus],
+                }
+            )
     return out
 
 
@@ -208,10 +297,15 @@ def _compared_in_plan(document: dict, all_rows: list[Row]) -> list[tuple[Row, di
     """The plan's results of the builds a side-by-side ``document`` compared: same machine, model,
     target, variant and profile, each with the document's experiment it matches."""
     compared = {e["variant"]["name"]: e for e in document.get("experiments", []) if "variant" in e}
-    return [(r, compared[r.variant]) for r in all_rows
-            if r.model == document["model"] and r.machine == document["machine"]
-            and r.target == document.get("target", "cpu") and r.variant in compared
-            and r.field("experiment", "profile") == compared[r.variant].get("profile")]
+    return [
+        (r, compared[r.variant])
+        for r in all_rows
+        if r.model == document["model"]
+        and r.machine == document["machine"]
+        and r.target == document.get("target", "cpu")
+        and r.variant in compared
+        and r.field("experiment", "profile") == compared[r.variant].get("profile")
+    ]
 
 
 def side_by_side_top1(document: dict, all_rows: list[Row]) -> dict[str, float]:
@@ -228,5 +322,8 @@ def side_by_side_top1(document: dict, all_rows: list[Row]) -> dict[str, float]:
 def side_by_side_alone(document: dict, all_rows: list[Row]) -> dict[str, float]:
     """{build name: median ms} of the plan's bench of the same build (same kernel set), which
     timed it alone in a process of its own: the check on each side-by-side median."""
-    return {r.variant: r.median_ms for r, experiment in _compared_in_plan(document, all_rows)
-            if r.median_ms is not None and r.kernels == experiment.get("kernels")}
+    return {
+        r.variant: r.median_ms
+        for r, experiment in _compared_in_plan(document, all_rows)
+        if r.median_ms is not None and r.kernels == experiment.get("kernels")
+    }

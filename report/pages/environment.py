@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def environments(results) -> list[dict]:
     """Per machine: the environment of its newest result, and the minutes its results' stages took
     (summed over the files: what making them all again would take, process start-up aside)."""
@@ -10,10 +11,16 @@ def environments(results) -> list[dict]:
         files = [f for f in results.files if f.machine_id == machine]
         newest = max(files, key=lambda f: f.record["environment"].get("date", ""))
         env = newest.record["environment"]
-        out.append({"machine": machine, "env": env, "experiments": len(files),
-                    "jobs": max(f.record.get("jobs", 1) for f in files),
-                    "dates": sorted({f.record["environment"].get("date", "")[:10] for f in files}),
-                    **stage_minutes(f.record for f in files)})
+        out.append(
+            {
+                "machine": machine,
+                "env": env,
+                "experiments": len(files),
+                "jobs": max(f.record.get("jobs", 1) for f in files),
+                "dates": sorted({f.record["environment"].get("date", "")[:10] for f in files}),
+                **stage_minutes(f.record for f in files),
+            }
+        )
     return out
 
 

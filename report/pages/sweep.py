@@ -32,37 +32,63 @@ def sweep(all_rows: list[Row]) -> list[dict]:
         configs = [r.field("quantization", "config", default={}) for r in swept]
         rows_out = []
         for r, config in zip(swept, configs):
-            layers = [layer for layer in r.field("quantization", "layers", default=[]) if layer["status"] == "quantized"]
+            layers = [
+                layer for layer in r.field("quantization", "layers", default=[]) if layer["status"] == "quantized"
+            ]
             top1, weight_bytes = r.field("accuracy", "top1"), r.field("compile", "weight_bytes")
-            rows_out.append({
-                "variant": r.variant, "label": r.label, "id": r.id, "commit": r.commit,
-                "weight_bits": config.get("nbit_weight"), "input_bits": config.get("nbit_input"),
-                "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
-                "median_ms": r.median_ms, "top1": top1, "top5": r.field("accuracy", "top5"),
-                "delta_points": None if top1 is None or float_top1 is None else 100 * (top1 - float_top1),
-                "weight_bytes": weight_bytes,
-                "bytes_vs_float": weight_bytes / float_bytes if weight_bytes and float_bytes else None,
-                "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in layers),
-                "int8_layers": sum(layer.get("kernel") == "int8" for layer in layers),
-                "int16_sum_convs": r.field("compile", "kernels", "int16_sum_convs"),
-                "kernel_check": r.record.get("kernel_check"),
-            })
+            rows_out.append(
+                {
+                    "variant": r.variant,
+                    "label": r.label,
+                    "id": r.id,
+                    "commit": r.commit,
+                    "weight_bits": config.get("nbit_weight"),
+                    "input_bits": config.get("nbit_input"),
+                    "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
+                    "median_ms": r.median_ms,
+                    "top1": top1,
+                    "top5": r.field("accuracy", "top5"),
+                    "delta_points": None if top1 is None or float_top1 is None else 100 * (top1 - float_top1),
+                    "weight_bytes": weight_bytes,
+                    "bytes_vs_float": weight_bytes / float_bytes if weight_bytes and float_bytes else None,
+                    "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in layers),
+                    "int8_layers": sum(layer.get("kernel") == "int8" for layer in layers),
+                    "int16_sum_convs": r.field("compile", "kernels", "int16_sum_convs"),
+                    "kernel_check": r.record.get("kernel_check"),
+                }
+            )
         w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)
         shared = [name for name in SWEEP_SETTINGS if len({repr(c.get(name)) for c in configs}) == 1]
-        out.append({
-            "model": model, "target": target, "machine": machine, "weights": swept[0].weights,
-            "settings": [{"name": name, "value": configs[0].get(name)} for name in shared],
-            "differing": [name for name in SWEEP_SETTINGS if name not in shared],
-            "float_ms": base.median_ms if base else None, "float_top1": float_top1, "float_bytes": float_bytes,
-            "float_commit": base.commit if base else None,
-            "rows": rows_out,
-            # the rule "auto" chose sub-byte kernels by (absent in results written before it was recorded)
-            "auto_pairs": sorted({pairs for r in swept
-                                  if (pairs := r.field("quantization", "auto_bitserial_pairs")) is not None}),
-            "failed": [(row["label"], name, stage["note"]) for row in rows_out
-                       for name, stage in row["stages"].items() if stage["status"] == "error"],
-            "w4a8_target": None if w4a8 is None or w4a8["delta_points"] is None
-            else {"drop_points": -w4a8["delta_points"], "met": -w4a8["delta_points"] <= W4A8_ACCURACY_POINTS,
-                  "goal_points": W4A8_ACCURACY_POINTS},
-        })
+        out.append(
+            {
+                "model": model,
+                "target": target,
+                "machine": machine,
+                "weights": swept[0].weights,
+                "settings": [{"name": name, "value": configs[0].get(name)} for name in shared],
+                "differing": [name for name in SWEEP_SETTINGS if name not in shared],
+                "float_ms": base.median_ms if base else None,
+                "float_top1": float_top1,
+                "float_bytes": float_bytes,
+                "float_commit": base.commit if base else None,
+                "rows": rows_out,
+                # the rule "auto" chose sub-byte kernels by (absent in results written before it was recorded)
+                "auto_pairs": sorted(
+                    {pairs for r in swept if (pairs := r.field("quantization", "auto_bitserial_pairs")) is not None}
+                ),
+                "failed": [
+                    (row["label"], name, stage["note"])
+                    for row in rows_out
+                    for name, stage in row["stages"].items()
+                    if stage["status"] == "error"
+                ],
+                "w4a8_target": None
+                if w4a8 is None or w4a8["delta_points"] is None
+                else {
+                    "drop_points": -w4a8["delta_points"],
+                    "met": -w4a8["delta_points"] <= W4A8_ACCURACY_POINTS,
+                    "goal_points": W4A8_ACCURACY_POINTS,
+                },
+            }
+        )
     return out

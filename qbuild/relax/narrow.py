@@ -19,12 +19,20 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.kernels.ranges import Interval, bounds, value_ranges
-from qbuild.quantize.graph import op_name
+from qbuild.relax.graph import op_name
+from qbuild.relax.ranges import Interval, bounds, value_ranges
 
 # The elementwise ops computed in int32 where their values fit (clip is rewritten to these first).
-NARROWABLE = ("relax.astype", "relax.add", "relax.subtract", "relax.multiply", "relax.right_shift",
-              "relax.left_shift", "relax.maximum", "relax.minimum")
+NARROWABLE = (
+    "relax.astype",
+    "relax.add",
+    "relax.subtract",
+    "relax.multiply",
+    "relax.right_shift",
+    "relax.left_shift",
+    "relax.maximum",
+    "relax.minimum",
+)
 INT32: Interval = (float(np.iinfo(np.int32).min), float(np.iinfo(np.int32).max))
 SHIFTS = ("relax.right_shift", "relax.left_shift")
 SHIFT_LIMIT = 31  # the widest shift an int32 takes
@@ -48,8 +56,12 @@ def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
         return bounds(arg, ranges) if _dtype(arg).startswith(("int", "uint")) else None
 
     def narrowable(var: relax.Var, value: relax.Expr) -> bool:
-        if not (isinstance(var, relax.DataflowVar) and _dtype(var) == "int64" and op_name(value) in NARROWABLE
-                and _fits(bounds(var, ranges))):
+        if not (
+            isinstance(var, relax.DataflowVar)
+            and _dtype(var) == "int64"
+            and op_name(value) in NARROWABLE
+            and _fits(bounds(var, ranges))
+        ):
             return False
         operands = [operand_range(arg) for arg in value.args]
         if any(bounds is None or not _fits(bounds) for bounds in operands):
@@ -57,8 +69,12 @@ def narrowable_bindings(func: relax.Function) -> set[relax.Var]:
         # an int32 shift by 32 or more is undefined (x86 takes the amount modulo 32)
         return op_name(value) not in SHIFTS or (0 <= operands[1][0] and operands[1][1] <= SHIFT_LIMIT)
 
-    return {binding.var for block in getattr(func.body, "blocks", []) for binding in block.bindings
-            if narrowable(binding.var, binding.value)}
+    return {
+        binding.var
+        for block in getattr(func.body, "blocks", [])
+        for binding in block.bindings
+        if narrowable(binding.var, binding.value)
+    }
 
 
 @relax.expr_functor.mutator

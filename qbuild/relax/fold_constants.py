@@ -14,7 +14,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name, rebind
+from qbuild.relax.graph import bindings, op_name, rebind
 
 
 def fold_constant_calls() -> tvm.transform.Pass:
@@ -23,7 +23,7 @@ def fold_constant_calls() -> tvm.transform.Pass:
 
     @tvm.transform.module_pass(opt_level=0, name="qbuild.FoldConstantCalls")
     def _apply(mod: tvm.IRModule, _ctx) -> tvm.IRModule:
-        foldable = _foldable_bindings(mod)
+        foldable = foldable_bindings(mod)
         if not foldable:
             return mod
         values = _evaluate(mod, foldable)
@@ -35,7 +35,7 @@ def fold_constant_calls() -> tvm.transform.Pass:
     return _apply
 
 
-def _foldable_bindings(mod: tvm.IRModule) -> list[relax.VarBinding]:
+def foldable_bindings(mod: tvm.IRModule) -> list[relax.VarBinding]:
     """The bindings of ``main`` that call ``call_tir(f, args)`` on args that are constants or
     earlier such bindings."""
     known: set = set()
@@ -62,7 +62,9 @@ def _evaluate(mod: tvm.IRModule, foldable: list[relax.VarBinding]) -> dict:
     values: dict = {}
     for binding in foldable:
         call = binding.value
-        inputs = [arg.value if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg] for arg in call.args[1].fields]
+        inputs = [
+            arg.value if isinstance(arg, tvm.ir.expr.GenericConst) else values[arg] for arg in call.args[1].fields
+        ]
         output = tvm.runtime.empty(tuple(int(d) for d in call.ty.shape), str(call.ty.dtype), tvm.cpu())
         library[call.args[0].name_hint](*inputs, output)
         values[binding.var] = output

@@ -43,8 +43,10 @@ class Encoding:
         if self.kind == "bipolar" and self.bits != 1:
             raise QbuildError(f"a bipolar encoding has 1 bit, not {self.bits}", "use bits=1 with 'bipolar'")
         if self.kind == "signed" and self.bits < 2:
-            raise QbuildError("a signed symmetric range needs 2 bits (1 bit holds only 0)",
-                              "use 'bipolar' for 1-bit signed values, or 2 bits")
+            raise QbuildError(
+                "a signed symmetric range needs 2 bits (1 bit holds only 0)",
+                "use 'bipolar' for 1-bit signed values, or 2 bits",
+            )
         if not 1 <= self.bits <= 8:
             raise QbuildError(f"{self.bits}-bit planes are not supported", "use 1 to 8 bits")
 
@@ -78,8 +80,9 @@ class Encoding:
     def planes(self, values: np.ndarray) -> np.ndarray:
         """0/1 planes (a new leading axis) whose weighted sum plus ``offset`` is ``values``."""
         values = np.asarray(values).astype(np.int64)
-        if values.size and (values.min() < self.low or values.max() > self.high or
-                            (self.kind == "bipolar" and np.any(values == 0))):
+        if values.size and (
+            values.min() < self.low or values.max() > self.high or (self.kind == "bipolar" and np.any(values == 0))
+        ):
             raise ValueError(f"values outside the {self.bits}-bit {self.kind} range")
         if self.kind == "bipolar":
             return (values == 1).astype(np.uint8)[None]
@@ -125,4 +128,3 @@ def pack_conv_weights(weights: np.ndarray, encoding: Encoding, lanes: int) -> np
     full[:, :out_channels] = packed
     blocked = full.reshape(full.shape[0], padded_out // lanes, lanes, *full.shape[2:])  # P, OB, L, CW, KH, KW
     return np.ascontiguousarray(blocked.transpose(1, 3, 4, 5, 0, 2))
-

@@ -1,6 +1,6 @@
 """Small helpers over a Relax ``main`` function: its bindings in order, substitution, extra outputs.
 
-TVM 0.27's Python API, as met while writing the quantizer (older tutorials say otherwise):
+Notes on TVM 0.27's Python API that these helpers (and their callers) rely on:
 a Relax var's name is ``var.name`` (no ``name_hint``); a tensor constant is
 ``tvm.ir.expr.GenericConst`` with its array in ``.value`` (no ``relax.Constant``/``.data``);
 struct info is ``expr.ty`` (``relax.TensorType``); a scalar op argument such as clip's bound

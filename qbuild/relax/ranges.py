@@ -24,13 +24,19 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import op_name
+from qbuild.relax.graph import op_name
 
 Interval = tuple[float, float]
 _UNBOUNDED: Interval = (-math.inf, math.inf)
 # Operators whose output values are some of their first argument's values.
-_SAME_VALUES = {"relax.layout_transform", "relax.reshape", "relax.permute_dims", "relax.nn.max_pool2d",
-                "relax.squeeze", "relax.expand_dims"}
+_SAME_VALUES = {
+    "relax.layout_transform",
+    "relax.reshape",
+    "relax.permute_dims",
+    "relax.nn.max_pool2d",
+    "relax.squeeze",
+    "relax.expand_dims",
+}
 
 
 # Elementwise non-decreasing functions (applied to the interval's ends).
@@ -55,8 +61,7 @@ def _shift(interval: Interval, amount: Interval, left: bool) -> Interval:
     a given a, and in a for a given x, so the ends lie among the four corners."""
     if amount[0] < 0 or math.isinf(amount[1]):
         return _UNBOUNDED
-    corners = [v if math.isinf(v) else v * 2.0 ** a if left else math.floor(v / 2.0 ** a)
-               for v in interval for a in amount]
+    corners = [v if math.isinf(v) else v * 2.0**a if left else math.floor(v / 2.0**a) for v in interval for a in amount]
     return float(min(corners)), float(max(corners))
 
 
@@ -131,8 +136,12 @@ def _functions(mod) -> list[relax.Function]:
 def seven_bit_values(mod) -> dict[relax.Var, float]:
     """The variables of ``mod``'s Relax functions whose values are known to lie in [0, 127], with
     the largest value each may take."""
-    return {var: interval[1] for func in _functions(mod) for var, interval in value_ranges(func).items()
-            if _within(interval, (0.0, 127.0))}
+    return {
+        var: interval[1]
+        for func in _functions(mod)
+        for var, interval in value_ranges(func).items()
+        if _within(interval, (0.0, 127.0))
+    }
 
 
 def conv_weight_sums(mod) -> dict[relax.Expr, float]:
@@ -141,8 +150,12 @@ def conv_weight_sums(mod) -> dict[relax.Expr, float]:
     conv of data in [0, m] has every partial sum within m times that."""
     found: dict[relax.Expr, float] = {}
     for func in _functions(mod):
-        bound = {binding.var: binding.value for block in getattr(func.body, "blocks", [])
-                 for binding in block.bindings if isinstance(binding, relax.VarBinding)}
+        bound = {
+            binding.var: binding.value
+            for block in getattr(func.body, "blocks", [])
+            for binding in block.bindings
+            if isinstance(binding, relax.VarBinding)
+        }
         for value in bound.values():
             if op_name(value) == "relax.nn.conv2d" and str(value.args[1].ty.dtype) == "int8":  # the byte convs'
                 weight = value.args[1]
@@ -176,8 +189,12 @@ def _conv_range(call: relax.Call, data: Interval) -> Interval:
     weights' sum times the high end, and the other way round."""
     weight = call.args[1]
     low, high = min(data[0], 0.0), max(data[1], 0.0)
-    if not isinstance(weight, tvm.ir.expr.GenericConst) or _dtype_range(call) == _UNBOUNDED \
-            or math.isinf(low) or math.isinf(high):
+    if (
+        not isinstance(weight, tvm.ir.expr.GenericConst)
+        or _dtype_range(call) == _UNBOUNDED
+        or math.isinf(low)
+        or math.isinf(high)
+    ):
         return _UNBOUNDED
     positive, negative = _channel_sums(weight.value.numpy(), str(call.attrs.kernel_layout))
     result = (float((positive * low + negative * high).min()), float((positive * high + negative * low).max()))

@@ -27,7 +27,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from qbuild.quantize.graph import bindings, op_name, readers, rebind
+from qbuild.relax.graph import bindings, op_name, readers, rebind
 
 ELEMENTWISE, BROADCAST = 0, 1  # TVM's OpPatternKind: kElemWise, kBroadcast
 
@@ -47,10 +47,10 @@ def widen_in_consumers() -> tvm.transform.Pass:
             call = binding.value
             cast = call.args[0]
             if cast.name_hint not in copies:
-                copies[cast.name_hint] = builder.add_func(mod[cast].with_attr("op_pattern", BROADCAST),
-                                                          f"{cast.name_hint}_in_consumer")
-            moved[binding.var] = relax.Call(call.op, [copies[cast.name_hint], *call.args[1:]], call.attrs,
-                                            call.ty_args)
+                copies[cast.name_hint] = builder.add_func(
+                    mod[cast].with_attr("op_pattern", BROADCAST), f"{cast.name_hint}_in_consumer"
+                )
+            moved[binding.var] = relax.Call(call.op, [copies[cast.name_hint], *call.args[1:]], call.attrs, call.ty_args)
         out = builder.get()
         out["main"] = rebind(out["main"], moved)
         return out
