@@ -99,6 +99,13 @@ def _add_compare_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds (default: 15)")
     parser.add_argument("--executions", type=int, default=10, help="timed runs of each build per round (default: 10)")
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=1.0,
+        help="after each build's turn, idle this many times as long as the turn took, so that a machine that "
+        "slows under sustained load (a shared VM) times every build rested (default: 1.0; 0: back to back)",
+    )
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
     parser.add_argument("--dataset", help="labelled images for calibration (default: as for experiments)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
@@ -246,8 +253,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     experiments = build_plan(
         [args.model], variants, [args.target], "default", args.weights, None, args.dataset, [kernels]
     )
-    entries = compare.run(experiments, args.rounds, args.executions)
-    document = compare.record(args.model, entries, args.rounds, args.executions, environment.capture())
+    entries = compare.run(experiments, args.rounds, args.executions, idle=args.idle)
+    document = compare.record(args.model, entries, args.rounds, args.executions, environment.capture(), args.idle)
     print(compare.render(document["builds"], document["targets"], document["errors"]))
     if not args.no_save:
         print(f"wrote {compare.save(args.results, document['environment']['machine_id'], document)}")

@@ -11,6 +11,7 @@ report. Not a test: nothing here asserts a speed.
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -75,16 +76,27 @@ class Entry:
 
 
 def measure(
-    entries: list[Entry], input_shape: tuple[int, ...], rounds: int, executions: int, say: Callable[[str], None] = print
+    entries: list[Entry],
+    input_shape: tuple[int, ...],
+    rounds: int,
+    executions: int,
+    say: Callable[[str], None] = print,
+    idle: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Interleaved timing: ``rounds`` x (every ready entry ``executions`` times). An entry's
-    ``model`` is its ``qbuild.isolated.Worker``: each build times in its own process, one at a time."""
+    ``model`` is its ``qbuild.isolated.Worker``: each build times in its own process, one at a time.
+    After each build's turn the machine idles ``idle`` times as long as the turn took, so that a
+    machine which slows down under sustained load (a shared VM's CPU quota) times every build rested."""
     rng = np.random.default_rng(0)
     ready = [e for e in entries if e.model is not None]
     for round_index in range(rounds):
         batch = rng.standard_normal(input_shape).astype(np.float32)
         for entry in ready:
+            started = time.perf_counter()
             entry.samples_ms.extend(entry.model.time(batch, executions))
+            if idle > 0:
+                sleep(idle * (time.perf_counter() - started))
         say(f"round {round_index + 1}/{rounds}: " + ", ".join(f"{e.name} {e.median_ms:.1f} ms" for e in ready))
 
 
@@ -150,8 +162,8 @@ def render(rows: list[dict], goals: list[dict], errors: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def record(model: str, entries: list[Entry], rounds: int, executions: int, env: dict) -> dict:
-    """The comparison as a results document."""
+def record(model: str, entries: list[Entry], rounds: int, executions: int, env: dict, idle: float = 0.0) -> dict:
+    """The comparison as a results document (``idle``: as ``measure`` took it)."""
     target = entries[0].experiment.target.name if entries else "cpu"
     return {
         "schema": SCHEMA,
@@ -159,6 +171,7 @@ def record(model: str, entries: list[Entry], rounds: int, executions: int, env: 
         "target": target,
         "rounds": rounds,
         "executions": executions,
+        "idle": idle,
         "environment": env,
         "method": "each build in a worker process of its own, one running at a time",
         "builds": ratios(entries),
@@ -180,7 +193,9 @@ def save(root: Path, machine_id: str, document: dict) -> Path:
     return path
 
 
-def run(experiments: list[Experiment], rounds: int, executions: int, say: Callable[[str], None] = print) -> list[Entry]:
+def run(
+    experiments: list[Experiment], rounds: int, executions: int, say: Callable[[str], None] = print, idle: float = 0.0
+) -> list[Entry]:
     """Build every experiment in a worker process of its own (``qbuild.isolated``), then time them
     side by side; the workers end before this returns."""
     from qbuild.isolated import Worker, WorkerError
@@ -198,7 +213,7 @@ def run(experiments: list[Experiment], rounds: int, executions: int, say: Callab
             except WorkerError as exc:  # a build that fails is reported, the rest still run
                 entry.error = str(exc)
                 say(f"{entry.name}: {entry.error}")
-        measure(entries, (1, 3, side, side), rounds, executions, say)
+        measure(entries, (1, 3, side, side), rounds, executions, say, idle)
     finally:
         for entry in entries:
             if entry.model is not None:

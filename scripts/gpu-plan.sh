@@ -39,7 +39,7 @@ packer=$!
 # cut short still has it (a lease is 15 minutes; the experiments after it stop starting at
 # STOP_AFTER). QBUILD_GPU_COMPARE=0 leaves it out.
 if [ "${QBUILD_GPU_COMPARE:-1}" != 0 ]; then
-  python3 -m qbuild compare --target cuda --model resnet50 --results "$RESULTS" 2>&1 | grep -v '^round ' \
+  python3 -m qbuild compare --target cuda --model resnet50 --idle 0 --results "$RESULTS" 2>&1 | grep -v '^round ' \
     | tee "$OUT/compare.txt"
   pack
 fi

@@ -87,3 +87,28 @@ def test_on_the_gpu_float_and_int8_are_held_against_the_gpu_goals(tmp_path):
     assert {r["name"]: r["precision"] for r in compare.ratios(made)}["torch-compile-fp16-graphs"] == "fp16"
     document = compare.record("resnet18", made, 1, 1, {"machine_id": "g"})
     assert compare.save(tmp_path, "g", document) == tmp_path / "g" / "side-by-side" / "resnet18-cuda.json"
+
+
+class _SteadyBuild:
+    """Stands in for a worker: each run takes ``ms`` (reported, not slept)."""
+
+    def __init__(self, ms: float) -> None:
+        self.ms = ms
+
+    def time(self, batch, executions: int) -> list[float]:
+        return [self.ms] * executions
+
+
+def test_each_builds_turn_is_followed_by_an_idle_spell_in_proportion_to_it(entries):
+    for entry, ms in zip(entries[:2], (3.0, 5.0)):
+        entry.model, entry.samples_ms = _SteadyBuild(ms), []
+    idles: list[float] = []
+    compare.measure(
+        entries[:2], (1, 3, 8, 8), rounds=3, executions=4, say=lambda line: None, idle=2.0, sleep=idles.append
+    )
+    assert len(idles) == 6 and all(spell >= 0 for spell in idles)
+    assert [e.samples_ms for e in entries[:2]] == [[3.0] * 12, [5.0] * 12]
+    back_to_back: list[float] = []
+    compare.measure(entries[:2], (1, 3, 8, 8), rounds=1, executions=1, say=lambda line: None, sleep=back_to_back.append)
+    assert back_to_back == []
+    assert compare.record("resnet18", entries, 3, 4, {}, idle=2.0)["idle"] == 2.0
