@@ -7,8 +7,9 @@ import hashlib
 
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.results import SCHEMA, load_result
 from qbuild.scheduler import run_plan
+from qbuild.schema.kinds import RESULTS as SCHEMA
+from qbuild.schema.results import load_result
 
 
 def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick_run):
