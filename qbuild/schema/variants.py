@@ -64,17 +64,21 @@ class VariantDescription:
 
 def describe_variant(recorded: dict) -> VariantDescription:
     """The description of a result's recorded variant (``experiment.variant``); a field it lacks
-    comes from ``SCHEMA_1_VARIANTS`` (a variant absent there: fp32, quantized if it has a qconfig,
-    not in the sweep, unlisted)."""
+    (or records as null) comes from ``SCHEMA_1_VARIANTS`` (a variant absent there: fp32,
+    quantized if it has a qconfig, not in the sweep, unlisted)."""
     name = recorded["name"]
     names = list(SCHEMA_1_VARIANTS)
     precision, quantized, in_sweep = SCHEMA_1_VARIANTS.get(name, ("fp32", recorded.get("qconfig") is not None, False))
+
+    def given(key: str, otherwise):
+        return otherwise if recorded.get(key) is None else recorded[key]
+
     return VariantDescription(
         name=name,
         label=recorded["label"],
-        engine=recorded.get("engine", "tvm"),
-        precision=recorded.get("precision", precision),
-        quantized=recorded.get("quantized", quantized),
-        in_sweep=recorded.get("in_sweep", in_sweep),
-        order=recorded["order"] if "order" in recorded else (names.index(name) if name in names else None),
+        engine=given("engine", "tvm"),
+        precision=given("precision", precision),
+        quantized=given("quantized", quantized),
+        in_sweep=given("in_sweep", in_sweep),
+        order=given("order", names.index(name) if name in names else None),
     )
