@@ -19,8 +19,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from qbuild.plan import Experiment
+from qbuild.schema.documents import Goal
+from qbuild.schema.kinds import SIDE_BY_SIDE as SCHEMA
 
-SCHEMA = "qbuild.side-by-side/1"
 # The goals per target, as (numerator, denominator, at most): ratios the table always prints. A
 # denominator "fastest <precision> peer" is the fastest peer of that precision timed in the run
 # (OpenVINO, ONNX Runtime, PyTorch). int8-a8 is the study's build (relay's defaults),
@@ -163,7 +164,8 @@ def render(rows: list[dict], goals: list[dict], errors: dict[str, str]) -> str:
 
 
 def record(model: str, entries: list[Entry], rounds: int, executions: int, env: dict, idle: float = 0.0) -> dict:
-    """The comparison as a results document (``idle``: as ``measure`` took it)."""
+    """The comparison as a results document (``idle``: as ``measure`` took it), with the goals of
+    its target that it was judged against (``qbuild.schema.documents``)."""
     target = entries[0].experiment.target.name if entries else "cpu"
     return {
         "schema": SCHEMA,
@@ -175,6 +177,7 @@ def record(model: str, entries: list[Entry], rounds: int, executions: int, env: 
         "environment": env,
         "method": "each build in a worker process of its own, one running at a time",
         "builds": ratios(entries),
+        "goals": [Goal(*goal).to_json() for goal in GOALS.get(target, ())],
         "targets": targets(entries),
         "errors": {e.name: e.error for e in entries if e.error},
         "experiments": [e.experiment.to_json() for e in entries],

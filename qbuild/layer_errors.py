@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from qbuild.schema.layers import describe
 from qbuild.verify import energy_db
 
 LAYER_IMAGES = 8  # held-out images the layer errors are measured on
@@ -30,7 +31,8 @@ def measure(reference: Tensors, quantized: Tensors, images: Sequence[np.ndarray]
     """Each layer's output SQNR (``quantized`` against ``reference``; ``quantized`` returns one
     tensor per entry of ``layers``, the quantizer's layer records, and ``reference`` those and then
     each layer's input) over ``images`` (CHW each), and the share of each quantized layer's input
-    values (the float model's) that lie beyond its input range and are clipped."""
+    values (the float model's) that lie beyond its input range and are clipped; with the floor
+    (``FLOOR_DB``) they are judged by."""
     count = len(layers)
     signal, noise, clipped, seen = (np.zeros(count) for _ in range(4))
     limits = [_input_limits(layer) for layer in layers]
@@ -47,6 +49,7 @@ def measure(reference: Tensors, quantized: Tensors, images: Sequence[np.ndarray]
                 seen[i] += data.size
     return {
         "images": len(images),
+        "floor_db": FLOOR_DB,
         "layers": [
             {
                 "index": layer["index"],
@@ -71,18 +74,6 @@ def _input_limits(layer: dict) -> tuple[float, float] | None:
     high = (1 << bits) - 1 if encoding["kind"] == "unsigned" else (1 << (bits - 1)) - 1
     low = 0 if encoding["kind"] == "unsigned" else -high
     return (low - 0.5) * scale, (high + 0.5) * scale
-
-
-def describe(layer: dict) -> str:
-    """A layer record of the quantizer in words: "depthwise 5x5 conv, 672 channels", "1x1 conv 16 -> 96"."""
-    shape = layer["weight_shape"]
-    if layer["op"] == "nn.dense":
-        return f"dense {shape[0]} -> {shape[1]}"
-    out_channels, per_group, kh, kw = shape
-    groups = layer.get("groups", 1)
-    if groups > 1 and groups == out_channels and per_group == 1:
-        return f"depthwise {kh}x{kw} conv, {out_channels} channels"
-    return f"{kh}x{kw} conv {per_group * groups} -> {out_channels}"
 
 
 def render(measured: dict, layers: list[dict]) -> str:

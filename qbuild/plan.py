@@ -52,12 +52,18 @@ class Variant:
         return "fp16" if options.get("dtype") == "float16" else "fp32"
 
     def to_json(self) -> dict:
+        """The variant as its results record it, with the description a reader judges it by
+        (``qbuild.schema.variants``): precision, sweep membership, position in the plan."""
         return {
             "name": self.name,
             "label": self.label,
             "qconfig": self.qconfig,
             "engine": self.engine,
             "options": self.options,
+            "precision": self.precision,
+            "quantized": self.quantized,
+            "in_sweep": self.name in SWEEP_VARIANTS,
+            "order": list(VARIANTS).index(self.name) if VARIANTS.get(self.name) == self else None,
         }
 
     def config(self):

@@ -15,7 +15,9 @@ from qbuild import environment, stages
 from qbuild.gate import TimingGate
 from qbuild.plan import Experiment
 from qbuild.progress import Progress
-from qbuild.results import SCHEMA, ResultsFileError, load_result, result_path, write_result
+from qbuild.results import result_path, write_result
+from qbuild.schema.kinds import RESULTS
+from qbuild.schema.results import ResultsFileError, load_result
 from qbuild.session import ModelSession
 from qbuild.stagelog import StageLog
 from qbuild.stages import NEEDS
@@ -69,7 +71,7 @@ def run_experiment(
             return Outcome(path, current, skipped=True)
 
     record = _run_stages(experiment, path.parent, progress, gate, session or ModelSession())
-    record.update(schema=SCHEMA, id=experiment.id, fingerprint=fingerprint, environment=env, jobs=jobs)
+    record.update(schema=RESULTS, id=experiment.id, fingerprint=fingerprint, environment=env, jobs=jobs)
     write_result(path, record)
     progress.say(f"wrote {path}")
     return Outcome(path, record, skipped=False)

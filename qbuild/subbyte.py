@@ -25,8 +25,9 @@ from typing import Callable
 import numpy as np
 
 from qbuild.bitpack import Encoding
+from qbuild.kernels import MAX_AUTO_PAIRS
+from qbuild.schema.kinds import SUBBYTE_KERNELS as SCHEMA
 
-SCHEMA = "qbuild.subbyte-kernels/2"
 CHECK_SEED = 7
 # ResNet-50's conv shapes, (in channels, size, out channels, kernel, stride).
 RESNET50_SHAPES = (
@@ -217,7 +218,8 @@ def compare_kernels(
 
 
 def record(timed: list[Timed], rounds: int, executions: int, env: dict) -> dict:
-    """The comparison as a results document: per shape, each kernel's median and ratio to int8."""
+    """The comparison as a results document: per shape, each kernel's median and ratio to int8,
+    and the rule ``subbyte_kernel="auto"`` follows (``MAX_AUTO_PAIRS``) beside them."""
     rows = []
     for shape in dict.fromkeys(entry.shape for entry in timed):
         int8 = next(e for e in timed if e.shape == shape and e.name == "int8")
@@ -257,6 +259,7 @@ def record(timed: list[Timed], rounds: int, executions: int, env: dict) -> dict:
         "environment": env,
         "kernels": rows,
         "goals": goals,
+        "max_auto_pairs": MAX_AUTO_PAIRS,
     }
 
 

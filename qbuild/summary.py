@@ -1,6 +1,6 @@
 """One row per results file: what ran, how far it got, how fast, how accurate.
 
-Reads results files only (``qbuild.results``): importing this module pulls in neither TVM nor torch.
+Reads results files only (``qbuild.schema``): importing this module pulls in neither TVM nor torch.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qbuild.results import ResultFile, ResultsFileError, iter_results
+from qbuild.schema.results import ResultFile, ResultsFileError, iter_results
 
 COLUMNS = ("machine", "id", "model", "weights", "target", "label", "kernels", "stages", "median_ms", "top1", "top5")
 

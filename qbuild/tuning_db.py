@@ -4,24 +4,22 @@ One JSON file per machine at ``<tuning dir>/<machine-id>.json`` (the directory i
 ``$QBUILD_TUNING_DIR``, default ``tuning/`` in the project, where the databases for the machines
 the published results come from are committed). The ``tuned`` kernel set compiles with the
 database of the machine it runs on; a result records the database's digest and how many convs
-took a tile from it. Reading needs no TVM.
+took a tile from it. Reading needs no TVM; the file's format, and its reader for the report,
+are ``qbuild.schema.tuning``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from qbuild.errors import QbuildError
 from qbuild.kernels.tiles import ConvTile
+from qbuild.schema.kinds import TUNING as SCHEMA
+from qbuild.schema.tuning import DIR_VAR, directory, read_tuning, unreadable
 
-SCHEMA = "qbuild.tuning/1"
-DIR_VAR = "QBUILD_TUNING_DIR"
-_DEFAULT_DIR = Path(__file__).resolve().parent.parent / "tuning"
-_FIX = "delete it and run `nox -s tune` again (or compile with --kernels builtin)"
+__all__ = ["DIR_VAR", "SCHEMA", "Record", "TuningDatabase", "digest", "directory", "load", "machine_path", "save"]
 
 
 @dataclass(frozen=True)
@@ -76,11 +74,6 @@ class TuningDatabase:
         }
 
 
-def directory() -> Path:
-    """Where tuning databases live: ``$QBUILD_TUNING_DIR`` or the project's ``tuning/``."""
-    return Path(os.environ.get(DIR_VAR) or _DEFAULT_DIR)
-
-
 def path_for(machine_id: str) -> Path:
     return directory() / f"{machine_id}.json"
 
@@ -105,25 +98,15 @@ def load(path: Path) -> TuningDatabase:
             f"no tuning database for this machine at {path}",
             "run `nox -s tune` (or `qbuild tune`) on this machine, or use --kernels builtin",
         )
+    read = read_tuning(path)
     try:
-        document = json.loads(path.read_text())
-        if document.get("schema") != SCHEMA:
-            raise ValueError(f"schema {document.get('schema')!r}, expected {SCHEMA!r}")
         records = {
-            key: Record(
-                ConvTile(*entry["tile"]),
-                str(entry["summary"]),
-                float(entry["default_ms"]),
-                float(entry["best_ms"]),
-                int(entry["candidates"]),
-            )
-            for key, entry in document["workloads"].items()
+            key: Record(ConvTile(*w.tile), w.summary, w.default_ms, w.best_ms, w.candidates)
+            for key, w in read.workloads.items()
         }
-        return TuningDatabase(
-            str(document["machine_id"]), int(document["rounds"]), records, dict(document.get("environment", {}))
-        )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise QbuildError(f"tuning database {path} is unreadable ({type(exc).__name__}: {exc})", _FIX) from None
+    except (ValueError, TypeError) as exc:  # a tile this qbuild cannot build
+        raise unreadable(path, exc) from None
+    return TuningDatabase(read.machine_id, read.rounds, records, read.environment)
 
 
 def save(database: TuningDatabase, path: Path) -> Path:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import jinja2
 
-from qbuild.kernels import MAX_AUTO_PAIRS
+from qbuild.schema.documents import max_auto_pairs
 from report import charts
 from report import rows as report_rows
 from report.load import Results, load
@@ -106,15 +106,14 @@ def context(results: Results, results_root: Path) -> dict:
         "accuracy": accuracy,
         "accuracy_findings": accuracy_page.accuracy_findings(accuracy),
         "layer_errors": layer_errors,
-        "layer_floor": accuracy_page.FLOOR_DB,
+        "layer_floor": accuracy_page.layer_floor(layer_errors),
         "comparable_points": report_rows.COMPARABLE_POINTS,
         "alone_tolerance_pct": benchmarks.ALONE_TOLERANCE_PCT,
         "layer_charts": _layer_charts(layer_errors),
         "environments": environment_page.environments(results),
         "charts": _latency_charts(rows),
         "sweep": sweep,
-        "max_auto_pairs": MAX_AUTO_PAIRS,
-        "subbyte_kernels": results.subbyte_kernels,
+        "subbyte_kernels": [{**doc, "max_auto_pairs": max_auto_pairs(doc)} for doc in results.subbyte_kernels],
         "tuning": [benchmarks.tuning(database) for database in results.tuning],
         "sweep_charts": _latency_charts(rows, sweep=True),
         "headline_charts": _headline_charts(rows),

@@ -4,11 +4,12 @@ every page's derivations share."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import groupby
+from typing import Iterable
 
-from qbuild.plan import SWEEP_VARIANTS, VARIANTS, Variant
+from qbuild.schema.variants import VariantDescription, describe_variant
 
-VARIANT_ORDER = list(VARIANTS)
 ENGINE_NAMES = {"tvm": "qbuild", "torch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 # Builds within this many points of top-1 of each other are compared for speed.
 COMPARABLE_POINTS = 1.0
@@ -20,6 +21,11 @@ class Row:
 
     record: dict
     machine: str
+
+    @cached_property
+    def description(self) -> VariantDescription:
+        """The variant as the result describes it (``qbuild.schema.variants``)."""
+        return describe_variant(self.field("experiment", "variant"))
 
     def field(self, *keys, default=None):
         value = self.record
@@ -82,8 +88,7 @@ class Row:
     @property
     def engine(self) -> str:
         """Who ran the build, as the report names it: qbuild, or the peer's engine."""
-        engine = self.field("experiment", "variant", "engine", default="tvm")
-        return ENGINE_NAMES.get(engine, engine)
+        return ENGINE_NAMES.get(self.description.engine, self.description.engine)
 
     @property
     def top1(self) -> float | None:
@@ -97,17 +102,17 @@ class Row:
     @property
     def is_peer(self) -> bool:
         """A baseline run by another engine (PyTorch, ONNX Runtime), not by qbuild."""
-        return self.field("experiment", "variant", "engine", default="tvm") != "tvm"
+        return self.description.is_peer
 
     @property
     def quantized(self) -> bool:
         """Integer arithmetic: a qbuild quantized variant or an int8 peer."""
-        return Variant(**self.field("experiment", "variant")).quantized
+        return self.description.quantized
 
     @property
     def precision(self) -> str:
         """What the arithmetic runs in: int8 (quantized), fp16 (a half-precision peer) or fp32."""
-        return Variant(**self.field("experiment", "variant")).precision
+        return self.description.precision
 
     @property
     def failure(self) -> dict | None:
@@ -120,7 +125,7 @@ class Row:
     @property
     def in_sweep(self) -> bool:
         """One of the bit-width sweep's precisions (shown on the sweep page, not the study's)."""
-        return self.variant in SWEEP_VARIANTS
+        return self.description.in_sweep
 
     @property
     def samples(self) -> list[float]:
@@ -134,13 +139,18 @@ class Row:
         return self.field("stages", name, "status", default="absent")
 
     def sort_key(self) -> tuple:
-        order = VARIANT_ORDER.index(self.variant) if self.variant in VARIANT_ORDER else len(VARIANT_ORDER)
-        return (self.subject, self.target, order, self.machine)
+        return (self.subject, self.target, self.description.rank(), self.machine)
 
 
 def rows(records_with_machine: list[tuple[dict, str]]) -> list[Row]:
     """Rows sorted by model, target, variant (the plan's order), machine."""
     return sorted((Row(rec, machine) for rec, machine in records_with_machine), key=Row.sort_key)
+
+
+def in_plan_order(items: Iterable[Row]) -> list[str]:
+    """The distinct variants of ``items``, in the plan's order (those it does not list last)."""
+    ranks = {r.variant: r.description.rank() for r in items}
+    return sorted(ranks, key=lambda variant: ranks[variant])
 
 
 def group_by(items: list[Row], key) -> list[tuple]:

@@ -1,4 +1,5 @@
-"""The engine's layers point one way: models/trace -> relax -> quantize -> kernels/compile -> measure."""
+"""The engine's layers point one way: models/trace -> relax -> quantize -> kernels/compile -> measure,
+all above the results schema, which the report reads and nothing else of the engine."""
 
 from __future__ import annotations
 
@@ -70,8 +71,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
+def inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
 def arrows(graph: dict[str, set[str]], source: str, target: str) -> list[tuple[str, str]]:
-    inside = lambda module, package: module == package or module.startswith(package + ".")  # noqa: E731
     return sorted((a, b) for a, targets in graph.items() for b in targets if inside(a, source) and inside(b, target))
 
 
@@ -90,3 +94,36 @@ def test_the_kernels_never_import_the_quantizer():
 def test_the_target_free_passes_import_neither_the_quantizer_nor_the_kernels():
     graph = import_graph()
     assert arrows(graph, "qbuild.relax", "qbuild.quantize") == arrows(graph, "qbuild.relax", "qbuild.kernels") == []
+
+
+SCHEMA = "qbuild.schema"
+REPORT = PACKAGE.parent / "report"
+
+
+def qbuild_imports(path: Path) -> set[str]:
+    """The qbuild modules (or packages) that ``path`` names in its imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return {module for module in found if inside(module, "qbuild")}
+
+
+def test_the_report_reads_only_the_results_schema():
+    engine = {
+        (path.relative_to(REPORT).as_posix(), module)
+        for path in REPORT.rglob("*.py")
+        for module in qbuild_imports(path)
+        if not inside(module, SCHEMA) and module != "qbuild.errors"
+    }
+    assert engine == set()
+    assert any(inside(module, SCHEMA) for path in REPORT.rglob("*.py") for module in qbuild_imports(path))
+
+
+def test_the_results_schema_imports_no_other_engine_module():
+    graph = import_graph()
+    beyond = {(a, b) for a, b in arrows(graph, SCHEMA, "qbuild") if not inside(b, SCHEMA) and b != "qbuild.errors"}
+    assert beyond == set()
+    assert SCHEMA in graph

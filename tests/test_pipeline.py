@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 
 from qbuild.plan import build_plan
 from qbuild.progress import Progress
-from qbuild.results import SCHEMA, load_result
+from qbuild.quantize import DEFAULTS
 from qbuild.scheduler import run_plan
+from qbuild.schema.kinds import RESULTS as SCHEMA
+from qbuild.schema.results import load_result
 
 
 def test_every_stage_succeeds_and_the_result_is_filed_under_the_machine_id(quick_run):
@@ -126,3 +129,17 @@ def test_the_pytorch_peer_is_benchmarked_like_a_compiled_model_and_skips_tvms_st
     assert outcome.record["compile"]["peer"]["engine"] == "torch"
     assert outcome.record["experiment"]["variant"]["engine"] == "torch"
     assert outcome.record["latency"]["summary"]["n"] == 6
+
+
+def test_each_result_records_what_the_report_judges_it_by(quick_results):
+    _root, outcomes = quick_results
+    int8, float_ = outcomes["int8-a8"].record, outcomes["float"].record
+    assert {key: int8["experiment"]["variant"][key] for key in ("precision", "quantized", "in_sweep", "order")} == {
+        "precision": "int8",
+        "quantized": True,
+        "in_sweep": False,
+        "order": 1,
+    }
+    assert float_["experiment"]["variant"]["precision"] == "fp32" and float_["experiment"]["variant"]["order"] == 0
+    recorded, defaults = (json.loads(json.dumps(d)) for d in (int8["quantization"]["defaults"], DEFAULTS.to_json()))
+    assert recorded == defaults

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from qbuild.layer_errors import describe
 from qbuild.results import write_result
+from qbuild.schema.layers import describe
 from report import rows as report_rows
 from report.build import PAGES, build
 from report.pages import benchmarks, code, environment, overview

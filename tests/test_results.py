@@ -7,7 +7,9 @@ import json
 import pytest
 
 from qbuild.errors import QbuildError
-from qbuild.results import SCHEMA, ResultsFileError, ensure_writable, iter_results, load_result, write_result
+from qbuild.results import ensure_writable, write_result
+from qbuild.schema.kinds import RESULTS as SCHEMA
+from qbuild.schema.results import ResultsFileError, iter_results, load_result
 
 
 def minimal_record(**overrides) -> dict:

@@ -36,6 +36,7 @@ import hashlib
 from dataclasses import dataclass
 
 from qbuild.kernels.vectors import AVX2, AVX512, Vectors
+from qbuild.schema.tuning import tile_label
 
 MAX_ACCUMULATORS = AVX512.max_accumulators  # any CPU's register tile at most (one CPU's: Vectors.max_accumulators)
 AMX_ROWS = 16  # pixels of an AMX tile at most: a tile register's rows
@@ -77,7 +78,7 @@ class ConvTile:
 
     def label(self) -> str:
         """ "4x2", or "4x2/4" for 4 input channel blocks per pass."""
-        return f"{self.pixels}x{self.blocks}" + (f"/{self.chunk}" if self.chunk else "")
+        return tile_label(self.to_json())
 
 
 def _divisors(n: int, at_most: int) -> list[int]:

@@ -50,10 +50,12 @@ class QuantizedModule:
         return with_outputs(self.source, rewriter.layer_vars + rewriter.layer_inputs), probed
 
     def report(self) -> dict:
-        """The quantization block of a results file."""
+        """The quantization block of a results file (``qbuild.schema.quantization``): the config
+        and every option's default beside it."""
         quantized = [layer for layer in self.layers if layer["status"] == "quantized"]
         return {
             "config": self.config.to_json(),
+            "defaults": DEFAULTS.to_json(),
             "calibration": self.calibration,
             "layers_quantized": len(quantized),
             "layers_skipped": len(self.layers) - len(quantized),

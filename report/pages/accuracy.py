@@ -3,7 +3,7 @@ SQNR (where a build loses accuracy)."""
 
 from __future__ import annotations
 
-from qbuild.layer_errors import FLOOR_DB, describe
+from qbuild.schema.layers import describe, floor_db
 from report.rows import Row, group_by
 
 # Families of the study's activation-dtype comparison: (name, variant per activation dtype).
@@ -45,7 +45,7 @@ def accuracy(all_rows: list[Row]) -> list[dict]:
 def layer_errors(all_rows: list[Row]) -> list[dict]:
     """Per (model, machine): each quantized variant's output SQNR at every layer
     (``qbuild.layer_errors``), the layers described once, and where each variant's error first
-    reaches ``FLOOR_DB``."""
+    reaches the floor its result records (``qbuild.schema.layers.floor_db``)."""
     out = []
     for (model, machine), group in group_by(all_rows, lambda r: (r.subject, r.machine)):
         measured = [r for r in group if r.record.get("layer_errors") and r.record.get("quantization")]
@@ -75,9 +75,10 @@ def _layer_profile(row: Row) -> dict:
     first layer below the floor with its weights' own SQNR and the share of its input clipped."""
     records = row.record["quantization"]["layers"]
     errors = row.record["layer_errors"]["layers"]
+    floor = floor_db(row.record["layer_errors"])
     sqnr = [layer["sqnr_db"] for layer in errors]
     measured = [(i, db) for i, db in enumerate(sqnr) if db is not None]
-    below = next(((i, db) for i, db in measured if db < FLOOR_DB), None)
+    below = next(((i, db) for i, db in measured if db < floor), None)
     lowest = min(measured, key=lambda item: item[1]) if measured else None
     first_below = None
     if below is not None:
@@ -89,17 +90,24 @@ def _layer_profile(row: Row) -> dict:
             "sqnr_db": db,
             "weight_sqnr_db": weights_db,
             "input_clipped": _noticeable(errors[position].get("input_clipped")),
-            "from_input": weights_db is not None and weights_db >= db + FLOOR_DB,
+            "from_input": weights_db is not None and weights_db >= db + floor,
         }
     return {
         "variant": row.variant,
         "label": row.label,
         "in_sweep": row.in_sweep,
+        "floor_db": floor,
         "sqnr_db": sqnr,
         "logits_db": sqnr[-1] if sqnr else None,
         "first_below": first_below,
         "lowest": None if lowest is None else {"position": lowest[0], "sqnr_db": lowest[1]},
     }
+
+
+def layer_floor(groups: list[dict]) -> float:
+    """The floor the page's text names: the one the first variant's result records (every
+    variant's own sentence names its own); schema 1's where none has layer errors."""
+    return next((v["floor_db"] for g in groups for v in g["variants"]), floor_db())
 
 
 def accuracy_findings(groups: list[dict]) -> list[dict]:

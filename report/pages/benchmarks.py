@@ -7,8 +7,9 @@ import statistics
 from itertools import groupby
 from typing import Iterable
 
-from qbuild.compare import GOALS
-from report.rows import VARIANT_ORDER, Row, comparable, group_by
+from qbuild.schema.documents import goals as recorded_goals
+from qbuild.schema.tuning import TuningFile, tile_label
+from report.rows import Row, comparable, group_by, in_plan_order
 
 # The study's own three "types of compilation": relay's defaults per activation dtype.
 RELAY_ACTIVATIONS = {"int8": "int8-a8", "int16": "int8-a16", "int32": "int8-a32"}
@@ -127,7 +128,7 @@ def kernel_findings(all_rows: list[Row]) -> list[dict]:
         by = {(r.variant, r.kernels): r for r in group}
         pairs = [
             _kernel_row({k: by.get((v, k)) for k in KERNEL_SET_ORDER})
-            for v in VARIANT_ORDER
+            for v in in_plan_order(group)
             if (v, "builtin") in by and ((v, "untuned") in by or (v, "tuned") in by)
         ]
         if not any(p["speedup"] or p["tuned_gain"] for p in pairs):
@@ -178,26 +179,25 @@ def _kernel_row(builds: dict[str, Row | None]) -> dict:
 TUNING_TOP = 8  # workloads listed per tuning database: the largest gains
 
 
-def tuning(database) -> dict:
-    """A tuning database (``qbuild.tuning_db``) for the page: what was searched, the summed
+def tuning(database: TuningFile) -> dict:
+    """A tuning database (``qbuild.schema.tuning``) for the page: what was searched, the summed
     medians of every workload with the default and the chosen tiles, the largest gains."""
-    records = list(database.records.values())
+    records = list(database.workloads.values())
     gains = sorted(records, key=lambda r: r.default_ms / r.best_ms, reverse=True)[:TUNING_TOP]
-    default_ms, tuned_ms = database.summed_ms()
     return {
         "machine": database.machine_id,
         "workloads": len(records),
-        "trials": database.trials,
+        "trials": sum(r.candidates for r in records),
         "rounds": database.rounds,
         "date": database.environment.get("date", ""),
         "commit": (database.environment.get("git") or {}).get("commit"),
-        "default_ms": default_ms,
-        "tuned_ms": tuned_ms,
+        "default_ms": sum(r.default_ms for r in records),
+        "tuned_ms": sum(r.best_ms for r in records),
         "changed": sum(r.best_ms < r.default_ms for r in records),
         "top": [
             {
                 "summary": r.summary,
-                "tile": r.tile.label(),
+                "tile": tile_label(r.tile),
                 "default_ms": r.default_ms,
                 "tuned_ms": r.best_ms,
                 "gain": r.default_ms / r.best_ms,
@@ -223,25 +223,27 @@ def _goal(ours: dict, peer: dict, at_most: float) -> dict:
 def gpu_goals(groups: list[dict], side_by_side: Iterable[dict] = ()) -> list[dict]:
     """Per CUDA latency group with qbuild's kernels: each GPU goal's ratio from the plan's medians
     (separate benchmark runs), where both are timed, and the goals as the same machine's
-    side-by-side run judged them (interleaved rounds; None where it has none)."""
+    side-by-side run judged them (interleaved rounds; None where it has none). The goals are
+    those that run recorded (``qbuild.schema.documents.goals``; without one, schema 1's)."""
     out = []
     for g in groups:
         if g["target"] != "cuda":
             continue
         rows = {r["variant"]: r for r in g["rows"]}
-        goals = [
-            _goal(rows[ours], rows[peer], at_most)
-            for ours, peer, at_most in GOALS["cuda"]  # as compare judges them
-            if ours in rows and peer in rows
-        ]
-        judged = next(
+        document = next(
             (
-                d.get("targets")
+                d
                 for d in side_by_side
                 if d.get("target") == "cuda" and d.get("model") == g["model"] and d.get("machine") == g["machine"]
             ),
             None,
         )
+        goals = [
+            _goal(rows[goal.numerator], rows[goal.denominator], goal.at_most)
+            for goal in recorded_goals(document, "cuda")  # as that machine's compare judged them
+            if goal.numerator in rows and goal.denominator in rows
+        ]
+        judged = document.get("targets") if document else None
         if goals:
             out.append(
                 {
@@ -258,7 +260,7 @@ def gpu_goals(groups: list[dict], side_by_side: Iterable[dict] = ()) -> list[dic
 def _gaps(cpu: dict, gpu: dict) -> dict:
     """CPU/GPU median ratio per variant timed on both, and whether the quantized gap is smaller."""
     gaps = {}
-    for variant in VARIANT_ORDER:
+    for variant in dict.fromkeys(r["variant"] for r in cpu["rows"]):  # in the plan's order
         c, g = _median(cpu, variant), _median(gpu, variant)
         if c and g:
             gaps[variant] = c / g

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from qbuild.quantize.config import DEFAULTS, options
-from report.rows import VARIANT_ORDER, Row, group_by
+from qbuild.schema.quantization import qconfig_defaults
+from report.rows import Row, group_by
 
 
 def qconfig_table(all_rows: list[Row]) -> dict:
-    """The option table: relay's default and the value in each quantized variant that ran."""
+    """The option table: relay's default and the value in each quantized variant that ran (the
+    defaults as the first of them recorded them; ``qbuild.schema.quantization``)."""
     variants = []
-    for variant, group in group_by(
-        [r for r in all_rows if r.record.get("quantization") and not r.in_sweep], lambda r: r.variant
-    ):
-        variants.append({"name": variant, "label": group[0].label, "config": group[0].record["quantization"]["config"]})
-    variants.sort(key=lambda v: VARIANT_ORDER.index(v["name"]) if v["name"] in VARIANT_ORDER else 99)
+    quantized = [r for r in all_rows if r.record.get("quantization") and not r.in_sweep]
+    for variant, group in group_by(quantized, lambda r: r.variant):
+        variants.append(
+            {
+                "name": variant,
+                "label": group[0].label,
+                "config": group[0].record["quantization"]["config"],
+                "rank": group[0].description.rank(),
+            }
+        )
+    variants.sort(key=lambda v: v["rank"])
+    defaults = qconfig_defaults(min(quantized, key=Row.sort_key).record["quantization"] if quantized else None)
     table = [
-        {"name": o["name"], "default": o["default"], "values": [v["config"].get(o["name"]) for v in variants]}
-        for o in options()
+        {"name": name, "default": default, "values": [v["config"].get(name) for v in variants]}
+        for name, default in defaults.items()
     ]
-    return {"variants": variants, "options": table, "defaults": DEFAULTS.to_json()}
+    return {"variants": variants, "options": table, "defaults": defaults}
 
 
 def quantized_layers(all_rows: list[Row]) -> list[dict]:

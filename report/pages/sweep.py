@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from qbuild.plan import SWEEP, SWEEP_VARIANTS
 from report.rows import Row, group_by
 
 SWEEP_STAGES = ("quantize", "compile", "kernel_check", "bench", "accuracy")
-# The qconfig options a sweep group's settings table shows (as its results recorded them).
-SWEEP_SETTINGS = (*SWEEP, "skip_conv_layers", "nbit_edge", "subbyte_kernel")
+# The options a sweep precision sets for itself (its table's columns), and those its settings
+# table shows beside the ones the sweep sets for all (as its variants recorded them).
+SWEPT = ("nbit_weight", "nbit_input")
+UNSWEPT_SETTINGS = ("skip_conv_layers", "nbit_edge", "subbyte_kernel")
 W4A8_ACCURACY_POINTS = 3.0  # the goal: W4A8 top-1 within this many points of float
 
 
@@ -17,14 +18,23 @@ def _stage(row: Row, name: str) -> dict:
     return {"status": stage["status"], "note": note}
 
 
+def _settings(swept: list[Row]) -> list[str]:
+    """The qconfig options a sweep group's settings table shows: those its variants set (as they
+    recorded them), less the swept bit widths, then ``UNSWEPT_SETTINGS``."""
+    chosen = [r.field("experiment", "variant", "qconfig", default={}) for r in swept]
+    options = dict.fromkeys(name for qconfig in chosen for name in qconfig if name not in SWEPT)
+    return [*options, *(name for name in UNSWEPT_SETTINGS if name not in options)]
+
+
 def sweep(all_rows: list[Row]) -> list[dict]:
     """Per (model, target, machine): each sweep precision's stages, latency, accuracy, weight
     bytes and kernels, against the float build of the same model."""
     out = []
     for (model, target, machine), group in group_by(all_rows, lambda r: (r.subject, r.target, r.machine)):
-        swept = sorted((r for r in group if r.in_sweep), key=lambda r: SWEEP_VARIANTS.index(r.variant))
+        swept = sorted((r for r in group if r.in_sweep), key=lambda r: r.description.rank())
         if not swept:
             continue
+        settings = _settings(swept)
         base = next((r for r in group if r.variant == "float"), None)
         float_top1 = base.field("accuracy", "top1") if base else None
         parameters = next((r.field("model", "parameters") for r in group if r.field("model", "parameters")), None)
@@ -58,7 +68,7 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                 }
             )
         w4a8 = next((row for row in rows_out if row["variant"] == "w4a8"), None)
-        shared = [name for name in SWEEP_SETTINGS if len({repr(c.get(name)) for c in configs}) == 1]
+        shared = [name for name in settings if len({repr(c.get(name)) for c in configs}) == 1]
         out.append(
             {
                 "model": model,
@@ -66,7 +76,7 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                 "machine": machine,
                 "weights": swept[0].weights,
                 "settings": [{"name": name, "value": configs[0].get(name)} for name in shared],
-                "differing": [name for name in SWEEP_SETTINGS if name not in shared],
+                "differing": [name for name in settings if name not in shared],
                 "float_ms": base.median_ms if base else None,
                 "float_top1": float_top1,
                 "float_bytes": float_bytes,
