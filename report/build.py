@@ -76,6 +76,15 @@ def environment() -> jinja2.Environment:
     return env
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the pages name it: relative to the working directory where it lies inside it
+    (a published page never shows the build machine's absolute paths)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return Path(path).name
+
+
 def context(results: Results, results_root: Path) -> dict:
     """Everything the templates read."""
     rows = report_rows.rows([(f.record, f.machine_id) for f in results.files])
@@ -88,7 +97,7 @@ def context(results: Results, results_root: Path) -> dict:
     ]
     sweep = sweep_page.sweep(rows)
     return {
-        "results_root": str(results_root),
+        "results_root": _shown(results_root),
         "problems": results.problems,
         "rows": rows,
         "models": model.models(rows),

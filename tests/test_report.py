@@ -35,6 +35,13 @@ def test_every_page_is_rendered_with_the_chart_loader_and_the_offline_vega_bundl
     assert "vegaEmbed" in (site_docs / "assets" / "js" / "vega-bundle.js").read_text()[:2_000_000]
 
 
+def test_pages_never_show_the_absolute_path_of_the_results_they_were_built_from(site_docs, quick_results):
+    root, _outcomes = quick_results
+    overview_page = (site_docs / "index.md").read_text()
+    assert str(Path(root).resolve()) not in overview_page
+    assert f"`{Path(root).name}/`" in overview_page
+
+
 def test_the_dtype_census_table_compares_quantized_with_unquantized(site_docs, quick_results):
     _root, outcomes = quick_results
     page = (site_docs / "code.md").read_text()
