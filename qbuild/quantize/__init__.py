@@ -87,9 +87,9 @@ def quantize(
 
     ``params``: weights to bind (None if ``mod`` has them bound already). ``dataset``: CHW
     float32 calibration images, preprocessed like the model's inputs; needed by every
-    calibrate_mode but global_scale (the first ``calibrate_samples`` are used). ``target``: what
-    the module will be compiled for (None: a CPU without AMX); under ``subbyte_kernel="auto"`` it
-    decides which sub-byte convs run bit-serially.
+    calibrate_mode but global_scale (the first ``calibrate_samples`` are used). ``convs``: the
+    target's answer to which sub-byte convs run bit-serially (``SubbyteKernels``; None: every one
+    as the int8 conv). ``memory``: what the quantizations of one model share (``Memory``).
     """
     from tvm import relax
 
