@@ -11,3 +11,11 @@ from qbuild.threads import use_all_cpus
 
 __version__ = "0.1.0"
 use_all_cpus()
+
+
+def load_quantized(source, producer: str = "onnx"):
+    """A model quantized by another tool (an ONNX QDQ model) as qbuild's integer Relax program
+    (``qbuild.quantize.load_quantized``)."""
+    from qbuild.quantize import load_quantized as load
+
+    return load(source, producer)
