@@ -136,3 +136,15 @@ def test_the_qoperator_format_is_refused_by_name(model, tmp_path):
 def test_a_missing_file_names_the_path(tmp_path):
     with pytest.raises(QbuildError, match="no ONNX model"):
         load_quantized(tmp_path / "absent.onnx")
+
+
+@pytest.mark.parametrize("stride, padding", [(1, 1), (2, 1), (2, 0), (1, 2)])
+def test_the_zero_point_correction_is_the_convolution_of_ones(stride, padding):
+    from qbuild.quantize.zero_point import ones_response
+
+    weights = np.random.default_rng(3).integers(-127, 128, size=(4, 2, 3, 3))
+    ones = torch.ones(1, 2, 9, 8, dtype=torch.float64)
+    expected = torch.nn.functional.conv2d(ones, torch.from_numpy(weights).double(), stride=stride, padding=padding)[0]
+    out_hw = tuple(expected.shape[1:])
+    response = ones_response(weights, (9, 8), (stride, stride), (padding,) * 4, (1, 1), out_hw)
+    assert np.array_equal(response, expected.numpy().astype(np.int64))

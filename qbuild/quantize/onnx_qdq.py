@@ -95,6 +95,19 @@ class Sum:
     operands: list[Codes]
 
 
+@dataclass
+class Mean:
+    """An average pool over ``axes`` of integer codes, not yet stored (as ``Sum``)."""
+
+    codes: Codes
+    call: relax.Call
+
+    @property
+    def count(self) -> int:
+        shape = [int(d) for d in self.call.args[0].ty.shape]
+        return int(np.prod([shape[int(a)] for a in self.call.attrs.axis]))
+
+
 def check_onnx(model) -> None:
     """Refuse, with the form's name, an ONNX model qbuild cannot compile as an integer program."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
@@ -128,6 +141,32 @@ def check_onnx(model) -> None:
         )
 
 
+def clips_as_max_min(model) -> None:
+    """Each Clip with constant bounds rewritten in place as Max then Min with those constants (the
+    same values): the frontend lowers Clip to TE functions, and Max/Min to Relax's own ops, which
+    the importer reads as ReLU6 on integers."""
+    import onnx
+
+    known = {t.name for t in model.graph.initializer}
+    known |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
+    nodes = []
+    for node in model.graph.node:
+        bounds = list(node.input[1:3]) + [""] * (3 - len(node.input))
+        if node.op_type != "Clip" or not all(b == "" or b in known for b in bounds) or len(node.input) < 2:
+            nodes.append(node)
+            continue
+        current = node.input[0]
+        for op, bound in (("Max", bounds[0]), ("Min", bounds[1])):
+            if bound:
+                out = f"{node.output[0]}_{op.lower()}" if op == "Max" and bounds[1] else node.output[0]
+                nodes.append(onnx.helper.make_node(op, [current, bound], [out], name=f"{node.name}_{op}"))
+                current = out
+        if current == node.input[0]:  # a Clip without bounds: the identity
+            nodes.append(onnx.helper.make_node("Identity", [current], list(node.output), name=node.name))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 class QdqImporter:
     """Walks the frontend's float program of a QDQ model; ``layers`` records each op's fate."""
 
@@ -159,6 +198,9 @@ class QdqImporter:
         if isinstance(value, Sum):
             floats = [self.as_float(bb, operand) for operand in value.operands]
             return bb.emit(relax.op.add(*floats))
+        if isinstance(value, Mean):
+            data = self.as_float(bb, value.codes)
+            return bb.emit(relax.Call(value.call.op, [data], value.call.attrs, value.call.ty_args))
         array = value.real() if isinstance(value, Weights) else value.array
         return relax.const(array.astype(np.float32) if array.dtype.kind == "f" else array)
 
@@ -170,11 +212,7 @@ class QdqImporter:
             return self.dequantize(call, found)
         if name == "relax.quantize":
             return self.quantize(bb, var, call, found)
-        if (
-            found
-            and all(isinstance(v, (Const, Weights)) for v in found)
-            and name in ("relax.reshape", "relax.permute_dims")
-        ):
+        if name in ("relax.reshape", "relax.permute_dims") and isinstance(found[0], (Const, Weights)):
             return self.fold(call, found)
         if name == "relax.nn.conv2d" and isinstance(found[0], Codes) and isinstance(found[1], Weights):
             return self.conv2d(bb, var, call, found[0], found[1])
@@ -190,8 +228,15 @@ class QdqImporter:
             return Sum(found)
         if name == "relax.nn.relu" and isinstance(found[0], (Codes, Acc)):
             return self.clip(bb, var, found[0], 0.0, np.inf)
+        if name in ("relax.maximum", "relax.minimum") and isinstance(found[0], (Codes, Acc)):
+            if isinstance(found[1], Const) and found[1].array.size == 1:
+                bound = float(found[1].array.reshape(()))
+                lower, upper = (bound, np.inf) if name == "relax.maximum" else (-np.inf, bound)
+                return self.clip(bb, var, found[0], lower, upper)
         if name == "relax.clip" and isinstance(found[0], (Codes, Acc)):
             return self.clip(bb, var, found[0], scalar_value(args[1]), scalar_value(args[2]))
+        if name == "relax.mean" and isinstance(found[0], Codes) and call.attrs.axis is not None:
+            return Mean(found[0], call)
         if name in CODE_MOVES and isinstance(found[0], Codes):
             moved = bb.emit(relax.Call(call.op, [found[0].expr, *args[1:]], call.attrs, call.ty_args))
             return Codes(moved, found[0].scale, found[0].zero)
@@ -241,6 +286,13 @@ class QdqImporter:
             operands = [(o.expr, o.scale, o.zero) for o in data.operands]
             self.note("relax.add", var, "integer", None)
             return Codes(zero_point.add(bb, operands, step, zero8), step, zero8)
+        if isinstance(data, Mean):
+            self.note("relax.mean", var, "integer", None)
+            values = zero_point.centred(bb, data.codes.expr, data.codes.zero)
+            attrs = data.call.attrs
+            total = bb.emit(relax.op.sum(values, [int(a) for a in attrs.axis], bool(attrs.keepdims)))
+            ratio = data.codes.scale / (step * data.count)
+            return Codes(zero_point.requantize(bb, total, ratio, zero8), step, zero8)
         if isinstance(data, Codes):
             if np.isclose(data.scale, step, rtol=1e-7, atol=0) and data.zero == zero8:
                 return data
@@ -353,23 +405,18 @@ class QdqImporter:
                 relax.op.maximum(value.expr, emit.channel_const(low, "int32", ndim, value.axis)),
                 emit.channel_const(high, "int32", ndim, value.axis),
             )
-            return Acc(bb.emit(clipped), value.scale, value.axis, var, nonneg=lower >= 0)
+            return Acc(bb.emit(clipped), value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
         low = int(np.clip(value.zero + np.ceil(lower / value.scale), *zero_point.INT8))
         high = int(np.clip(value.zero + np.floor(upper / value.scale), *zero_point.INT8))
         return Codes(bb.emit(relax.op.clip(value.expr, low, high)), value.scale, value.zero)
 
     def float_op(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Expr, values: dict, found: list) -> Float:
         """The op as the frontend wrote it, on float inputs; recorded where it reads integers."""
-        if any(isinstance(v, (Codes, Acc, Sum)) for v in found):
+        if any(isinstance(v, (Codes, Acc, Sum, Mean)) for v in found):
             self.note(op_name(call) or type(call).__name__, var, "float", "no integer lowering: runs in float")
         used = relax.analysis.free_vars(call) if isinstance(call, relax.Expr) else []
         mapping = {v: self.as_float(bb, values[v]) for v in used if v in values}
-        consts = {}
-        if isinstance(call, relax.Call):  # a constant operand computed at import time
-            for arg, value in zip(call.args, found):
-                if isinstance(arg, relax.Var) and isinstance(value, (Const, Weights)):
-                    consts[arg] = self.as_float(bb, value)
-        return Float(bb.emit(substitute(call, {**mapping, **consts})))
+        return Float(bb.emit(substitute(call, mapping)))
 
     # --- records -----------------------------------------------------------------------------------
     def record(self, op: str, var: relax.Var, data: Codes, codes: np.ndarray, wscale: np.ndarray, extra: dict) -> None:
@@ -424,12 +471,14 @@ def import_onnx(source):
     from tvm.relax.frontend.onnx import from_onnx
 
     if isinstance(source, onnx.ModelProto):
-        model = source
+        model = onnx.ModelProto()
+        model.CopyFrom(source)
     elif Path(source).is_file():
         model = onnx.load(str(source))
     else:
         raise QbuildError(f"no ONNX model at {source}", "pass the path of a .onnx file")
     check_onnx(model)
+    clips_as_max_min(model)
     return from_onnx(model, keep_params_in_input=False), model
 
 
