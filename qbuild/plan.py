@@ -173,7 +173,7 @@ VARIANTS: dict[str, Variant] = {
         ),
         *(
             Variant(
-                f"{short}-qdq-import",
+                f"import-{short}-qdq",
                 f"{what} QDQ model compiled by qbuild",
                 options={"import": producer},
             )
