@@ -16,6 +16,7 @@ models, int4 QDQ, asymmetric weights (a weight zero point other than 0).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,11 @@ QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QL
 INT4_TYPES = {21: "uint4", 22: "int4"}
 # Ops that move int8 codes without changing them: run on the codes, same scale and zero point.
 CODE_MOVES = ("relax.reshape", "relax.permute_dims", "relax.squeeze", "relax.expand_dims", "relax.nn.max_pool2d")
+# Elementwise ops on constants evaluated at import time (the frontend guards Clip's bounds with them).
+CONST_FOLDS = {"relax.isnan": np.isnan, "relax.where": np.where}
+# The TE functions the frontend lowers Clip's two bounds to (``emit_te(topi.maximum / minimum)``),
+# as the clip bound each one sets; names get a numeric suffix when shapes differ.
+TE_BOUNDS = re.compile(r"(maximum|minimum)(_?\d+)?")
 
 
 class UnsupportedQuantization(QbuildError):
@@ -141,32 +147,6 @@ def check_onnx(model) -> None:
         )
 
 
-def clips_as_max_min(model) -> None:
-    """Each Clip with constant bounds rewritten in place as Max then Min with those constants (the
-    same values): the frontend lowers Clip to TE functions, and Max/Min to Relax's own ops, which
-    the importer reads as ReLU6 on integers."""
-    import onnx
-
-    known = {t.name for t in model.graph.initializer}
-    known |= {out for node in model.graph.node if node.op_type == "Constant" for out in node.output}
-    nodes = []
-    for node in model.graph.node:
-        bounds = list(node.input[1:3]) + [""] * (3 - len(node.input))
-        if node.op_type != "Clip" or not all(b == "" or b in known for b in bounds) or len(node.input) < 2:
-            nodes.append(node)
-            continue
-        current = node.input[0]
-        for op, bound in (("Max", bounds[0]), ("Min", bounds[1])):
-            if bound:
-                out = f"{node.output[0]}_{op.lower()}" if op == "Max" and bounds[1] else node.output[0]
-                nodes.append(onnx.helper.make_node(op, [current, bound], [out], name=f"{node.name}_{op}"))
-                current = out
-        if current == node.input[0]:  # a Clip without bounds: the identity
-            nodes.append(onnx.helper.make_node("Identity", [current], list(node.output), name=node.name))
-    del model.graph.node[:]
-    model.graph.node.extend(nodes)
-
-
 class QdqImporter:
     """Walks the frontend's float program of a QDQ model; ``layers`` records each op's fate."""
 
@@ -175,6 +155,8 @@ class QdqImporter:
         self.counts: dict[str, int] = {}
 
     def run(self, mod: tvm.IRModule) -> tvm.IRModule:
+        """``mod``'s ``main`` rewritten; the frontend's TE functions that ops left in float still
+        call are kept, the rest dropped."""
         main = mod["main"]
         values: dict = {param: Float(param) for param in main.params}
         bb = relax.BlockBuilder()
@@ -186,7 +168,11 @@ class QdqImporter:
                 floats = {var: self.as_float(bb, values[var]) for var in relax.analysis.free_vars(result)}
                 out = bb.emit_output(substitute(result, floats))
             bb.emit_func_output(out)
-        return bb.get()
+        rewritten = bb.get()
+        for gvar, func in mod.functions.items():
+            if gvar.name_hint != "main":
+                rewritten[gvar] = func
+        return relax.transform.DeadCodeElimination(["main"])(rewritten)
 
     def as_float(self, bb: relax.BlockBuilder, value) -> relax.Expr:
         if isinstance(value, Float):
@@ -212,6 +198,11 @@ class QdqImporter:
             return self.dequantize(call, found)
         if name == "relax.quantize":
             return self.quantize(bb, var, call, found)
+        if name in CONST_FOLDS and found and all(isinstance(v, Const) for v in found):
+            return Const(np.asarray(CONST_FOLDS[name](*(v.array for v in found))))
+        if name == "relax.call_tir" and (bound := self.te_bound(args, values)) is not None:
+            value, lower, upper = bound
+            return self.clip(bb, var, value, lower, upper)
         if name in ("relax.reshape", "relax.permute_dims") and isinstance(found[0], (Const, Weights)):
             return self.fold(call, found)
         if name == "relax.nn.conv2d" and isinstance(found[0], Codes) and isinstance(found[1], Weights):
@@ -228,11 +219,6 @@ class QdqImporter:
             return Sum(found)
         if name == "relax.nn.relu" and isinstance(found[0], (Codes, Acc)):
             return self.clip(bb, var, found[0], 0.0, np.inf)
-        if name in ("relax.maximum", "relax.minimum") and isinstance(found[0], (Codes, Acc)):
-            if isinstance(found[1], Const) and found[1].array.size == 1:
-                bound = float(found[1].array.reshape(()))
-                lower, upper = (bound, np.inf) if name == "relax.maximum" else (-np.inf, bound)
-                return self.clip(bb, var, found[0], lower, upper)
         if name == "relax.clip" and isinstance(found[0], (Codes, Acc)):
             return self.clip(bb, var, found[0], scalar_value(args[1]), scalar_value(args[2]))
         if name == "relax.mean" and isinstance(found[0], Codes) and call.attrs.axis is not None:
@@ -241,6 +227,18 @@ class QdqImporter:
             moved = bb.emit(relax.Call(call.op, [found[0].expr, *args[1:]], call.attrs, call.ty_args))
             return Codes(moved, found[0].scale, found[0].zero)
         return self.float_op(bb, var, call, values, found)
+
+    def te_bound(self, args: list, values: dict) -> tuple | None:
+        """(codes or accumulator, lower, upper) for the frontend's TE maximum/minimum of integer
+        values and a constant scalar (one bound of a Clip), else None."""
+        match = TE_BOUNDS.fullmatch(args[0].name_hint)
+        operands = [self.value_of(arg, values) for arg in args[1].fields]
+        if match is None or len(operands) != 2 or not isinstance(operands[0], (Codes, Acc)):
+            return None
+        if not isinstance(operands[1], Const) or operands[1].array.size != 1:
+            return None
+        bound = float(operands[1].array.reshape(()))
+        return (operands[0], bound, np.inf) if match.group(1) == "maximum" else (operands[0], -np.inf, bound)
 
     def value_of(self, arg: relax.Expr, values: dict):
         if isinstance(arg, relax.Var):
@@ -352,8 +350,8 @@ class QdqImporter:
     def _zero_correction(self, call: relax.Call, codes: np.ndarray, zero: int) -> relax.Expr:
         """``-zero * conv(1, codes)``: per channel, or per output position where padding cuts windows."""
         attrs = call.attrs
-        in_hw = tuple(int(d) for d in call.args[0].ty.shape[2:])
-        out_hw = tuple(int(d) for d in call.ty.shape[2:])
+        in_hw = tuple(int(d) for d in list(call.args[0].ty.shape)[2:])
+        out_hw = tuple(int(d) for d in list(call.ty.shape)[2:])
         pads = [int(p) for p in attrs.padding]
         response = zero_point.ones_response(
             codes,
@@ -478,7 +476,6 @@ def import_onnx(source):
     else:
         raise QbuildError(f"no ONNX model at {source}", "pass the path of a .onnx file")
     check_onnx(model)
-    clips_as_max_min(model)
     return from_onnx(model, keep_params_in_input=False), model
 
 
