@@ -47,15 +47,19 @@ def requantize(
     bb: relax.BlockBuilder, values: relax.Expr, ratio: np.ndarray | float, zero: int, axis: int = 1
 ) -> relax.Expr:
     """Integer values (zero point 0, e.g. an accumulator) rescaled by ``ratio`` into int8 codes
-    with zero point ``zero``, saturated as ONNX saturates: clip(round(x * ratio) + zero)."""
-    bounds = (INT8[0] - zero, INT8[1] - zero)
-    scaled = emit.requantize(bb, values, ratio, bounds, "int32", ROUNDING, True, axis)
+    with zero point ``zero``, saturated as ONNX saturates: clip(round(x * ratio) + zero).
+
+    The rescale takes the full 31-bit multiplier in int64, then clips: ONNX Runtime rounds a
+    float32 product, which a multiplier narrow enough to keep the product in int32 (10 to 16
+    bits for an accumulator) does not reproduce."""
+    wide = emit.requantize(bb, values, ratio, None, "int64", ROUNDING, True, axis)
+    scaled = bb.emit(relax.op.astype(relax.op.clip(wide, INT8[0] - zero, INT8[1] - zero), "int32"))
     shifted = bb.emit(relax.op.add(scaled, relax.const(zero, "int32"))) if zero else scaled
     return bb.emit(relax.op.astype(shifted, "int8"))
 
 
 def add(
-    bb: relax.BlockBuilder, operands: list[tuple[relax.Expr, float, int]], scale: float, zero: int, guard: int = 8
+    bb: relax.BlockBuilder, operands: list[tuple[relax.Expr, float, int]], scale: float, zero: int, guard: int = 16
 ) -> relax.Expr:
     """The int8 codes at (``scale``, ``zero``) of the sum of (codes, scale, zero) ``operands``:
     each operand rescaled to ``guard`` extra bits in int64, summed, then rounded once into the
