@@ -7,15 +7,23 @@ cheap: TVM and torch are imported only by the stages that need them, so the resu
 of this process's CPUs (``threads``: TVM's own default would be half of them on x86).
 """
 
+from __future__ import annotations
+
+from os import PathLike
+from typing import TYPE_CHECKING, Any
+
 from qbuild.threads import use_all_cpus
+
+if TYPE_CHECKING:
+    from qbuild.quantize import ImportedModule
 
 __version__ = "0.1.0"
 use_all_cpus()
 
 
-def load_quantized(source, producer: str = "onnx"):
-    """A model quantized by another tool (an ONNX QDQ model) as qbuild's integer Relax program
-    (``qbuild.quantize.load_quantized``)."""
+def load_quantized(source: str | PathLike | Any, producer: str = "onnx") -> ImportedModule:
+    """A model quantized by another tool (an ONNX QDQ model: a path or an ``onnx.ModelProto``) as
+    qbuild's integer Relax program (``qbuild.quantize.load_quantized``)."""
     from qbuild.quantize import load_quantized as load
 
     return load(source, producer)

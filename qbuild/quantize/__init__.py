@@ -10,7 +10,8 @@ sub-byte conv runs is asked of the target's kernels, passed in as ``convs``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -187,7 +188,7 @@ def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterab
         raise QbuildError(f"calibrate_mode={mode!r} got an empty calibration set", "point --dataset at labelled images")
 
 
-def load_quantized(source, producer: str = "onnx") -> ImportedModule:
+def load_quantized(source: "str | PathLike | Any", producer: str = "onnx") -> ImportedModule:
     """A model quantized by another tool as qbuild's integer program, its scales and zero points
     taken as given: an ONNX QDQ model (a ``.onnx`` path or an ``onnx.ModelProto``, as ONNX
     Runtime's ``quantize_static`` or NNCF write it). ``producer`` names the tool in the record."""

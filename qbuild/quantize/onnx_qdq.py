@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import tvm
@@ -114,7 +115,7 @@ class Mean:
         return int(np.prod([shape[int(a)] for a in self.call.attrs.axis]))
 
 
-def check_onnx(model) -> None:
+def check_onnx(model: Any) -> None:
     """Refuse, with the form's name, an ONNX model qbuild cannot compile as an integer program."""
     opset = max((entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")), default=0)
     ops = {node.op_type for node in model.graph.node}
@@ -462,7 +463,7 @@ def _along(values: np.ndarray, like: np.ndarray, call: relax.Call) -> np.ndarray
     return values.reshape(shape)
 
 
-def import_onnx(source):
+def import_onnx(source: str | PathLike | Any) -> tuple[tvm.IRModule, Any]:
     """The float Relax program of a QDQ ONNX model (a path or an ``onnx.ModelProto``; weights
     bound) and the model, checked."""
     import onnx
@@ -479,7 +480,7 @@ def import_onnx(source):
     return from_onnx(model, keep_params_in_input=False), model
 
 
-def load_onnx_qdq(source, producer: str = "onnx") -> "ImportedModule":
+def load_onnx_qdq(source: str | PathLike | Any, producer: str = "onnx") -> ImportedModule:
     """A QDQ ONNX model (path or ``onnx.ModelProto``) as qbuild's integer program (``producer``:
     who quantized it, for the record: "onnxruntime", "nncf")."""
     from qbuild.quantize import ImportedModule
