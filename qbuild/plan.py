@@ -176,6 +176,7 @@ VARIANTS: dict[str, Variant] = {
                 f"import-{short}-qdq",
                 f"{what} QDQ model compiled by qbuild",
                 options={"import": producer},
+                targets=("cpu",),
             )
             for short, producer, what in (("ort", "onnxruntime", "ONNX Runtime"), ("nncf", "nncf", "NNCF"))
         ),

@@ -96,10 +96,13 @@ def test_the_integer_program_agrees_with_onnx_runtime_within_one_step_per_output
         assert np.abs(ours - theirs).max() <= step * 1.001
 
 
-def test_an_nncf_qdq_model_agrees_with_onnx_runtime_within_one_step_per_output(model, tmp_path):
+def test_an_nncf_qdq_model_runs_its_clips_on_integers_and_agrees_with_onnx_runtime(model, tmp_path):
     pytest.importorskip("nncf", reason="pip install -e .[peers]")
     path = qdq_model(model, SHAPE, tmp_path, "nncf", images(8))
-    build = compiled(load_quantized(path, "nncf").mod)
+    assert "Clip" in {node.op_type for node in onnx.load(str(path)).graph.node}  # NNCF keeps ReLU6
+    imported = load_quantized(path, "nncf")
+    assert [layer["op"] for layer in imported.layers if layer["status"] == "float"] == []
+    build = compiled(imported.mod)
     for image in images(4, seed=1):
         ours, theirs = build(image[None]), ort_logits(path, image[None])
         assert np.abs(ours - theirs).max() <= 1.001 * np.abs(theirs).max() / 127
