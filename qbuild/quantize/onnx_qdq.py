@@ -62,6 +62,16 @@ class Codes:
 
 
 @dataclass
+class ChannelCodes:
+    """int8 codes with one scale per channel (axis 1) and one zero point, as NNCF quantizes a
+    depthwise conv's input: read as integers by that conv only, in float by anything else."""
+
+    expr: relax.Expr
+    scale: np.ndarray
+    zero: int
+
+
+@dataclass
 class Const:
     """A tensor known at import time (an initializer, or ops on initializers)."""
 
@@ -178,7 +188,7 @@ class QdqImporter:
     def as_float(self, bb: relax.BlockBuilder, value) -> relax.Expr:
         if isinstance(value, Float):
             return value.expr
-        if isinstance(value, Codes):
+        if isinstance(value, (Codes, ChannelCodes)):
             return zero_point.dequantize(bb, value.expr, value.scale, value.zero)
         if isinstance(value, Acc):
             return emit.dequantize(bb, value.expr, value.scale, value.axis)
@@ -206,7 +216,7 @@ class QdqImporter:
             return self.clip(bb, var, value, lower, upper)
         if name in ("relax.reshape", "relax.permute_dims") and isinstance(found[0], (Const, Weights)):
             return self.fold(call, found)
-        if name == "relax.nn.conv2d" and isinstance(found[0], Codes) and isinstance(found[1], Weights):
+        if name == "relax.nn.conv2d" and isinstance(found[0], (Codes, ChannelCodes)) and isinstance(found[1], Weights):
             return self.conv2d(bb, var, call, found[0], found[1])
         if name == "relax.matmul" and isinstance(found[0], Codes) and isinstance(found[1], Weights):
             if found[1].codes.ndim == 2:
@@ -256,6 +266,8 @@ class QdqImporter:
         if isinstance(data, Codes) and scale.array.size == zero.array.size == 1:
             offset = zero_point.INT8_OFFSET[str(call.args[0].ty.dtype)]
             return Codes(data.expr, float(scale.array.reshape(())), int(zero.array.reshape(())) - offset)
+        if isinstance(data, ChannelCodes):
+            return data
         raise UnsupportedQuantization(
             f"a dequantize of {type(data).__name__.lower()} data with {scale.array.size} scales",
             "quantize activations per tensor (per-channel scales are for weights)",
@@ -272,9 +284,7 @@ class QdqImporter:
             codes = np.clip(np.round(data.array / _along(scale.array, data.array, call)), *_range(dtype))
             return Const((codes + _along(zero.array, data.array, call)).astype(dtype))
         if scale.array.size != 1:
-            raise UnsupportedQuantization(
-                f"per-channel activation scales ({var.name})", "quantize activations per tensor"
-            )
+            return self.quantize_channels(bb, var, call, data, scale.array, zero.array)
         step = float(scale.array.reshape(()))
         zero8 = int(zero.array.reshape(())) - zero_point.INT8_OFFSET[dtype]
         if isinstance(data, Float):
@@ -299,6 +309,23 @@ class QdqImporter:
             return Codes(zero_point.requantize(bb, values, data.scale / step, zero8), step, zero8)
         raise UnsupportedQuantization(f"a quantize of {type(data).__name__.lower()} data ({var.name})", "report it")
 
+    def quantize_channels(
+        self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, data, scale: np.ndarray, zero: np.ndarray
+    ) -> ChannelCodes:
+        """A quantize with one scale per channel (axis 1) and one zero point, of an accumulator or
+        a float tensor."""
+        dtype = str(call.attrs.out_dtype)
+        if int(call.attrs.axis) % len(call.ty.shape) != 1 or np.unique(zero).size != 1:
+            raise UnsupportedQuantization(
+                f"per-channel activation scales other than along channels with one zero point ({var.name})",
+                "quantize activations per tensor",
+            )
+        zero8 = int(zero.reshape(-1)[0]) - zero_point.INT8_OFFSET[dtype]
+        step = scale.astype(np.float64).reshape(-1)
+        if isinstance(data, Acc) and data.axis % len(call.ty.shape) == 1:
+            return ChannelCodes(zero_point.requantize(bb, data.expr, data.scale / step, zero8, 1), step, zero8)
+        return ChannelCodes(zero_point.quantize(bb, self.as_float(bb, data), step, zero8), step, zero8)
+
     def fold(self, call: relax.Call, found: list):
         """reshape / permute_dims of a constant, at import time (Gemm's transposed weights)."""
         source = found[0]
@@ -316,11 +343,18 @@ class QdqImporter:
         return Const(array.reshape(shape))
 
     # --- integer layers --------------------------------------------------------------------------
-    def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, data: Codes, weights: Weights) -> Acc:
+    def conv2d(
+        self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, data: Codes | ChannelCodes, weights: Weights
+    ) -> Acc:
         attrs = call.attrs
         if attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
             raise UnsupportedQuantization(f"a {attrs.data_layout} conv ({var.name})", "export NCHW convolutions")
         codes = weights.symmetric(var.name)
+        if isinstance(data, ChannelCodes) and not int(attrs.groups) == codes.shape[0] == data.scale.size:
+            raise UnsupportedQuantization(
+                f"per-channel input scales into a conv that mixes channels ({var.name})",
+                "quantize the inputs of non-depthwise convolutions per tensor",
+            )
         conv = bb.emit(
             relax.op.nn.conv2d(
                 data.expr,
@@ -418,7 +452,9 @@ class QdqImporter:
         return Float(bb.emit(substitute(call, mapping)))
 
     # --- records -----------------------------------------------------------------------------------
-    def record(self, op: str, var: relax.Var, data: Codes, codes: np.ndarray, wscale: np.ndarray, extra: dict) -> None:
+    def record(
+        self, op: str, var: relax.Var, data: Codes | ChannelCodes, codes: np.ndarray, wscale: np.ndarray, extra: dict
+    ) -> None:
         index = self.counts.get(op, 0)
         self.counts[op] = index + 1
         self.layers.append(
@@ -429,7 +465,7 @@ class QdqImporter:
                 "weight_shape": list(codes.shape),
                 "status": "quantized",
                 "reason": None,
-                "input_scale": data.scale,
+                "input_scale": data.scale if isinstance(data, Codes) else [float(v) for v in data.scale],
                 "input_zero_point": data.zero,
                 "weight_scale_min": float(wscale.min()),
                 "weight_scale_max": float(wscale.max()),

@@ -23,10 +23,11 @@ INT8_OFFSET = {"int8": 0, "uint8": 128}
 ROUNDING = "TONEAREST"  # ONNX's round half to even
 
 
-def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: float, zero: int) -> relax.Expr:
+def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: np.ndarray | float, zero: int) -> relax.Expr:
     """float32 -> int8 codes: clip(round(x / scale) + zero) as ONNX's QuantizeLinear (``zero``
-    already in the int8 range)."""
-    scaled = bb.emit(relax.op.round(relax.op.divide(x, relax.const(np.float32(scale), "float32"))))
+    already in the int8 range; ``scale`` per tensor or per channel, axis 1)."""
+    step = emit.channel_const(scale, "float32", len(x.ty.shape), 1)
+    scaled = bb.emit(relax.op.round(relax.op.divide(x, step)))
     shifted = bb.emit(relax.op.add(scaled, relax.const(np.float32(zero), "float32"))) if zero else scaled
     return bb.emit(relax.op.astype(relax.op.clip(shifted, *INT8), "int8"))
 
@@ -37,10 +38,9 @@ def centred(bb: relax.BlockBuilder, q: relax.Expr, zero: int) -> relax.Expr:
     return bb.emit(relax.op.subtract(wide, relax.const(zero, "int32"))) if zero else wide
 
 
-def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: float, zero: int) -> relax.Expr:
-    """int8 codes -> float32: (q - zero) * scale."""
-    as_float = bb.emit(relax.op.astype(centred(bb, q, zero), "float32"))
-    return bb.emit(relax.op.multiply(as_float, relax.const(np.float32(scale), "float32")))
+def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float, zero: int) -> relax.Expr:
+    """int8 codes -> float32: (q - zero) * scale (per tensor or per channel, axis 1)."""
+    return emit.dequantize(bb, centred(bb, q, zero), scale, 1)
 
 
 def requantize(
