@@ -151,3 +151,47 @@ def test_the_zero_point_correction_is_the_convolution_of_ones(stride, padding):
     out_hw = tuple(expected.shape[1:])
     response = ones_response(weights, (9, 8), (stride, stride), (padding,) * 4, (1, 1), out_hw)
     assert np.array_equal(response, expected.numpy().astype(np.int64))
+
+
+def channel_quantized_conv(groups: int) -> "onnx.ModelProto":
+    """x -> QuantizeLinear with one scale per channel (NNCF's depthwise input) -> a conv."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-127, 128, size=(4, 4 // groups, 3, 3)).astype(np.int8)
+    tensors = {
+        "x_scale": np.array([0.01, 0.02, 0.03, 0.04], np.float32),
+        "x_zero": np.zeros(4, np.uint8),
+        "w": weights,
+        "w_scale": np.full(4, 0.005, np.float32),
+        "w_zero": np.zeros(4, np.int8),
+    }
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "x_scale", "x_zero"], ["xq"], axis=1),
+        helper.make_node("DequantizeLinear", ["xq", "x_scale", "x_zero"], ["xd"], axis=1),
+        helper.make_node("DequantizeLinear", ["w", "w_scale", "w_zero"], ["wd"], axis=0),
+        helper.make_node("Conv", ["xd", "wd"], ["y"], group=groups, pads=[1, 1, 1, 1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "channel",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])],
+        [numpy_helper.from_array(array, name) for name, array in tensors.items()],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_per_channel_input_scales_feed_a_depthwise_conv_as_integers(tmp_path):
+    model = channel_quantized_conv(groups=4)
+    imported = load_quantized(model, "nncf")
+    assert [layer["status"] for layer in imported.layers] == ["quantized"]
+    path = tmp_path / "channel.onnx"
+    onnx.save(model, str(path))
+    batch = np.random.default_rng(6).uniform(0, 2, size=(1, 4, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(compiled(imported.mod)(batch), ort_logits(path, batch), rtol=1e-5, atol=1e-5)
+
+
+def test_per_channel_input_scales_into_a_conv_that_mixes_channels_are_refused_by_name():
+    with pytest.raises(UnsupportedQuantization, match="mixes channels"):
+        load_quantized(channel_quantized_conv(groups=1))
