@@ -9,21 +9,19 @@ of this process's CPUs (``threads``: TVM's own default would be half of them on 
 
 from __future__ import annotations
 
+from importlib import import_module
 from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qbuild.threads import use_all_cpus
-
-if TYPE_CHECKING:
-    from qbuild.quantize import ImportedModule
 
 __version__ = "0.1.0"
 use_all_cpus()
 
 
-def load_quantized(source: str | PathLike | Any, producer: str = "onnx") -> ImportedModule:
+def load_quantized(source: str | PathLike | Any, producer: str = "onnx") -> Any:
     """A model quantized by another tool (an ONNX QDQ model: a path or an ``onnx.ModelProto``) as
-    qbuild's integer Relax program (``qbuild.quantize.load_quantized``)."""
-    from qbuild.quantize import load_quantized as load
-
-    return load(source, producer)
+    qbuild's integer Relax program, a ``qbuild.quantize.ImportedModule`` (see
+    ``qbuild.quantize.load_quantized``)."""
+    # Looked up when called: the package root is a facade, and the layers below read its version.
+    return import_module("qbuild.quantize").load_quantized(source, producer)

@@ -199,4 +199,4 @@ def load_quantized(source: "str | PathLike | Any", producer: str = "onnx") -> Im
             "PT2E exported programs are not imported yet",
             "export the converted PT2E model to ONNX (torch.onnx.export) and load that QDQ model",
         )
-    return load_onnx_qdq(source, producer)
+    return ImportedModule(*load_onnx_qdq(source, producer))

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import tvm
@@ -30,9 +30,6 @@ from qbuild.errors import QbuildError
 from qbuild.quantize import emit, zero_point
 from qbuild.quantize.rewrite import Acc, Float, const_array, per_channel
 from qbuild.relax.graph import bindings, op_name, scalar_value, substitute
-
-if TYPE_CHECKING:
-    from qbuild.quantize import ImportedModule
 
 MIN_OPSET = 13
 DYNAMIC_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
@@ -516,13 +513,12 @@ def import_onnx(source: str | PathLike | Any) -> tuple[tvm.IRModule, Any]:
     return from_onnx(model, keep_params_in_input=False), model
 
 
-def load_onnx_qdq(source: str | PathLike | Any, producer: str = "onnx") -> ImportedModule:
-    """A QDQ ONNX model (path or ``onnx.ModelProto``) as qbuild's integer program (``producer``:
-    who quantized it, for the record: "onnxruntime", "nncf")."""
-    from qbuild.quantize import ImportedModule
-
+def load_onnx_qdq(source: str | PathLike | Any, producer: str = "onnx") -> tuple[tvm.IRModule, list[dict], dict]:
+    """A QDQ ONNX model (path or ``onnx.ModelProto``) as qbuild's integer program: (module, the
+    record of each layer, its origin: format, ``producer`` (who quantized it: "onnxruntime",
+    "nncf"), opset)."""
     float_mod, model = import_onnx(source)
     importer = QdqImporter()
     mod = importer.run(float_mod)
     origin = {"format": "onnx-qdq", "producer": producer, "opset": max(e.version for e in model.opset_import)}
-    return ImportedModule(mod, importer.layers, origin)
+    return mod, importer.layers, origin
