@@ -7,7 +7,21 @@ cheap: TVM and torch are imported only by the stages that need them, so the resu
 of this process's CPUs (``threads``: TVM's own default would be half of them on x86).
 """
 
+from __future__ import annotations
+
+from importlib import import_module
+from os import PathLike
+from typing import Any
+
 from qbuild.threads import use_all_cpus
 
 __version__ = "0.1.0"
 use_all_cpus()
+
+
+def load_quantized(source: str | PathLike | Any, producer: str = "onnx") -> Any:
+    """A model quantized by another tool (an ONNX QDQ model: a path or an ``onnx.ModelProto``) as
+    qbuild's integer Relax program, a ``qbuild.quantize.ImportedModule`` (see
+    ``qbuild.quantize.load_quantized``)."""
+    # Looked up when called: the package root is a facade, and the layers below read its version.
+    return import_module("qbuild.quantize").load_quantized(source, producer)

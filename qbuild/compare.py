@@ -33,6 +33,7 @@ GOALS = {
         ("int8-a8", "fastest int8 peer", 0.9),
         ("float", "fastest fp32 peer", 1.0),
         ("int8-a8", "float", 0.5),
+        ("import-ort-qdq", "ort-int8-qdq", 1.0),  # the same QDQ model: compiled by qbuild vs run by ONNX Runtime
     ),
     "cuda": (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0)),
 }
@@ -46,6 +47,7 @@ DEFAULT_BUILDS = {
         "ort-fp32",
         "ort-int8-qoperator",
         "ort-int8-qdq",
+        "import-ort-qdq",
         "openvino-f32",
         "openvino-int8",
         "openvino-bf16",

@@ -140,9 +140,9 @@ class OnnxRuntime:
                 "pip install -e .[peers] (or leave out the ort-* variants)",
             ) from None
         workdir.mkdir(parents=True, exist_ok=True)
-        path = _export_onnx(module, input_shape, workdir / "model.onnx")
+        path = export_onnx(module, input_shape, workdir / "model.onnx")
         if quant_format is not None:
-            path = _quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
+            path = quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = available_cpus()
@@ -169,7 +169,7 @@ class OnnxRuntime:
         return {"engine": "onnxruntime", "version": self.version, "mode": mode, "threads": self.threads}
 
 
-def _export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: Path) -> Path:
+def export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: Path) -> Path:
     """``module`` as an ONNX file (the exporter's progress chatter is kept off the run's output)."""
     import contextlib
     import io
@@ -190,7 +190,9 @@ def _export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: 
     return path
 
 
-def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
+def quantize_static(path: Path, quant_format: str, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
+    """The ONNX model at ``path`` quantized by ONNX Runtime's ``quantize_static`` in ``quant_format``
+    (int8 weights per channel, uint8 activations) on the ``calibration`` images, written to ``out``."""
     from onnxruntime import quantization as q
 
     if quant_format not in ORT_FORMATS:
@@ -219,6 +221,49 @@ def _quantize_static(path: Path, quant_format: str, calibration: Iterable[np.nda
         activation_type=q.QuantType.QUInt8,
         weight_type=q.QuantType.QInt8,
     )
+    return out
+
+
+# Who writes a QDQ ONNX model for qbuild to import (``qdq_model``).
+QDQ_PRODUCERS = ("onnxruntime", "nncf")
+
+
+def qdq_model(
+    module: "torch.nn.Module",
+    input_shape: tuple[int, ...],
+    workdir: Path,
+    producer: str,
+    calibration: Iterable[np.ndarray] | None,
+) -> Path:
+    """``module`` exported to ONNX and quantized statically in QDQ form by ``producer`` on the
+    ``calibration`` images: ONNX Runtime's ``quantize_static`` as the ``ort-int8-qdq`` peer runs it,
+    or NNCF's ``nncf.quantize`` (its ONNX backend)."""
+    if producer not in QDQ_PRODUCERS:
+        raise QbuildError(f"unknown QDQ producer {producer!r}", f"use one of {', '.join(QDQ_PRODUCERS)}")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = export_onnx(module, input_shape, workdir / "model.onnx")
+    if producer == "onnxruntime":
+        return quantize_static(path, "QDQ", calibration, workdir / "model-int8-QDQ.onnx")
+    return nncf_quantize_onnx(path, calibration, workdir / "model-int8-nncf.onnx")
+
+
+def nncf_quantize_onnx(path: Path, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
+    """The ONNX model at ``path`` quantized by NNCF (QDQ, its defaults) on every ``calibration`` image."""
+    try:
+        import nncf
+        import onnx
+    except ImportError:
+        raise QbuildError(
+            "NNCF quantization of an ONNX model needs nncf and onnx, which are not installed",
+            "pip install -e .[peers]",
+        ) from None
+    if calibration is None:
+        raise QbuildError("NNCF post-training quantization needs calibration images", "pass --dataset DIR")
+    images = [image[None].astype(np.float32) for image in calibration]
+    model = onnx.load(str(path))
+    name = model.graph.input[0].name
+    quantized = nncf.quantize(model, nncf.Dataset(images, lambda image: {name: image}), subset_size=len(images))
+    onnx.save(quantized, str(out))
     return out
 
 

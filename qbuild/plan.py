@@ -37,9 +37,15 @@ class Variant:
         return "NNCF" if options.get("precision") == "int8" else options.get("quant_format")
 
     @property
+    def imported_from(self) -> str | None:
+        """Who quantized the model qbuild imports and compiles (``qbuild.peers.QDQ_PRODUCERS``), None
+        when qbuild quantizes it itself or it is not quantized."""
+        return (self.options or {}).get("import")
+
+    @property
     def quantized(self) -> bool:
-        """Integer arithmetic: quantized by qbuild (a qconfig) or by the peer engine."""
-        return self.qconfig is not None or self.quant_format is not None
+        """Integer arithmetic: quantized by qbuild (a qconfig), imported quantized, or by the peer engine."""
+        return self.qconfig is not None or self.quant_format is not None or self.imported_from is not None
 
     @property
     def precision(self) -> str:
@@ -170,6 +176,15 @@ VARIANTS: dict[str, Variant] = {
                 targets=("cpu",),
             )
             for fmt in ("QOperator", "QDQ")
+        ),
+        *(
+            Variant(
+                f"import-{short}-qdq",
+                f"{what} QDQ model compiled by qbuild",
+                options={"import": producer},
+                targets=("cpu",),
+            )
+            for short, producer, what in (("ort", "onnxruntime", "ONNX Runtime"), ("nncf", "nncf", "NNCF"))
         ),
         *(
             Variant(
@@ -345,7 +360,7 @@ def build_plan(
         datasets.load(dataset_path)  # a missing or malformed dataset fails here, before any work
     for variant in chosen_variants:
         config = variant.config()
-        if variant.quant_format and dataset_path is None:
+        if (variant.quant_format or variant.imported_from) and dataset_path is None:
             raise QbuildError(
                 f"variant {variant.name} calibrates on images but no labelled dataset was found",
                 f"pass --dataset DIR (or set ${datasets.ENV_VAR}), or leave out variant {variant.name}",

@@ -103,15 +103,22 @@ def _run_stages(
     traced = log.run("trace", lambda: session.traced(experiment, loaded), needs=NEEDS["trace"])
     module_stage = "trace"
     config = experiment.variant.config()
-    if config is not None:
+    integer = config is not None or experiment.variant.imported_from is not None
+    if integer:
         quantized = log.run(
-            "quantize", lambda: stages.quantize(experiment, loaded, traced, config, session), needs=NEEDS["quantize"]
+            "quantize",
+            lambda: (
+                stages.quantize(experiment, loaded, traced, config, session)
+                if config is not None
+                else stages.import_quantized(experiment, loaded)
+            ),
+            needs=NEEDS["quantize"],
         )
         out["quantization"] = quantized.report() if quantized is not None else None
         module_stage = "quantize"
     compiled = log.run(
         "compile",
-        lambda: stages.compile_module(quantized.mod if config is not None else traced.inference_module(), experiment),
+        lambda: stages.compile_module(quantized.mod if integer else traced.inference_module(), experiment),
         needs=(module_stage,),
     )
     if compiled is not None:
@@ -127,7 +134,7 @@ def _run_stages(
             "kernel_check", lambda: stages.check_kernels(quantized.layers), needs=NEEDS["kernel_check"]
         )
     out["ir"] = log.run("analyse", lambda: stages.analyse(experiment, compiled, results_dir), needs=NEEDS["analyse"])
-    if config is not None:
+    if integer:
         out["layer_errors"] = None
         if reason := stages.why_no_layer_errors(experiment, loaded):
             log.skip("layers", reason)

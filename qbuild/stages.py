@@ -43,6 +43,22 @@ def quantize(experiment: Experiment, loaded: Any, traced: Any, config: Any, sess
     return quantize_module(traced.inference_module(), None, calibration, config, convs, session.memory)
 
 
+def import_quantized(experiment: Experiment, loaded: Any) -> Any:
+    """The model quantized in QDQ form by the variant's producer on the held-out calibration images
+    (``qbuild.peers.qdq_model``; ONNX Runtime's is the ``ort-int8-qdq`` peer's model), imported as
+    qbuild's integer program (``qbuild.quantize.load_quantized``)."""
+    import tempfile
+
+    from qbuild.peers import qdq_model
+    from qbuild.quantize import load_quantized
+
+    producer = experiment.variant.imported_from
+    with tempfile.TemporaryDirectory(prefix="qbuild-qdq-") as workdir:
+        calibration = calibration_images(experiment, loaded)
+        path = qdq_model(loaded.module, loaded.input_shape, Path(workdir), producer, calibration)
+        return load_quantized(path, producer)
+
+
 def compile_module(mod: Any, experiment: Experiment, cuda_graph: bool = True) -> Any:
     """``mod`` compiled for the experiment's target and kernel set (``compile.compile_model``)."""
     from qbuild.compile import compile_model
@@ -140,6 +156,8 @@ def unscorable(experiment: Experiment, loaded: Any, score: str) -> str | None:
 def why_no_layer_errors(experiment: Experiment, loaded: Any) -> str | None:
     """Why a quantized ``experiment`` measures no layer errors, or None: they are measured once per
     quantized program, on its builtin CPU build, and only where it can be scored."""
+    if experiment.variant.imported_from is not None:
+        return "an imported model's float source is its ONNX graph, not qbuild's trace: no layer-by-layer reference"
     if experiment.kernels != "builtin" or experiment.target.name != "cpu":
         return (
             "every kernel set and target computes the builtin CPU build's integers (tested); "
@@ -195,6 +213,8 @@ def build(experiment: Experiment, loaded: Any, cuda_graph: bool = True, session:
 def relax_module(experiment: Experiment, loaded: Any, session: ModelSession | None = None) -> Any:
     """The Relax module ``experiment`` hands to the compiler: traced, and quantized if its variant is."""
     session = session or ModelSession()
+    if experiment.variant.imported_from is not None:
+        return import_quantized(experiment, loaded).mod
     traced = session.traced(experiment, loaded)
     config = experiment.variant.config()
     if config is None:

@@ -45,3 +45,9 @@ def test_the_default_plan_sweeps_the_bit_widths_with_mixed_settings():
     assert set(sweep) == {"w8a8", "w4a8", "w2a8", "w4a4", "w2a2", "w1a1"}
     assert (sweep["w2a8"].nbit_weight, sweep["w2a8"].nbit_input) == (2, 8)
     assert all(config.nbit_edge == 8 for config in sweep.values())
+
+
+def test_the_import_variants_are_integer_cpu_builds_of_a_model_another_tool_quantized():
+    plan = build_plan(["resnet18"], ["import-ort-qdq", "import-nncf-qdq"], ["cpu"], "quick", "random")
+    built = [(e.variant.imported_from, e.variant.precision, e.kernels, e.variant.targets) for e in plan]
+    assert built == [("onnxruntime", "int8", "builtin", ("cpu",)), ("nncf", "int8", "builtin", ("cpu",))]

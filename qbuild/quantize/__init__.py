@@ -10,7 +10,8 @@ sub-byte conv runs is asked of the target's kernels, passed in as ``convs``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable
+from os import PathLike
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -23,7 +24,18 @@ if TYPE_CHECKING:
     from qbuild.quantize.memo import Memory
     from qbuild.quantize.rewrite import Rewriter, SubbyteKernels
 
-__all__ = ["QConfig", "DEFAULTS", "QuantizedModule", "current_qconfig", "make", "options", "qconfig", "quantize"]
+__all__ = [
+    "QConfig",
+    "DEFAULTS",
+    "ImportedModule",
+    "QuantizedModule",
+    "current_qconfig",
+    "make",
+    "options",
+    "qconfig",
+    "quantize",
+    "load_quantized",
+]
 
 
 @dataclass
@@ -61,6 +73,30 @@ class QuantizedModule:
             "layers_skipped": len(self.layers) - len(quantized),
             "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in self.layers),
             "auto_bitserial_pairs": self.auto_bitserial_pairs,
+            "layers": self.layers,
+        }
+
+
+@dataclass
+class ImportedModule:
+    """The integer module of a model quantized by another tool (``origin``: its format and
+    producer), its scales taken as given; ``layers`` as ``QuantizedModule``'s, plus the ops that
+    run in float between quantized tensors (status "float")."""
+
+    mod: "tvm.IRModule"
+    layers: list[dict]
+    origin: dict
+
+    def report(self) -> dict:
+        """The quantization block of a results file (the same keys as ``QuantizedModule.report``)."""
+        quantized = [layer for layer in self.layers if layer["status"] == "quantized"]
+        return {
+            "config": {"imported": self.origin},
+            "calibration": {"mode": "taken as given", "tensors": 0, "images": 0},
+            "layers_quantized": len(quantized),
+            "layers_skipped": len(self.layers) - len(quantized),
+            "bitserial_layers": 0,
+            "auto_bitserial_pairs": 0,
             "layers": self.layers,
         }
 
@@ -152,3 +188,17 @@ def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterab
         yield image
     if taken == 0:
         raise QbuildError(f"calibrate_mode={mode!r} got an empty calibration set", "point --dataset at labelled images")
+
+
+def load_quantized(source: "str | PathLike | Any", producer: str = "onnx") -> ImportedModule:
+    """A model quantized by another tool as qbuild's integer program, its scales and zero points
+    taken as given: an ONNX QDQ model (a ``.onnx`` path or an ``onnx.ModelProto``, as ONNX
+    Runtime's ``quantize_static`` or NNCF write it). ``producer`` names the tool in the record."""
+    from qbuild.quantize.onnx_qdq import load_onnx_qdq
+
+    if type(source).__name__ == "ExportedProgram":
+        raise QbuildError(
+            "PT2E exported programs are not imported yet",
+            "export the converted PT2E model to ONNX (torch.onnx.export) and load that QDQ model",
+        )
+    return ImportedModule(*load_onnx_qdq(source, producer))

@@ -125,7 +125,7 @@ def _relu_of(mod: tvm.IRModule) -> dict:
     }
 
 
-def _const_array(expr: relax.Expr) -> np.ndarray | None:
+def const_array(expr: relax.Expr) -> np.ndarray | None:
     """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
     return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
 
@@ -134,7 +134,7 @@ def _shape(expr: relax.Expr) -> tuple[int, ...]:
     return tuple(int(dim) for dim in expr.ty.shape)
 
 
-def _per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
+def per_channel(bias: np.ndarray, acc: Acc) -> np.ndarray | None:
     """The per-channel vector of a constant added to ``acc``, or None if it varies along other axes."""
     shape = _shape(acc.expr)
     try:
@@ -289,9 +289,9 @@ class Rewriter:
         name = op_name(call)
         args = list(call.args) if isinstance(call, relax.Call) else []
         arg_values = [values.get(a) if isinstance(a, relax.Var) else None for a in args]
-        if name == "relax.nn.conv2d" and _const_array(args[1]) is not None:
+        if name == "relax.nn.conv2d" and const_array(args[1]) is not None:
             return self.conv2d(bb, var, call, values[args[0]])
-        if name == "relax.matmul" and _const_array(args[1]) is not None and _const_array(args[1]).ndim == 2:
+        if name == "relax.matmul" and const_array(args[1]) is not None and const_array(args[1]).ndim == 2:
             return self.dense(bb, var, call, values[args[0]])
         if name == "relax.add":
             return self.add(bb, var, call, values)
@@ -446,7 +446,7 @@ class Rewriter:
     def conv2d(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.conv_count
         self.conv_count += 1
-        weights = _const_array(call.args[1])
+        weights = const_array(call.args[1])
         skipped = self._layer_enabled("nn.conv2d", index)
         attrs = call.attrs
         if skipped:
@@ -526,7 +526,7 @@ class Rewriter:
     def dense(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, value):
         index = self.dense_count
         self.dense_count += 1
-        weights = _const_array(call.args[1])  # (in, out)
+        weights = const_array(call.args[1])  # (in, out)
         skipped = self._layer_enabled("nn.dense", index)
         if skipped:
             self._record("nn.dense", index, var, call.args[0], weights, skipped)
@@ -551,11 +551,11 @@ class Rewriter:
         lhs, rhs = call.args
         lv, rv = (values.get(a) if isinstance(a, relax.Var) else None for a in (lhs, rhs))
         for acc, const in ((lv, rhs), (rv, lhs)):
-            bias = _const_array(const)
+            bias = const_array(const)
             if isinstance(acc, Acc) and bias is not None:
-                per_channel = _per_channel(bias, acc)
-                if per_channel is not None:
-                    return self.bias_add(bb, var, acc, per_channel)
+                vector = per_channel(bias, acc)
+                if vector is not None:
+                    return self.bias_add(bb, var, acc, vector)
         if (
             isinstance(lv, (Quant, Acc))
             and isinstance(rv, (Quant, Acc, Float))
