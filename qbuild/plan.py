@@ -179,15 +179,6 @@ VARIANTS: dict[str, Variant] = {
         ),
         *(
             Variant(
-                f"import-{short}-qdq",
-                f"{what} QDQ model compiled by qbuild",
-                options={"import": producer},
-                targets=("cpu",),
-            )
-            for short, producer, what in (("ort", "onnxruntime", "ONNX Runtime"), ("nncf", "nncf", "NNCF"))
-        ),
-        *(
-            Variant(
                 f"openvino-{precision}",
                 f"OpenVINO {what} (peer)",
                 engine="openvino",
@@ -201,6 +192,16 @@ VARIANTS: dict[str, Variant] = {
                 name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a}
             )
             for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)
+        ),
+        # after the sweep: each variant schema 1 names keeps its position (qbuild.schema.variants)
+        *(
+            Variant(
+                f"import-{short}-qdq",
+                f"{what} QDQ model compiled by qbuild",
+                options={"import": producer},
+                targets=("cpu",),
+            )
+            for short, producer, what in (("ort", "onnxruntime", "ONNX Runtime"), ("nncf", "nncf", "NNCF"))
         ),
     )
 }
