@@ -19,36 +19,63 @@ PACKAGES = ("apache-tvm", "apache-tvm-ffi", "torch", "torchvision", "numpy", "on
 # CPU flags that decide which kernels a chip can run; they name the machine id's ISA tag.
 # The first flag the CPU has names its kernels' ISA in the machine id: AMX's tile multiply, then
 # the vector extensions (a Xeon with AMX and one without run different int8 convs and tunings).
-ISA_TAGS = (("amx_int8", "amx"), ("avx512_vnni", "avx512vnni"), ("avx512f", "avx512"), ("avx2", "avx2"))
+ISA_TAGS = (
+    ("amx_int8", "amx"),
+    ("avx512_vnni", "avx512vnni"),
+    ("avx512f", "avx512"),
+    ("avx2", "avx2"),
+    # ARM: the int8 matrix multiply (smmla), the dot products (sdot/udot), NEON.
+    ("i8mm", "i8mm"),
+    ("asimddp", "dotprod"),
+    ("asimd", "neon"),
+)
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Set, they name the commit (and "1": with uncommitted changes) instead of asking git.
 GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
 
 
+def parse_cpuinfo(text: str) -> tuple[dict[str, str], int]:
+    """The first processor's fields of a ``/proc/cpuinfo`` text, and how many processors it lists."""
+    fields: dict[str, str] = {}
+    blocks = [block for block in text.split("\n\n") if block.strip()]
+    for line in blocks[0].splitlines() if blocks else []:
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    processors = sum(line.startswith("processor") for line in text.splitlines())
+    return fields, processors
+
+
 @lru_cache(maxsize=1)
 def cpuinfo() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
-    fields: dict[str, str] = {}
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())[0]
     except OSError:
-        return fields
-    for line in text.splitlines():
-        if not line.strip():
-            break  # the first processor is enough
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    return fields
+        return {}
+
+
+def model_of(fields: dict[str, str]) -> str | None:
+    """A CPU's name in its cpuinfo fields: x86's ``model name``; an ARM core's implementer and part."""
+    if fields.get("model name"):
+        return fields["model name"]
+    if fields.get("CPU implementer") and fields.get("CPU part"):
+        return f"ARM {fields['CPU implementer']} part {fields['CPU part']}"
+    return None
+
+
+def flags_of(fields: dict[str, str]) -> list[str]:
+    """A CPU's feature flags in its cpuinfo fields (x86 ``flags``, ARM ``Features``)."""
+    return sorted((fields.get("flags") or fields.get("Features") or "").split())
 
 
 def cpu_model() -> str:
     """The CPU's marketing name, e.g. 'AMD EPYC 9454'."""
-    return cpuinfo().get("model name") or platform.processor() or platform.machine()
+    return model_of(cpuinfo()) or platform.processor() or platform.machine()
 
 
 def cpu_flags() -> list[str]:
-    """The CPU feature flags the kernel reports (avx2, avx512_vnni, ...)."""
-    return sorted(cpuinfo().get("flags", "").split())
+    """The CPU feature flags the kernel reports (avx2, avx512_vnni, ...; asimd, asimddp, ... on ARM)."""
+    return flags_of(cpuinfo())
 
 
 def gpu_name() -> str | None:
@@ -74,18 +101,35 @@ def _slug(text: str) -> str:
 
 
 def machine_id() -> str:
-    """A stable name for this kind of machine: CPU model, widest ISA (``ISA_TAGS``), cores (+ GPU).
+    """A stable name for this kind of machine (``machine_id_of`` this one, with its GPU)."""
+    return machine_id_of(cpu_model(), cpu_flags(), os.cpu_count() or 1, platform.machine(), gpu_name())
+
+
+def machine_id_of(model: str, flags: list[str], cores: int, arch: str, gpu: str | None = None) -> str:
+    """A stable name for a kind of machine: CPU model, widest ISA (``ISA_TAGS``; else ``arch``),
+    cores (+ GPU).
 
     Two VMs that both call themselves "AMD EPYC" but differ in AVX-512 get different ids,
     since that decides which kernels run.
     """
-    flags = set(cpu_flags())
-    isa = next((tag for flag, tag in ISA_TAGS if flag in flags), platform.machine().lower())
-    parts = [_slug(cpu_model()), isa, f"{os.cpu_count() or 1}c"]
-    gpu = gpu_name()
+    isa = next((tag for flag, tag in ISA_TAGS if flag in set(flags)), arch.lower())
+    parts = [_slug(model), isa, f"{cores}c"]
     if gpu:
         parts.append(_slug(gpu))
     return "-".join(parts)
+
+
+def device_cpu(cpuinfo_text: str | None, fallback: str) -> dict:
+    """A remote device's CPU (``model``, ``cores``, ``flags``) and ``machine_id`` from its
+    ``/proc/cpuinfo``; without one, named ``fallback`` (its key) with nothing else known."""
+    if not cpuinfo_text:
+        return {"machine_id": _slug(fallback), "model": fallback, "cores": None, "flags": []}
+    fields, processors = parse_cpuinfo(cpuinfo_text)
+    flags = flags_of(fields)
+    arch = "aarch64" if "asimd" in flags else "x86_64" if "sse2" in flags else "unknown"
+    model = model_of(fields) or fallback
+    cores = processors or 1
+    return {"machine_id": machine_id_of(model, flags, cores, arch), "model": model, "cores": cores, "flags": flags}
 
 
 def git_revision() -> dict:
@@ -120,11 +164,19 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def capture() -> dict:
-    """The environment block of a results file."""
+def capture(device: dict | None = None) -> dict:
+    """The environment block of a results file; ``device``: the remote device it was measured on
+    (``device_cpu``, with its ``key``), whose machine id and CPU it then names, this machine's
+    CPU under ``build_host``."""
     from qbuild import __version__, threads
 
-    return {
+    cpu = {
+        "model": cpu_model(),
+        "cores": os.cpu_count(),
+        "flags": cpu_flags(),
+        "tvm_threads": int(os.environ.get(threads.ENV_VAR, "0")) or None,
+    }
+    env = {
         "machine_id": machine_id(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "qbuild": __version__,
@@ -132,11 +184,15 @@ def capture() -> dict:
         "python": platform.python_version(),
         "packages": package_versions(),
         "os": f"{platform.system()} {platform.release()}",
-        "cpu": {
-            "model": cpu_model(),
-            "cores": os.cpu_count(),
-            "flags": cpu_flags(),
-            "tvm_threads": int(os.environ.get(threads.ENV_VAR, "0")) or None,
-        },
+        "cpu": cpu,
         "gpu": gpu_name(),
     }
+    if device is not None:
+        env.update(
+            machine_id=device["machine_id"],
+            cpu={name: device[name] for name in ("model", "cores", "flags")},
+            gpu=None,
+            build_host={"machine_id": env["machine_id"], "cpu": cpu},
+            remote={"key": device["key"]},
+        )
+    return env
