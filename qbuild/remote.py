@@ -146,7 +146,10 @@ class RemoteModel:
         self.device = device
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out = self.vm["main"](self._upload(batch))
+        # The stateful calls: a tuple of outputs cannot come back over RPC as one value.
+        self.vm.set_input("main", self._upload(batch))
+        self.vm.invoke_stateful("main")
+        out = self.vm.get_outputs("main")
         while not hasattr(out, "numpy"):  # a tuple of outputs: the logits are the first
             out = out[0]
         return out.numpy()
