@@ -34,24 +34,20 @@ _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 GIT_COMMIT_VAR, GIT_DIRTY_VAR = "QBUILD_GIT_COMMIT", "QBUILD_GIT_DIRTY"
 
 
-def parse_cpuinfo(text: str) -> tuple[dict[str, str], int]:
-    """The first processor's fields of a ``/proc/cpuinfo`` text, and how many processors it lists."""
-    fields: dict[str, str] = {}
-    blocks = [block for block in text.split("\n\n") if block.strip()]
-    for line in blocks[0].splitlines() if blocks else []:
-        key, _, value = line.partition(":")
-        fields[key.strip()] = value.strip()
-    processors = sum(line.startswith("processor") for line in text.splitlines())
-    return fields, processors
-
-
 @lru_cache(maxsize=1)
 def cpuinfo() -> dict[str, str]:
     """The first processor's fields in /proc/cpuinfo ({} where there is none)."""
+    fields: dict[str, str] = {}
     try:
-        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())[0]
+        text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {}
+        return fields
+    for line in text.splitlines():
+        if not line.strip():
+            break  # the first processor is enough
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    return fields
 
 
 def model_of(fields: dict[str, str]) -> str | None:
@@ -119,17 +115,18 @@ def machine_id_of(model: str, flags: list[str], cores: int, arch: str, gpu: str 
     return "-".join(parts)
 
 
-def device_cpu(cpuinfo_text: str | None, fallback: str) -> dict:
-    """A remote device's CPU (``model``, ``cores``, ``flags``) and ``machine_id`` from its
-    ``/proc/cpuinfo``; without one, named ``fallback`` (its key) with nothing else known."""
-    if not cpuinfo_text:
-        return {"machine_id": _slug(fallback), "model": fallback, "cores": None, "flags": []}
-    fields, processors = parse_cpuinfo(cpuinfo_text)
-    flags = flags_of(fields)
-    arch = "aarch64" if "asimd" in flags else "x86_64" if "sse2" in flags else "unknown"
-    model = model_of(fields) or fallback
-    cores = processors or 1
-    return {"machine_id": machine_id_of(model, flags, cores, arch), "model": model, "cores": cores, "flags": flags}
+def device_cpu(description: str | None, cores: int | None) -> dict:
+    """A remote device's CPU (``model``, ``cores``, ``flags``) and ``machine_id``, with ``cores``
+    as the device counts them (None: unknown). Without a ``description`` it is this machine's
+    kind of CPU (``machine_id_of`` it, without a GPU); else the ``TRIPLE[/MCPU][+FEATURE...]``
+    it was described as names it."""
+    if description is None:
+        cores = cores or os.cpu_count() or 1
+        machine = machine_id_of(cpu_model(), cpu_flags(), cores, platform.machine())
+        return {"machine_id": machine, "model": cpu_model(), "cores": cores, "flags": cpu_flags()}
+    head, *features = description.split("+")
+    machine = "-".join([_slug(description), *([f"{cores}c"] if cores else [])])
+    return {"machine_id": machine, "model": head, "cores": cores, "flags": sorted(features)}
 
 
 def git_revision() -> dict:

@@ -13,8 +13,9 @@ the clock is the device's, not the round trip's). ``on_device`` runs a stage's w
 and, when that device fails (it dropped, its session broke), once more on another device of the
 key, recording both.
 
-What a device is: ``identify`` reads the device's ``/proc/cpuinfo`` through the session (a
-Linux device server; elsewhere the key names it).
+What a device is: the target's description says (``qbuild.targets``); ``cores`` counts the
+device's CPUs from the list Linux gives in sysfs (an RPC server sends only files whose size it
+can read, which ``/proc`` files have not).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ DEFAULT_PORT = 9190
 REQUEST_TIMEOUT_S = 600.0
 SESSION_TIMEOUT_S = 3600
 _TIMED_FUNCTION = "qbuild_timed"  # the VM closure that time_evaluator runs on an uploaded batch
+_ONLINE_CPUS = "/sys/devices/system/cpu/online"  # e.g. "0-3" or "0,2-5"
+_PROBE_TIMEOUT_S = 5.0
 
 
 class DeviceError(RuntimeError):
@@ -78,6 +81,7 @@ class Tracker:
         from tvm import rpc
 
         try:
+            socket.create_connection((self.host, self.port), timeout=_PROBE_TIMEOUT_S).close()  # TVM retries 60 s
             summary = rpc.connect_tracker(self.host, self.port).summary()
         except (OSError, RuntimeError) as exc:
             raise QbuildError(
@@ -109,8 +113,11 @@ class Tracker:
             tracker.close()
         if code != base.TrackerCode.SUCCESS:
             raise DeviceError(f"the tracker at {self.address} refused a device under key {key!r}")
-        session = rpc.connect(host, port, match_key, session_timeout=SESSION_TIMEOUT_S)
-        yield Device(key, f"{host}:{port}", session)
+        device = Device(key, f"{host}:{port}", rpc.connect(host, port, match_key, session_timeout=SESSION_TIMEOUT_S))
+        try:
+            yield device
+        finally:
+            device.close()
 
 
 @dataclass
@@ -130,12 +137,31 @@ class Device:
         device = self.session.cpu(0)
         return RemoteModel(relax.VirtualMachine(module, device), device)
 
-    def cpuinfo(self) -> str | None:
-        """The device's ``/proc/cpuinfo`` (None where it has none)."""
+    def close(self) -> None:
+        """End the session (the server then registers again as free), whatever still refers to it."""
+        import gc
+
+        self.session = None
+        gc.collect()  # the VM and modules loaded in the session refer to each other
+
+    def cores(self) -> int | None:
+        """How many CPUs the device has online (None where it does not say: not Linux)."""
         try:
-            return bytes(self.session.download("/proc/cpuinfo")).decode(errors="replace")
-        except Exception:  # noqa: BLE001 - a device without /proc answers with an RPC error
+            text = bytes(self.session.download(_ONLINE_CPUS)).decode(errors="replace").strip("\x00\n ")
+        except Exception:  # noqa: BLE001 - a missing file answers with an RPC error
             return None
+        return count_cpus(text)
+
+
+def count_cpus(ranges: str) -> int | None:
+    """The CPUs of a Linux CPU list such as ``0-3,6`` (None for anything else)."""
+    count = 0
+    for part in ranges.split(","):
+        first, _, last = part.partition("-")
+        if not first.isdigit() or not (last or first).isdigit():
+            return None
+        count += int(last or first) - int(first) + 1
+    return count or None
 
 
 class RemoteModel:
@@ -198,16 +224,16 @@ def on_device(
     raise DeviceError("; ".join(f"{f['address']}: {f['error']}" for f in failed))
 
 
-def identify(tracker: Tracker, key: str, timeout_s: float = 60.0) -> str | None:
-    """The ``/proc/cpuinfo`` of a device under ``key`` (None where it has none); a QbuildError
-    when no device is registered under it."""
+def device_cores(tracker: Tracker, key: str, timeout_s: float = 60.0) -> int | None:
+    """How many CPUs a device under ``key`` has (``Device.cores``); a QbuildError when no device
+    is registered under it."""
     if not tracker.servers(key):
         raise QbuildError(
             f"no device server is registered under key {key!r} at tracker {tracker.address}",
             f"start one on the device: python -m tvm.exec.rpc_server --tracker {tracker.address} --key {key}",
         )
     with tracker.session(key, timeout_s) as device:
-        return device.cpuinfo()
+        return device.cores()
 
 
 def cross_compiler(triple: str | None) -> Callable | None:

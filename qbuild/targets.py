@@ -8,8 +8,9 @@ TVM 0.27 targets are dicts; CLI strings such as "llvm -mcpu=..." are rejected.
 ``rpc:KEY`` is a CPU reached through a TVM RPC tracker (``qbuild.remote``): the devices registered
 under ``KEY``. The build is made here for the device's CPU, described after ``@`` as
 ``TRIPLE[/MCPU][+FEATURE...]`` (e.g. ``rpc:pi5@aarch64-linux-gnu/cortex-a76+neon+dotprod``), by
-default this machine's CPU (a loopback server, or a device of the same kind); its machine id
-and core count are read from a device under the key when the target is resolved.
+default this machine's CPU (a loopback server, or a device of the same kind). That CPU names the
+results' machine id (``environment.device_cpu``), with the core count a device under the key
+reports when the target is resolved.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def rpc_target(requested: str, tracker_address: str | None = None) -> TargetChoi
     if not key:
         raise QbuildError(f"target {requested!r} names no device key", "write it as rpc:KEY (the servers' --key)")
     tracker = remote.Tracker.parse(tracker_address)
-    device = {**environment.device_cpu(remote.identify(tracker, key), key), "key": key}
+    device = {**environment.device_cpu(description or None, remote.device_cores(tracker, key)), "key": key}
     spec = parse_device(description) if description else {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()}
     if device["cores"]:
         spec["num-cores"] = device["cores"]

@@ -56,7 +56,9 @@ class Pool:
     def __init__(self) -> None:
         port = free_port()
         self.tracker = Tracker("127.0.0.1", port)
-        self.processes = [start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port))]
+        self.processes = [
+            start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
+        ]
         self.servers: dict[str, subprocess.Popen] = {}
 
     def add_server(self) -> None:
@@ -68,16 +70,23 @@ class Pool:
         )
         self.processes.append(server)
 
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
+    def wait_ready(self) -> None:
+        """Until every server started is registered under the key."""
+        self.wait_until(lambda: len(self.tracker.servers(KEY)) == len(self.servers), "the servers did not register")
+
+    def wait_until(self, ready, failure: str, timeout_s: float = 60.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
+            ended = [p.args[4] for p in self.processes if p.poll() is not None]
+            if ended:
+                raise RuntimeError(f"ended before the plan: {ended}")
             try:
-                if len(self.tracker.servers(KEY)) == len(self.servers):
+                if ready():
                     return
             except QbuildError:  # the tracker is still starting
                 pass
             time.sleep(0.5)
-        raise TimeoutError(f"the loopback servers did not register within {timeout_s} s")
+        raise TimeoutError(f"{failure} within {timeout_s} s")
 
     def close(self) -> None:
         for process in self.processes:
@@ -87,8 +96,10 @@ class Pool:
 @pytest.fixture
 def pool():
     pytest.importorskip("psutil", reason="pip install psutil")
+    pytest.importorskip("tornado", reason="pip install tornado (TVM's RPC tracker needs it)")
     devices = Pool()
     try:
+        devices.wait_until(lambda: devices.tracker.servers(KEY) == [], "the tracker did not answer")
         devices.add_server()
         devices.add_server()
         devices.wait_ready()
@@ -142,17 +153,28 @@ def test_a_device_description_gives_its_triple_cpu_and_features():
         parse_device("aarch64-linux-gnu+")
 
 
-def test_an_arm_device_is_filed_under_a_machine_id_naming_its_dot_product_tier():
-    from qbuild.environment import device_cpu
+def test_an_arm_cpu_is_filed_under_a_machine_id_naming_its_dot_product_tier():
+    from qbuild.environment import machine_id_of
 
-    cpuinfo = "".join(
-        f"processor\t: {n}\nFeatures\t: fp asimd asimddp i8mm\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n\n"
-        for n in range(4)
-    )
-    device = device_cpu(cpuinfo, "pi5")
-    assert device["machine_id"] == "arm-0x41-part-0xd0b-i8mm-4c"
-    assert device["cores"] == 4 and "asimddp" in device["flags"]
-    assert device_cpu(None, "Pi 5")["machine_id"] == "pi-5", "without /proc/cpuinfo the key names it"
+    flags = ["fp", "asimd", "asimddp"]
+    assert machine_id_of("ARM 0x41 part 0xd0b", flags, 4, "aarch64") == "arm-0x41-part-0xd0b-dotprod-4c"
+    assert machine_id_of("ARM 0x41 part 0xd0b", [*flags, "i8mm"], 4, "aarch64").endswith("-i8mm-4c")
+
+
+def test_a_described_device_is_filed_under_its_description_and_core_count():
+    from qbuild.environment import device_cpu, machine_id
+
+    device = device_cpu("aarch64-linux-gnu/cortex-a76+neon+dotprod", 4)
+    assert device["machine_id"] == "aarch64-linux-gnu-cortex-a76-neon-dotprod-4c"
+    assert device["flags"] == ["dotprod", "neon"] and device["cores"] == 4
+    assert machine_id().startswith(device_cpu(None, None)["machine_id"]), "without one, this machine's CPU"
+
+
+def test_a_linux_cpu_list_counts_its_cpus():
+    from qbuild.remote import count_cpus
+
+    assert count_cpus("0-3") == 4 and count_cpus("0,2-5") == 5 and count_cpus("0") == 1
+    assert count_cpus("") is None and count_cpus("n/a") is None
 
 
 def test_an_rpc_target_without_devices_under_its_key_says_how_to_start_one(pool):
