@@ -187,7 +187,7 @@ def capture(device: dict | None = None) -> dict:
     if device is not None:
         env.update(
             machine_id=device["machine_id"],
-            cpu={name: device[name] for name in ("model", "cores", "flags")},
+            cpu={**{name: device[name] for name in ("model", "cores", "flags")}, "tvm_threads": None},
             gpu=None,
             build_host={"machine_id": env["machine_id"], "cpu": cpu},
             remote={"key": device["key"]},
