@@ -224,12 +224,15 @@ def test_a_device_that_drops_mid_plan_has_its_stage_retried_on_another_device(po
                 killed.set()
             time.sleep(0.02)
 
+    plan = tiny_plan(pool.tracker, ["float", "int8-a8"])  # before the watcher: resolving it holds a device too
+    for _ in range(300):  # until that session has ended (30 s at most)
+        if descendants(pool.servers[victim].pid) <= idle:
+            break
+        time.sleep(0.1)
     watcher = threading.Thread(target=kill_when_serving, daemon=True)
     watcher.start()
     try:
-        outcomes = run_plan(
-            tiny_plan(pool.tracker, ["float", "int8-a8"]), tmp_path, progress=Progress(quiet=True), jobs=2
-        )
+        outcomes = run_plan(plan, tmp_path, progress=Progress(quiet=True), jobs=2)
     finally:
         killed.set()
         watcher.join()
