@@ -10,10 +10,11 @@ Data-type census rule (the study's table, made precise)
     string literals are skipped: they hold no values of those types.
 
 Instruction census rule
-    Each instruction line of the AT&T assembly counts once for its mnemonic (after any encoding
-    pseudo-prefix such as ``{vex}``, which picks an encoding, not an instruction); families group
-    mnemonics by the arithmetic they prove (fp FMA, VNNI dot products, popcount, ...).
-    Register width counts every ``%xmm``/``%ymm``/``%zmm`` operand.
+    Each instruction line of the assembly (x86 AT&T, or AArch64) counts once for its mnemonic
+    (after any encoding pseudo-prefix such as ``{vex}``, which picks an encoding, not an
+    instruction); families group mnemonics by the arithmetic they prove (fp FMA, VNNI and NEON
+    dot products, popcount, ...). Register width counts every ``%xmm``/``%ymm``/``%zmm`` operand,
+    and on AArch64 every 128-bit NEON operand (``v0.16b``, ``q0``: ``neon``).
 
 On CUDA the same two censuses read the device code (``qbuild.cuda_code``):
 
@@ -63,12 +64,20 @@ INSTRUCTION_FAMILIES = {
     "int add (vpadd)": r"vpadd[bwdq]",
     "popcount (vpopcnt/popcnt)": r"v?popcnt[bwdqlw]?",
     "conversions (cvt)": r"v?cvt",
+    # AArch64 (NEON, the dot-product and int8 matrix-multiply extensions)
+    "int8 dot NEON (sdot/udot)": r"(us|su|s|u)dot",
+    "int8 matrix multiply i8mm (smmla)": r"(us|s|u)mmla",
+    "fp FMA NEON (fmla)": r"fml[as]",
+    "int multiply-add NEON (mla/smlal)": r"(mla|[su]mlal2?)$",
+    "popcount NEON (cnt)": r"cnt$",
 }
+VECTOR_WIDTHS = ("xmm", "ymm", "zmm", "neon")
 _FAMILY_PATTERNS = {name: re.compile(rf"(?:{pattern})") for name, pattern in INSTRUCTION_FAMILIES.items()}
 # An encoding pseudo-prefix ({vex}, {vex3}, {evex}, ...) is not the mnemonic: LLVM writes the VEX-encoded
 # AVX-VNNI form of a 128/256-bit vpdpbusd as "{vex} vpdpbusd" on CPUs with both AVX-VNNI and AVX512-VNNI.
 _ASM_INSTRUCTION = re.compile(r"^\s+(?:\{[a-z0-9]+\}\s+)*([a-z][a-z0-9]*)\b")
 _VECTOR_REGISTER = re.compile(r"%([xyz]mm)\d+")
+_NEON_REGISTER = re.compile(r"\b(?:v\d+\.(?:16b|8h|4s|2d)|q\d+)\b")
 
 
 def _llvm_dtype(token: str) -> str:
@@ -90,7 +99,8 @@ def dtype_census(llvm_ir: str) -> dict[str, int]:
 
 
 def instruction_census(assembly: str, top: int = 25) -> dict:
-    """Instruction counts of AT&T assembly: total, by family, the most common mnemonics, vector widths."""
+    """Instruction counts of x86 (AT&T) or AArch64 assembly: total, by family, the most common
+    mnemonics, vector widths."""
     mnemonics: Counter[str] = Counter()
     registers: Counter[str] = Counter()
     for line in assembly.splitlines():
@@ -99,6 +109,7 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
             continue
         mnemonics[match.group(1)] += 1
         registers.update(_VECTOR_REGISTER.findall(line))
+        registers["neon"] += len(_NEON_REGISTER.findall(line))
     families = {
         name: sum(n for m, n in mnemonics.items() if pattern.match(m)) for name, pattern in _FAMILY_PATTERNS.items()
     }
@@ -106,7 +117,9 @@ def instruction_census(assembly: str, top: int = 25) -> dict:
         "total": sum(mnemonics.values()),
         "families": families,
         "top_mnemonics": dict(mnemonics.most_common(top)),
-        "vector_registers": {width: registers.get(width, 0) for width in ("xmm", "ymm", "zmm")},
+        "vector_registers": {
+            width: registers.get(width, 0) for width in VECTOR_WIDTHS if width != "neon" or registers["neon"]
+        },
     }
 
 

@@ -101,23 +101,42 @@ def benchmark(
     """Run the protocol. ``prepare(batch)`` uploads a batch and returns a closure that runs the
     model once and waits for it. ``on_iteration(done, total, eta_s)`` reports progress.
     """
+
+    def timer(batch: np.ndarray) -> Timer:
+        run = prepare(batch)
+        return lambda n: [time_ms(run) for _ in range(n)]
+
+    return benchmark_timed(timer, input_shape, protocol, on_iteration)
+
+
+# n -> the milliseconds of n runs of a model on the batch it was made for.
+Timer = Callable[[int], list[float]]
+
+
+def benchmark_timed(
+    timer: Callable[[np.ndarray], Timer],
+    input_shape: tuple[int, ...],
+    protocol: Protocol,
+    on_iteration: Callable[[int, int, float], None] | None = None,
+) -> dict:
+    """``benchmark`` for a model timed by a clock of its own (a remote device's, ``qbuild.remote``):
+    ``timer(batch)`` uploads a batch and returns the function that times runs on it."""
     rng = np.random.default_rng(protocol.seed)
 
-    def fresh_runner() -> Callable[[], None]:
-        return prepare(rng.standard_normal(input_shape).astype(np.float32))
+    def fresh_timer() -> Timer:
+        return timer(rng.standard_normal(input_shape).astype(np.float32))
 
-    warmup_run = fresh_runner() if protocol.warmup else None
+    warmup_timer = fresh_timer() if protocol.warmup else None
     warmup_ms: list[float] = []
-    while len(warmup_ms) < protocol.warmup and not _warm_enough(warmup_ms, protocol):
-        warmup_ms.append(time_ms(warmup_run))
+    while warmup_timer is not None and len(warmup_ms) < protocol.warmup and not _warm_enough(warmup_ms, protocol):
+        warmup_ms.extend(warmup_timer(1))
     pilot_s = warmup_ms[-1] / 1e3 if warmup_ms else 0.0
     iterations, executions = fit_counts(protocol, pilot_s)
 
     samples: list[list[float]] = []
     started = time.perf_counter()
     for i in range(iterations):
-        run = fresh_runner()
-        samples.append([time_ms(run) for _ in range(executions)])
+        samples.append(fresh_timer()(executions))
         if on_iteration is not None:
             elapsed = time.perf_counter() - started
             on_iteration(i + 1, iterations, elapsed / (i + 1) * (iterations - i - 1))

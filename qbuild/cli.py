@@ -28,7 +28,8 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
             "--targets",
             nargs="+",
             metavar="TARGET",
-            help="auto | cpu | cuda (default: cpu, plus cuda when a GPU is visible)",
+            help="auto | cpu | cuda | rpc:KEY[@TRIPLE[/MCPU][+FEATURE...]] (the devices registered under KEY "
+            "at --tracker; default: cpu, plus cuda when a GPU is visible)",
         )
         parser.add_argument(
             "--kernels",
@@ -55,7 +56,9 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
     else:
         parser.add_argument("--model", default="resnet50", help="model name (default: resnet50)")
         parser.add_argument("--variant", default="float", help="variant (default: float)")
-        parser.add_argument("--target", default="auto", help="auto | cpu | cuda (default: auto)")
+        parser.add_argument(
+            "--target", default="auto", help="auto | cpu | cuda | rpc:KEY[@TRIPLE[/MCPU][+FEATURE...]] (default: auto)"
+        )
         parser.add_argument(
             "--kernels", default="builtin", help="kernel set: builtin | tuned | untuned (default: builtin)"
         )
@@ -63,6 +66,11 @@ def _add_run_options(parser: argparse.ArgumentParser, many: bool) -> None:
         "--profile", default="default", choices=sorted(PROFILES), help="how thoroughly to run (default: default)"
     )
     parser.add_argument("--weights", default="auto", help="auto | pretrained | random (default: auto)")
+    parser.add_argument(
+        "--tracker",
+        metavar="HOST:PORT",
+        help="the TVM RPC tracker of rpc: targets (default: $TVM_TRACKER_HOST:$TVM_TRACKER_PORT)",
+    )
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results root (default: results)")
     parser.add_argument(
         "--dataset",
@@ -200,7 +208,9 @@ def _plan(args: argparse.Namespace, many: bool):
     variants = args.variants if many else [args.variant]
     targets = args.targets if many else [args.target]
     kernels = args.kernels if many else [args.kernels]
-    return build_plan(models, variants, targets, args.profile, args.weights, _protocol(args), args.dataset, kernels)
+    return build_plan(
+        models, variants, targets, args.profile, args.weights, _protocol(args), args.dataset, kernels, args.tracker
+    )
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:

@@ -119,10 +119,11 @@ class Worker:
             os.kill(self.process.pid, which)
 
 
-def export(compiled: Any, directory: Path) -> Path:
-    """``compiled`` (a ``CompiledModel``) as a shared library in ``directory``, for ``Worker``."""
+def export(compiled: Any, directory: Path, fcompile: Callable | None = None) -> Path:
+    """``compiled`` (a ``CompiledModel``) as a shared library in ``directory``, for ``Worker`` or a
+    remote device; ``fcompile``: the compiler that links it (None: the host's)."""
     path = Path(directory) / "model.so"
-    compiled.executable.export_library(str(path))
+    compiled.executable.export_library(str(path), fcompile=fcompile)
     return path
 
 

@@ -327,12 +327,15 @@ def build_plan(
     protocol: Protocol | None = None,
     dataset: str | None = None,
     kernels: list[str] | None = None,
+    tracker: str | None = None,
 ) -> list[Experiment]:
     """Expand the choices into experiments (validating every name before any work starts).
 
-    ``dataset``: labelled images (default: ``qbuild.datasets.default_path()``). ``kernels``:
+    ``dataset``: labelled images (default: ``qbuild.datasets.default_path()``). Peers run on this
+    machine only. ``kernels``:
     kernel sets to build every variant with (default: builtin for all, untuned as well for the
-    study's variants, ``STUDY_VARIANTS``). Peers run once, with their own kernels.
+    study's variants, ``STUDY_VARIANTS``). Peers run once, with their own kernels. ``tracker``:
+    the RPC tracker of ``rpc:`` targets (``qbuild.targets.rpc_target``).
     """
     from qbuild import datasets
     from qbuild.models import WEIGHT_CHOICES, get_spec
@@ -354,8 +357,8 @@ def build_plan(
         tuning_db.load(tuning_db.machine_path())  # fails here, naming the fix, when missing or unreadable
     resolved: dict[str, TargetChoice] = {}
     for requested in targets or default_targets():
-        choice = resolve_target(requested)
-        resolved.setdefault(choice.name, choice)
+        choice = resolve_target(requested, tracker)
+        resolved.setdefault(choice.requested if choice.remote else choice.name, choice)
     dataset_path = Path(dataset) if dataset else datasets.default_path()
     if dataset_path is not None:
         datasets.load(dataset_path)  # a missing or malformed dataset fails here, before any work
@@ -388,7 +391,7 @@ def build_plan(
         for model in model_names
         for variant in chosen_variants
         for target in resolved.values()
-        if target.name in variant.targets
+        if target.name in variant.targets and (target.remote is None or variant.engine == "tvm")
         for kernel_set in _kernel_sets(variant, target, kernels, tuned_by_default)
     ]
 
@@ -406,10 +409,10 @@ def _kernel_sets(
 ) -> list[str | None]:
     """None: a peer's own kernels. By default the builtin set, plus, for the study's variants,
     the untuned one and (on the CPU, ``with_tuned``: this machine has a tuning database) the
-    tuned one. The tuned set exists for CPU targets only."""
+    tuned one. The tuned set exists for this machine's CPU only (its tuning database)."""
     if variant.engine != "tvm":
         return [None]
     sets = list(requested) if requested else ["builtin"]
     if not requested and variant.name in STUDY_VARIANTS:
         sets += ["untuned", "tuned"] if with_tuned else ["untuned"]
-    return [s for s in sets if s != "tuned" or target.name == "cpu"]
+    return [s for s in sets if s != "tuned" or (target.name == "cpu" and target.remote is None)]

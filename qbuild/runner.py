@@ -61,7 +61,7 @@ def run_experiment(
     ``gate``: shared with the other ``jobs`` - 1 jobs of a parallel plan (``qbuild.gate``);
     ``session``: what the other builds of its model made (None: a new one)."""
     progress = progress or Progress()
-    env = environment.capture()
+    env = environment.capture(experiment.target.remote and experiment.target.remote["device"])
     path = result_path(root, env["machine_id"], experiment.id)
     fingerprint = experiment.fingerprint(env["packages"])
     if not force:
@@ -128,7 +128,9 @@ def _run_stages(
             "kernels": compiled.kernels,
             "weight_bytes": compiled.weight_bytes,
         }
-    out["correctness"] = log.run("verify", lambda: stages.verify(compiled, loaded), needs=NEEDS["verify"])
+    out["correctness"] = log.run(
+        "verify", lambda: stages.verify(experiment, compiled, loaded, progress), needs=NEEDS["verify"]
+    )
     if out["quantization"] and out["quantization"]["bitserial_layers"]:
         out["kernel_check"] = log.run(
             "kernel_check", lambda: stages.check_kernels(quantized.layers), needs=NEEDS["kernel_check"]

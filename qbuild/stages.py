@@ -10,13 +10,14 @@ from its ``ModelSession``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from qbuild.plan import Experiment
 from qbuild.progress import Progress, format_seconds
 from qbuild.session import ModelSession
 
 ARTIFACTS_DIR = "artifacts"
+T = TypeVar("T")
 
 # Stage -> the stages it needs (compile needs whichever of trace and quantize made its module).
 NEEDS: dict[str, tuple[str, ...]] = {
@@ -73,11 +74,30 @@ def check_kernels(layers: list[dict]) -> dict:
     return check_layers(layers)
 
 
-def verify(compiled: Any, loaded: Any) -> dict:
-    """The compiled model against PyTorch on one input (``qbuild.verify``)."""
+def verify(experiment: Experiment, compiled: Any, loaded: Any, progress: Progress) -> dict:
+    """The compiled model against PyTorch on one input (``qbuild.verify``), run where it is measured."""
     from qbuild.verify import against_torch
 
-    return against_torch(compiled, loaded.module, loaded.input_shape)
+    if experiment.target.remote is None:
+        return against_torch(compiled, loaded.module, loaded.input_shape)
+    result, where = on_device(
+        experiment, compiled, lambda model: against_torch(model, loaded.module, loaded.input_shape), progress
+    )
+    return {**result, "device": where}
+
+
+def on_device(experiment: Experiment, compiled: Any, work: Callable[[Any], T], progress: Progress) -> tuple[T, dict]:
+    """``work(model)`` on a device of ``experiment``'s ``rpc:`` target, ``compiled`` exported for
+    it (``qbuild.remote.on_device``: another device of the key if the first fails); and where it ran."""
+    import tempfile
+
+    from qbuild import remote
+    from qbuild.isolated import export
+
+    where = experiment.target.remote
+    with tempfile.TemporaryDirectory(prefix="qbuild-remote-") as workdir:
+        library = export(compiled, Path(workdir), remote.cross_compiler(experiment.target.spec.get("mtriple")))
+        return remote.on_device(where["tracker"], where["key"], library, work, progress.say)
 
 
 def analyse(experiment: Experiment, compiled: Any, results_dir: Path) -> dict:
@@ -95,14 +115,24 @@ def analyse(experiment: Experiment, compiled: Any, results_dir: Path) -> dict:
 
 def bench(experiment: Experiment, compiled: Any, loaded: Any, progress: Progress) -> dict:
     """The protocol run in a process of the build's own (``qbuild.isolated``): a TVM build is
-    exported and loaded there, a peer made there anew; this process's builds stay out of it."""
+    exported and loaded there, a peer made there anew; this process's builds stay out of it. On
+    an ``rpc:`` target, run and timed on a device (``on_device``)."""
     import tempfile
 
+    from qbuild.bench import benchmark_timed
     from qbuild.isolated import Worker, export
 
     def on_iteration(done: int, total: int, eta_s: float) -> None:
         progress.say(f"bench iteration {done}/{total}, ETA {format_seconds(eta_s)}")
 
+    if experiment.target.remote is not None:
+        timed, where = on_device(
+            experiment,
+            compiled,
+            lambda model: benchmark_timed(model.timer, loaded.input_shape, experiment.protocol, on_iteration),
+            progress,
+        )
+        return {**timed, "process": "device", "device": where}
     with tempfile.TemporaryDirectory(prefix="qbuild-bench-") as workdir:
         library = export(compiled, Path(workdir)) if experiment.variant.engine == "tvm" else None
         with Worker(experiment, library, None if library else build) as worker:
@@ -117,15 +147,22 @@ def accuracy(experiment: Experiment, compiled: Any, loaded: Any, progress: Progr
     from qbuild import datasets
 
     scored = session.evaluation(experiment, loaded, progress)
-    result = {
-        "labelled": scoring.labelled(
-            compiled, scored, lambda n: progress.say(f"accuracy {n}/{len(scored.labels)} images")
-        )
-    }
     cat = datasets.cat_image()
-    result["cat"] = None if cat is None else scoring.cat(compiled, loaded.preprocess(cat))
-    result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
-    return result
+
+    def score(run: Any) -> dict:
+        result = {
+            "labelled": scoring.labelled(
+                run, scored, lambda n: progress.say(f"accuracy {n}/{len(scored.labels)} images")
+            )
+        }
+        result["cat"] = None if cat is None else scoring.cat(run, loaded.preprocess(cat))
+        result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
+        return result
+
+    if experiment.target.remote is None:
+        return score(compiled)
+    result, where = on_device(experiment, compiled, score, progress)
+    return {**result, "device": where}
 
 
 def layer_errors(

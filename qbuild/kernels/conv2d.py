@@ -41,6 +41,11 @@ block are one 64-byte load of the padded uint8 data, its weights are repacked at
 ``vpdpbusd`` (or ``vpmaddubsw`` pair on AVX2, ``intrin``) multiplies four taps of every lane: a
 3x3 window is three calls per block of channels, not nine multiplies and nine adds in int32.
 
+On an AArch64 CPU with the dot products (``Vectors.sdot``), every int8 conv whose blocks hold
+whole channel quads reads bytes as they are, signed: weights repacked to ``(O/o, I/i, KH, KW,
+i/4, o, 4)`` int8, as for VNNI, but no offset, since ``sdot`` multiplies int8 by int8
+(``SIGNED_BYTES``; ``intrin``).
+
 On a CPU with AMX (``Vectors.amx``), a byte conv (either form) whose input channels come in 64s,
 whose output blocks are 16 channels and whose output a tile divides (``tiles.amx_tiles``) reads
 its data re-blocked to 64 channels (the padding stage does it, ``NCHW16c`` -> ``NCHW64c``) and
@@ -65,6 +70,7 @@ INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known t
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
 AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
+SIGNED_BYTES = "_s8"  # suffix of the conv block of int8 data x int8 weight quads (AArch64 sdot)
 DEPTHWISE = "_dw"  # suffix of a depthwise conv block (``DEPTHWISE_TAPS`` too)
 DEPTHWISE_TAPS = "_dw_taps"  # suffix of the depthwise byte conv block: four taps per lane
 TAPS = 4  # horizontal taps a lane multiplies in one call (vpdpbusd's quad)
@@ -115,7 +121,8 @@ def legalize(
     positive or negative weight sum, where the weights are known constants, else None.
     An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
     ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,
-    the offset byte compute of ``vpdpbusd``; else the int16 one of ``vpmaddwd``."""
+    the offset byte compute of ``vpdpbusd``; with ``sdot`` (AArch64), the signed byte compute;
+    else the int16 one of ``vpmaddwd``."""
     attrs = call.attrs
     data, weight = call.args
     if attrs.data_layout == "NCHW":
@@ -135,6 +142,9 @@ def legalize(
     if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
+    if bytes_ok and vectors.sdot:
+        quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
+        return bb.call_te(_conv_nchwc_s8, data, quads, *args, primfunc_name_hint="conv2d_nchwc_s8")
     top = data_max(data) if bytes_ok else None
     vnni = vectors.vnni
     if top is not None or (bytes_ok and vnni):
@@ -299,6 +309,13 @@ def _conv_nchwc_int(
 ) -> te.Tensor:
     """Integer: int16-widened data and paired weights, accumulated in ``out_dtype`` (int32)."""
     return _grouped_conv(_pad(data, padding, "int16"), pairs, strides, out_dtype, CONV_BLOCK)
+
+
+def _conv_nchwc_s8(
+    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
+    """Integer, signed bytes: int8 data as it is x int8 weight quads, accumulated in ``out_dtype`` (int32)."""
+    return _grouped_conv(_pad(data, padding, "int8"), quads, strides, out_dtype, CONV_BLOCK + SIGNED_BYTES)
 
 
 def _offset_sums(weight: te.Tensor) -> te.Tensor:

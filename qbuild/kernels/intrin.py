@@ -1,4 +1,5 @@
-"""The x86 tensor intrinsics behind the integer convolution, one per instruction set.
+"""The CPU tensor intrinsics behind the integer convolution, one per instruction set (x86, and
+AArch64's ``sdot``).
 
 ``vpmaddwd`` (AVX2) on 16-bit operands: one call computes eight int32 outputs from a pair of
 input channels, ``C[j] += A[0]*B[j,0] + A[1]*B[j,1]``. The pair ``A`` (two int16) is broadcast as
@@ -34,6 +35,10 @@ takes back out with a per-channel constant. TVM 0.27's own ``dot_16x4_vnni`` int
 parameter type does not match function signature!"): the byte operands must be typed as bytes
 (here <32 x i8>, or <64 x i8> on zmm).
 
+``sdot`` (AArch64 with the dot products, ``+dotprod``): the same shape on a 128-bit NEON register,
+four int32 outputs from a quad of input channels, ``A`` four int8 broadcast as one 32-bit word,
+``B`` 16 int8, both signed (``llvm.aarch64.neon.sdot``): no offset, 16 MACs per instruction.
+
 Lane-wise forms (``*_LANEWISE``) of ``vpdpbusd`` and ``vpmaddubsw``, for depthwise convs: a
 depthwise conv reduces over no channels, so its lanes (channels) read lane-own data, not one
 broadcast group: ``C[j] += sum_k A[k, j] * B[j, k]``, with ``A`` four neighbouring pixels of the
@@ -58,6 +63,8 @@ VPDPBUSD_16X4 = "qbuild_vpdpbusd_16x4_u8s8"  # on 512-bit registers
 VPDPBUSD_8X4_LANEWISE = "qbuild_vpdpbusd_8x4_u8s8_lanewise"
 VPDPBUSD_16X4_LANEWISE = "qbuild_vpdpbusd_16x4_u8s8_lanewise"
 PMADDUBSW_8X4_LANEWISE = "qbuild_pmaddubsw_8x4_u7s8_lanewise"
+SDOT_4X4 = "qbuild_sdot_4x4_s8s8"  # AArch64
+NEON_LANES = 4  # int32 outputs per sdot (128-bit registers)
 LANES = 8  # int32 outputs per call (256-bit registers)
 WIDE_LANES = 16  # int32 outputs per call on 512-bit registers
 PAIR = 2  # input channels per vpmaddwd call
@@ -170,6 +177,12 @@ def _vpdpbusd(lanes: int):
     return step
 
 
+def _sdot(acc, a, b):
+    """sdot: acc += the four s8 x s8 products of each of four int32 lanes, in one instruction."""
+    intrinsic = T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8")
+    return T.call_llvm_pure_intrin(intrinsic, acc, a, b, dtype="int32x4")
+
+
 def _byte_pairs(a, b):
     """vpmaddubsw: the u8 x s8 products of neighbouring bytes summed in pairs, sixteen int16."""
     return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx2.pmadd.ub.sw"), a, b, dtype="int16x16")
@@ -236,7 +249,9 @@ _STEPS = {
     VPDPBUSD_8X4_LANEWISE: (QUAD, _vpdpbusd(LANES), LANES),
     VPDPBUSD_16X4_LANEWISE: (QUAD, _vpdpbusd(WIDE_LANES), WIDE_LANES),
     PMADDUBSW_8X4_LANEWISE: (QUAD, _pmaddubsw_step, LANES),
+    SDOT_4X4: (QUAD, _sdot, NEON_LANES),
 }
+SIGNED = (SDOT_4X4,)  # int8 x int8 operands, not _OPERANDS' u8 x s8
 LANEWISE = (VPDPBUSD_8X4_LANEWISE, VPDPBUSD_16X4_LANEWISE, PMADDUBSW_8X4_LANEWISE)
 
 
@@ -263,7 +278,8 @@ def _definition(name: str) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         return _pair_sum_desc(), _pair_sum_impl()
     group, step, width = _STEPS[name]
     lanewise = name in LANEWISE
+    operands = ("int8", "int8") if name in SIGNED else _OPERANDS[group]
     return (
-        _dot_desc(group, *_OPERANDS[group], width, lanewise),
-        _impl(group, *_OPERANDS[group], step, f"int32x{width}", lanewise),
+        _dot_desc(group, *operands, width, lanewise),
+        _impl(group, *operands, step, f"int32x{width}", lanewise),
     )

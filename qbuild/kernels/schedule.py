@@ -53,7 +53,16 @@ from tvm.s_tir import Schedule
 from tvm.sym import detect_linear_equation
 
 from qbuild.kernels import amx, intrin
-from qbuild.kernels.conv2d import AMX, CONV_BLOCK, DEPTHWISE, DEPTHWISE_TAPS, INT16_SUMS, PAD_BLOCK, SEVEN_BIT
+from qbuild.kernels.conv2d import (
+    AMX,
+    CONV_BLOCK,
+    DEPTHWISE,
+    DEPTHWISE_TAPS,
+    INT16_SUMS,
+    PAD_BLOCK,
+    SEVEN_BIT,
+    SIGNED_BYTES,
+)
 from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
 from qbuild.kernels.vectors import Vectors, of_features
 
@@ -140,9 +149,9 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     """The intrinsic for an integer conv's innermost (lanes, channel group) step on this CPU:
     ``vpmaddwd`` for int16 channel pairs (AVX2), ``vpdpbusd`` for byte quads (AVX-512 VNNI),
     ``vpmaddubsw`` for byte quads of data known to be at most 127 (AVX2, the ``SEVEN_BIT``
-    block), accumulating in int16 for the ``INT16_SUMS`` block; None for a float conv, a conv
-    whose block is not a multiple of the lanes, or a CPU without the instruction (plain vector
-    code then)."""
+    block), accumulating in int16 for the ``INT16_SUMS`` block; ``sdot`` for signed byte quads
+    (AArch64, the ``SIGNED_BYTES`` block); None for a float conv, a conv whose block is not a
+    multiple of the lanes, or a CPU without the instruction (plain vector code then)."""
     _n, _o, _y, _x, b, *reduction = loops
     if name.endswith(DEPTHWISE_TAPS):
         return _lanewise_intrinsic(_extent(sch, b), features)
@@ -152,6 +161,8 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     if len(reduction) != 5 or _extent(sch, b) % intrin.LANES:  # (c, r, q, group, channel): the integer computes
         return None
     group = _extent(sch, reduction[-1])
+    if group == intrin.QUAD and "dotprod" in features and name.endswith(SIGNED_BYTES):
+        return intrin.register(intrin.SDOT_4X4)
     if group == intrin.QUAD and "avx512vnni" in features and _extent(sch, b) % intrin.WIDE_LANES == 0:
         return intrin.register(intrin.VPDPBUSD_16X4)
     if group == intrin.PAIR and "avx2" in features:

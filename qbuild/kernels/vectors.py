@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 # The instruction sets the kernels have a form for: the integer conv's intrinsics (AVX2, AVX-512
-# VNNI) and the register width (AVX-512 Foundation).
-TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni", "amx-int8")
+# VNNI, AMX; on AArch64 the dot products, ``dotprod``: sdot) and the register width (AVX-512
+# Foundation). An AArch64 CPU gets AVX2's shapes (8-lane blocks: two NEON registers).
+TENSOR_FEATURES = ("avx2", "avx512f", "avx512vnni", "amx-int8", "dotprod")
 
 HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 
@@ -27,12 +28,14 @@ HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 class Vectors:
     """``lanes`` 32-bit lanes per register, ``registers`` of them; ``vnni``: the CPU has AVX-512
     VNNI (``vpdpbusd``), so int8 convs take the offset byte compute (``conv2d``); ``amx``: it has
-    AMX tiles too, where those convs' tiles run (``amx``)."""
+    AMX tiles too, where those convs' tiles run (``amx``); ``sdot``: it is an AArch64 CPU with the
+    dot products, so int8 convs take the signed byte compute (``conv2d``)."""
 
     lanes: int
     registers: int
     vnni: bool = False
     amx: bool = False
+    sdot: bool = False
 
     @property
     def blocks(self) -> tuple[int, ...]:
@@ -80,7 +83,12 @@ def of_features(features: frozenset[str]) -> Vectors:
     """The registers of a CPU with ``features`` (``cpu_features``): AVX-512 where it has
     ``avx512f``, else AVX2's width (also what a CPU without AVX2 gets: plain vector code)."""
     registers = AVX512 if "avx512f" in features else AVX2
-    return replace(registers, vnni="avx512vnni" in features, amx={"avx512vnni", "amx-int8"} <= features)
+    return replace(
+        registers,
+        vnni="avx512vnni" in features,
+        amx={"avx512vnni", "amx-int8"} <= features,
+        sdot="dotprod" in features,
+    )
 
 
 def of_target(target) -> Vectors:

@@ -79,7 +79,8 @@ def census(all_rows: list[Row]) -> list[dict]:
                             r.field("ir", "instruction_census", "vector_registers", w, default=0) for r in with_ir
                         ],
                     }
-                    for w in ("xmm", "ymm", "zmm")
+                    for w in ("xmm", "ymm", "zmm", "neon")
+                    if w != "neon" or any(r.field("ir", "instruction_census", "vector_registers", w) for r in with_ir)
                 ]
                 if instructions.get("source") == "s"
                 else [],
