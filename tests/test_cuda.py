@@ -150,7 +150,7 @@ def test_untuned_cuda_builds_are_tvms_default_pipeline_without_cuda_graphs():
 
 
 def test_a_cuda_plan_builds_both_kernel_sets_and_runs_only_the_peers_that_fit_the_gpu(monkeypatch):
-    monkeypatch.setattr(targets, "resolve_target", lambda requested="auto": SM90)
+    monkeypatch.setattr(targets, "resolve_target", lambda requested="auto", tracker=None: SM90)
     experiments = plan.build_plan(
         ["resnet50"],
         ["float", "int8-a8", "torch-fp32", "torch-compile-fp16-graphs", "ort-fp32"],
