@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from tvm import relax
+from tvm.ir import Attrs
 
 from qbuild.quantize.fixed_point import (
     exact_int8_multiplier_shift,
@@ -115,3 +116,22 @@ def requantize(
     if bounds is not None:
         scaled = bb.emit(relax.op.clip(scaled, *bounds))
     return scaled if dtype == "int64" else bb.emit(relax.op.astype(scaled, dtype))
+
+
+def conv2d(bb: relax.BlockBuilder, data: relax.Expr, weights: np.ndarray, attrs: Attrs) -> relax.Expr:
+    """An int32-accumulating conv2d of integer ``data`` with the constant integer ``weights``,
+    strided, padded, dilated, grouped and laid out as the float conv's ``attrs``."""
+    return bb.emit(
+        relax.op.nn.conv2d(
+            data,
+            relax.const(weights),
+            strides=attrs.strides,
+            padding=attrs.padding,
+            dilation=attrs.dilation,
+            groups=attrs.groups,
+            data_layout=attrs.data_layout,
+            kernel_layout=attrs.kernel_layout,
+            out_layout=attrs.out_layout,
+            out_dtype="int32",
+        )
+    )

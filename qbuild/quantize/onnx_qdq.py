@@ -352,19 +352,7 @@ class QdqImporter:
                 f"per-channel input scales into a conv that mixes channels ({var.name})",
                 "quantize the inputs of non-depthwise convolutions per tensor",
             )
-        conv = bb.emit(
-            relax.op.nn.conv2d(
-                data.expr,
-                relax.const(codes),
-                strides=attrs.strides,
-                padding=attrs.padding,
-                dilation=attrs.dilation,
-                groups=attrs.groups,
-                data_layout="NCHW",
-                kernel_layout="OIHW",
-                out_dtype="int32",
-            )
-        )
+        conv = emit.conv2d(bb, data.expr, codes, attrs)
         if data.zero:
             conv = bb.emit(relax.op.add(conv, self._zero_correction(call, codes, data.zero)))
         scale = data.scale * np.broadcast_to(weights.scale, (codes.shape[0],))

@@ -471,20 +471,7 @@ class Rewriter:
         if kernel == "bitserial":
             conv, weight_bytes = self.kernels.emit_bitserial(bb, qin.expr, qweights, attrs, qin.encoding, encoding)
         else:
-            conv = bb.emit(
-                relax.op.nn.conv2d(
-                    qin.expr,
-                    relax.const(qweights),
-                    strides=attrs.strides,
-                    padding=attrs.padding,
-                    dilation=attrs.dilation,
-                    groups=attrs.groups,
-                    data_layout=attrs.data_layout,
-                    kernel_layout=attrs.kernel_layout,
-                    out_layout=attrs.out_layout,
-                    out_dtype="int32",
-                )
-            )
+            conv = emit.conv2d(bb, qin.expr, qweights, attrs)
             weight_bytes = qweights.nbytes
         correction = self._bias_correction(call.args[0], weights, qweights, wstep, qin.scale, attrs.groups)
         if correction is not None:
