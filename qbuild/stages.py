@@ -78,11 +78,17 @@ def verify(experiment: Experiment, compiled: Any, loaded: Any, progress: Progres
     """The compiled model against PyTorch on one input (``qbuild.verify``), run where it is measured."""
     from qbuild.verify import against_torch
 
-    if experiment.target.remote is None:
-        return against_torch(compiled, loaded.module, loaded.input_shape)
-    result, where = on_device(
+    return where_measured(
         experiment, compiled, lambda model: against_torch(model, loaded.module, loaded.input_shape), progress
     )
+
+
+def where_measured(experiment: Experiment, compiled: Any, work: Callable[[Any], dict], progress: Progress) -> dict:
+    """``work(compiled)`` here, or on a device of ``experiment``'s ``rpc:`` target (``on_device``),
+    its result then naming the device (``"device"``)."""
+    if experiment.target.remote is None:
+        return work(compiled)
+    result, where = on_device(experiment, compiled, work, progress)
     return {**result, "device": where}
 
 
@@ -159,10 +165,7 @@ def accuracy(experiment: Experiment, compiled: Any, loaded: Any, progress: Progr
         result.update(top1=result["labelled"]["top1"], top5=result["labelled"]["top5"])
         return result
 
-    if experiment.target.remote is None:
-        return score(compiled)
-    result, where = on_device(experiment, compiled, score, progress)
-    return {**result, "device": where}
+    return where_measured(experiment, compiled, score, progress)
 
 
 def layer_errors(
