@@ -21,9 +21,11 @@ from qbuild.targets import TargetChoice, resolve_target
 CPU = resolve_target("cpu")
 
 
-def conv_module(x_shape, weight: np.ndarray, stride: int, padding: int, groups: int, out_dtype: str):
+def conv_module(
+    x_shape, weight: np.ndarray, stride: int, padding: int, groups: int, out_dtype: str, x_dtype: str | None = None
+):
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType(x_shape, str(weight.dtype)))
+    x = relax.Var("x", relax.TensorType(x_shape, x_dtype or str(weight.dtype)))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(
@@ -196,14 +198,14 @@ def test_for_an_avx2_cpu_without_vnni_the_integer_conv_is_built_on_vpmaddwd():
     assert kernels["set"] == "builtin" and kernels["functions"]["conv"] == 1
 
 
-def _conv_summaries(mod, vnni: bool) -> list[str]:
+def _conv_workloads(mod, vnni: bool) -> list:
     from qbuild.kernels.pipeline import lowering_passes
     from qbuild.kernels.schedule import conv_workload
 
     with CPU.tvm_target():
         lowered = tvm.transform.Sequential(lowering_passes(AVX2.with_vnni(vnni)))(mod)
     workloads = [conv_workload(f) for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
-    return [w.summary for w in workloads if w is not None]
+    return [w for w in workloads if w is not None]
 
 
 @pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
@@ -222,7 +224,27 @@ def test_the_vnni_compute_with_unsigned_activations_is_bit_exact_on_any_cpu(shap
         vm["main"](tvm.runtime.tensor(x)).numpy(), reference_conv(x, weight, stride, padding, groups)
     )
     if groups == 1 and cin % 4 == 0:
-        assert any(s.startswith("uint8 x int8 -> int32") for s in _conv_summaries(mod, vnni=True))
+        assert any(w.summary.startswith("uint8 x int8 -> int32") for w in _conv_workloads(mod, vnni=True))
+
+
+@pytest.mark.parametrize("vnni", [True, False], ids=["VNNI: bytes as they are", "no VNNI"])
+@pytest.mark.parametrize("shape", list(SHAPES), ids=list(SHAPES))
+def test_a_conv_of_uint8_data_over_its_whole_range_is_bit_exact_on_any_cpu(shape, vnni):
+    """uint8 data (an imported model's unsigned codes) x int8 weights: with VNNI a conv of channel
+    quads, and a depthwise one, reads the bytes as they are (no offset; run as plain vector code
+    where the CPU lacks VNNI); without, the int16 compute (``vpmaddubsw`` would saturate on them)."""
+    cin, size, cout, k, stride, padding, groups = SHAPES[shape]
+    rng = np.random.default_rng(12)
+    x = rng.integers(0, 256, (1, cin, size, size)).astype(np.uint8)
+    weight = rng.integers(-128, 128, (cout, cin // groups, k, k)).astype(np.int8)
+    mod = conv_module(x.shape, weight, stride, padding, groups, "int32", x_dtype="uint8")
+    target = CPU.tvm_target()
+    relax_pipeline, _ = pipeline("builtin", target, vnni=vnni)
+    vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=relax_pipeline), tvm.cpu())
+    expected = reference_conv(x, weight, stride, padding, groups)
+    np.testing.assert_array_equal(vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    reads_bytes = vnni and cin % 4 == 0 and (groups == 1 or groups == cin)
+    assert [w.block.endswith(conv2d.UNSIGNED_BYTES) for w in _conv_workloads(mod, vnni)] == [reads_bytes]
 
 
 def test_for_a_vnni_cpu_the_integer_conv_is_built_on_vpdpbusd():

@@ -32,7 +32,10 @@ reduction), which drops ``vpmaddwd`` from the inner loop (``intrin``). On a CPU 
 reads bytes too: weights repacked to ``(O/o, I/i, KH, KW, i/4, o, 4)`` int8
 (``vpdpbusd``'s operand order), activations made unsigned in the padding stage (x + 128, the
 padding itself 128), and the sum then corrected exactly per output channel by
-``128 * sum(weights)``, folded at compile time (``_offset_sums``).
+``128 * sum(weights)``, folded at compile time (``_offset_sums``). A conv of uint8 data (an
+imported model's unsigned codes, ``qbuild.quantize.zero_point``) reads it as it is on such a CPU
+(``UNSIGNED_BYTES``), and without VNNI takes the byte compute only where its data is known to be
+at most 127, else the int16 one.
 
 A depthwise int8 conv whose input is known to lie in [0, 127] reads bytes as well, four
 horizontal taps of a channel at a time (``DEPTHWISE_TAPS``): four neighbouring pixels of a channel
@@ -66,6 +69,7 @@ CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this
 PAD_BLOCK = "qbuild_pad"
 UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
 SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at most 127
+UNSIGNED_BYTES = "_ub"  # suffix of the conv block of uint8 data over its whole range (VNNI, AMX)
 INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known to fit in int16
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
@@ -122,7 +126,8 @@ def legalize(
     An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
     ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,
     the offset byte compute of ``vpdpbusd``; with ``sdot`` (AArch64), the signed byte compute;
-    else the int16 one of ``vpmaddwd``."""
+    else the int16 one of ``vpmaddwd``. uint8 data takes the byte computes as it is where the
+    CPU has VNNI (a depthwise conv's too), else as int8 data would."""
     attrs = call.attrs
     data, weight = call.args
     if attrs.data_layout == "NCHW":
@@ -132,22 +137,25 @@ def legalize(
 
         return _nn_conv2d(bb, call)
     args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], attrs.out_dtype or data.ty.dtype)
+    unsigned = data.ty.dtype == "uint8" and weight.ty.dtype == "int8"  # an imported model's codes, as they are
     if attrs.groups > 1:
-        if data.ty.dtype == weight.ty.dtype == "int8" and data_max(data) is not None:
+        seven_bit = data.ty.dtype in ("int8", "uint8") and weight.ty.dtype == "int8" and data_max(data) is not None
+        if seven_bit or (unsigned and vectors.vnni):
             taps = bb.emit_te(_tap_weights, weight, primfunc_name_hint="pack_weights_taps")
-            return bb.call_te(
-                _depthwise_taps, data, taps, int(weight.ty.shape[3]), *args, primfunc_name_hint="conv2d_dw_taps_nchwc"
-            )
+            suffix = "" if seven_bit else UNSIGNED_BYTES
+            kw = int(weight.ty.shape[3])
+            return bb.call_te(_depthwise_taps, data, taps, kw, *args, suffix, primfunc_name_hint="conv2d_dw_taps_nchwc")
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
     if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
-    bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and int(data.ty.shape[4]) % 4 == 0
+    quads_ok = int(data.ty.shape[4]) % 4 == 0
+    bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and quads_ok
     if bytes_ok and vectors.sdot:
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
         return bb.call_te(_conv_nchwc_s8, data, quads, *args, primfunc_name_hint="conv2d_nchwc_s8")
-    top = data_max(data) if bytes_ok else None
+    top = data_max(data) if bytes_ok or (unsigned and quads_ok) else None
     vnni = vectors.vnni
-    if top is not None or (bytes_ok and vnni):
+    if top is not None or (bytes_ok and vnni) or (unsigned and quads_ok and vnni):
         tiles = vectors.amx and _fits_amx(call)
         quads = bb.emit_te(
             _group_weights, weight, 4, "int8", amx.DEPTH if tiles else None, primfunc_name_hint="pack_weights_quads"
@@ -157,6 +165,8 @@ def legalize(
             return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
         if top is not None:
             return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
+        if unsigned:
+            return bb.call_te(_conv_nchwc_ub, data, quads, *args, primfunc_name_hint="conv2d_nchwc_ub")
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
     pairs = bb.emit_te(_group_weights, weight, 2, "int16", primfunc_name_hint="pack_weights_i16")
@@ -349,15 +359,29 @@ def _conv_nchwc_u8(
     )
 
 
+def _unsigned_conv(
+    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str, suffix: str
+) -> te.Tensor:
+    block, name = _byte_block(quads, suffix)
+    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", name)
+    return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_unsigned_out")
+
+
 def _conv_nchwc_u7(
     data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
 ) -> te.Tensor:
     """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name
     (or that it runs on AMX, which needs no such bound)."""
-    block, name = _byte_block(quads, SEVEN_BIT)
-    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", name)
-    return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_seven_bit_out")
+    return _unsigned_conv(data, quads, strides, padding, out_dtype, SEVEN_BIT)
+
+
+def _conv_nchwc_ub(
+    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
+) -> te.Tensor:
+    """Integer, uint8 data over its whole range, as it is, for ``vpdpbusd`` / AMX (whose products
+    never saturate): the block is named with ``UNSIGNED_BYTES``, which no AVX2 intrinsic takes."""
+    return _unsigned_conv(data, quads, strides, padding, out_dtype, UNSIGNED_BYTES)
 
 
 def _conv_nchwc_acc16(
@@ -420,9 +444,10 @@ def _tap_weights(weight: te.Tensor) -> te.Tensor:
 
 
 def _depthwise_taps(
-    data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int], padding: list[int], out_dtype: str
+    data: te.Tensor, taps: te.Tensor, kw: int, strides: list[int], padding: list[int], out_dtype: str, suffix: str
 ) -> te.Tensor:
-    """Depthwise on data known to lie in [0, 127], ``TAPS`` taps per lane: the data padded as
+    """Depthwise on data known to lie in [0, 127] (or, ``suffix`` ``UNSIGNED_BYTES``, uint8 data
+    over its whole range, for ``vpdpbusd``), ``TAPS`` taps per lane: the data padded as
     uint8 (with zero columns on the right for the last quad's taps past the kernel) and
     out[n, c, y, x, b] = sum padded[n, c, y*s+r, x*s+4p+t, b] * taps[c, r, p, b, t]."""
     chunks, kh, quads, block, _ = (int(d) for d in taps.shape)
@@ -440,5 +465,5 @@ def _depthwise_taps(
             * taps[c, r, p, b, t].astype(out_dtype),
             axis=[r, p, t],
         ),
-        name=CONV_BLOCK + DEPTHWISE_TAPS,
+        name=CONV_BLOCK + DEPTHWISE_TAPS + suffix,
     )

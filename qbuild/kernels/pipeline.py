@@ -60,6 +60,7 @@ def pipeline(
         return cuda.builtin_pipeline(target)
     if kernels == "tuned":
         tiles = _machine_database(report)
+    vector_rounding()
     features = set(cpu_features(target))
     if avx2 is not None:  # a CPU without AVX2 has none of the others (AVX-512, VNNI, AMX) either
         features = (features | {"avx2"}) if avx2 else set()
@@ -70,6 +71,16 @@ def pipeline(
         *cpu.finalize_passes(target),
     ]
     return tvm.transform.Sequential(passes, name=f"qbuild.{kernels}"), report
+
+
+def vector_rounding() -> None:
+    """Mark ``nearbyint`` (round half to even, what ``relax.op.round`` lowers to) vectorizable, as
+    ``floor`` and ``round`` are: TVM 0.27 does not, so its VectorizeLoop scalarizes a loop that
+    rounds, and LLVM then vectorizes the scalar code across the wrong axis (gathers, stores one
+    byte at a time: an imported model's float32 requantize epilogues). LLVM lowers the vector
+    call to one instruction (``vrndscaleps``, ``vroundps``, ``frintn``). Process-wide, once."""
+    if not tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable"):
+        tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
 
 
 def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:

@@ -62,6 +62,7 @@ from qbuild.kernels.conv2d import (
     PAD_BLOCK,
     SEVEN_BIT,
     SIGNED_BYTES,
+    UNSIGNED_BYTES,
 )
 from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
 from qbuild.kernels.vectors import Vectors, of_features
@@ -153,8 +154,8 @@ def _tensor_intrinsic(sch: Schedule, name: str, loops: list, features: frozenset
     (AArch64, the ``SIGNED_BYTES`` block); None for a float conv, a conv whose block is not a
     multiple of the lanes, or a CPU without the instruction (plain vector code then)."""
     _n, _o, _y, _x, b, *reduction = loops
-    if name.endswith(DEPTHWISE_TAPS):
-        return _lanewise_intrinsic(_extent(sch, b), features)
+    if DEPTHWISE_TAPS in name:
+        return _lanewise_intrinsic(_extent(sch, b), features, seven_bit=not name.endswith(UNSIGNED_BYTES))
     if name.endswith(INT16_SUMS):  # lanes: two int16 halves per output channel
         lanes_fit = _extent(sch, b) % (2 * intrin.LANES) == 0
         return intrin.register(intrin.PMADDUBSW_8X4_I16) if lanes_fit and "avx2" in features else None
@@ -199,15 +200,16 @@ def _pads_per_task(sch: Schedule, name: str, reduction: list) -> bool:
     return name.startswith(CONV_BLOCK + DEPTHWISE) or _extent(sch, reduction[1]) == _extent(sch, reduction[2]) == 1
 
 
-def _lanewise_intrinsic(block: int, features: frozenset[str]) -> str | None:
+def _lanewise_intrinsic(block: int, features: frozenset[str], seven_bit: bool) -> str | None:
     """The lane-wise intrinsic of a depthwise byte conv (``conv2d.DEPTHWISE_TAPS``) with channel
-    blocks of ``block`` on this CPU: ``vpdpbusd`` with VNNI, ``vpmaddubsw`` on AVX2 (its data is
-    at most 127), else None. One call takes a whole block (its four taps lie a block apart)."""
+    blocks of ``block`` on this CPU: ``vpdpbusd`` with VNNI, ``vpmaddubsw`` on AVX2 where its data
+    is at most 127 (``seven_bit``), else None. One call takes a whole block (its four taps lie a
+    block apart)."""
     if "avx512vnni" in features and block == intrin.WIDE_LANES:
         return intrin.register(intrin.VPDPBUSD_16X4_LANEWISE)
     if "avx512vnni" in features and block == intrin.LANES:
         return intrin.register(intrin.VPDPBUSD_8X4_LANEWISE)
-    if "avx2" in features and block == intrin.LANES:
+    if "avx2" in features and block == intrin.LANES and seven_bit:
         return intrin.register(intrin.PMADDUBSW_8X4_LANEWISE)
     return None
 

@@ -3,12 +3,13 @@
 Design: Relax's ONNX frontend imports the whole graph (every op has a float lowering there, and
 QuantizeLinear/DequantizeLinear become ``relax.quantize``/``relax.dequantize``); this module then
 walks that float program as ``qbuild.quantize.rewrite`` walks a traced one, and replaces each
-dequantize -> conv2d/matmul -> quantize chain by the same integer ops the quantizer emits (int8
-codes, int32 accumulators, requantize epilogues, ``rewrite.Acc``), with the model's own scales
-and zero points (``zero_point``), never re-calibrated. Residual adds, ReLU/clip, max pooling and
-reshapes of integer codes stay integer; any other op between a dequantize and a quantize runs in
-float, for that op only, and is recorded as such. Reading the float program rather than the ONNX
-graph leaves every op's semantics (padding, layouts, Gemm's transposes) to the frontend.
+dequantize -> conv2d/matmul -> quantize chain by integer ops of the kind the quantizer emits (int32
+accumulators, ``rewrite.Acc``, and requantize epilogues), on codes held in the model's own dtype
+(int8 or uint8) with its own scales and zero points (``zero_point``), never re-calibrated.
+Residual adds, ReLU/clip, max pooling and reshapes of integer codes stay integer; any other op
+between a dequantize and a quantize runs in float, for that op only, and is recorded as such.
+Reading the float program rather than the ONNX graph leaves every op's semantics (padding,
+layouts, Gemm's transposes) to the frontend.
 
 Forms not supported are refused with one line naming them: dynamic quantization, QOperator
 models, int4 QDQ, asymmetric weights (a weight zero point other than 0).
@@ -34,6 +35,8 @@ from qbuild.relax.graph import bindings, op_name, scalar_value, substitute
 MIN_OPSET = 13
 DYNAMIC_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearGlobalAveragePool")
+# The zero point of symmetric weights in each 8-bit dtype (uint8 codes shift exactly to int8).
+SYMMETRIC_WEIGHT_ZERO = {"int8": 0, "uint8": 128}
 # ONNX TensorProto data types of 4-bit integers (UINT4, INT4).
 INT4_TYPES = {21: "uint4", 22: "int4"}
 # Ops that move int8 codes without changing them: run on the codes, same scale and zero point.
@@ -51,7 +54,7 @@ class UnsupportedQuantization(QbuildError):
 
 @dataclass
 class Codes:
-    """int8 codes of a real tensor: real = (expr - zero) * scale (``zero`` in the int8 range)."""
+    """Integer codes (int8 or uint8, the model's own) of a real tensor: real = (expr - zero) * scale."""
 
     expr: relax.Expr
     scale: float
@@ -60,7 +63,7 @@ class Codes:
 
 @dataclass
 class ChannelCodes:
-    """int8 codes with one scale per channel (axis 1) and one zero point, as NNCF quantizes a
+    """Integer codes with one scale per channel (axis 1) and one zero point, as NNCF quantizes a
     depthwise conv's input: read as integers by that conv only, in float by anything else."""
 
     expr: relax.Expr
@@ -92,7 +95,7 @@ class Weights:
 
     def symmetric(self, layer: str) -> np.ndarray:
         """The int8 codes of symmetric weights (uint8 codes with zero point 128 shift exactly)."""
-        offset = zero_point.INT8_OFFSET.get(str(self.codes.dtype))
+        offset = SYMMETRIC_WEIGHT_ZERO.get(str(self.codes.dtype))
         if offset is None or np.any(self.zero.astype(np.int64) != offset):
             raise UnsupportedQuantization(
                 f"asymmetric weights in {layer}: {self.codes.dtype} with zero points "
@@ -261,8 +264,7 @@ class QdqImporter:
         if isinstance(data, Const) and data.array.dtype.kind in "iu":
             return Weights(data.array, scale.array.astype(np.float64), zero.array.astype(np.int64), axis)
         if isinstance(data, Codes) and scale.array.size == zero.array.size == 1:
-            offset = zero_point.INT8_OFFSET[str(call.args[0].ty.dtype)]
-            return Codes(data.expr, float(scale.array.reshape(())), int(zero.array.reshape(())) - offset)
+            return Codes(data.expr, float(scale.array.reshape(())), int(zero.array.reshape(())))
         if isinstance(data, ChannelCodes):
             return data
         raise UnsupportedQuantization(
@@ -273,37 +275,38 @@ class QdqImporter:
     def quantize(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Call, found: list):
         data, scale, zero = found
         dtype = str(call.attrs.out_dtype)
-        if dtype not in zero_point.INT8_OFFSET:
+        if dtype not in zero_point.CODE_DTYPES:
             raise UnsupportedQuantization(
                 f"{dtype} QDQ is not supported ({var.name})", "quantize to int8 or uint8 (4- and 16-bit are not)"
             )
         if isinstance(data, Const):  # weights kept float with a QuantizeLinear of their own (NNCF)
-            codes = np.clip(np.round(data.array / _along(scale.array, data.array, call)), *_range(dtype))
+            codes = np.clip(np.round(data.array / _along(scale.array, data.array, call)), *zero_point.code_range(dtype))
             return Const((codes + _along(zero.array, data.array, call)).astype(dtype))
         if scale.array.size != 1:
             return self.quantize_channels(bb, var, call, data, scale.array, zero.array)
         step = float(scale.array.reshape(()))
-        zero8 = int(zero.array.reshape(())) - zero_point.INT8_OFFSET[dtype]
+        point = int(zero.array.reshape(()))
         if isinstance(data, Float):
-            return Codes(zero_point.quantize(bb, data.expr, step, zero8), step, zero8)
+            return Codes(zero_point.quantize(bb, data.expr, step, point, dtype), step, point)
         if isinstance(data, Acc):
-            return Codes(zero_point.requantize(bb, data.expr, data.scale / step, zero8, data.axis), step, zero8)
+            return Codes(zero_point.requantize(bb, data.expr, data.scale / step, point, dtype, data.axis), step, point)
         if isinstance(data, Sum):
             operands = [(o.expr, o.scale, o.zero) for o in data.operands]
             self.note("relax.add", var, "integer", None)
-            return Codes(zero_point.add(bb, operands, step, zero8), step, zero8)
+            return Codes(zero_point.add(bb, operands, step, point, dtype), step, point)
         if isinstance(data, Mean):
             self.note("relax.mean", var, "integer", None)
             values = zero_point.centred(bb, data.codes.expr, data.codes.zero)
             attrs = data.call.attrs
             total = bb.emit(relax.op.sum(values, [int(a) for a in attrs.axis], bool(attrs.keepdims)))
             ratio = data.codes.scale / (step * data.count)
-            return Codes(zero_point.requantize(bb, total, ratio, zero8), step, zero8)
+            return Codes(zero_point.requantize(bb, total, ratio, point, dtype), step, point)
         if isinstance(data, Codes):
-            if np.isclose(data.scale, step, rtol=1e-7, atol=0) and data.zero == zero8:
+            same_codes = data.zero == point and str(data.expr.ty.dtype) == dtype
+            if same_codes and np.isclose(data.scale, step, rtol=1e-7, atol=0):
                 return data
             values = zero_point.centred(bb, data.expr, data.zero)
-            return Codes(zero_point.requantize(bb, values, data.scale / step, zero8), step, zero8)
+            return Codes(zero_point.requantize(bb, values, data.scale / step, point, dtype), step, point)
         raise UnsupportedQuantization(f"a quantize of {type(data).__name__.lower()} data ({var.name})", "report it")
 
     def quantize_channels(
@@ -317,11 +320,11 @@ class QdqImporter:
                 f"per-channel activation scales other than along channels with one zero point ({var.name})",
                 "quantize activations per tensor",
             )
-        zero8 = int(zero.reshape(-1)[0]) - zero_point.INT8_OFFSET[dtype]
+        point = int(zero.reshape(-1)[0])
         step = scale.astype(np.float64).reshape(-1)
         if isinstance(data, Acc) and data.axis % len(call.ty.shape) == 1:
-            return ChannelCodes(zero_point.requantize(bb, data.expr, data.scale / step, zero8, 1), step, zero8)
-        return ChannelCodes(zero_point.quantize(bb, self.as_float(bb, data), step, zero8), step, zero8)
+            return ChannelCodes(zero_point.requantize(bb, data.expr, data.scale / step, point, dtype, 1), step, point)
+        return ChannelCodes(zero_point.quantize(bb, self.as_float(bb, data), step, point, dtype), step, point)
 
     def fold(self, call: relax.Call, found: list):
         """reshape / permute_dims of a constant, at import time (Gemm's transposed weights)."""
@@ -424,8 +427,9 @@ class QdqImporter:
                 emit.channel_const(high, "int32", ndim, value.axis),
             )
             return Acc(bb.emit(clipped), value.scale, value.axis, var, nonneg=value.nonneg or lower >= 0)
-        low = int(np.clip(value.zero + np.ceil(lower / value.scale), *zero_point.INT8))
-        high = int(np.clip(value.zero + np.floor(upper / value.scale), *zero_point.INT8))
+        codes = zero_point.code_range(str(value.expr.ty.dtype))
+        low = int(np.clip(value.zero + np.ceil(lower / value.scale), *codes))
+        high = int(np.clip(value.zero + np.floor(upper / value.scale), *codes))
         return Codes(bb.emit(relax.op.clip(value.expr, low, high)), value.scale, value.zero)
 
     def float_op(self, bb: relax.BlockBuilder, var: relax.Var, call: relax.Expr, values: dict, found: list) -> Float:
@@ -454,7 +458,7 @@ class QdqImporter:
                 "input_zero_point": data.zero,
                 "weight_scale_min": float(wscale.min()),
                 "weight_scale_max": float(wscale.max()),
-                "input_encoding": {"bits": 8, "kind": "signed"},
+                "input_encoding": {"bits": 8, "kind": "unsigned" if data.expr.ty.dtype == "uint8" else "signed"},
                 "weight_encoding": {"bits": 8, "kind": "signed"},
                 "kernel": "int8",
                 "weight_bytes": int(codes.nbytes),
@@ -468,11 +472,6 @@ class QdqImporter:
         index = self.counts.get(op, 0)
         self.counts[op] = index + 1
         self.layers.append({"op": op, "index": index, "name": var.name, "status": status, "reason": reason})
-
-
-def _range(dtype: str) -> tuple[int, int]:
-    info = np.iinfo(dtype)
-    return int(info.min), int(info.max)
 
 
 def _along(values: np.ndarray, like: np.ndarray, call: relax.Call) -> np.ndarray:

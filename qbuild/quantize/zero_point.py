@@ -1,13 +1,14 @@
-"""Integer tensors with zero points, as ONNX QDQ models store them, in qbuild's int8 programs.
+"""Integer tensors with zero points, as ONNX QDQ models store them, in qbuild's integer programs.
 
-An ONNX activation is ``real = (q - zp) * scale`` with ``q`` in uint8 or int8. qbuild's integer
-kernels read int8, so a uint8 tensor is held as ``q - 128`` (exact: every uint8 value has its
-int8 code) with its zero point moved by the same 128; real values never change. A conv of such
-codes is exact in int32 because convolution is linear: ``conv(q - zp, w)`` with zero padding is
+An ONNX activation is ``real = (q - zp) * scale`` with ``q`` in uint8 or int8; qbuild holds its
+codes in the model's own dtype, zero point included, so that a conv reads them as they are (an
+unsigned tensor is the natural operand of ``vpdpbusd``, AMX's ``tdpbusd``). A conv of such codes
+is exact in int32 because convolution is linear: ``conv(q - zp, w)`` with zero padding is
 ``conv(q, w) - zp * conv(1, w)``, where ``conv(1, w)``, the weight sums over the taps inside the
 image, is a constant (one per output channel, or one per output position where padding cuts
-windows at the borders: ``ones_response``). Each emitter here mirrors ONNX's own arithmetic:
-``round_half_to_even(x / scale) + zp`` saturated to the integer range.
+windows at the borders: ``ones_response``). Each emitter here mirrors ONNX Runtime's own
+arithmetic: a rescale is a float32 product rounded half to even, plus the zero point, saturated
+to the dtype's range (its QLinearConv and QLinearAdd requantize in float32 so).
 """
 
 from __future__ import annotations
@@ -17,61 +18,72 @@ from tvm import relax
 
 from qbuild.quantize import emit
 
-INT8 = (-128, 127)
-# The offset that holds an ONNX integer dtype's codes in int8.
-INT8_OFFSET = {"int8": 0, "uint8": 128}
-ROUNDING = "TONEAREST"  # ONNX's round half to even
+CODE_DTYPES = ("int8", "uint8")
 
 
-def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: np.ndarray | float, zero: int) -> relax.Expr:
-    """float32 -> int8 codes: clip(round(x / scale) + zero) as ONNX's QuantizeLinear (``zero``
-    already in the int8 range; ``scale`` per tensor or per channel, axis 1)."""
+def code_range(dtype: str) -> tuple[int, int]:
+    """The (lowest, highest) code of an integer dtype."""
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+def quantize(bb: relax.BlockBuilder, x: relax.Expr, scale: np.ndarray | float, zero: int, dtype: str) -> relax.Expr:
+    """float32 -> ``dtype`` codes: clip(round(x / scale) + zero) as ONNX's QuantizeLinear
+    (``scale`` per tensor or per channel, axis 1)."""
     step = emit.channel_const(scale, "float32", len(x.ty.shape), 1)
     scaled = bb.emit(relax.op.round(relax.op.divide(x, step)))
-    shifted = bb.emit(relax.op.add(scaled, relax.const(np.float32(zero), "float32"))) if zero else scaled
-    return bb.emit(relax.op.astype(relax.op.clip(shifted, *INT8), "int8"))
+    return _saturate(bb, scaled, zero, dtype)
+
+
+def _saturate(bb: relax.BlockBuilder, rounded: relax.Expr, zero: int, dtype: str) -> relax.Expr:
+    """Rounded float32 values plus ``zero``, clipped to ``dtype``'s codes and cast (through int32:
+    LLVM stores a float -> byte cast one byte at a time)."""
+    shifted = bb.emit(relax.op.add(rounded, relax.const(np.float32(zero), "float32"))) if zero else rounded
+    whole = bb.emit(relax.op.astype(relax.op.clip(shifted, *code_range(dtype)), "int32"))
+    return bb.emit(relax.op.astype(whole, dtype))
 
 
 def centred(bb: relax.BlockBuilder, q: relax.Expr, zero: int) -> relax.Expr:
-    """int8 codes -> their values ``q - zero`` in int32."""
+    """Integer codes -> their values ``q - zero`` in int32."""
     wide = bb.emit(relax.op.astype(q, "int32"))
     return bb.emit(relax.op.subtract(wide, relax.const(zero, "int32"))) if zero else wide
 
 
 def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float, zero: int) -> relax.Expr:
-    """int8 codes -> float32: (q - zero) * scale (per tensor or per channel, axis 1)."""
+    """Integer codes -> float32: (q - zero) * scale (per tensor or per channel, axis 1)."""
     return emit.dequantize(bb, centred(bb, q, zero), scale, 1)
 
 
-def requantize(
-    bb: relax.BlockBuilder, values: relax.Expr, ratio: np.ndarray | float, zero: int, axis: int = 1
-) -> relax.Expr:
-    """Integer values (zero point 0, e.g. an accumulator) rescaled by ``ratio`` into int8 codes
-    with zero point ``zero``, saturated as ONNX saturates: clip(round(x * ratio) + zero).
+def ratio32(ratio: np.ndarray | float) -> np.ndarray:
+    """A rescale as ONNX Runtime holds it: float32."""
+    return np.asarray(ratio, dtype=np.float64).astype(np.float32)
 
-    The rescale takes the full 31-bit multiplier in int64, then clips: ONNX Runtime rounds a
-    float32 product, which a multiplier narrow enough to keep the product in int32 (10 to 16
-    bits for an accumulator) does not reproduce."""
-    wide = emit.requantize(bb, values, ratio, None, "int64", ROUNDING, True, axis)
-    scaled = bb.emit(relax.op.astype(relax.op.clip(wide, INT8[0] - zero, INT8[1] - zero), "int32"))
-    shifted = bb.emit(relax.op.add(scaled, relax.const(zero, "int32"))) if zero else scaled
-    return bb.emit(relax.op.astype(shifted, "int8"))
+
+def requantize(
+    bb: relax.BlockBuilder, values: relax.Expr, ratio: np.ndarray | float, zero: int, dtype: str, axis: int = 1
+) -> relax.Expr:
+    """Integer values (zero point 0, e.g. an accumulator) rescaled by ``ratio`` into ``dtype``
+    codes with zero point ``zero``: clip(round(float32(x) * float32(ratio)) + zero), the float32
+    arithmetic of ONNX Runtime's requantize (``ratio`` per tensor or per channel along ``axis``)."""
+    step = emit.channel_const(ratio32(ratio), "float32", len(values.ty.shape), axis)
+    scaled = bb.emit(relax.op.round(relax.op.multiply(relax.op.astype(values, "float32"), step)))
+    return _saturate(bb, scaled, zero, dtype)
 
 
 def add(
-    bb: relax.BlockBuilder, operands: list[tuple[relax.Expr, float, int]], scale: float, zero: int, guard: int = 16
+    bb: relax.BlockBuilder, operands: list[tuple[relax.Expr, float, int]], scale: float, zero: int, dtype: str
 ) -> relax.Expr:
-    """The int8 codes at (``scale``, ``zero``) of the sum of (codes, scale, zero) ``operands``:
-    each operand rescaled to ``guard`` extra bits in int64, summed, then rounded once into the
-    result's codes (a sum ONNX Runtime forms in float; one rounding, as there)."""
-    fine = [
-        emit.requantize(bb, centred(bb, q, z), s / scale * 2.0**guard, None, "int64", ROUNDING, True)
+    """The ``dtype`` codes at (``scale``, ``zero``) of the sum of (codes, scale, zero) ``operands``:
+    each operand's centred values times its float32 ratio to ``scale``, summed, rounded once (ONNX
+    Runtime's QLinearAdd)."""
+    terms = [
+        relax.op.multiply(relax.op.astype(centred(bb, q, z), "float32"), relax.const(ratio32(s / scale), "float32"))
         for q, s, z in operands
     ]
-    total = fine[0]
-    for term in fine[1:]:
-        total = bb.emit(relax.op.add(total, term))
-    return requantize(bb, total, 2.0**-guard, zero)
+    total = terms[0]
+    for term in terms[1:]:
+        total = relax.op.add(total, term)
+    return _saturate(bb, bb.emit(relax.op.round(total)), zero, dtype)
 
 
 def ones_response(
