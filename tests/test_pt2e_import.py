@@ -140,3 +140,33 @@ def test_weight_only_quantization_is_refused_by_name():
     program = torch.export.export(WeightOnly(), (torch.zeros(1, 12),))
     with pytest.raises(UnsupportedQuantization, match="weight-only"):
         load_quantized(program)
+
+
+class AffineQuantized(torch.nn.Module):
+    """An input through torchao's own affine quantize ops (not PT2E's quantized_decomposed ones)."""
+
+    def forward(self, x):
+        ops, block, scale, zero = torch.ops.torchao, list(x.shape), torch.tensor([0.01]), torch.tensor([0])
+        codes = ops.quantize_affine(x, block, scale, zero, torch.int8)
+        return ops.dequantize_affine(codes, block, scale, zero, torch.int8)
+
+
+def test_torchaos_affine_quantize_ops_are_refused_by_name():
+    program = torch.export.export(AffineQuantized(), (torch.zeros(SHAPE),))
+    with pytest.raises(UnsupportedQuantization, match="quantize_affine.* not supported"):
+        load_quantized(program)
+
+
+class Bfloat16Dequantized(torch.nn.Module):
+    """An input quantized per tensor and dequantized to bfloat16."""
+
+    def forward(self, x):
+        ops = torch.ops.quantized_decomposed
+        codes = ops.quantize_per_tensor(x, 0.01, 0, -128, 127, torch.int8)
+        return ops.dequantize_per_tensor(codes, 0.01, 0, -128, 127, torch.int8, out_dtype=torch.bfloat16)
+
+
+def test_a_dequantize_to_bfloat16_is_refused_by_name():
+    program = torch.export.export(Bfloat16Dequantized(), (torch.zeros(SHAPE),))
+    with pytest.raises(UnsupportedQuantization, match="dequantize to torch.bfloat16"):
+        load_quantized(program)

@@ -72,12 +72,19 @@ def check_pt2e(program: Any) -> None:
 
 
 def _check_op(node: Any, constants: dict[str, np.ndarray]) -> None:
-    """Refuse a PT2E quantize/dequantize op outside what the importer reads: 8-bit, per-tensor
-    activations, scales known before the program runs, the dtype's full range."""
+    """Refuse a PT2E quantize/dequantize op outside what the importer reads: 8-bit, float32
+    values, per-tensor activations, scales known before the program runs, the dtype's full range."""
+    import torch
+
     name = _schema(node)[1]
     dtype = str(node.args[-1])
     if dtype not in DTYPES:
         raise UnsupportedQuantization(f"{dtype} quantization is not supported ({node.name})", "quantize to 8 bits")
+    if node.kwargs.get("out_dtype") not in (None, torch.float32):
+        raise UnsupportedQuantization(
+            f"a dequantize to {node.kwargs['out_dtype']} ({node.name}): qbuild's float ops run in float32",
+            "dequantize to float32 (convert_pt2e of a float32 model)",
+        )
     computed = [arg.name for arg in node.args[1:3] if hasattr(arg, "name") and arg.name not in constants]
     if computed:
         raise UnsupportedQuantization(
