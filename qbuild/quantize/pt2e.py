@@ -33,7 +33,10 @@ DEQUANTIZE = ("dequantize_per_tensor.default", "dequantize_per_tensor.tensor", "
 # Ops that compute quantization parameters while the program runs.
 DYNAMIC = ("choose_qparams", "choose_qparams_symmetric", "choose_qparams_per_token")
 DTYPES = {"torch.int8": "int8", "torch.uint8": "uint8"}
-FIX = "quantize it with PT2E (torchao.quantization.pt2e: prepare_pt2e, calibrate, convert_pt2e), then export it"
+FIX = (
+    "quantize it with PT2E (torchao.quantization.pt2e: prepare_pt2e, calibrate, convert_pt2e), "
+    "then torch.export.export the converted model"
+)
 
 
 def _schema(node: Any) -> tuple[str, str]:
@@ -126,13 +129,13 @@ def _converters(constants: dict[str, np.ndarray]) -> dict[str, Callable]:
 
     def convert(node: Any, importer: Any) -> relax.Expr:
         name = _schema(node)[1]
-        channel = "per_channel" in name
         data, scale, zero = node.args[:3]
-        axis = int(node.args[3]) if channel else -1
+        axis = int(node.args[3]) if "per_channel" in name else -1
         zeros = value(zero, "int32") if zero is not None else relax.const(np.zeros(1, np.int32))
-        dtype = DTYPES[str(node.args[-1])]
-        op = relax.op.quantize if name.startswith("quantize") else relax.op.dequantize
-        out_dtype = dtype if name.startswith("quantize") else "float32"
+        if name.startswith("quantize"):
+            op, out_dtype = relax.op.quantize, DTYPES[str(node.args[-1])]
+        else:
+            op, out_dtype = relax.op.dequantize, "float32"
         return importer.block_builder.emit(op(importer.env[data], value(scale, "float32"), zeros, axis, out_dtype))
 
     return {name: convert for name in QUANTIZE + DEQUANTIZE}
