@@ -19,9 +19,9 @@ __version__ = "0.1.0"
 use_all_cpus()
 
 
-def load_quantized(source: str | PathLike | Any, producer: str = "onnx") -> Any:
-    """A model quantized by another tool (an ONNX QDQ model: a path or an ``onnx.ModelProto``) as
-    qbuild's integer Relax program, a ``qbuild.quantize.ImportedModule`` (see
-    ``qbuild.quantize.load_quantized``)."""
+def load_quantized(source: str | PathLike | Any, producer: str | None = None) -> Any:
+    """A model quantized by another tool (an ONNX QDQ model: a path or an ``onnx.ModelProto``; a
+    PT2E-quantized ``torch.export.ExportedProgram``) as qbuild's integer Relax program, a
+    ``qbuild.quantize.ImportedModule`` (see ``qbuild.quantize.load_quantized``)."""
     # Looked up when called: the package root is a facade, and the layers below read its version.
     return import_module("qbuild.quantize").load_quantized(source, producer)

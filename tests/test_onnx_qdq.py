@@ -11,43 +11,17 @@ pytest.importorskip("onnxruntime", reason="pip install -e .[peers]")
 onnx = pytest.importorskip("onnx", reason="pip install -e .[peers]")
 torch = pytest.importorskip("torch")
 
+from qdq_nets import SHAPE, block, compiled, images  # noqa: E402
+
 from qbuild import load_quantized  # noqa: E402
 from qbuild.errors import QbuildError  # noqa: E402
 from qbuild.peers import OnnxRuntime, qdq_model  # noqa: E402
 from qbuild.quantize.onnx_qdq import UnsupportedQuantization  # noqa: E402
 
-SHAPE = (1, 3, 32, 32)
-
-
-class Block(torch.nn.Module):
-    """A MobileNet-like block: a strided stem, a padded depthwise conv, ReLU6, a residual add."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, stride=2, padding=1), torch.nn.ReLU())
-        self.depthwise = torch.nn.Sequential(torch.nn.Conv2d(16, 16, 3, padding=1, groups=16), torch.nn.ReLU6())
-        self.project = torch.nn.Conv2d(16, 16, 1)
-        self.head = torch.nn.Sequential(
-            torch.nn.Conv2d(16, 24, 3, padding=1),
-            torch.nn.AdaptiveAvgPool2d(1),
-            torch.nn.Flatten(),
-            torch.nn.Linear(24, 10),
-        )
-
-    def forward(self, x):
-        y = self.stem(x)
-        return self.head(y + self.project(self.depthwise(y)))
-
-
-def images(count: int, seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal(SHAPE[1:]).astype(np.float32) for _ in range(count)]
-
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
-    torch.manual_seed(0)
-    return Block().eval()
+    return block()
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +43,6 @@ def ort_logits(path: Path, batch: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: batch})[0]
-
-
-def compiled(mod):
-    from qbuild.compile import compile_model
-    from qbuild.targets import resolve_target
-
-    return compile_model(mod, resolve_target("cpu"), "builtin")
 
 
 def test_an_ort_qdq_model_becomes_integer_convs_and_dense_with_records(ort_qdq):

@@ -190,15 +190,16 @@ def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterab
         raise QbuildError(f"calibrate_mode={mode!r} got an empty calibration set", "point --dataset at labelled images")
 
 
-def load_quantized(source: "str | PathLike | Any", producer: str = "onnx") -> ImportedModule:
+def load_quantized(source: "str | PathLike | Any", producer: str | None = None) -> ImportedModule:
     """A model quantized by another tool as qbuild's integer program, its scales and zero points
     taken as given: an ONNX QDQ model (a ``.onnx`` path or an ``onnx.ModelProto``, as ONNX
-    Runtime's ``quantize_static`` or NNCF write it). ``producer`` names the tool in the record."""
-    from qbuild.quantize.onnx_qdq import load_onnx_qdq
+    Runtime's ``quantize_static`` or NNCF write it), or a PT2E-quantized
+    ``torch.export.ExportedProgram`` (``convert_pt2e``, then ``torch.export.export``).
+    ``producer`` names the tool in the record (default "onnx", or "torch" for PT2E)."""
+    if isinstance(source, (str, PathLike)) or type(source).__name__ == "ModelProto":
+        from qbuild.quantize.onnx_qdq import load_onnx_qdq
 
-    if type(source).__name__ == "ExportedProgram":
-        raise QbuildError(
-            "PT2E exported programs are not imported yet",
-            "export the converted PT2E model to ONNX (torch.onnx.export) and load that QDQ model",
-        )
-    return ImportedModule(*load_onnx_qdq(source, producer))
+        return ImportedModule(*load_onnx_qdq(source, producer or "onnx"))
+    from qbuild.quantize.pt2e import load_pt2e
+
+    return ImportedModule(*load_pt2e(source, producer or "torch"))
