@@ -18,7 +18,7 @@ nox.options.sessions = ["experiments"]
 ROOT = Path(__file__).resolve().parent
 ENV = ROOT / ".venv"
 BIN = ENV / "bin"
-EXTRAS = "report,test,peers,remote"
+EXTRAS = "report,test,peers,remote,pt2e"
 
 
 def shared_env(session: nox.Session) -> Path:

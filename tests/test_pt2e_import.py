@@ -59,7 +59,7 @@ def test_scales_and_zero_points_are_the_programs_own(program):
     scale, zero = first.args[1:3]
     stem = load_quantized(program).layers[0]
     assert stem["input_scale"] == pytest.approx(scale, rel=1e-7)
-    assert stem["input_zero_point"] == zero - 128  # uint8 codes held as int8
+    assert stem["input_zero_point"] == zero and stem["input_encoding"]["kind"] == "unsigned"  # uint8, as it is
     assert stem["weight_shape"] == [16, 3, 3, 3] and stem["strides"] == [2, 2]
 
 
