@@ -187,22 +187,45 @@ def _fits_amx(call: relax.Call) -> bool:
 def _legalize_stem(
     bb: relax.BlockBuilder, call: relax.Call, vectors: Vectors, data_max: Callable[[relax.Expr], float | None]
 ) -> relax.Expr:
-    """An NCHW conv with a blocked output: its data packed as one block of all its channels and
-    its weights to match, then the blocked compute."""
+    """An NCHW conv with a blocked output: its data packed, with the conv's zero padding, as one
+    block of all its channels and its weights to match, then the blocked compute (which has no
+    padding stage left: one pass over the image, not two). An integer conv's block is padded with
+    zero channels (and zero weights) to whole channel quads, so that its products are byte quads or
+    int16 pairs (an RGB stem: 4 channels, one ``vpdpbusd`` per tap) rather than widened to int32."""
     data, weight = call.args
     out_channels, in_channels, kh, kw = (int(d) for d in weight.ty.shape)
     oc = vectors.block(out_channels)
+    integer = str(data.ty.dtype) in ("int8", "uint8")
+    block = -(-in_channels // TAPS) * TAPS if integer else in_channels
+    top, left, bottom, right = (int(p) for p in call.attrs.padding)
+    height, width = int(data.ty.shape[2]), int(data.ty.shape[3])
+
+    def value(tensor: te.Tensor, index: tuple, conditions: list) -> tirx.PrimExpr:
+        """``tensor[index]`` where every condition holds, else a zero."""
+        if not conditions:
+            return tensor[index]
+        return tirx.if_then_else(tirx.all(*conditions), tensor[index], tirx.const(0, tensor.dtype))
+
+    def pixel(d: te.Tensor, n, y, x, i) -> tirx.PrimExpr:
+        conditions = [y >= top, y < height + top, x >= left, x < width + left] if top or left or bottom or right else []
+        conditions += [i < in_channels] if block != in_channels else []
+        return value(d, (n, tirx.min(i, in_channels - 1), y - top, x - left), conditions)
+
     blocked = bb.emit_te(
         lambda d: te.compute(
-            (d.shape[0], 1, d.shape[2], d.shape[3], in_channels), lambda n, _c, y, x, i: d[n, i, y, x], name="pack_data"
+            (d.shape[0], 1, height + top + bottom, width + left + right, block),
+            lambda n, _c, y, x, i: pixel(d, n, y, x, i),
+            name="pack_data",
         ),
         data,
         primfunc_name_hint="pack_data",
     )
     packed = bb.emit_te(
         lambda w: te.compute(
-            (out_channels // oc, 1, kh, kw, in_channels, oc),
-            lambda o, _c, r, q, i, b: w[o * oc + b, i, r, q],
+            (out_channels // oc, 1, kh, kw, block, oc),
+            lambda o, _c, r, q, i, b: value(
+                w, (o * oc + b, tirx.min(i, in_channels - 1), r, q), [i < in_channels] if block != in_channels else []
+            ),
             name="pack_weights",
         ),
         weight,
@@ -213,11 +236,11 @@ def _legalize_stem(
         blocked,
         packed,
         attrs.strides,
-        attrs.padding,
+        0,
         attrs.dilation,
         attrs.groups,
-        data_layout=f"NCHW{in_channels}c",
-        kernel_layout=f"OIHW{in_channels}i{oc}o",
+        data_layout=f"NCHW{block}c",
+        kernel_layout=f"OIHW{block}i{oc}o",
         out_layout=attrs.out_layout,
         out_dtype=str(call.ty.dtype),
     )
