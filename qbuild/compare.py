@@ -34,6 +34,7 @@ GOALS = {
         ("float", "fastest fp32 peer", 1.0),
         ("int8-a8", "float", 0.5),
         ("import-ort-qdq", "ort-int8-qdq", 1.0),  # the same QDQ model: compiled by qbuild vs run by ONNX Runtime
+        ("import-nncf-qdq", "ort-nncf-qdq", 1.0),
     ),
     "cuda": (("float", "torch-fp32", 1.0), ("int8-a8", "torch-compile-fp16-graphs", 1.0)),
 }
@@ -48,6 +49,8 @@ DEFAULT_BUILDS = {
         "ort-int8-qoperator",
         "ort-int8-qdq",
         "import-ort-qdq",
+        "import-nncf-qdq",
+        "ort-nncf-qdq",
         "openvino-f32",
         "openvino-int8",
         "openvino-bf16",

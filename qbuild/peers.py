@@ -122,7 +122,8 @@ class TorchEager:
 
 
 class OnnxRuntime:
-    """ONNX Runtime on the CPU with all cores: float32, or int8 in ``quant_format`` (QOperator/QDQ)."""
+    """ONNX Runtime on the CPU with all cores: float32, or int8 in ``quant_format`` (QOperator/QDQ),
+    a QDQ model quantized by ``producer`` (``QDQ_PRODUCERS``: its own ``quantize_static`` or NNCF)."""
 
     def __init__(
         self,
@@ -131,6 +132,7 @@ class OnnxRuntime:
         workdir: Path,
         quant_format: str | None = None,
         calibration: Iterable[np.ndarray] | None = None,
+        producer: str = "onnxruntime",
     ) -> None:
         try:
             import onnxruntime as ort
@@ -140,15 +142,19 @@ class OnnxRuntime:
                 "pip install -e .[peers] (or leave out the ort-* variants)",
             ) from None
         workdir.mkdir(parents=True, exist_ok=True)
-        path = export_onnx(module, input_shape, workdir / "model.onnx")
-        if quant_format is not None:
-            path = quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
+        if quant_format == "QDQ":
+            path = qdq_model(module, input_shape, workdir, producer, calibration)
+        else:
+            path = export_onnx(module, input_shape, workdir / "model.onnx")
+            if quant_format is not None:
+                path = quantize_static(path, quant_format, calibration, workdir / f"model-int8-{quant_format}.onnx")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = available_cpus()
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.quant_format = quant_format
+        self.producer = producer
         self.threads = options.intra_op_num_threads
         self.version = ort.__version__
 
@@ -166,6 +172,8 @@ class OnnxRuntime:
 
     def describe(self) -> dict:
         mode = "float32" if self.quant_format is None else f"int8 static, {self.quant_format}, per-channel weights"
+        if self.quant_format == "QDQ" and self.producer != "onnxruntime":
+            mode += f", quantized by {self.producer}"
         return {"engine": "onnxruntime", "version": self.version, "mode": mode, "threads": self.threads}
 
 

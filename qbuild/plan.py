@@ -203,6 +203,14 @@ VARIANTS: dict[str, Variant] = {
             )
             for short, producer, what in (("ort", "onnxruntime", "ONNX Runtime"), ("nncf", "nncf", "NNCF"))
         ),
+        # the NNCF model's own runtime (ONNX Runtime's is the ort-int8-qdq peer)
+        Variant(
+            "ort-nncf-qdq",
+            "ONNX Runtime running NNCF's QDQ model (peer)",
+            engine="onnxruntime",
+            options={"quant_format": "QDQ", "producer": "nncf"},
+            targets=("cpu",),
+        ),
     )
 }
 

@@ -231,7 +231,8 @@ def make_peer(experiment: Experiment, loaded: Any) -> Any:
         return OpenVino(loaded.module, loaded.input_shape, precision, calibration)
     with tempfile.TemporaryDirectory(prefix="qbuild-onnx-") as workdir:
         calibration = calibration_images(experiment, loaded) if quant_format else None
-        return OnnxRuntime(loaded.module, loaded.input_shape, Path(workdir), quant_format, calibration)
+        producer = (experiment.variant.options or {}).get("producer", "onnxruntime")
+        return OnnxRuntime(loaded.module, loaded.input_shape, Path(workdir), quant_format, calibration, producer)
 
 
 def calibration_images(experiment: Experiment, loaded: Any) -> Any:
