@@ -19,7 +19,7 @@ from report import charts
 from report import rows as report_rows
 from report.load import Results, load
 from report.pages import accuracy as accuracy_page
-from report.pages import benchmarks, code, model, overview, quantization
+from report.pages import benchmarks, code, imports, model, overview, quantization
 from report.pages import compile as compile_page
 from report.pages import environment as environment_page
 from report.pages import sweep as sweep_page
@@ -109,6 +109,7 @@ def context(results: Results, results_root: Path) -> dict:
         "latency_findings": benchmarks.latency_findings(latency),
         "kernel_findings": benchmarks.kernel_findings(rows),
         "side_by_side": side_by_side,
+        "imported": imports.imported_models(rows, results.side_by_side),
         "answers": _answers(rows, side_by_side, sweep),
         "gpu_cpu": benchmarks.gpu_cpu_findings(latency),
         "gpu_goals": benchmarks.gpu_goals(latency, results.side_by_side),

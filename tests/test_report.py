@@ -649,20 +649,21 @@ def test_the_layer_where_a_builds_error_first_grows_large_is_named_from_the_data
     assert 'id="layers-resnet18-quick-profile-' in section and "-study-spec" in section and "-sweep-spec" in section
 
 
+def _with_accuracy(record: dict, top1: float) -> dict:
+    """``record`` with a top-1 (and the rest of a labelled accuracy measurement) of ``top1``."""
+    changed = copy.deepcopy(record)
+    labelled = {"top1": top1, "top5": min(1.0, 2 * top1), "agreement_with_float": top1, "n": 500, "dataset": "d"}
+    changed["accuracy"] = {"top1": top1, "top5": labelled["top5"], "cat": None, "labelled": labelled}
+    return changed
+
+
 def test_a_side_by_side_build_shows_its_plan_accuracy_and_flags_a_median_far_from_it_alone(quick_results, tmp_path):
     from qbuild import compare
 
     _root, outcomes = quick_results
     root = tmp_path / "results"
-    record = copy.deepcopy(outcomes["int8-a8"].record)
+    record = _with_accuracy(_with_latency(outcomes["int8-a8"].record, 4.0), 0.064)  # 4.0: alone, in the plan
     machine = record["environment"]["machine_id"]
-    record["accuracy"] = {
-        "top1": 0.064,
-        "top5": 0.15,
-        "cat": None,
-        "labelled": {"top1": 0.064, "top5": 0.15, "agreement_with_float": 0.07, "n": 500, "dataset": "d"},
-    }
-    record["latency"]["summary"]["median_ms"] = 4.0  # alone, in the plan: twice the side-by-side median
     write_result(root / machine / "q.json", record)
     int8 = {
         "name": "int8-a8",
@@ -795,3 +796,100 @@ def test_the_overview_states_int8_speedups_under_both_kernel_sets():
     (answer,) = overview.speedups(rows)
     assert [q["speedup"] for q in answer["builtin"]["int8"]] == [2.5, 2.0]
     assert answer["untuned"]["int8"][0]["speedup"] == 0.4
+
+
+def _as_variant(record: dict, name: str, median_ms: float, top1: float) -> dict:
+    """``record`` as the plan's variant ``name`` (qbuild's builtin kernels, or none for a peer),
+    timed at ``median_ms`` with a top-1 of ``top1``."""
+    from qbuild.plan import VARIANTS
+
+    variant = VARIANTS[name]
+    changed = _with_accuracy(_with_latency(record, median_ms), top1)
+    changed["experiment"]["variant"] = variant.to_json()
+    changed["experiment"]["kernels"] = "builtin" if variant.engine == "tvm" else None
+    changed["id"] = f"{record['experiment']['model']}-{name}-quick"
+    return changed
+
+
+def _imported_section(
+    quick_results, tmp_path, planned: dict[str, tuple[float, float]], compared: dict[str, float]
+) -> str:
+    """The benchmarks page's "Models other tools quantized" built from results files of the plan's
+    variants ({name: (median ms, top-1)}) and a side-by-side run of ``compared`` ({name: median ms})."""
+    from qbuild import compare
+    from qbuild.plan import VARIANTS
+
+    _root, outcomes = quick_results
+    record = outcomes["int8-a8"].record
+    machine = record["environment"]["machine_id"]
+    root = tmp_path / "results"
+    for name, (median_ms, top1) in planned.items():
+        write_result(root / machine / f"{name}.json", _as_variant(record, name, median_ms, top1))
+    builds = [
+        {
+            "name": name,
+            "label": VARIANTS[name].label,
+            "engine": VARIANTS[name].engine,
+            "precision": "int8",
+            "median_ms": median_ms,
+            "samples": 6,
+            "best_peer": None,
+            "ratio_to_best_peer": None,
+        }
+        for name, median_ms in compared.items()
+    ]
+    document = {
+        "schema": compare.SCHEMA,
+        "model": record["experiment"]["model"],
+        "rounds": 2,
+        "executions": 3,
+        "environment": record["environment"],
+        "errors": {},
+        "builds": builds,
+        "targets": [],
+        "experiments": [_as_variant(record, name, 1.0, 0.5)["experiment"] for name in compared],
+    }
+    if compared:
+        compare.save(root, machine, document)
+    build(root, tmp_path / "docs")
+    page = (tmp_path / "docs" / "benchmarks.md").read_text()
+    return page.split("## Models other tools quantized")[1].split("## Side by side")[0]
+
+
+def test_an_imported_models_row_shows_qbuild_and_its_own_runtime_side_by_side(quick_results, tmp_path):
+    from qbuild.plan import VARIANTS
+
+    section = _imported_section(
+        quick_results,
+        tmp_path,
+        planned={"import-ort-qdq": (9.0, 0.70), "ort-int8-qdq": (6.0, 0.71)},
+        compared={"import-ort-qdq": 4.0, "ort-int8-qdq": 5.0},
+    )
+    runtime = VARIANTS["ort-int8-qdq"].label
+    assert "**resnet18 (quick profile)**, cpu (" in section
+    assert (
+        f"| ONNX Runtime `quantize_static` | 4.00 ms | 70.0% | {runtime} | 5.00 ms | 71.0% | 0.80x | side by side |"
+    ) in section, "medians from the run that timed both; top-1 from each build's results"
+    verdict = "qbuild's build runs it **at least as fast as** its runtime: 0.80x the runtime's time, timed side by side"
+    assert verdict in section
+    assert "9.00 ms" not in section and "6.00 ms" not in section, "the separate runs' medians are not mixed in"
+
+
+def test_an_imported_model_timed_in_separate_runs_says_they_were_not_measured_together(quick_results, tmp_path):
+    section = _imported_section(
+        quick_results,
+        tmp_path,
+        planned={"import-ort-qdq": (9.0, 0.70), "ort-int8-qdq": (6.0, 0.71)},
+        compared={"import-ort-qdq": 4.0},  # a side-by-side run without the runtime
+    )
+    assert "| 9.00 ms | 70.0% |" in section and "| 6.00 ms | 71.0% | 1.50x | timed separately |" in section
+    verdict = "runs it **slower than** its runtime: 1.50x the runtime's time, timed separately, not together"
+    assert verdict in section
+    assert "qbuild's median from its results file, the runtime's from its results file" in section
+
+
+def test_a_pair_without_its_runtimes_result_says_not_measured(quick_results, tmp_path):
+    section = _imported_section(quick_results, tmp_path, planned={"import-nncf-qdq": (5.0, 0.69)}, compared={})
+    assert "| NNCF `nncf.quantize` | 5.00 ms | 69.0% | not measured | not measured | not measured | – | – |" in section
+    assert "at least as fast as its runtime is **not measured**: its runtime has no result." in section
+    assert "x the runtime's time" not in section, "no ratio without the runtime's median"

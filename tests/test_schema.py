@@ -42,6 +42,17 @@ def test_a_variant_the_plan_does_not_list_is_described_by_its_own_record_and_sor
     assert describe_variant({**recorded, "precision": "int4", "in_sweep": True}).precision == "int4"
 
 
+def test_an_imported_model_and_the_peer_that_runs_it_name_the_same_producer():
+    def producer(name: str, **changed) -> str | None:
+        return describe_variant({**VARIANTS[name].to_json(), **changed}).qdq_producer
+
+    assert producer("import-ort-qdq") == producer("ort-int8-qdq") == "onnxruntime"  # it records no producer
+    assert producer("import-nncf-qdq") == producer("ort-int8-qdq", options={"quant_format": "QDQ", "producer": "nncf"})
+    assert producer("import-nncf-qdq") == "nncf"
+    for other in ("float", "int8-a8", "ort-int8-qoperator", "openvino-int8"):
+        assert producer(other) is None, other
+
+
 def test_quantized_results_are_read_with_the_defaults_they_record_else_schema_1s():
     recorded = {"defaults": {"nbit_input": 4}}
     assert quantization.qconfig_defaults(recorded) == {"nbit_input": 4}

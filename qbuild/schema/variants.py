@@ -3,6 +3,9 @@ bit-width sweep, where the plan lists it.
 
 Each result records its variant (``experiment.variant``): name, label, qconfig, engine and
 options, and (since they are recorded) ``precision``, ``quantized``, ``in_sweep`` and ``order``.
+Who quantized the QDQ model a variant runs, where another tool did, is read from its options:
+``import`` for a model qbuild imports and compiles, ``producer`` for an ONNX Runtime QDQ peer;
+a QDQ peer that records no producer runs ONNX Runtime's own (``SCHEMA_1_QDQ_PRODUCER``).
 For a file written before those were recorded, ``SCHEMA_1_VARIANTS`` says what they were: the
 plan's variants as results of schema ``qbuild.results/1`` described them when they began to be
 recorded. It is frozen: a variant added to the plan later records its own description.
@@ -38,6 +41,8 @@ SCHEMA_1_VARIANTS: dict[str, tuple[str, bool, bool]] = {
     "w2a2": ("int8", True, True),
     "w1a1": ("int8", True, True),
 }
+# The producer of the model an ONNX Runtime QDQ peer runs when its options name none: its own quantize_static.
+SCHEMA_1_QDQ_PRODUCER = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class VariantDescription:
     quantized: bool  # integer arithmetic: quantized by qbuild or by the peer engine
     in_sweep: bool  # one of the bit-width sweep's precisions
     order: int | None  # the variant's position in the plan's list (None: not in it)
+    qdq_producer: str | None  # who quantized the QDQ model it runs (None: none another tool made)
 
     @property
     def is_peer(self) -> bool:
@@ -67,6 +73,7 @@ def describe_variant(recorded: dict) -> VariantDescription:
     (or records as null) comes from ``SCHEMA_1_VARIANTS`` (a variant absent there: fp32,
     quantized if it has a qconfig, not in the sweep, unlisted)."""
     name = recorded["name"]
+    options = recorded.get("options") or {}
     names = list(SCHEMA_1_VARIANTS)
     precision, quantized, in_sweep = SCHEMA_1_VARIANTS.get(name, ("fp32", recorded.get("qconfig") is not None, False))
 
@@ -81,4 +88,13 @@ def describe_variant(recorded: dict) -> VariantDescription:
         quantized=given("quantized", quantized),
         in_sweep=given("in_sweep", in_sweep),
         order=given("order", names.index(name) if name in names else None),
+        qdq_producer=_qdq_producer(given("engine", "tvm"), options),
     )
+
+
+def _qdq_producer(engine: str, options: dict) -> str | None:
+    if engine == "tvm":
+        return options.get("import")
+    if engine == "onnxruntime" and options.get("quant_format") == "QDQ":
+        return options.get("producer", SCHEMA_1_QDQ_PRODUCER)
+    return None
