@@ -372,6 +372,8 @@ def _schedule_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
         sch.reorder(*spatial[:-1], outer, *reduction, vector)
         sch.vectorize(vector)
         spatial = [*spatial[:-1], outer]
+    elif len(spatial) > 2:  # no lanes: the last two loops stay serial, their indices cheap (a packing of 4 channels)
+        spatial = spatial[:-2]
     sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
     if lanes_found and reduction:  # after parallel: TVM refuses to parallelize around a decomposed init
         init = sch.decompose_reduction(block, reduction[0])

@@ -42,13 +42,11 @@ def _side(name: str | None, result: Row | None, document: dict | None) -> dict:
 
 def _timing(side: dict, together: bool) -> tuple[float | None, str | None]:
     """A side's median and where it comes from: the side-by-side run that timed both builds
-    (``together``), else its own results file, else a side-by-side run without the other build."""
+    (``together``), else its own results file (None: not measured)."""
     if together:
         return side["side_by_side_ms"], "the side-by-side run"
     if side["result_ms"] is not None:
         return side["result_ms"], "its results file"
-    if side["side_by_side_ms"] is not None:
-        return side["side_by_side_ms"], "a side-by-side run without the other build"
     return None, None
 
 
