@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import tvm
 from test_kernels import CPU, run_builtin
 from tvm import relax
@@ -18,23 +19,27 @@ from qbuild.relax.fusion import widen_in_consumers
 CHANNELS, SIZE = 16, 8
 
 
-def _requantized(bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, shift: int) -> relax.Expr:
-    """An int8 conv's int32 sums, shifted right and clamped to int8 (a requantize)."""
+def _requantized(
+    bb: relax.BlockBuilder, x: relax.Expr, weight: np.ndarray, shift: int, codes: str = "int8"
+) -> relax.Expr:
+    """An int8 conv's int32 sums, shifted right and clamped to ``codes`` (int8, or an imported
+    model's uint8: a requantize)."""
     acc = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=weight.shape[2] // 2, out_dtype="int32"))
     scaled = bb.emit(relax.op.right_shift(acc, relax.const(shift, "int32")))
-    return bb.emit(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
+    info = np.iinfo(codes)
+    return bb.emit(relax.op.astype(relax.op.clip(scaled, int(info.min) + (codes == "int8"), int(info.max)), codes))
 
 
-def _downsample_block(seed: int = 0) -> tvm.IRModule:
+def _downsample_block(seed: int = 0, codes: str = "int8") -> tvm.IRModule:
     """A ResNet block with a conv on its shortcut: relu(conv_a(x) + conv_b(x)), each requantized
-    to int8 and widened to int32 for the add."""
+    to ``codes`` and widened to int32 for the add."""
     rng = np.random.default_rng(seed)
     weights = [rng.integers(-128, 128, (CHANNELS, CHANNELS, k, k)).astype(np.int8) for k in (3, 1)]
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, CHANNELS, SIZE, SIZE), "int8"))
     with bb.function("main", [x]):
         with bb.dataflow():
-            main, shortcut = (_requantized(bb, x, w, shift) for w, shift in zip(weights, (10, 8)))
+            main, shortcut = (_requantized(bb, x, w, shift, codes) for w, shift in zip(weights, (10, 8)))
             total = bb.emit(relax.op.add(relax.op.astype(main, "int32"), relax.op.astype(shortcut, "int32")))
             out = bb.emit_output(relax.op.astype(relax.op.clip(total, 0, 127), "int8"))
         bb.emit_func_output(out)
@@ -57,14 +62,17 @@ def _lowered(mod: tvm.IRModule, without_the_pass: bool = False) -> tvm.IRModule:
         return tvm.transform.Sequential(passes)(mod)
 
 
-def test_two_convs_summed_by_a_residual_add_both_write_int8_and_the_adds_kernel_widens_them():
-    before, after = (_kernel_outputs(_lowered(_downsample_block(), without)) for without in (True, False))
+@pytest.mark.parametrize("codes", ["int8", "uint8"])
+def test_two_convs_summed_by_a_residual_add_both_write_their_codes_and_the_adds_kernel_widens_them(codes):
+    block = _downsample_block(codes=codes)
+    before, after = (_kernel_outputs(_lowered(block, without)) for without in (True, False))
     assert "int32" in {dtype for _, dtype in before}, "without the pass one conv's kernel writes the widened value"
     convs = [(name, dtype) for name, dtype in after if "conv2d" in name]
-    assert len(convs) == 2 and {dtype for _, dtype in after} == {"int8"}
+    assert len(convs) == 2 and "int32" not in {dtype for _, dtype in after}
     assert len(after) == len(before), "the cast moved between kernels; no kernel was added"
-    (with_add,) = [name for name, _ in convs if "_add" in name]
+    ((with_add, _),) = [(name, dtype) for name, dtype in convs if "_add" in name]
     assert "in_consumer" in with_add
+    assert [dtype for name, dtype in convs if name != with_add] == [codes], "the other conv writes its codes"
 
 
 def test_the_moved_cast_computes_what_the_default_build_does():

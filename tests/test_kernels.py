@@ -124,6 +124,27 @@ def test_an_rgb_stem_reads_its_image_as_one_block_and_the_ops_after_it_stay_bloc
     )
 
 
+def test_an_integer_stems_image_is_packed_padded_in_channel_quads_rows_in_parallel():
+    from qbuild.kernels.pipeline import lowering_passes
+    from qbuild.kernels.schedule import KernelReport, schedule_function
+
+    weight = np.random.default_rng(13).integers(-128, 128, (16, 3, 3, 3)).astype(np.int8)
+    mod = conv_module((1, 3, 64, 64), weight, 2, 1, 1, "int32")
+    target = CPU.tvm_target()
+    features = frozenset(cpu_features(target))
+    with target:
+        lowered = tvm.transform.Sequential(lowering_passes(AVX2))(mod)
+    (pack,) = [f for gv, f in lowered.functions.items() if gv.name_hint == "pack_data"]
+    (packed,) = [
+        b.var for block in lowered["main"].body.blocks for b in block.bindings if "pack_data" in str(b.value.args[0])
+    ]
+    assert [int(d) for d in packed.ty.shape] == [1, 1, 66, 66, 4], "padded rows, 3 channels and a zero one"
+    script = schedule_function(pack, features, KernelReport()).script()
+    loops = [line.strip() for line in script.splitlines() if line.strip().startswith("for ")]
+    assert "T.parallel(T.int64(66))" in loops[0], "the padded rows in parallel"
+    assert loops[1:] == ["for x_1, i in T.grid(T.int64(66), T.int64(4)):"], "pixels and channels serial"
+
+
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_an_explicit_zero_pad_before_a_conv_becomes_the_convs_own_padding(dtype):
     from qbuild.relax.fold_pads import fold_pads_into_convs

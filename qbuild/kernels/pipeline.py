@@ -60,7 +60,6 @@ def pipeline(
         return cuda.builtin_pipeline(target)
     if kernels == "tuned":
         tiles = _machine_database(report)
-    vector_rounding()
     features = set(cpu_features(target))
     if avx2 is not None:  # a CPU without AVX2 has none of the others (AVX-512, VNNI, AMX) either
         features = (features | {"avx2"}) if avx2 else set()
@@ -78,9 +77,14 @@ def vector_rounding() -> None:
     ``floor`` and ``round`` are: TVM 0.27 does not, so its VectorizeLoop scalarizes a loop that
     rounds, and LLVM then vectorizes the scalar code across the wrong axis (gathers, stores one
     byte at a time: an imported model's float32 requantize epilogues). LLVM lowers the vector
-    call to one instruction (``vrndscaleps``, ``vroundps``, ``frintn``). Process-wide, once."""
+    call to one instruction (``vrndscaleps``, ``vroundps``, ``frinti``). Process-wide: done once
+    when this module is imported, so that every build of the process, TVM's default pipeline's
+    too, vectorizes the same way."""
     if not tvm.ir.Op.get("tirx.nearbyint").get_attr("TVectorizable"):
         tvm.ir.register_op_attr("tirx.nearbyint", "TVectorizable", True)
+
+
+vector_rounding()
 
 
 def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:

@@ -43,6 +43,7 @@ Each function is scheduled on a copy; a rule that fails on some unforeseen shape
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,9 +66,10 @@ from qbuild.kernels.conv2d import (
     UNSIGNED_BYTES,
 )
 from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
-from qbuild.kernels.vectors import Vectors, of_features
+from qbuild.kernels.vectors import HALF_WIDTH_LANES, Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
+SERIAL_TAIL_TASKS = 64  # parallel iterations a nest without lanes keeps when its last two loops stay serial
 SERIAL = 0  # tirx.ForKind.SERIAL
 # What a schedule primitive raises when its preconditions fail (ScheduleError is a RuntimeError).
 SCHEDULE_ERRORS = (RuntimeError, tvm.error.InternalError)
@@ -340,7 +342,7 @@ def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
 
 def _generic_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
     """Schedule one loop nest: vectorized by the widest of ``widths`` that divides its innermost
-    loop if that works (tried on a copy first), else parallel only."""
+    loop if that works (tried on a copy first), else parallel only (``_schedule_nest``)."""
     for vector in (widths, ()):
         try:
             _schedule_nest(sch.copy(), block, vector)
@@ -351,6 +353,11 @@ def _generic_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
 
 
 def _schedule_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
+    """Vector lanes over the innermost data-parallel loop where one of ``widths`` divides it, and
+    the outer data-parallel loops fused into one parallel loop. Without lanes, a nest whose
+    innermost loop is shorter than a half register (a pack of 4 channels) keeps its last two
+    loops serial where the rest still gives ``SERIAL_TAIL_TASKS`` parallel iterations: fused
+    too, each element would recompute its indices with divisions."""
     kinds = _loop_kinds(sch, block)
     if not kinds:
         return
@@ -372,8 +379,9 @@ def _schedule_nest(sch: Schedule, block, widths: tuple[int, ...]) -> None:
         sch.reorder(*spatial[:-1], outer, *reduction, vector)
         sch.vectorize(vector)
         spatial = [*spatial[:-1], outer]
-    elif len(spatial) > 2:  # no lanes: the last two loops stay serial, their indices cheap (a packing of 4 channels)
-        spatial = spatial[:-2]
+    elif len(spatial) > 2 and _extent(sch, spatial[-1]) < HALF_WIDTH_LANES:
+        if math.prod(_extent(sch, loop) for loop in spatial[:-2]) >= SERIAL_TAIL_TASKS:
+            spatial = spatial[:-2]
     sch.parallel(sch.fuse(*spatial) if len(spatial) > 1 else spatial[0])
     if lanes_found and reduction:  # after parallel: TVM refuses to parallelize around a decomposed init
         init = sch.decompose_reduction(block, reduction[0])

@@ -81,8 +81,9 @@ def _casts_to_move(mod: tvm.IRModule) -> list[relax.VarBinding]:
 
 
 def _is_widening_cast(mod: tvm.IRModule, binding: relax.VarBinding) -> bool:
-    """Whether ``binding`` calls an elementwise PrimFunc that widens one integer tensor to a wider
-    integer dtype (a cast, as ``LegalizeOps`` writes ``astype``)."""
+    """Whether ``binding`` calls an elementwise PrimFunc that widens one integer tensor (signed, or
+    unsigned: an imported model's uint8 codes) to a wider signed integer dtype (a cast, as
+    ``LegalizeOps`` writes ``astype``)."""
     call = binding.value
     if op_name(call) != "relax.call_tir" or len(call.args[1].fields) != 1:
         return False
@@ -93,4 +94,5 @@ def _is_widening_cast(mod: tvm.IRModule, binding: relax.VarBinding) -> bool:
     if not isinstance(source, relax.TensorType) or not isinstance(result, relax.TensorType):
         return False
     narrow, wide = tvm.DataType(str(source.dtype)), tvm.DataType(str(result.dtype))
-    return narrow.type_code == wide.type_code == tvm.DataTypeCode.INT and narrow.bits < wide.bits
+    integer = narrow.type_code in (tvm.DataTypeCode.INT, tvm.DataTypeCode.UINT)
+    return integer and wide.type_code == tvm.DataTypeCode.INT and narrow.bits < wide.bits

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from qbuild.schema.documents import goals as recorded_goals
 from report.rows import Row, group_by
 
 # A producer (``qbuild.schema.variants``' ``qdq_producer``) as the page names it.
@@ -52,12 +53,18 @@ def _timing(side: dict, together: bool) -> tuple[float | None, str | None]:
 
 def _pair(producer: str, ours: dict, runtime: dict, document: dict | None) -> dict:
     """qbuild's build of ``producer``'s model against its runtime, each side with its ``median_ms``
-    and its ``source`` (``_timing``); the ratio qbuild / runtime where both are timed."""
+    and its ``source`` (``_timing``); the ratio qbuild / runtime where both are timed, and the
+    verdict only where the side-by-side run timed both and recorded the pair's goal (its
+    ``goal_at_most``): a ratio of separate runs is shown, never judged."""
     together = ours["side_by_side_ms"] is not None and runtime["side_by_side_ms"] is not None
     for side in (ours, runtime):
         side["median_ms"], side["source"] = _timing(side, together)
     timed = ours["median_ms"] is not None and runtime["median_ms"] is not None
     ratio = ours["median_ms"] / runtime["median_ms"] if timed else None
+    target = (document or {}).get("target", "cpu")
+    pair = (ours["name"], runtime["name"])
+    goal = next((g for g in recorded_goals(document, target) if (g.numerator, g.denominator) == pair), None)
+    at_most = goal.at_most if goal is not None and together else None
     return {
         "producer": producer,
         "producer_name": PRODUCERS.get(producer, producer),
@@ -67,7 +74,8 @@ def _pair(producer: str, ours: dict, runtime: dict, document: dict | None) -> di
         "together": together,
         "date": (document or {}).get("environment", {}).get("date", "")[:10] if together else None,
         "ratio": ratio,
-        "at_least_as_fast": None if ratio is None else ratio <= 1.0,
+        "goal_at_most": at_most,
+        "at_least_as_fast": None if ratio is None or at_most is None else ratio <= at_most,
     }
 
 
