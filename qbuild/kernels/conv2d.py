@@ -137,25 +137,25 @@ def legalize(
 
         return _nn_conv2d(bb, call)
     args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding], attrs.out_dtype or data.ty.dtype)
-    unsigned = data.ty.dtype == "uint8" and weight.ty.dtype == "int8"  # an imported model's codes, as they are
+    byte_data = data.ty.dtype in ("int8", "uint8") and weight.ty.dtype == "int8"
+    unsigned = byte_data and data.ty.dtype == "uint8"  # an imported model's codes, as they are
+    vnni = vectors.vnni
     if attrs.groups > 1:
-        seven_bit = data.ty.dtype in ("int8", "uint8") and weight.ty.dtype == "int8" and data_max(data) is not None
-        if seven_bit or (unsigned and vectors.vnni):
+        top = data_max(data) if byte_data else None
+        if top is not None or (unsigned and vnni):
             taps = bb.emit_te(_tap_weights, weight, primfunc_name_hint="pack_weights_taps")
-            suffix = "" if seven_bit else UNSIGNED_BYTES
+            suffix = "" if top is not None else UNSIGNED_BYTES
             kw = int(weight.ty.shape[3])
             return bb.call_te(_depthwise_taps, data, taps, kw, *args, suffix, primfunc_name_hint="conv2d_dw_taps_nchwc")
         return bb.call_te(_depthwise, data, weight, *args, primfunc_name_hint="conv2d_dw_nchwc")
     if data.ty.dtype == "float32" or int(data.ty.shape[4]) % 2:
         return bb.call_te(_conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
-    quads_ok = int(data.ty.shape[4]) % 4 == 0
-    bytes_ok = data.ty.dtype == weight.ty.dtype == "int8" and quads_ok
-    if bytes_ok and vectors.sdot:
+    byte_quads = byte_data and int(data.ty.shape[4]) % 4 == 0
+    if byte_quads and not unsigned and vectors.sdot:
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
         return bb.call_te(_conv_nchwc_s8, data, quads, *args, primfunc_name_hint="conv2d_nchwc_s8")
-    top = data_max(data) if bytes_ok or (unsigned and quads_ok) else None
-    vnni = vectors.vnni
-    if top is not None or (bytes_ok and vnni) or (unsigned and quads_ok and vnni):
+    top = data_max(data) if byte_quads else None
+    if top is not None or (byte_quads and vnni):
         tiles = vectors.amx and _fits_amx(call)
         quads = bb.emit_te(
             _group_weights, weight, 4, "int8", amx.DEPTH if tiles else None, primfunc_name_hint="pack_weights_quads"
@@ -163,10 +163,9 @@ def legalize(
         bound = weight_sum(weight)
         if top is not None and not vnni and bound is not None and top * bound <= INT16_MAX:
             return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
-        if top is not None:
-            return bb.call_te(_conv_nchwc_u7, data, quads, *args, primfunc_name_hint="conv2d_nchwc_u7")
-        if unsigned:
-            return bb.call_te(_conv_nchwc_ub, data, quads, *args, primfunc_name_hint="conv2d_nchwc_ub")
+        if top is not None or unsigned:
+            suffix, hint = (SEVEN_BIT, "conv2d_nchwc_u7") if top is not None else (UNSIGNED_BYTES, "conv2d_nchwc_ub")
+            return bb.call_te(_conv_nchwc_unsigned, data, quads, *args, suffix, primfunc_name_hint=hint)
         sums = bb.emit_te(_offset_sums, weight, primfunc_name_hint="offset_sums")
         return bb.call_te(_conv_nchwc_u8, data, quads, sums, *args, primfunc_name_hint="conv2d_nchwc_u8")
     pairs = bb.emit_te(_group_weights, weight, 2, "int16", primfunc_name_hint="pack_weights_i16")
@@ -382,29 +381,17 @@ def _conv_nchwc_u8(
     )
 
 
-def _unsigned_conv(
+def _conv_nchwc_unsigned(
     data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str, suffix: str
 ) -> te.Tensor:
+    """Integer, data read as uint8 as it is (no offset) x int8 weight quads. ``suffix`` names the
+    block for the schedule: ``SEVEN_BIT`` for data known to lie in [0, 127], so that a
+    ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; ``UNSIGNED_BYTES`` for uint8
+    data over its whole range, for ``vpdpbusd`` only. A block that runs on AMX is named for that
+    (``_byte_block``), which needs no such bound."""
     block, name = _byte_block(quads, suffix)
     conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", name)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_unsigned_out")
-
-
-def _conv_nchwc_u7(
-    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
-) -> te.Tensor:
-    """Integer, data known to lie in [0, 127]: read as uint8 as it is (no offset), so that a
-    ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; the block says so by its name
-    (or that it runs on AMX, which needs no such bound)."""
-    return _unsigned_conv(data, quads, strides, padding, out_dtype, SEVEN_BIT)
-
-
-def _conv_nchwc_ub(
-    data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
-) -> te.Tensor:
-    """Integer, uint8 data over its whole range, as it is, for ``vpdpbusd`` / AMX (whose products
-    never saturate): the block is named with ``UNSIGNED_BYTES``, which no AVX2 intrinsic takes."""
-    return _unsigned_conv(data, quads, strides, padding, out_dtype, UNSIGNED_BYTES)
 
 
 def _conv_nchwc_acc16(

@@ -24,6 +24,7 @@ from tvm import relax
 
 from qbuild.errors import QbuildError, one_line
 from qbuild.quantize.onnx_qdq import QdqImporter, UnsupportedQuantization
+from qbuild.quantize.zero_point import code_range
 
 # PT2E's quantize ops live in PyTorch's quantized_decomposed library; torchao's own affine ones in torchao.
 NAMESPACES = ("quantized_decomposed", "torchao")
@@ -101,8 +102,7 @@ def _check_op(node: Any, constants: dict[str, np.ndarray]) -> None:
             "quantize activations per tensor (per-channel scales are for weights)",
         )
     low, high = (int(v) for v in node.args[-3:-1])
-    info = np.iinfo(DTYPES[dtype])
-    if name.startswith("quantize") and (low, high) != (info.min, info.max):
+    if name.startswith("quantize") and (low, high) != code_range(DTYPES[dtype]):
         raise UnsupportedQuantization(
             f"a {DTYPES[dtype]} quantize to [{low}, {high}] ({node.name}): only the dtype's full range is supported",
             "quantize over the full 8-bit range (reduce_range=False)",
