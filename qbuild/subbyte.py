@@ -45,8 +45,9 @@ PRECISIONS = (
     ("W2A2", Encoding(2, "unsigned"), Encoding(2, "signed")),
     ("W4A4", Encoding(4, "unsigned"), Encoding(4, "signed")),
 )
-# The issue's goals, as (precision, at most this times the int8 conv).
-GOALS = (("W1A1", 1.0), ("W2A2", 1.0))
+# The goals, as (precision, at most this times the int8 conv of the same shape): W1A1 convs at
+# least twice as fast as int8; W2A2 at least as fast (its whole network must beat int8's).
+GOALS = (("W1A1", 0.5), ("W2A2", 1.0))
 BITSERIAL, BYTES = "bit-serial", "bytes"  # a precision's two kernels, named after it: "W2A2 bytes"
 
 

@@ -86,6 +86,12 @@ def run_bitserial(spec: BitserialConv, data: np.ndarray, weights: np.ndarray, ke
     return vm["main"](tvm.runtime.tensor(data)).numpy(), compiled.kernels
 
 
+def assert_scheduled_by_the_conv_rule(kernels: dict) -> None:
+    """The conv was scheduled by the conv rule, not left as written. (A "generic" function is the
+    legalized reshape of the input, which the VM runs as a view.)"""
+    assert kernels["functions"]["conv"] == 1 and "unscheduled" not in kernels["functions"]
+
+
 # (activation, weight, in channels, size, out channels, kernel, stride, padding)
 CASES = {
     "W1A1 3x3": (Encoding(1, "unsigned"), Encoding(1, "bipolar"), 64, 8, 16, 3, 1, 1),
@@ -94,6 +100,7 @@ CASES = {
     "signed inputs, 1x1": (Encoding(2, "signed"), Encoding(2, "signed"), 48, 7, 32, 1, 1, 0),
     "W1 with 3-bit signed inputs, 12 outputs": (Encoding(3, "signed"), Encoding(1, "bipolar"), 20, 6, 12, 3, 1, 1),
     "W8A2": (Encoding(2, "unsigned"), Encoding(8, "signed"), 32, 5, 8, 3, 1, 1),
+    "W1A1 1x1 strided, unpadded, odd pixels": (Encoding(1, "unsigned"), Encoding(1, "bipolar"), 96, 9, 8, 1, 2, 0),
 }
 
 
@@ -106,7 +113,7 @@ def test_the_bitserial_conv_is_bit_exact_against_numpy(case):
     spec = BitserialConv(activation, weight, cout, (stride, stride), (pad, pad, pad, pad))
     got, kernels = run_bitserial(spec, data, weights)
     np.testing.assert_array_equal(got, reference(data, weights, (stride, stride), (pad, pad, pad, pad)))
-    assert kernels["functions"] == {"conv": 1}  # scheduled by the conv rule, not left as written
+    assert_scheduled_by_the_conv_rule(kernels)
 
 
 def test_the_bitserial_conv_is_exact_with_tvms_untuned_kernels_too():
@@ -129,7 +136,8 @@ def test_for_a_cpu_with_vpopcntdq_the_bitserial_conv_counts_bits_with_vpopcnt():
     spec = BitserialConv(Encoding(1, "unsigned"), Encoding(1, "bipolar"), 16, (1, 1), (1, 1, 1, 1))
     compiled = compile_model(bitserial_module(spec, (1, 64, 8, 8), weights), ZEN4, "builtin")
     families = analyse_sources(compiled.sources())["instruction_census"]["families"]
-    assert families["popcount (vpopcnt/popcnt)"] > 0 and compiled.kernels["functions"] == {"conv": 1}
+    assert families["popcount (vpopcnt/popcnt)"] > 0
+    assert_scheduled_by_the_conv_rule(compiled.kernels)
 
 
 def test_bipolar_activations_are_refused_with_the_fix():

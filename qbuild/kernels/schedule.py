@@ -54,6 +54,7 @@ from tvm.s_tir import Schedule
 from tvm.sym import detect_linear_equation
 
 from qbuild.kernels import amx, intrin
+from qbuild.kernels.bitserial import PACK_BLOCK
 from qbuild.kernels.conv2d import (
     AMX,
     CONV_BLOCK,
@@ -400,11 +401,12 @@ def _generic(sch: Schedule, registers: Vectors) -> None:
 def _inline_intermediates(sch: Schedule, root) -> None:
     """Inline every elementwise stage into its consumer, so a chain of casts, shifts and clamps
     is one loop nest with no intermediate buffers. A conv's padding stays a stage of its own
-    (inlined, it would put a bounds test in the innermost loop)."""
+    (inlined, it would put a bounds test in the innermost loop), and so do a bit-serial conv's
+    padding and packing (inlined, each word would be packed again for every output channel)."""
     outputs = {sch.get(block).name_hint for block in sch.get_output_blocks(root)}
     for block in sch.get_child_blocks(root):
         name = sch.get(block).name_hint
-        if name in outputs or name.startswith(PAD_BLOCK):
+        if name in outputs or name.startswith((PAD_BLOCK, PACK_BLOCK)):
             continue
         try:
             sch.compute_inline(block)
