@@ -128,7 +128,7 @@ SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))
 PRECISION_VARIANTS = tuple(f"w{w}a{a}" for w, a in SWEEP_PRECISIONS)
 # Mixed precision in the sweep: the SWEEP settings with each non-edge layer's bits chosen under a
 # bit budget (``QConfig.bit_budget``: the MAC-weighted mean of (W + A) / 2 over those layers).
-SWEEP_BUDGETS = (3.0,)
+SWEEP_BUDGETS = (3.0, 4.0)  # 4.0: W4A4's bits, spent per layer
 BUDGET_VARIANTS = tuple(f"mixed-b{budget:g}" for budget in SWEEP_BUDGETS)
 SWEEP_VARIANTS = PRECISION_VARIANTS + BUDGET_VARIANTS
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each

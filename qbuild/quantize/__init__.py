@@ -167,10 +167,11 @@ def quantize(
         dry.run(mod)
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
-        started = time.perf_counter()
         if requested:  # nothing to calibrate when every layer is skipped
+            started = time.perf_counter()
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs, memory)
-        calibration.update(tensors=len(requested), images=len(images), seconds=time.perf_counter() - started)
+            calibration.update(seconds=time.perf_counter() - started)
+        calibration.update(tensors=len(requested), images=len(images))
 
     def make_rewriter(chosen: ChosenBits | None) -> Rewriter:
         return Rewriter(

@@ -30,9 +30,9 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq")
 EDGE_LAYERS = ("first_conv", "dense", "depthwise")
 ROUNDINGS = ("UPWARD", "TONEAREST")
 # The weight and conv-input widths ``bit_budget`` chooses among (those up to nbit_weight /
-# nbit_input): 8 keeps a sensitive layer on the int8 kernel; 2 to 4 are where the budget is won
-# (5 to 7 cost nearly 8's bits and run on the same int8 kernel).
-BUDGET_BITS = (2, 3, 4, 8)
+# nbit_input): 8 keeps a sensitive layer on the int8 kernel; 2 to 4 are where the budget is won;
+# 5 and 6 let a layer too sensitive for 4 bits take one or two more rather than four.
+BUDGET_BITS = (2, 3, 4, 5, 6, 8)
 QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
 
 
