@@ -125,7 +125,12 @@ SWEEP = {
     "calibrate_samples": 64,
 }
 SWEEP_PRECISIONS = ((8, 8), (4, 8), (2, 8), (4, 4), (2, 2), (1, 1))
-SWEEP_VARIANTS = tuple(f"w{w}a{a}" for w, a in SWEEP_PRECISIONS)
+PRECISION_VARIANTS = tuple(f"w{w}a{a}" for w, a in SWEEP_PRECISIONS)
+# Mixed precision in the sweep: the SWEEP settings with each non-edge layer's bits chosen under a
+# bit budget (``QConfig.bit_budget``: the MAC-weighted mean of (W + A) / 2 over those layers).
+SWEEP_BUDGETS = (3.0, 4.0)  # 4.0: W4A4's bits, spent per layer
+BUDGET_VARIANTS = tuple(f"mixed-b{budget:g}" for budget in SWEEP_BUDGETS)
+SWEEP_VARIANTS = PRECISION_VARIANTS + BUDGET_VARIANTS
 # The study's "type of compilation": unquantized, and quantized with relay's defaults for each
 # activation dtype (the value in brackets); the same three calibrated, which separates the
 # activation dtype's effect from relay's fixed +-8 range; and peers: PyTorch eager, ONNX Runtime
@@ -191,7 +196,7 @@ VARIANTS: dict[str, Variant] = {
             Variant(
                 name, f"W{w}A{a} ({w}-bit weights, {a}-bit conv inputs)", {**SWEEP, "nbit_weight": w, "nbit_input": a}
             )
-            for name, (w, a) in zip(SWEEP_VARIANTS, SWEEP_PRECISIONS)
+            for name, (w, a) in zip(PRECISION_VARIANTS, SWEEP_PRECISIONS)
         ),
         # after the sweep: each variant schema 1 names keeps its position (qbuild.schema.variants)
         *(
@@ -210,6 +215,15 @@ VARIANTS: dict[str, Variant] = {
             engine="onnxruntime",
             options={"quant_format": "QDQ", "producer": "nncf"},
             targets=("cpu",),
+        ),
+        # appended: the variants before keep their positions
+        *(
+            Variant(
+                name,
+                f"mixed precision, at most {budget:g} bits on average (MAC-weighted (W+A)/2 of the non-edge layers)",
+                {**SWEEP, "bit_budget": budget},
+            )
+            for name, budget in zip(BUDGET_VARIANTS, SWEEP_BUDGETS)
         ),
     )
 }

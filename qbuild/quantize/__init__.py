@@ -9,6 +9,7 @@ sub-byte conv runs is asked of the target's kernels, passed in as ``convs``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from os import PathLike
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -47,6 +48,7 @@ class QuantizedModule:
     layers: list[dict]
     calibration: dict
     auto_bitserial_pairs: int  # "auto" ran convs of at most this many plane pairs bit-serially
+    mixed_precision: dict | None = None  # under a bit budget: what it chose (``mixed_precision.record``)
     source: "tvm.IRModule | None" = field(default=None, repr=False)  # what was rewritten (BN folded)
     rewriter: Callable[[], "Rewriter"] | None = field(default=None, repr=False)  # makes the same rewrite
 
@@ -73,6 +75,7 @@ class QuantizedModule:
             "layers_skipped": len(self.layers) - len(quantized),
             "bitserial_layers": sum(layer.get("kernel") == "bitserial" for layer in self.layers),
             "auto_bitserial_pairs": self.auto_bitserial_pairs,
+            "mixed_precision": self.mixed_precision,
             "layers": self.layers,
         }
 
@@ -125,13 +128,16 @@ def quantize(
     float32 calibration images, preprocessed like the model's inputs; needed by every
     calibrate_mode but global_scale (the first ``calibrate_samples`` are used). ``convs``: the
     target's answer to which sub-byte convs run bit-serially (``SubbyteKernels``; None: every one
-    as the int8 conv). ``memory``: what the quantizations of one model share (``Memory``).
+    as the int8 conv). ``memory``: what the quantizations of one model share (``Memory``). Under a
+    ``bit_budget``, each layer's bits are chosen (``mixed_precision``) between calibration and the
+    rewrite, from a rewrite at the widest bits that measures every layer's sensitivity.
     """
     from tvm import relax
 
+    from qbuild.quantize import mixed_precision
     from qbuild.quantize.calibrate import collect, threshold
     from qbuild.quantize.memo import Memory
-    from qbuild.quantize.rewrite import Rewriter
+    from qbuild.quantize.rewrite import ChosenBits, Rewriter
     from qbuild.relax.fold_pads import fold_pads_into_convs
     from qbuild.trace import fold_batch_norm
 
@@ -162,16 +168,33 @@ def quantize(
         _check_skips(config, dry.conv_count)
         images = list(_take(dataset, config.calibrate_samples, config.calibrate_mode))
         if requested:  # nothing to calibrate when every layer is skipped
+            started = time.perf_counter()
             stats = collect(mod, list(requested), images, config.calibrate_chunk_by, dry.gram_inputs, memory)
+            calibration.update(seconds=time.perf_counter() - started)
         calibration.update(tensors=len(requested), images=len(images))
 
-    def make_rewriter() -> Rewriter:
-        return Rewriter(config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs, memory)
+    def make_rewriter(chosen: ChosenBits | None) -> Rewriter:
+        return Rewriter(
+            config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs, memory, chosen
+        )
 
-    rewriter = make_rewriter()
+    chosen: ChosenBits | None = None
+    sensitivities: dict = {}
+    if config.bit_budget is not None:
+        started = time.perf_counter()
+        measuring = make_rewriter(None)
+        measuring.run(mod)
+        sensitivities = measuring.sensitivities
+        chosen = dict(zip(sensitivities, mixed_precision.choose(list(sensitivities.values()), config.bit_budget)))
+        calibration.update(sensitivity_seconds=time.perf_counter() - started)
+
+    rewriter = make_rewriter(chosen)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
-    return QuantizedModule(quantized, config, rewriter.layers, calibration, auto_pairs, mod, make_rewriter)
+    mixed = None if chosen is None else mixed_precision.record(rewriter.layers, sensitivities, config.bit_budget)
+    return QuantizedModule(
+        quantized, config, rewriter.layers, calibration, auto_pairs, mixed, mod, lambda: make_rewriter(chosen)
+    )
 
 
 def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterable[np.ndarray]:

@@ -29,6 +29,10 @@ WEIGHT_ROUNDINGS = ("nearest", "gptq")
 # Layers that ``nbit_edge`` may keep wider than nbit_input/nbit_weight.
 EDGE_LAYERS = ("first_conv", "dense", "depthwise")
 ROUNDINGS = ("UPWARD", "TONEAREST")
+# The weight and conv-input widths ``bit_budget`` chooses among (those up to nbit_weight /
+# nbit_input): 8 keeps a sensitive layer on the int8 kernel; 2 to 4 are where the budget is won;
+# 5 and 6 let a layer too sensitive for 4 bits take one or two more rather than four.
+BUDGET_BITS = (2, 3, 4, 5, 6, 8)
 QUANTIZABLE_OPS = ("nn.conv2d", "nn.dense")
 
 
@@ -73,6 +77,13 @@ class QConfig:
     # error on the calibration images, see qbuild.quantize.gptq).
     weight_rounding: str = "nearest"
     subbyte_kernel: str = "auto"
+    # Mixed precision: each quantized layer outside the edge layers (those that ``nbit_edge`` does
+    # not hold) gets its own weight and input bits from ``budget_bits`` so that their mean, weighted
+    # by each layer's multiply-accumulates, of (weight bits + input bits) / 2 is at most
+    # bit_budget; edge layers keep nbit_edge bits and are outside the budget. Chosen from each
+    # layer's sensitivity on the calibration images (``qbuild.quantize.mixed_precision``).
+    # None: nbit_weight / nbit_input everywhere.
+    bit_budget: float | None = None
 
     def __post_init__(self) -> None:
         if self.skip_conv_layers is not None:
@@ -124,6 +135,23 @@ class QConfig:
             raise _fail(
                 "weight_rounding", "gptq", "it needs calibration images: use a calibrate_mode other than global_scale"
             )
+        if self.bit_budget is not None:
+            if isinstance(self.bit_budget, bool) or not isinstance(self.bit_budget, (int, float)):
+                raise _fail("bit_budget", self.bit_budget, "use a number of bits, e.g. 3.0, or None")
+            lowest = (self.budget_bits("weight")[0] + self.budget_bits("input")[0]) / 2
+            if not lowest <= self.bit_budget <= 8:
+                raise _fail(
+                    "bit_budget",
+                    self.bit_budget,
+                    f"use {lowest:g} to 8 bits (the mean (weight + input bits) / 2 of {self.budget_bits('weight')} "
+                    f"x {self.budget_bits('input')}), or None",
+                )
+            if not self.needs_data:
+                raise _fail(
+                    "bit_budget",
+                    self.bit_budget,
+                    "it needs calibration images: use a calibrate_mode other than global_scale",
+                )
         if self.subbyte_kernel not in SUBBYTE_KERNELS:
             raise _fail("subbyte_kernel", self.subbyte_kernel, f"use one of {', '.join(SUBBYTE_KERNELS)}")
         if self.calibrate_mode not in CALIBRATE_MODES:
@@ -175,6 +203,16 @@ class QConfig:
         if kind in self.edge_layers and self.nbit_edge is not None:
             return self.nbit_edge, self.nbit_edge
         return self.nbit_input, self.nbit_weight
+
+    def chosen_by_budget(self, kind: str) -> bool:
+        """Whether ``bit_budget`` chooses the bits of a layer of ``kind`` (see ``layer_bits``)."""
+        return self.bit_budget is not None and not (kind in self.edge_layers and self.nbit_edge is not None)
+
+    def budget_bits(self, part: str) -> tuple[int, ...]:
+        """The bits ``bit_budget`` chooses among for a layer's "weight" or "input", ascending:
+        ``BUDGET_BITS`` up to nbit_weight / nbit_input, and that width itself."""
+        top = self.nbit_weight if part == "weight" else self.nbit_input
+        return tuple(sorted({bits for bits in BUDGET_BITS if bits <= top} | {top}))
 
     @property
     def needs_data(self) -> bool:

@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 
 from qbuild.bitpack import Encoding
-from qbuild.quantize import emit, gptq, memo
+from qbuild.quantize import emit, gptq, memo, mixed_precision
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
@@ -52,6 +52,8 @@ from qbuild.verify import sqnr_db
 Thresholds = Callable[[relax.Var, int], float]
 # var -> what calibration measured of it (channel means, Gram matrix), None if nothing.
 Statistics = Callable[[relax.Var], "Histogram | None"]
+# (op, index) of a layer -> its (weight bits, input bits) under a bit budget.
+ChosenBits = dict[tuple[str, int], tuple[int, int]]
 
 
 class SubbyteKernels(Protocol):
@@ -105,6 +107,12 @@ class Quant:
 def signed_range(nbit: int) -> tuple[int, int]:
     """The symmetric signed range of ``nbit`` bits: (-127, 127) for 8."""
     return -QConfig.qmax(nbit), QConfig.qmax(nbit)
+
+
+def input_range(nbit: int, nonneg: bool) -> tuple[int, int]:
+    """The codes of an ``nbit``-bit conv input: unsigned below 8 bits when it is non-negative,
+    else signed (at least 2 bits: a signed 1-bit range is empty)."""
+    return (0, (1 << nbit) - 1) if nbit < 8 and nonneg else signed_range(max(nbit, 2))
 
 
 @dataclass
@@ -161,13 +169,18 @@ class Rewriter:
         statistics: Statistics = lambda var: None,
         kernels: SubbyteKernels | None = None,
         memory: memo.Memory | None = None,
+        chosen: ChosenBits | None = None,
     ) -> None:
         self.config = config
+        # Under a bit budget, each chosen layer's bits; None: not chosen yet, so each such layer
+        # runs at the widest bits and its sensitivity is measured (given calibration statistics).
+        self.chosen = chosen
+        self.sensitivities: dict[tuple[str, int], mixed_precision.Sensitivity] = {}
         self.memory = memory if memory is not None else memo.Memory()  # rounded weights shared with other rewrites
         self.kernels = kernels  # how sub-byte convs run; None: as the int8 conv
         self.thresholds = thresholds
         self.statistics = statistics
-        self.gram_inputs: set = set()  # the conv inputs whose Gram matrix GPTQ rounding asks for
+        self.gram_inputs: set = set()  # the inputs whose Gram matrix GPTQ rounding or a bit budget asks for
         self.inputs: dict = {}  # (var, bits) -> its Quant as a conv input, emitted once for all its convs
         self.relu_of: dict = {}  # var -> the ReLU that alone reads it (``run``)
         self.layers: list[dict] = []
@@ -246,7 +259,7 @@ class Rewriter:
         cfg = self.config
         dtype = cfg.dtype_input
         nonneg = value.nonneg
-        low, high = (0, (1 << nbit) - 1) if nbit < 8 and nonneg else signed_range(max(nbit, 2))
+        low, high = input_range(nbit, nonneg)
         scale = self.step(var, high)
         if isinstance(value, Float):
             q = emit.quantize(bb, value.expr, scale, (low, high), dtype, cfg.rounding)
@@ -413,6 +426,60 @@ class Rewriter:
         stats = self.statistics(data)
         return None if stats is None else stats.gram
 
+    def _bits(
+        self,
+        key: tuple[str, int],
+        kind: str,
+        data: relax.Expr,
+        value,
+        weights: np.ndarray,
+        axes: tuple[int, int],
+        groups: int,
+        macs: int,
+        gram: np.ndarray | None = None,
+    ) -> tuple[int, int]:
+        """(input bits, weight bits) of quantized layer ``key``: the config's, or under a bit budget
+        the ``chosen`` ones; before they are chosen, the widest, and the layer's sensitivity is
+        measured into ``sensitivities`` (``gram``: the input Gram matrix its weights are rounded
+        with, as ``quantized_weights`` takes it)."""
+        if not self.config.chosen_by_budget(kind) or not isinstance(data, relax.Var):
+            return self.config.layer_bits(kind)
+        if self.chosen is not None:
+            weight_bits, input_bits = self.chosen[key]
+            return input_bits, weight_bits
+        self.gram_inputs.add(data)
+        stats = self.statistics(data)
+        if stats is not None and stats.gram is not None:
+            self.sensitivities[key] = self._sensitivity(data, value.nonneg, weights, axes, groups, macs, gram, stats)
+        return self.config.layer_bits(kind)
+
+    def _sensitivity(
+        self,
+        data: relax.Var,
+        nonneg: bool,
+        weights: np.ndarray,
+        axes: tuple[int, int],
+        groups: int,
+        macs: int,
+        gram: np.ndarray | None,
+        stats: Histogram,
+    ) -> mixed_precision.Sensitivity:
+        """A layer's output error at each of the budget's widths (``qbuild.quantize.mixed_precision``)."""
+        out_axis = axes[0]
+        by_output = np.moveaxis(weights, axes, (0, 1))
+        shape = [1] * weights.ndim
+        shape[out_axis] = -1
+        weight_errors = {}
+        for bits in self.config.budget_bits("weight"):
+            codes, step, _encoding = self.quantized_weights(weights, out_axis, bits, gram)
+            rounded = np.moveaxis(codes * step.reshape(shape), axes, (0, 1))
+            weight_errors[bits] = mixed_precision.weight_error(by_output, rounded, stats.gram, groups)
+        input_errors = {}
+        for bits in self.config.budget_bits("input"):
+            high = input_range(bits, nonneg)[1]
+            input_errors[bits] = mixed_precision.input_error(by_output, groups, stats, self.step(data, high), high)
+        return mixed_precision.Sensitivity(macs, weight_errors, input_errors)
+
     def _layer(
         self,
         qin: Quant,
@@ -462,10 +529,13 @@ class Rewriter:
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
         depthwise = attrs.groups > 1 and attrs.groups == int(weights.shape[0]) and int(weights.shape[1]) == 1
         kind = "first_conv" if index == 0 else "depthwise" if depthwise else "conv"
-        in_bits, weight_bits = self.config.layer_bits(kind)
-        qin = self.as_input(bb, call.args[0], value, in_bits)
         gram = self._gram(call.args[0], attrs, weights)
-        out_axis = str(attrs.kernel_layout).index("O")
+        out_axis, in_axis = (str(attrs.kernel_layout).index(axis) for axis in "OI")
+        macs = _macs(var, weights, out_axis)
+        in_bits, weight_bits = self._bits(
+            ("nn.conv2d", index), kind, call.args[0], value, weights, (out_axis, in_axis), int(attrs.groups), macs, gram
+        )
+        qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, out_axis, weight_bits, gram)
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
@@ -478,6 +548,7 @@ class Rewriter:
             conv = bb.emit(relax.op.add(conv, emit.channel_const(correction, "int32", 4, 1)))
         layer = self._layer(qin, weights, qweights, wstep, out_axis, encoding, kernel, weight_bytes)
         layer.update(
+            macs=macs,
             bias_correction=correction is not None,
             weight_rounding="gptq" if gram is not None else "nearest",
             input_shape=list(_shape(qin.expr)),
@@ -518,19 +589,13 @@ class Rewriter:
         if skipped:
             self._record("nn.dense", index, var, call.args[0], weights, skipped)
             return Float(bb.emit(relax.Call(call.op, [self.as_float(bb, value), call.args[1]], call.attrs)))
-        in_bits, weight_bits = self.config.layer_bits("dense")
+        macs = _macs(var, weights, 1)
+        in_bits, weight_bits = self._bits(("nn.dense", index), "dense", call.args[0], value, weights, (1, 0), 1, macs)
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, 1, weight_bits)
         product = bb.emit(relax.op.matmul(qin.expr, relax.const(qweights), out_dtype="int32"))
-        self._record(
-            "nn.dense",
-            index,
-            var,
-            call.args[0],
-            weights,
-            None,
-            self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes),
-        )
+        layer = self._layer(qin, weights, qweights, wstep, 1, encoding, "int8", qweights.nbytes)
+        self._record("nn.dense", index, var, call.args[0], weights, None, {**layer, "macs": macs})
         return Acc(product, qin.scale * wstep, -1, var)
 
     # --- integer elementwise ops ----------------------------------------------------------
@@ -617,6 +682,12 @@ class Rewriter:
             value.dtype,
             nonneg=value.nonneg or low >= 0,
         )
+
+
+def _macs(var: relax.Var, weights: np.ndarray, out_axis: int) -> int:
+    """The multiply-accumulates of a layer whose output is ``var``: one per output value and weight
+    of its output channel."""
+    return int(np.prod(_shape(var))) * (weights.size // weights.shape[out_axis])
 
 
 def _code_bounds(lower: float, upper: float, scale, limits: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

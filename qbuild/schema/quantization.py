@@ -4,6 +4,12 @@ A quantized result's ``quantization`` block records the config it ran with (``co
 since they are recorded, every option's default (``defaults``, in QConfig's order). For a block
 written before that, ``SCHEMA_1_DEFAULTS`` holds them: relay.quantize's names and defaults and
 qbuild's additions as QConfig had them when they began to be recorded (frozen).
+
+Under a ``bit_budget`` the block also records ``mixed_precision`` (the budget, the layers whose
+bits it chose, the realised MAC-weighted mean bits over them and over every quantized layer), and
+each chosen layer's record its ``sensitivity`` and every quantized layer's its ``macs``; a block
+without a budget, or written before, has ``mixed_precision`` null or absent: every layer then ran
+at the config's bits (``nbit_weight`` / ``nbit_input``, ``nbit_edge`` for edge layers).
 """
 
 from __future__ import annotations

@@ -5,9 +5,10 @@ from __future__ import annotations
 from report.rows import Row, group_by
 
 SWEEP_STAGES = ("quantize", "compile", "kernel_check", "bench", "accuracy")
-# The options a sweep precision sets for itself (its table's columns), and those its settings
-# table shows beside the ones the sweep sets for all (as its variants recorded them).
-SWEPT = ("nbit_weight", "nbit_input")
+# The options a sweep precision sets for itself (its bits, or the budget each layer's bits are chosen
+# under), and those its settings table shows beside the ones the sweep sets for all (as its variants
+# recorded them).
+SWEPT = ("nbit_weight", "nbit_input", "bit_budget")
 UNSWEPT_SETTINGS = ("skip_conv_layers", "nbit_edge", "subbyte_kernel")
 W4A8_ACCURACY_POINTS = 3.0  # the goal: W4A8 top-1 within this many points of float
 
@@ -54,6 +55,8 @@ def sweep(all_rows: list[Row]) -> list[dict]:
                     "commit": r.commit,
                     "weight_bits": config.get("nbit_weight"),
                     "input_bits": config.get("nbit_input"),
+                    # under a bit budget: the MAC-weighted mean (W + A) / 2 its chosen layers ran at
+                    "mean_bits": r.field("quantization", "mixed_precision", "mean_bits"),
                     "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
                     "median_ms": r.median_ms,
                     "top1": top1,
