@@ -17,8 +17,9 @@ unsigned or signed, never bipolar: zero padding must contribute zero. The stages
    AND, popcount, add per vector.
 3. ``window_offset``: for bipolar weights, the offset term, once per output pixel (it is the
    same for every output channel).
-4. ``unpack_output``: back to NCHW int32, times the common factor, plus the offset term; the
-   requantize epilogue follows.
+4. ``unpack_output``: back to NCHW int32, times the common factor, written by the conv's
+   tiles; ``add_offset``: plus the offset term, a pass of its own (with two inputs, the unpack
+   could not be written by the tiles). The requantize epilogue follows.
 
 Weights arrive pre-packed (``bitpack.pack_conv_weights``), so the module stores them at their
 bit width: 32 one-bit weights to a word.
@@ -89,10 +90,14 @@ class BitserialConv:
 
         def unpack(n, c, y, x):
             value = blocked[n, c // lanes, y, x, c % lanes]
-            value = value * tirx.const(scale, "int32") if scale != 1 else value
-            return value + offset[n, y, x] if offset is not None else value
+            return value * tirx.const(scale, "int32") if scale != 1 else value
 
-        return te.compute((out[0], self.out_channels, *out[1:]), unpack, name="unpack_output")
+        shape = (out[0], self.out_channels, *out[1:])
+        unpacked = te.compute(shape, unpack, name="unpack_output")
+        if offset is None:
+            return unpacked
+        # a stage of its own: the unpack, with one input, folds into the conv's tiles
+        return te.compute(shape, lambda n, c, y, x: unpacked[n, c, y, x] + offset[n, y, x], name="add_offset")
 
     def _window(self, packed: te.Tensor) -> list[tirx.IterVar]:
         _, word_count, kh, kw, _, _ = (int(d) for d in packed.shape)

@@ -406,12 +406,18 @@ def _inline_intermediates(sch: Schedule, root) -> None:
     outputs = {sch.get(block).name_hint for block in sch.get_output_blocks(root)}
     for block in sch.get_child_blocks(root):
         name = sch.get(block).name_hint
-        if name in outputs or name.startswith((PAD_BLOCK, PACK_BLOCK)):
+        if name in outputs or name.startswith((PAD_BLOCK, PACK_BLOCK)) or _scheduled(sch, block):
             continue
         try:
             sch.compute_inline(block)
         except SCHEDULE_ERRORS:  # a reduction, or not elementwise over its consumer
             pass
+
+
+def _scheduled(sch: Schedule, block) -> bool:
+    """Whether a rule has scheduled ``block`` already (a loop of its nest is not serial): a conv's
+    write-back, which stays in the conv's tiles."""
+    return any(int(sch.get(loop).kind) != SERIAL for loop in sch.get_loops(block))
 
 
 def _has_root(sch: Schedule) -> bool:
