@@ -182,7 +182,8 @@ def _pack_activations(
 
     def pad(n, p, w, y, x):
         inside = tirx.all(y >= top, y < height + top, x >= left, x < width + left)
-        value = flat[n, p, w, tirx.min(tirx.max(y - top, 0) * width + x - left, vectors - 1)]
+        pixel = tirx.max(tirx.min((y - top) * width + x - left, vectors - 1), 0)  # in bounds where not inside
+        value = flat[n, p, w, pixel]
         return tirx.if_then_else(inside, value, tirx.const(0, WORD_DTYPE))
 
     row = -(-(width + left + right) // WIDEST_LANES) * WIDEST_LANES
