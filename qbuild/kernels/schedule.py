@@ -402,7 +402,8 @@ def _inline_intermediates(sch: Schedule, root) -> None:
     """Inline every elementwise stage into its consumer, so a chain of casts, shifts and clamps
     is one loop nest with no intermediate buffers. A conv's padding stays a stage of its own
     (inlined, it would put a bounds test in the innermost loop), and so do a bit-serial conv's
-    padding and packing (inlined, each word would be packed again for every output channel)."""
+    padding and packing (inlined, each word would be packed again for every output channel) and
+    any block a rule has already scheduled (``_scheduled``)."""
     outputs = {sch.get(block).name_hint for block in sch.get_output_blocks(root)}
     for block in sch.get_child_blocks(root):
         name = sch.get(block).name_hint
@@ -415,8 +416,8 @@ def _inline_intermediates(sch: Schedule, root) -> None:
 
 
 def _scheduled(sch: Schedule, block) -> bool:
-    """Whether a rule has scheduled ``block`` already (a loop of its nest is not serial): a conv's
-    write-back, which stays in the conv's tiles."""
+    """Whether a rule has scheduled ``block`` already (a loop of its nest is not serial), such as a
+    conv's write-back in the conv's tiles."""
     return any(int(sch.get(loop).kind) != SERIAL for loop in sch.get_loops(block))
 
 
