@@ -126,6 +126,7 @@ def context(results: Results, results_root: Path) -> dict:
         "subbyte_kernels": [{**doc, "max_auto_pairs": max_auto_pairs(doc)} for doc in results.subbyte_kernels],
         "tuning": [benchmarks.tuning(database) for database in results.tuning],
         "sweep_charts": _latency_charts(rows, sweep=True),
+        "pareto_charts": _pareto_charts(sweep),
         "headline_charts": _headline_charts(rows),
     }
 
@@ -136,7 +137,7 @@ def _answers(rows: list[report_rows.Row], side_by_side: list[dict], sweep: list[
         "speedups": overview.speedups(rows),
         "accuracy": overview.accuracy_costs(rows),
         "peers": overview.against_peers(side_by_side),
-        "bit_widths": overview.bit_widths(sweep, rows),
+        "bit_widths": overview.bit_widths(sweep),
     }
     return {**answers, "headline": overview.headline(answers["speedups"], answers["peers"], answers["bit_widths"])}
 
@@ -198,6 +199,24 @@ def _headline_charts(rows: list[report_rows.Row]) -> list[dict]:
     ]
 
 
+def _pareto_charts(sweep: list[dict]) -> list[dict]:
+    """The sweep page's latency-vs-accuracy chart of each sweep group with measured top-1, its
+    Pareto front marked."""
+    return [
+        {
+            "id": f"pareto-{_slug(g['model'])}-{_slug(g['target'])}-{_slug(g['machine'])}",
+            "model": g["model"],
+            "target": g["target"],
+            "machine": g["machine"],
+            "spec": charts.latency_vs_accuracy(
+                g["pareto"], f"{g['model']}: top-1 against latency, Pareto front ({g['machine']})"
+            ),
+        }
+        for g in sweep
+        if g["pareto"]
+    ]
+
+
 def _layer_charts(groups: list[dict]) -> list[dict]:
     """Per model and machine with layer errors: one chart of the study's variants (activation
     dtypes, relay defaults and calibrated), one of the bit-width sweep's."""
@@ -234,7 +253,9 @@ def _write_assets(docs: Path, ctx: dict, results_root: Path) -> None:
 
     chart_dir = docs / "assets" / "charts"
     chart_dir.mkdir(parents=True, exist_ok=True)
-    for chart in ctx["charts"] + ctx["sweep_charts"] + ctx["layer_charts"] + ctx["headline_charts"]:
+    for chart in (
+        ctx["charts"] + ctx["sweep_charts"] + ctx["pareto_charts"] + ctx["layer_charts"] + ctx["headline_charts"]
+    ):
         (chart_dir / f"{chart['id']}.json").write_text(json.dumps(chart["spec"]))
         (chart_dir / f"{chart['id']}.svg").write_text(
             vl_convert.vegalite_to_svg({**chart["spec"], "width": STATIC_WIDTH})

@@ -85,7 +85,9 @@ def latency_boxplot(boxes: list[dict], title: str) -> dict:
 def latency_vs_accuracy(points: list[dict], title: str) -> dict:
     """Scatter of top-1 accuracy against median latency, one point per build, one panel per
     machine. ``points``: ``build``, ``engine``, ``precision``, ``machine``, ``median_ms``,
-    ``top1`` (a fraction)."""
+    ``top1`` (a fraction); optionally ``short`` (a name written beside the point) and ``front``
+    (on the Pareto front: such points are ringed and joined by the front's staircase). The mouse
+    zooms and pans."""
     values = [
         {
             BUILD: p[BUILD],
@@ -94,16 +96,18 @@ def latency_vs_accuracy(points: list[dict], title: str) -> dict:
             "machine": p["machine"],
             "median_ms": round(p["median_ms"], 4),
             "top1": round(100 * p["top1"], 2),
+            **{key: p[key] for key in ("short", "front") if key in p},
         }
         for p in points
     ]
     machines = sorted({p["machine"] for p in points})
-    chart = (
-        alt.Chart(alt.Data(values=values))
-        .mark_point(size=110, filled=True, opacity=0.85)
+    base = alt.Chart().encode(
+        x=alt.X("median_ms:Q", scale=alt.Scale(type="log", zero=False), title=LATENCY_TITLE),
+        y=alt.Y("top1:Q", scale=alt.Scale(zero=False), title="top-1 accuracy (%)"),
+    )
+    layers = [
+        base.mark_point(size=110, filled=True, opacity=0.85)
         .encode(
-            x=alt.X("median_ms:Q", scale=alt.Scale(type="log", zero=False), title=LATENCY_TITLE),
-            y=alt.Y("top1:Q", scale=alt.Scale(zero=False), title="top-1 accuracy (%)"),
             color=alt.Color("engine:N", title="engine", legend=alt.Legend(orient="top", labelFontSize=12)),
             shape=alt.Shape("precision:N", title="precision", legend=alt.Legend(orient="top", labelFontSize=12)),
             tooltip=[
@@ -114,7 +118,17 @@ def latency_vs_accuracy(points: list[dict], title: str) -> dict:
                 alt.Tooltip("top1:Q", title="top-1 (%)", format=".1f"),
             ],
         )
-    )
+        .add_params(alt.selection_interval(bind="scales", name="zoom"))
+    ]
+    if any("front" in p for p in points):
+        front = base.transform_filter(alt.datum.front)
+        layers.insert(
+            0, front.mark_line(color="gray", strokeDash=[4, 3], interpolate="step-after").encode(order="median_ms:Q")
+        )
+        layers.append(front.mark_point(size=320, color="black", strokeWidth=1.5))
+    if any("short" in p for p in points):
+        layers.append(base.mark_text(align="left", dx=9, dy=-6, fontSize=11).encode(text="short:N"))
+    chart = alt.layer(*layers, data=alt.Data(values=values))
     if len(machines) > 1:
         machine = _selector("machine", machines, "machine")
         chart = chart.add_params(machine).transform_filter(alt.datum.machine == machine)

@@ -18,7 +18,7 @@ from qbuild.schema.documents import Goal
 from qbuild.schema.layers import describe
 from report import rows as report_rows
 from report.build import PAGES, build
-from report.pages import benchmarks, code, environment, overview
+from report.pages import benchmarks, code, environment, overview, sweep
 
 
 @pytest.fixture(scope="module")
@@ -767,22 +767,161 @@ def _result_row(
 
 
 def test_the_overview_names_the_bit_widths_that_are_faster_than_int8_and_keep_accuracy():
-    rows = [_result_row("float", 10.0, 0.85), _result_row("int8-a8", 4.0, 0.84)]
     sweep = [
         {
             "model": "m",
             "target": "cpu",
             "machine": "box",
+            "int8_ms": 4.0,
             "rows": [
-                {"label": "W4A8", "median_ms": 3.0, "top1": 0.845, "delta_points": -0.5},
-                {"label": "W2A2", "median_ms": 2.0, "top1": 0.10, "delta_points": -75.0},
-                {"label": "W8A8", "median_ms": 5.0, "top1": 0.85, "delta_points": 0.0},
+                {"label": "W4A8", "median_ms": 3.0, "vs_int8": 0.75, "top1": 0.845, "delta_points": -0.5},
+                {"label": "W2A2", "median_ms": 2.0, "vs_int8": 0.5, "top1": 0.10, "delta_points": -75.0},
+                {"label": "W8A8", "median_ms": 5.0, "vs_int8": 1.25, "top1": 0.85, "delta_points": 0.0},
             ],
         }
     ]
-    (answer,) = overview.bit_widths(sweep, rows)
+    (answer,) = overview.bit_widths(sweep)
     assert [f["label"] for f in answer["faster"]] == ["W4A8", "W2A2"]
     assert answer["worth_it"] == ["W4A8"]
+    assert overview.bit_widths([{**sweep[0], "int8_ms": None}]) == []  # nothing to be faster than
+
+
+def _sweep_result(
+    variant: str,
+    ms: float | None,
+    top1: float | None,
+    mean_bits: float | None = None,
+    weights: str = "pretrained",
+    target: str = "cpu",
+) -> report_rows.Row:
+    """A timed (``ms``) and evaluated (``top1``) result of ``variant``; sweep precisions (``w*``,
+    ``mixed-*``) record their place in the sweep and, under a bit budget, their ``mean_bits``."""
+    in_sweep = variant.startswith(("w", "mixed-"))
+    record = {
+        "id": variant,
+        "experiment": {
+            "model": "m",
+            "kernels": "builtin",
+            "profile": "default",
+            "variant": {"name": variant, "label": variant.upper(), "engine": "tvm", "in_sweep": in_sweep},
+            "target": {"name": target, "device": "d"},
+            "weights": {"kind": weights, "source": "", "reason": None},
+        },
+        "environment": {"cpu": {"flags": ["avx512_vnni", "avx512_vpopcntdq"]}},
+        "latency": {"summary": {"median_ms": ms}} if ms is not None else None,
+        "accuracy": {"top1": top1} if top1 is not None else None,
+        "quantization": {"mixed_precision": {"mean_bits": mean_bits}} if mean_bits is not None else None,
+    }
+    return report_rows.Row(record, "box")
+
+
+def _goals(results: list[report_rows.Row]) -> dict[tuple[str, str], dict]:
+    """The sweep page's judgement of each goal of the one group in ``results``: {(name, measure): goal}."""
+    (group,) = sweep.sweep(results)
+    return {(goal["name"], goal["measure"]): goal for goal in group["goals"]}
+
+
+def test_each_sweep_row_is_timed_against_the_int8_a8_build_of_its_model_and_machine():
+    float_, int8, w4a4 = (
+        _sweep_result("float", 10.0, 0.8),
+        _sweep_result("int8-a8", 4.0, 0.8),
+        _sweep_result("w4a4", 3.0, 0.7),
+    )
+    (group,) = sweep.sweep([float_, int8, w4a4])
+    assert group["int8_ms"] == 4.0 and group["rows"][0]["vs_int8"] == 0.75
+    (without_int8,) = sweep.sweep([float_, w4a4])
+    assert without_int8["int8_ms"] is None and without_int8["rows"][0]["vs_int8"] is None
+
+
+def test_the_sweep_page_judges_each_accuracy_goal_against_float_on_the_best_candidate():
+    goals = _goals(
+        [
+            _sweep_result("float", 10.0, 0.80),
+            _sweep_result("w4a8", 5.0, 0.795),  # 0.5 points below float: within 1
+            _sweep_result("w4a4", 4.0, 0.75),  # 5 points below: not within 3
+            _sweep_result("mixed-b3", 3.0, 0.60, mean_bits=2.9),  # 20 points below
+            _sweep_result("mixed-b3x", 3.0, 0.72, mean_bits=3.0),  # 8 points below: the best of those of 3 bits
+            _sweep_result("mixed-b4", 3.0, 0.79, mean_bits=3.9),  # more than 3 bits: no candidate
+        ]
+    )
+    w4a8, w4a4, low_bits = goals["W4A8", "drop_points"], goals["W4A4", "drop_points"], goals["W2A4", "drop_points"]
+    assert (w4a8["status"], round(w4a8["value"], 6), w4a8["row"]["variant"]) == ("met", 0.5, "w4a8")
+    assert (w4a4["status"], round(w4a4["value"], 6)) == ("not met", 5.0)
+    assert (low_bits["status"], low_bits["row"]["variant"], round(low_bits["value"], 6)) == ("met", "mixed-b3x", 8.0)
+
+
+def test_a_goal_without_its_precisions_result_or_numbers_is_not_measured():
+    goals = _goals(
+        [
+            _sweep_result("float", 10.0, 0.80),
+            _sweep_result("w4a8", None, None),  # neither timed nor evaluated
+            _sweep_result("mixed-b4", 3.0, 0.79, mean_bits=3.9),
+        ]
+    )
+    for key in (("W4A8", "drop_points"), ("W4A4", "drop_points"), ("W2A4", "drop_points"), ("W2A2", "vs_int8")):
+        assert (goals[key]["status"], goals[key]["row"]) == ("not measured", None), key
+
+
+def test_the_speed_goals_need_a_median_under_int8_a8s_on_the_cpu():
+    results = [_sweep_result("int8-a8", 4.0, None), _sweep_result("w4a4", 4.4, None), _sweep_result("w2a2", 3.6, None)]
+    goals = _goals(results)
+    assert (goals["W4A4", "vs_int8"]["status"], round(goals["W4A4", "vs_int8"]["value"], 6)) == ("not met", 1.1)
+    assert (goals["W2A2", "vs_int8"]["status"], round(goals["W2A2", "vs_int8"]["value"], 6)) == ("met", 0.9)
+    on_gpu = _goals([_sweep_result(r.variant, r.median_ms, None, target="cuda") for r in results])
+    assert on_gpu["W2A2", "vs_int8"]["status"] == "not judged"
+
+
+def test_random_weights_leave_the_accuracy_goals_unjudged_and_the_speed_goals_judged():
+    goals = _goals(
+        [
+            _sweep_result("float", 10.0, 0.001, weights="random"),
+            _sweep_result("int8-a8", 4.0, 0.001, weights="random"),
+            _sweep_result("w4a8", 3.0, 0.001, weights="random"),
+            _sweep_result("w2a2", 3.0, 0.001, weights="random"),
+        ]
+    )
+    w4a8 = goals["W4A8", "drop_points"]
+    assert (w4a8["status"], w4a8["reason"]) == ("not judged", "random weights: accuracy goals not judged")
+    assert goals["W2A2", "vs_int8"]["status"] == "met"
+
+
+def test_the_pareto_front_holds_the_builds_no_other_beats_in_both_latency_and_top1():
+    points = [
+        {"build": "fast", "median_ms": 1.0, "top1": 0.5},
+        {"build": "accurate", "median_ms": 3.0, "top1": 0.8},
+        {"build": "between", "median_ms": 2.0, "top1": 0.7},
+        {"build": "dominated", "median_ms": 2.5, "top1": 0.6},
+        {"build": "as fast, less accurate", "median_ms": 1.0, "top1": 0.4},
+        {"build": "fast twin", "median_ms": 1.0, "top1": 0.5},
+    ]
+    front = {p["build"] for p in sweep.pareto_front(points) if p["front"]}
+    assert front == {"fast", "fast twin", "between", "accurate"}
+
+
+def test_the_pareto_chart_shows_the_sweep_int8_builds_and_int8_peers_with_accuracy():
+    peer = _sweep_result("ort-int8-qdq", 2.0, 0.79)
+    peer.record["experiment"]["variant"].update(engine="onnxruntime", precision="int8", quantized=True)
+    fp32_peer = _sweep_result("ort-fp32", 6.0, 0.8)
+    fp32_peer.record["experiment"]["variant"].update(engine="onnxruntime", precision="fp32")
+    results = [
+        _sweep_result("float", 10.0, 0.80),
+        _sweep_result("int8-a8", 4.0, 0.1),
+        _sweep_result("int8-a16", 4.0, 0.1),
+        _sweep_result("w4a8", 3.0, 0.78),
+        _sweep_result("w2a2", 2.0, None),  # no top-1: no point
+        peer,
+        fp32_peer,
+    ]
+    (group,) = sweep.sweep(results)
+    shown = {p["short"]: p["front"] for p in group["pareto"]}
+    assert shown == {"float": True, "int8-a8": False, "w4a8": False, "ort-int8-qdq": True}
+
+
+def test_the_sweep_page_says_which_goals_random_weights_leave_unjudged(site_docs):
+    text = (site_docs / "sweep.md").read_text()
+    assert "**W4A8 top-1 at most 1 point below float**: not judged (random weights: accuracy goals not judged)." in text
+    assert "**W4A4 median under 1.0x int8-a8's**: not measured." in text  # the quick plan sweeps W1A1 only
+    assert "| vs int8-a8 |" in text
 
 
 def test_the_overview_states_int8_speedups_under_both_kernel_sets():

@@ -125,26 +125,15 @@ def against_peers(documents: list[dict]) -> list[dict]:
     return out
 
 
-def bit_widths(sweep_groups: list[dict], all_rows: list[Row]) -> list[dict]:
-    """Per sweep group (``report.pages.sweep``): the precisions faster than qbuild's int8-a8 build of the
-    same model and machine, and which of those also keep top-1 within ``COMPARABLE_POINTS`` of float."""
+def bit_widths(sweep_groups: list[dict]) -> list[dict]:
+    """Per sweep group (``report.pages.sweep``) with an int8-a8 median: the precisions faster than that
+    build, and which of those also keep top-1 within ``COMPARABLE_POINTS`` of float."""
     out = []
     for g in sweep_groups:
-        int8 = next(
-            (
-                r
-                for r in all_rows
-                if (r.setting, r.target, r.machine) == (g["model"], g["target"], g["machine"])
-                and r.variant == "int8-a8"
-                and r.kernels == "builtin"
-                and r.median_ms is not None
-            ),
-            None,
-        )
         timed = [row for row in g["rows"] if row["median_ms"] is not None]
-        if int8 is None or not timed:
+        if g["int8_ms"] is None or not timed:
             continue
-        faster = [row for row in timed if row["median_ms"] < int8.median_ms]
+        faster = [row for row in timed if row["vs_int8"] < 1]
         accurate = [
             row for row in faster if row["delta_points"] is not None and -row["delta_points"] <= COMPARABLE_POINTS
         ]
@@ -153,13 +142,13 @@ def bit_widths(sweep_groups: list[dict], all_rows: list[Row]) -> list[dict]:
                 "model": g["model"],
                 "target": g["target"],
                 "machine": g["machine"],
-                "int8_ms": int8.median_ms,
+                "int8_ms": g["int8_ms"],
                 "timed": len(timed),
                 "accuracy_measured": any(row["top1"] is not None for row in timed),
                 "faster": [
                     {
                         "label": row["label"],
-                        "ratio": row["median_ms"] / int8.median_ms,
+                        "ratio": row["vs_int8"],
                         "drop_points": None if row["delta_points"] is None else -row["delta_points"],
                     }
                     for row in faster
