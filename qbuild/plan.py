@@ -108,15 +108,16 @@ class Profile:
 CALIBRATED = {"per_channel_weights": True, "weight_scale": "max", "calibrate_mode": "percentile"}
 # The bit-width sweep (the study's int8 -> int4 -> int2 -> int1, and mixed settings): W weight
 # bits, A conv-input bits. Calibrated for low bits (per-channel weights; activation ranges by KL
-# divergence at 8 bits and by least squared error below, GPTQ rounding of 1x1 convs, bias
-# correction; all 64 held-out calibration images); the first conv
+# divergence at 8 bits and by least squared error below; sub-byte convs' rounding learned by
+# block reconstruction, from GPTQ's for 1x1 convs; bias correction; all 64 held-out calibration
+# images); the first conv
 # stays float (relay's default skip), the classifier and depthwise convs stay at 8 bits
 # (nbit_edge); activations between layers are int8.
 SWEEP = {
     "per_channel_weights": True,
     "weight_scale": "mse",
     "calibrate_mode": "kl_mse",
-    "weight_rounding": "gptq",
+    "weight_rounding": "reconstruct",
     "bias_correction": True,
     "skip_dense_layer": False,
     "edge_layers": ["first_conv", "dense", "depthwise"],

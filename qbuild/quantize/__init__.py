@@ -134,7 +134,7 @@ def quantize(
     """
     from tvm import relax
 
-    from qbuild.quantize import mixed_precision
+    from qbuild.quantize import block_reconstruct, mixed_precision
     from qbuild.quantize.calibrate import collect, threshold
     from qbuild.quantize.memo import Memory
     from qbuild.quantize.rewrite import ChosenBits, Rewriter
@@ -173,9 +173,15 @@ def quantize(
             calibration.update(seconds=time.perf_counter() - started)
         calibration.update(tensors=len(requested), images=len(images))
 
-    def make_rewriter(chosen: ChosenBits | None) -> Rewriter:
+    def make_rewriter(chosen: ChosenBits | None, learned: dict | None = None) -> Rewriter:
         return Rewriter(
-            config, lambda var, levels: threshold(config, stats.get(var), levels), stats.get, convs, memory, chosen
+            config,
+            lambda var, levels: threshold(config, stats.get(var), levels),
+            stats.get,
+            convs,
+            memory,
+            chosen,
+            learned,
         )
 
     chosen: ChosenBits | None = None
@@ -188,12 +194,19 @@ def quantize(
         chosen = dict(zip(sensitivities, mixed_precision.choose(list(sensitivities.values()), config.bit_budget)))
         calibration.update(sensitivity_seconds=time.perf_counter() - started)
 
-    rewriter = make_rewriter(chosen)
+    learned = None
+    if config.weight_rounding == "reconstruct":
+        started = time.perf_counter()
+        probing = make_rewriter(chosen)
+        probing.run(mod)
+        learned = block_reconstruct.learn(mod, probing.quantizations, images)
+        calibration.update(reconstruction_seconds=time.perf_counter() - started)
+    rewriter = make_rewriter(chosen, learned)
     quantized = rewriter.run(mod)
     _check_skips(config, rewriter.conv_count)
     mixed = None if chosen is None else mixed_precision.record(rewriter.layers, sensitivities, config.bit_budget)
     return QuantizedModule(
-        quantized, config, rewriter.layers, calibration, auto_pairs, mixed, mod, lambda: make_rewriter(chosen)
+        quantized, config, rewriter.layers, calibration, auto_pairs, mixed, mod, lambda: make_rewriter(chosen, learned)
     )
 
 

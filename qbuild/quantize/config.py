@@ -25,7 +25,7 @@ CALIBRATE_MODES = ("global_scale", "max", "percentile", "kl_divergence", "mse", 
 WEIGHT_SCALES = ("power2", "max", "mse")
 # How a sub-byte conv2d runs (qbuild.kernels.bitserial, or the int8 conv on the same values).
 SUBBYTE_KERNELS = ("auto", "bitserial", "int8")
-WEIGHT_ROUNDINGS = ("nearest", "gptq")
+WEIGHT_ROUNDINGS = ("nearest", "gptq", "reconstruct")
 # Layers that ``nbit_edge`` may keep wider than nbit_input/nbit_weight.
 EDGE_LAYERS = ("first_conv", "dense", "depthwise")
 ROUNDINGS = ("UPWARD", "TONEAREST")
@@ -73,8 +73,9 @@ class QConfig:
     # Add to each conv's accumulator the expected error its rounded weights cause on the
     # calibration images' mean input (analytic bias correction; needs calibration data).
     bias_correction: bool = False
-    # How weights are rounded: to nearest, or by GPTQ (1x1 convs; minimises the layer output's
-    # error on the calibration images, see qbuild.quantize.gptq).
+    # How weights are rounded: to nearest; by GPTQ (1x1 convs; minimises the layer output's
+    # error on the calibration images, see qbuild.quantize.gptq); or learned by block
+    # reconstruction (convs below 8 bits; the block's output error, qbuild.quantize.block_reconstruct).
     weight_rounding: str = "nearest"
     subbyte_kernel: str = "auto"
     # Mixed precision: each quantized layer outside the edge layers (those that ``nbit_edge`` does
@@ -131,9 +132,11 @@ class QConfig:
             )
         if self.weight_rounding not in WEIGHT_ROUNDINGS:
             raise _fail("weight_rounding", self.weight_rounding, f"use one of {', '.join(WEIGHT_ROUNDINGS)}")
-        if self.weight_rounding == "gptq" and not self.needs_data:
+        if self.weight_rounding != "nearest" and not self.needs_data:
             raise _fail(
-                "weight_rounding", "gptq", "it needs calibration images: use a calibrate_mode other than global_scale"
+                "weight_rounding",
+                self.weight_rounding,
+                "it needs calibration images: use a calibrate_mode other than global_scale",
             )
         if self.bit_budget is not None:
             if isinstance(self.bit_budget, bool) or not isinstance(self.bit_budget, (int, float)):

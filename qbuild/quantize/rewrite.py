@@ -41,7 +41,7 @@ import tvm
 from tvm import relax
 
 from qbuild.bitpack import Encoding
-from qbuild.quantize import emit, gptq, memo, mixed_precision
+from qbuild.quantize import block_reconstruct, emit, gptq, memo, mixed_precision
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
@@ -170,8 +170,13 @@ class Rewriter:
         kernels: SubbyteKernels | None = None,
         memory: memo.Memory | None = None,
         chosen: ChosenBits | None = None,
+        learned: dict[relax.Var, np.ndarray] | None = None,
     ) -> None:
         self.config = config
+        # Under weight_rounding="reconstruct", the codes block reconstruction learned for each
+        # conv (by output var); None: not learned yet (``quantizations`` holds what it learns from).
+        self.learned = learned
+        self.quantizations: dict[relax.Var, block_reconstruct.LayerQuantization] = {}
         # Under a bit budget, each chosen layer's bits; None: not chosen yet, so each such layer
         # runs at the widest bits and its sensitivity is measured (given calibration statistics).
         self.chosen = chosen
@@ -420,7 +425,7 @@ class Rewriter:
         """The Gram matrix of a 1x1 conv's input for GPTQ rounding (None: round to nearest). The
         dry run notes which inputs need one; calibration measures them."""
         pointwise = weights.shape[2:] == (1, 1) and attrs.groups == 1 and all(int(s) == 1 for s in attrs.strides)
-        if self.config.weight_rounding != "gptq" or not pointwise or not isinstance(data, relax.Var):
+        if self.config.weight_rounding == "nearest" or not pointwise or not isinstance(data, relax.Var):
             return None
         self.gram_inputs.add(data)
         stats = self.statistics(data)
@@ -537,6 +542,17 @@ class Rewriter:
         )
         qin = self.as_input(bb, call.args[0], value, in_bits)
         qweights, wstep, encoding = self.quantized_weights(weights, out_axis, weight_bits, gram)
+        learned = (self.learned or {}).get(var)
+        qweights = qweights if learned is None else learned
+        self.quantizations[var] = block_reconstruct.LayerQuantization(
+            weights,
+            qweights,
+            wstep,
+            (encoding.low, encoding.high),
+            qin.scale,
+            (qin.low, qin.high),
+            learnable=out_axis == 0 and encoding.kind == "signed" and encoding.bits < 8,
+        )
         kernel = self._conv_kernel(attrs, qin, encoding)
         if kernel == "bitserial":
             conv, weight_bytes = self.kernels.emit_bitserial(bb, qin.expr, qweights, attrs, qin.encoding, encoding)
@@ -550,7 +566,7 @@ class Rewriter:
         layer.update(
             macs=macs,
             bias_correction=correction is not None,
-            weight_rounding="gptq" if gram is not None else "nearest",
+            weight_rounding="reconstruct" if learned is not None else "gptq" if gram is not None else "nearest",
             input_shape=list(_shape(qin.expr)),
             strides=[int(s) for s in attrs.strides],
             padding=[int(p) for p in attrs.padding],

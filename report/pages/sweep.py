@@ -97,6 +97,8 @@ def _row(r: Row, config: dict, float_top1: float | None, float_bytes: int | None
         # under a bit budget: the MAC-weighted mean (W + A) / 2 its chosen layers ran at
         "mean_bits": r.field("quantization", "mixed_precision", "mean_bits"),
         "stages": {name: _stage(r, name) for name in SWEEP_STAGES},
+        # the quantize stage's seconds: calibration, sensitivities and block reconstruction included
+        "quantize_s": r.field("stages", "quantize", "seconds"),
         "median_ms": r.median_ms,
         "vs_int8": _ratio(r.median_ms, int8_ms),
         "top1": top1,
