@@ -35,9 +35,17 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 
 def quantize(experiment: Experiment, loaded: Any, traced: Any, config: Any, session: ModelSession) -> Any:
-    """The traced model quantized under ``config`` for the experiment's target (``qbuild.quantize``)."""
+    """The traced model quantized under ``config`` for the experiment's target (``qbuild.quantize``).
+    A model with random weights has its rounding by GPTQ where ``config`` asks to learn it by block
+    reconstruction: there is no accuracy to keep, and learning takes minutes per block on large
+    models (the results record the config used)."""
+    import dataclasses
+
     from qbuild.kernels.subbyte_convs import SubbyteConvs
     from qbuild.quantize import quantize as quantize_module
+
+    if config.weight_rounding == "reconstruct" and loaded.weights.kind != "pretrained":
+        config = dataclasses.replace(config, weight_rounding="gptq")
 
     calibration = calibration_images(experiment, loaded) if config.needs_data else None
     convs = SubbyteConvs.for_target(experiment.target.tvm_target())

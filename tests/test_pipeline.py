@@ -143,3 +143,11 @@ def test_each_result_records_what_the_report_judges_it_by(quick_results):
     assert float_["experiment"]["variant"]["precision"] == "fp32" and float_["experiment"]["variant"]["order"] == 0
     recorded, defaults = (json.loads(json.dumps(d)) for d in (int8["quantization"]["defaults"], DEFAULTS.to_json()))
     assert recorded == defaults
+
+
+def test_a_sweep_precision_on_random_weights_rounds_by_gptq_instead_of_learning_and_records_it(quick_results):
+    _root, outcomes = quick_results
+    w1a1 = outcomes["w1a1"].record
+    assert w1a1["experiment"]["weights"]["kind"] == "random"
+    assert w1a1["experiment"]["variant"]["qconfig"]["weight_rounding"] == "reconstruct"
+    assert w1a1["quantization"]["config"]["weight_rounding"] == "gptq"
