@@ -37,8 +37,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
 def quantize(experiment: Experiment, loaded: Any, traced: Any, config: Any, session: ModelSession) -> Any:
     """The traced model quantized under ``config`` for the experiment's target (``qbuild.quantize``).
     A model with random weights has its rounding by GPTQ where ``config`` asks to learn it by block
-    reconstruction: there is no accuracy to keep, and learning takes minutes per block on large
-    models (the results record the config used)."""
+    reconstruction: there is no accuracy to keep (the results record the config used)."""
     import dataclasses
 
     from qbuild.kernels.subbyte_convs import SubbyteConvs

@@ -4,17 +4,20 @@ network reproduces the float block's output on the calibration images
 
 After BRECQ (Li et al., 2021): the network is cut into blocks (a residual add, or at most
 ``BLOCK_LAYERS`` quantized convs, ends one), reconstructed in program order, so that each block
-starts from the quantized network's output of the ones before it. Each weight is rounded up or
-down by a learned gate (AdaRound, Nagel et al., 2020: ``h(V)``, pushed to 0 or 1 by a
-regulariser that hardens as training goes on). Each batch's block input is, element by element,
+starts from the quantized network's output of the ones before it. A block's loss is on its last
+value only: where the conv cap ends a block, what its other convs give later blocks directly is
+not in it (in a ResNet block with a shortcut conv, traced last, the main path's last conv).
+Each weight is rounded up or down by a learned gate (AdaRound, Nagel et al., 2020: ``h(V)``,
+pushed to 0 or 1 by a regulariser that hardens as training goes on). Each batch's block input is, element by element,
 the quantized network's or the float one's (QDrop, Wei et al., 2022), which keeps the rounding
-from fitting the calibration images' own errors. Conv inputs are quantized as the integer
-program quantizes them (its scales and code ranges, round half up), the gradient passing them
-straight through.
+from fitting the calibration images' own errors. Conv inputs are quantized at the integer
+program's scales and code ranges (round half up, the sweep's rounding), the gradient passing them
+straight through; the int8 requantizes between layers and the bias correction the rewrite adds
+are not simulated.
 
 The float module runs in PyTorch (``qbuild.relax.torch_mirror``); what comes out is each learned
 layer's integer codes, on the step and code range the rewriter chose, so the rewrite emits the
-same integer program with other codes.
+same integer program with other codes (and bias correction computed on them).
 """
 
 from __future__ import annotations
@@ -222,27 +225,20 @@ def _blocks(mirror, layers: dict) -> list[tuple[int, int]]:
     return spans
 
 
-def _inputs(mirror, start: int, stop: int) -> list:
-    """The vars bindings ``start`` to ``stop`` read that are defined before them (or params)."""
+def _reads(binding) -> list:
+    """The vars a binding reads."""
     from tvm import relax
 
+    args = binding.value.fields if isinstance(binding.value, relax.Tuple) else binding.value.args
+    return [arg for arg in args if isinstance(arg, relax.Var)]
+
+
+def _inputs(mirror, start: int, stop: int) -> list:
+    """The vars bindings ``start`` to ``stop`` read that are defined before them (or params)."""
     inside = {b.var for b in mirror.bindings[start:stop]}
-    seen: dict = {}
-    for binding in mirror.bindings[start:stop]:
-        for arg in binding.value.args:
-            if isinstance(arg, relax.Var) and arg not in inside:
-                seen[arg] = None
-    return list(seen)
+    return list(dict.fromkeys(var for b in mirror.bindings[start:stop] for var in _reads(b) if var not in inside))
 
 
 def _last_uses(mirror) -> dict:
     """Each var's index of the last binding that reads it."""
-    from tvm import relax
-
-    last: dict = {}
-    for i, binding in enumerate(mirror.bindings):
-        args = binding.value.fields if isinstance(binding.value, relax.Tuple) else binding.value.args
-        for arg in args:
-            if isinstance(arg, relax.Var):
-                last[arg] = i
-    return last
+    return {var: i for i, binding in enumerate(mirror.bindings) for var in _reads(binding)}

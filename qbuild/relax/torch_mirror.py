@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
+from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.relax.graph import bindings, op_name, scalar_value
@@ -30,10 +31,10 @@ class Mirror:
         self.bindings = bindings(mod)
         self._constants: dict = {}  # keyed by the constant (TVM objects hash by identity)
         for binding in self.bindings:
-            name = op_name(binding.value)
-            if name is not None and name not in _OPS:
+            if not isinstance(binding.value, relax.Tuple) and op_name(binding.value) not in _OPS:
+                what = op_name(binding.value) or type(binding.value).__name__
                 raise QbuildError(
-                    f"block reconstruction cannot run {name} in PyTorch",
+                    f"block reconstruction cannot run {what} in PyTorch",
                     "use weight_rounding='gptq' for this model",
                 )
 
@@ -48,11 +49,10 @@ class Mirror:
             return self._constants[expr]
         return env[expr]
 
-    def run(self, env: dict, start: int, stop: int, replaced: dict | None = None) -> dict:
+    def run(self, env: dict, start: int, stop: int, replaced: "dict[relax.Var, Replacement] | None" = None) -> dict:
         """``env`` extended by bindings ``start`` to ``stop`` (indices into ``bindings``); a binding
         whose var is in ``replaced`` is computed by that ``Replacement``."""
         import tvm
-        from tvm import relax
 
         replaced = replaced or {}
         for binding in self.bindings[start:stop]:
