@@ -22,6 +22,7 @@ same integer program with other codes (and bias correction computed on them).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -58,6 +59,11 @@ class LayerQuantization:
     input_step: float
     input_range: tuple[int, int]
     learnable: bool
+
+    @functools.cached_property
+    def floor(self) -> np.ndarray:
+        """The weights rounded down on their steps: the codes a gate adds 0 or 1 to."""
+        return np.floor(self.weights / _per_output(self.step))
 
 
 def learn(mod: "tvm.IRModule", layers: dict, images: Sequence[np.ndarray], iterations: int = ITERATIONS) -> dict:
@@ -111,9 +117,8 @@ class _Block:
         self.gates: dict = {}
         for var, layer in layers.items():
             if layer.learnable:
-                floor = np.floor(layer.weights / _per_output(layer.step))
                 # h(V) starts near the rewriter's rounding (GPTQ's, for a 1x1 conv): up or down
-                rest = np.where(layer.codes > floor, 0.9, 0.1)
+                rest = np.where(layer.codes > layer.floor, 0.9, 0.1)
                 start = -np.log((ZETA - GAMMA) / (rest - GAMMA) - 1)
                 self.gates[var] = torch.nn.Parameter(torch.from_numpy(start.astype(np.float32)))
 
@@ -126,7 +131,7 @@ class _Block:
         import torch
 
         layer = self.layers[var]
-        floor = torch.from_numpy(np.floor(layer.weights / _per_output(layer.step)).astype(np.float32))
+        floor = torch.from_numpy(layer.floor.astype(np.float32))
         step = torch.from_numpy(_per_output(layer.step).astype(np.float32))
 
         def conv(call, args: list) -> "torch.Tensor":
@@ -150,8 +155,9 @@ class _Block:
             chosen = torch.randint(images, (min(BATCH, images),), generator=generator)
             env = {}
             for var, value in quantized.items():
-                keep = torch.rand(value[chosen].shape, generator=generator) >= DROP
-                env[var] = torch.where(keep, value[chosen], floats[var][chosen])
+                picked = value[chosen]
+                keep = torch.rand(picked.shape, generator=generator) >= DROP
+                env[var] = torch.where(keep, picked, floats[var][chosen])
             self.mirror.run(env, *self.span, replaced)
             loss = (env[out] - target[chosen]).pow(2).sum(dim=1).mean()
             if step >= warm:
@@ -170,8 +176,7 @@ class _Block:
         out = {}
         with_gates = ((var, self.layers[var], self._gate(var).detach().numpy()) for var in self.gates)
         for var, layer, gate in with_gates:
-            floor = np.floor(layer.weights / _per_output(layer.step))
-            codes = np.clip(floor + (gate >= 0.5), *layer.weight_range)
+            codes = np.clip(layer.floor + (gate >= 0.5), *layer.weight_range)
             out[var] = codes.astype(layer.codes.dtype)
         return out
 

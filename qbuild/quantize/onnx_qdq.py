@@ -29,8 +29,8 @@ from tvm import relax
 
 from qbuild.errors import QbuildError
 from qbuild.quantize import emit, zero_point
-from qbuild.quantize.rewrite import Acc, Float, const_array, per_channel
-from qbuild.relax.graph import bindings, op_name, scalar_value, substitute
+from qbuild.quantize.rewrite import Acc, Float, per_channel
+from qbuild.relax.graph import bindings, const_array, op_name, scalar_value, substitute
 
 MIN_OPSET = 13
 DYNAMIC_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "ConvInteger")

@@ -45,7 +45,7 @@ from qbuild.quantize import block_reconstruct, emit, gptq, memo, mixed_precision
 from qbuild.quantize.calibrate import Histogram
 from qbuild.quantize.config import QConfig
 from qbuild.quantize.fixed_point import round_half
-from qbuild.relax.graph import bindings, op_name, readers, scalar_value, substitute
+from qbuild.relax.graph import bindings, const_array, op_name, readers, scalar_value, substitute
 from qbuild.verify import sqnr_db
 
 # (var, levels) -> the real-valued range bound T of that tensor with ``levels`` positive codes.
@@ -131,11 +131,6 @@ def _relu_of(mod: tvm.IRModule) -> dict:
         for var, only in readers(mod).items()
         if len(only) == 1 and only[0] is not None and op_name(only[0].value) == "relax.nn.relu"
     }
-
-
-def const_array(expr: relax.Expr) -> np.ndarray | None:
-    """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
-    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
 
 
 def _shape(expr: relax.Expr) -> tuple[int, ...]:

@@ -80,6 +80,11 @@ def with_outputs(mod: tvm.IRModule, tensors: list) -> tvm.IRModule:
     return bb.get()
 
 
+def const_array(expr: relax.Expr) -> np.ndarray | None:
+    """The value of a tensor constant (TVM 0.27 calls it GenericConst), else None."""
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
+
+
 def scalar_value(value) -> float:
     """A scalar op argument (IntImm/FloatImm, possibly wrapped in a PrimValue) as a float."""
     while hasattr(value, "value"):

@@ -14,7 +14,7 @@ import numpy as np
 from tvm import relax
 
 from qbuild.errors import QbuildError
-from qbuild.relax.graph import bindings, op_name, scalar_value
+from qbuild.relax.graph import bindings, const_array, op_name, scalar_value
 
 if TYPE_CHECKING:
     import torch
@@ -38,30 +38,28 @@ class Mirror:
                     "use weight_rounding='gptq' for this model",
                 )
 
-    def value(self, expr, env: dict) -> "torch.Tensor":
-        """An argument's value: a var's from ``env``, a constant as a float32 tensor."""
+    def value(self, expr, env: dict):
+        """An argument's value: a var's from ``env``, a tensor constant as a PyTorch tensor, any
+        other argument (a shape, a scalar) as it is."""
         import torch
-        import tvm
 
-        if isinstance(expr, tvm.ir.expr.GenericConst):
-            if expr not in self._constants:
-                self._constants[expr] = torch.from_numpy(np.ascontiguousarray(expr.value.numpy()))
-            return self._constants[expr]
-        return env[expr]
+        if isinstance(expr, relax.Var):
+            return env[expr]
+        if expr not in self._constants:
+            array = const_array(expr)
+            self._constants[expr] = expr if array is None else torch.from_numpy(np.ascontiguousarray(array))
+        return self._constants[expr]
 
     def run(self, env: dict, start: int, stop: int, replaced: "dict[relax.Var, Replacement] | None" = None) -> dict:
         """``env`` extended by bindings ``start`` to ``stop`` (indices into ``bindings``); a binding
         whose var is in ``replaced`` is computed by that ``Replacement``."""
-        import tvm
-
         replaced = replaced or {}
         for binding in self.bindings[start:stop]:
             call = binding.value
             if isinstance(call, relax.Tuple):
                 env[binding.var] = tuple(self.value(field, env) for field in call.fields)
                 continue
-            tensors = (relax.Var, tvm.ir.expr.GenericConst)
-            args = [self.value(arg, env) if isinstance(arg, tensors) else arg for arg in call.args]
+            args = [self.value(arg, env) for arg in call.args]
             apply = replaced.get(binding.var)
             env[binding.var] = (apply or self.apply)(call, args)
         return env
