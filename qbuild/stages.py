@@ -35,20 +35,38 @@ NEEDS: dict[str, tuple[str, ...]] = {
 
 
 def quantize(experiment: Experiment, loaded: Any, traced: Any, config: Any, session: ModelSession) -> Any:
-    """The traced model quantized under ``config`` for the experiment's target (``qbuild.quantize``).
-    A model with random weights has its rounding by GPTQ where ``config`` asks to learn it by block
-    reconstruction: there is no accuracy to keep (the results record the config used)."""
-    import dataclasses
-
+    """The traced model quantized under ``config`` for the experiment's target (``qbuild.quantize``),
+    its rounding by GPTQ where ``config`` asks to learn it by block reconstruction and that cannot
+    or need not run (``reconstruction_skipped``); the results record the config used and why."""
     from qbuild.kernels.subbyte_convs import SubbyteConvs
     from qbuild.quantize import quantize as quantize_module
 
-    if config.weight_rounding == "reconstruct" and loaded.weights.kind != "pretrained":
-        config = dataclasses.replace(config, weight_rounding="gptq")
-
+    config, skipped = reconstruction_skipped(config, loaded, traced)
     calibration = calibration_images(experiment, loaded) if config.needs_data else None
     convs = SubbyteConvs.for_target(experiment.target.tvm_target())
-    return quantize_module(traced.inference_module(), None, calibration, config, convs, session.memory)
+    quantized = quantize_module(traced.inference_module(), None, calibration, config, convs, session.memory)
+    if skipped is not None:
+        quantized.calibration["reconstruction_skipped"] = skipped
+    return quantized
+
+
+def reconstruction_skipped(config: Any, loaded: Any, traced: Any) -> tuple[Any, str | None]:
+    """``config``, with GPTQ's rounding where it asks for block reconstruction that would not pay
+    (random weights: no accuracy to keep) or cannot run (an op its PyTorch mirror lacks), and why."""
+    import dataclasses
+
+    from qbuild.quantize import reconstruction_refusal
+
+    if config.weight_rounding != "reconstruct":
+        return config, None
+    if loaded.weights.kind != "pretrained":
+        why = "random weights"
+    else:
+        refused = reconstruction_refusal(traced.inference_module())
+        if refused is None:
+            return config, None
+        why = f"the PyTorch mirror cannot run {refused}"
+    return dataclasses.replace(config, weight_rounding="gptq"), why
 
 
 def import_quantized(experiment: Experiment, loaded: Any) -> Any:

@@ -4,14 +4,18 @@ emits the same integer program with the learned codes."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
 
 from qbuild.errors import QbuildError
+from qbuild.models import WeightsProvenance
 from qbuild.plan import SWEEP
-from qbuild.quantize import make, quantize
+from qbuild.quantize import make, quantize, reconstruction_refusal
 from qbuild.relax.torch_mirror import Mirror
+from qbuild.stages import reconstruction_skipped
 from qbuild.trace import fold_batch_norm, trace
 from tests import qdq_nets
 
@@ -38,6 +42,20 @@ def test_the_mirror_refuses_an_op_it_cannot_run_and_names_the_fallback():
 
     with pytest.raises(QbuildError, match="weight_rounding='gptq'"):
         Mirror(_float_module(Softmax()))
+
+
+def test_a_sweep_build_of_a_model_the_mirror_cannot_run_rounds_by_gptq_and_says_why():
+    class Softmax(torch.nn.Module):
+        def forward(self, x):
+            return torch.softmax(torch.nn.functional.relu(x), dim=1)
+
+    pretrained = SimpleNamespace(weights=WeightsProvenance("pretrained", "test", None))
+    sweep = make(**{**SWEEP, "nbit_weight": 4, "nbit_input": 4})
+    config, why = reconstruction_skipped(sweep, pretrained, trace(Softmax(), qdq_nets.SHAPE))
+    assert config.weight_rounding == "gptq" and why == "the PyTorch mirror cannot run relax.nn.softmax"
+    config, why = reconstruction_skipped(sweep, pretrained, trace(qdq_nets.block(), qdq_nets.SHAPE))
+    assert config == sweep and why is None, "a network of convs, adds and ReLUs learns its rounding"
+    assert reconstruction_refusal(trace(qdq_nets.block(), qdq_nets.SHAPE).inference_module()) is None
 
 
 def _logit_error(rounding: str, images: list[np.ndarray]) -> tuple[float, list[dict]]:

@@ -151,3 +151,4 @@ def test_a_sweep_precision_on_random_weights_rounds_by_gptq_instead_of_learning_
     assert w1a1["experiment"]["weights"]["kind"] == "random"
     assert w1a1["experiment"]["variant"]["qconfig"]["weight_rounding"] == "reconstruct"
     assert w1a1["quantization"]["config"]["weight_rounding"] == "gptq"
+    assert w1a1["quantization"]["calibration"]["reconstruction_skipped"] == "random weights"

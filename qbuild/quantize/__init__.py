@@ -132,14 +132,10 @@ def quantize(
     ``bit_budget``, each layer's bits are chosen (``mixed_precision``) between calibration and the
     rewrite, from a rewrite at the widest bits that measures every layer's sensitivity.
     """
-    from tvm import relax
-
     from qbuild.quantize import block_reconstruct, mixed_precision
     from qbuild.quantize.calibrate import collect, threshold
     from qbuild.quantize.memo import Memory
     from qbuild.quantize.rewrite import ChosenBits, Rewriter
-    from qbuild.relax.fold_pads import fold_pads_into_convs
-    from qbuild.trace import fold_batch_norm
 
     config = config or current_qconfig()
     memory = memory if memory is not None else Memory()
@@ -148,13 +144,7 @@ def quantize(
             "subbyte_kernel='bitserial' needs the target's kernels",
             "pass convs=qbuild.kernels.subbyte_convs.SubbyteConvs.for_target(target)",
         )
-    if params:
-        mod = relax.transform.BindParams("main", dict(params))(mod)
-    # Explicit zero pads (TF-style "same" padding) become their convs' own padding first: after the
-    # rewrite a quantize would sit between pad and conv, where the lowering's fold cannot see them
-    # (EfficientNet-Lite0's calibrated, a16, a32 and sweep builds ran their pads in NCHW). Zero is
-    # zero in every symmetric encoding, so the integer conv pads exactly as the float pad did.
-    mod = fold_pads_into_convs()(fold_batch_norm(mod))
+    mod = _prepared(mod, params)
 
     auto_pairs = convs.max_pairs if convs is not None else 0
     calibration: dict = {"mode": config.calibrate_mode, "tensors": 0, "images": 0}
@@ -208,6 +198,30 @@ def quantize(
     return QuantizedModule(
         quantized, config, rewriter.layers, calibration, auto_pairs, mixed, mod, lambda: make_rewriter(chosen, learned)
     )
+
+
+def _prepared(mod: "tvm.IRModule", params: dict | None) -> "tvm.IRModule":
+    """The float module the quantizer rewrites: ``params`` bound, batch norm folded, and explicit zero
+    pads (TF-style "same" padding) made their convs' own padding: after the rewrite a quantize
+    would sit between pad and conv, where the lowering's fold cannot see them (EfficientNet-Lite0's
+    calibrated, a16, a32 and sweep builds ran their pads in NCHW). Zero is zero in every symmetric
+    encoding, so the integer conv pads exactly as the float pad did."""
+    from tvm import relax
+
+    from qbuild.relax.fold_pads import fold_pads_into_convs
+    from qbuild.trace import fold_batch_norm
+
+    if params:
+        mod = relax.transform.BindParams("main", dict(params))(mod)
+    return fold_pads_into_convs()(fold_batch_norm(mod))
+
+
+def reconstruction_refusal(mod: "tvm.IRModule", params: dict | None = None) -> str | None:
+    """Why ``weight_rounding='reconstruct'`` cannot run on the float module ``mod`` (what its PyTorch
+    mirror lacks, ``qbuild.relax.torch_mirror``), or None where it can."""
+    from qbuild.relax.torch_mirror import refusal
+
+    return refusal(_prepared(mod, params))
 
 
 def _take(dataset: Iterable[np.ndarray] | None, count: int, mode: str) -> Iterable[np.ndarray]:

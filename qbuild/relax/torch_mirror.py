@@ -30,13 +30,11 @@ class Mirror:
         self.params = list(mod["main"].params)
         self.bindings = bindings(mod)
         self._constants: dict = {}  # keyed by the constant (TVM objects hash by identity)
-        for binding in self.bindings:
-            if not isinstance(binding.value, relax.Tuple) and op_name(binding.value) not in _OPS:
-                what = op_name(binding.value) or type(binding.value).__name__
-                raise QbuildError(
-                    f"block reconstruction cannot run {what} in PyTorch",
-                    "use weight_rounding='gptq' for this model",
-                )
+        refused = refusal(mod)
+        if refused is not None:
+            raise QbuildError(
+                f"block reconstruction cannot run {refused} in PyTorch", "use weight_rounding='gptq' for this model"
+            )
 
     def value(self, expr, env: dict):
         """An argument's value: a var's from ``env``, a tensor constant as a PyTorch tensor, any
@@ -70,6 +68,21 @@ class Mirror:
         return _OPS[op_name(call)](call, args)
 
 
+def refusal(mod: "tvm.IRModule") -> str | None:
+    """What in ``mod``'s ``main`` the mirror cannot run (an op, or a conv's layouts), or None."""
+    for binding in bindings(mod):
+        value = binding.value
+        if isinstance(value, relax.Tuple):
+            continue
+        if op_name(value) not in _OPS:
+            return op_name(value) or type(value).__name__
+        if op_name(value) == "relax.nn.conv2d" and (
+            str(value.attrs.data_layout) != "NCHW" or str(value.attrs.kernel_layout) != "OIHW"
+        ):
+            return f"a {value.attrs.data_layout}/{value.attrs.kernel_layout} conv (it runs NCHW/OIHW)"
+    return None
+
+
 def _padded(x: "torch.Tensor", padding, fill: float) -> "torch.Tensor":
     import torch.nn.functional as F
 
@@ -80,12 +93,7 @@ def _padded(x: "torch.Tensor", padding, fill: float) -> "torch.Tensor":
 def _conv2d(call, args: list) -> "torch.Tensor":
     import torch.nn.functional as F
 
-    attrs = call.attrs
-    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW":
-        raise QbuildError(
-            f"block reconstruction runs NCHW/OIHW convs, not {attrs.data_layout}/{attrs.kernel_layout}",
-            "use weight_rounding='gptq' for this model",
-        )
+    attrs = call.attrs  # NCHW data, OIHW weights (``refusal``)
     stride = tuple(int(s) for s in attrs.strides)
     dilation = tuple(int(d) for d in attrs.dilation)
     return F.conv2d(_padded(args[0], attrs.padding, 0.0), args[1], None, stride, 0, dilation, int(attrs.groups))
