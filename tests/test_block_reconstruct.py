@@ -53,9 +53,10 @@ def test_a_sweep_build_of_a_model_the_mirror_cannot_run_rounds_by_gptq_and_says_
     sweep = make(**{**SWEEP, "nbit_weight": 4, "nbit_input": 4})
     config, why = reconstruction_skipped(sweep, pretrained, trace(Softmax(), qdq_nets.SHAPE))
     assert config.weight_rounding == "gptq" and why == "the PyTorch mirror cannot run relax.nn.softmax"
-    config, why = reconstruction_skipped(sweep, pretrained, trace(qdq_nets.block(), qdq_nets.SHAPE))
+    convs = trace(qdq_nets.block(), qdq_nets.SHAPE)
+    config, why = reconstruction_skipped(sweep, pretrained, convs)
     assert config == sweep and why is None, "a network of convs, adds and ReLUs learns its rounding"
-    assert reconstruction_refusal(trace(qdq_nets.block(), qdq_nets.SHAPE).inference_module()) is None
+    assert reconstruction_refusal(convs.inference_module()) is None
 
 
 def _logit_error(rounding: str, images: list[np.ndarray]) -> tuple[float, list[dict]]:
