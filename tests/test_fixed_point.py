@@ -11,14 +11,14 @@ from tvm import relax
 
 from qbuild.quantize import emit
 from qbuild.quantize.fixed_point import (
-    MIN_SATURATING_BITS,
     exact_int8_multiplier_shift,
     multiplier_shift,
     power_of_two_exponents,
     requantize_reference,
-    saturating_multiplier_shift,
+    rescales_in_float32,
     shift_right_rounded,
 )
+from qbuild.targets import resolve_target
 
 
 def test_multiplier_and_shift_represent_the_ratio_to_31_bits():
@@ -57,14 +57,15 @@ def test_without_round_for_shift_the_shift_truncates_toward_minus_infinity():
     assert list(shift_right_rounded(np.array([7, -7]), np.array([1, 1]), "UPWARD", False)) == [3, -4]
 
 
-def _run_requantize(x: np.ndarray, ratio, bounds, dtype, rounding, axis=1) -> np.ndarray:
+def _run_requantize(x: np.ndarray, ratio, bounds, dtype, rounding, axis=1, target=None) -> np.ndarray:
     bb = relax.BlockBuilder()
     param = relax.Var("x", relax.TensorType(x.shape, str(x.dtype)))
     with bb.function("main", [param]):
         with bb.dataflow():
             out = bb.emit_output(emit.requantize(bb, param, ratio, bounds, dtype, rounding, True, axis))
         bb.emit_func_output(out)
-    vm = relax.VirtualMachine(tvm.compile(bb.get(), tvm.target.Target({"kind": "llvm"})), tvm.cpu())
+    target = target or tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(bb.get(), target), tvm.cpu())
     return vm["main"](tvm.runtime.tensor(x)).numpy()
 
 
@@ -72,35 +73,46 @@ def _run_requantize(x: np.ndarray, ratio, bounds, dtype, rounding, axis=1) -> np
     "ratio", [0.25, 4.0, 0.013, np.array([0.5, 0.0371, 2.0, 1e-4]), np.array([1e-11, 3e-10, 0.7, 1.0])]
 )
 @pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
-def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding):
+@pytest.mark.parametrize("cpu", ["generic x86-64", "this machine's CPU (FMA)"])
+def test_generated_requantize_is_bit_exact_against_the_reference(ratio, rounding, cpu):
+    target = None if cpu.startswith("generic") else resolve_target("cpu").tvm_target()
     x = np.random.default_rng(3).integers(-(2**20), 2**20, size=(1, 4, 5, 5)).astype("int32")
-    got = _run_requantize(x, ratio, (-127, 127), "int8", rounding)
+    got = _run_requantize(x, ratio, (-127, 127), "int8", rounding, target=target)
     expected = requantize_reference(x, np.reshape(ratio, (1, -1, 1, 1)) if np.ndim(ratio) else ratio, 127, rounding)
     assert got.dtype == np.int8
     np.testing.assert_array_equal(got, expected.astype(np.int8))
 
 
-def test_a_requantize_clipped_to_int8_keeps_its_product_in_int32_and_moves_a_result_by_one_code_at_most():
-    ratios = np.array([0.013, 0.0371, 0.5, 0.02, 0.05])
-    limit, multiplier, shift = saturating_multiplier_shift(ratios, 127)
-    assert limit * multiplier.max() + (1 << int(shift.max() - 1)) < 2**31, "the largest product and offset fit"
-    assert np.all(multiplier >= 1 << (MIN_SATURATING_BITS - 1)), "every ratio keeps its minimum of bits"
-    assert np.all(limit * ratios >= 128), "beyond the limit the result saturates in every channel"
-    x = np.random.default_rng(4).integers(-(2**20), 2**20, size=(20000, ratios.size))
+def test_a_requantize_clipped_to_int8_rescales_in_float32_and_moves_a_result_by_one_code_only_near_a_tie():
+    ratios = np.array([0.013, 0.0371, 0.5, 0.02, 1e-7])
+    assert rescales_in_float32(ratios, 127) and rescales_in_float32(ratios, 32767)
+    x = np.random.default_rng(4).integers(-(2**31), 2**31, size=(20000, ratios.size))
     full_multiplier, full_shift = multiplier_shift(ratios)
     exact = np.clip(shift_right_rounded(x * full_multiplier, full_shift, "UPWARD", True), -127, 127)
-    narrow = requantize_reference(x, ratios, 127)
-    assert np.abs(narrow - exact).max() <= 1
-    relative = np.abs(multiplier / 2.0**shift - ratios) / ratios
-    assert relative.max() <= 2.0**-MIN_SATURATING_BITS
+    rescaled = requantize_reference(x, ratios, 127)
+    assert np.abs(rescaled - exact).max() <= 1
     real = x * ratios
-    moved = narrow != exact  # only where the real product lies that close to a rounding boundary
-    assert np.all(np.abs(np.abs(real - np.floor(real) - 0.5))[moved] <= (np.abs(real) * relative)[moved])
+    moved = rescaled != exact  # float32 rounds the ratio and the product: 2**-23 of the product at most
+    assert np.all(np.abs(np.abs(real - np.floor(real) - 0.5))[moved] <= (np.abs(real) * 2.0**-23)[moved])
 
 
-def test_a_wider_clip_or_a_tiny_ratio_keeps_the_31_bit_multiplier():
-    assert saturating_multiplier_shift(np.array([0.01]), 32767) is None, "int16: too few bits would remain"
-    assert saturating_multiplier_shift(np.array([0.5, 1e-6]), 127) is None, "the channels share one limit"
+def test_the_calibrated_epilogue_computes_nothing_in_int64():
+    """Any int32 sum, per-channel ratios, clipped to int8: a float32 rescale."""
+    bb = relax.BlockBuilder()
+    acc = relax.Var("acc", relax.TensorType((1, 4, 5, 5), "int32"))
+    with bb.function("main", [acc]):
+        with bb.dataflow():
+            out = bb.emit_output(
+                emit.requantize(bb, acc, np.array([0.013, 0.0371, 0.05, 0.02]), (-127, 127), "int8", "UPWARD", True)
+            )
+        bb.emit_func_output(out)
+    dtypes = {str(binding.var.ty.dtype) for block in bb.get()["main"].body.blocks for binding in block.bindings}
+    assert dtypes == {"float32", "int8"}
+
+
+def test_shifts_and_int32_clips_keep_integer_rescales():
+    assert not rescales_in_float32(np.array([0.25, 0.5]), 127), "a shift needs no multiply"
+    assert not rescales_in_float32(0.01, 2**31 - 1), "float32 cannot hold every int32 result"
 
 
 def test_an_int8_rescale_takes_a_multiplier_that_fits_int32_only_where_every_result_stays_the_same():

@@ -12,11 +12,12 @@ from tvm import relax
 from tvm.ir import Attrs
 
 from qbuild.quantize.fixed_point import (
+    checked_ratio,
     exact_int8_multiplier_shift,
     multiplier_shift,
     power_of_two_exponents,
+    rescales_in_float32,
     rounding_offset,
-    saturating_multiplier_shift,
 )
 
 
@@ -74,6 +75,33 @@ def _shift_right(
     return bb.emit(relax.op.right_shift(x, channel_const(shift, "int64", ndim, axis)))
 
 
+def _float32_rescale(
+    bb: relax.BlockBuilder,
+    q: relax.Expr,
+    ratio: np.ndarray | float,
+    bounds: tuple[int, int],
+    dtype: str,
+    rounding: str,
+    round_for_shift: bool,
+    axis: int,
+) -> relax.Expr:
+    """``fixed_point.float32_rescale_reference``: the product clamped before it is rounded, so that no
+    multiply and add fuse into an FMA."""
+    product = bb.emit(
+        relax.op.multiply(
+            bb.emit(relax.op.astype(q, "float32")), channel_const(checked_ratio(ratio), "float32", _ndim(q), axis)
+        )
+    )
+    clamped = bb.emit(relax.op.clip(product, *bounds))
+    if not round_for_shift:
+        rounded = bb.emit(relax.op.floor(clamped))
+    elif rounding == "UPWARD":
+        rounded = bb.emit(relax.op.floor(relax.op.add(clamped, relax.const(np.float32(0.5), "float32"))))
+    else:
+        rounded = bb.emit(relax.op.round(clamped))
+    return bb.emit(relax.op.astype(rounded, dtype))
+
+
 def requantize(
     bb: relax.BlockBuilder,
     q: relax.Expr,
@@ -84,17 +112,18 @@ def requantize(
     round_for_shift: bool,
     axis: int = 1,
 ) -> relax.Expr:
-    """integer -> integer rescale by ``ratio`` = s_from / s_to in int64, then clip to ``bounds``
-    (low, high) and cast.
+    """integer -> integer rescale by ``ratio`` = s_from / s_to, then clip to ``bounds`` (low, high)
+    and cast, as ``fixed_point.requantize_reference``.
 
-    Power-of-two ratios become plain shifts; others a multiply and a rounding shift: with bounds,
-    the input clamped where the result saturates and a multiplier that keeps the product in int32
-    (``fixed_point.saturating_multiplier_shift``, as ``requantize_reference``); else a 31-bit
-    multiplier's results, for int8 input by a shorter multiplier whose product stays in int32 where
-    one gives every int8 value the same result (``fixed_point.exact_int8_multiplier_shift``).
+    Power-of-two ratios become plain shifts. Others, clipped within +-2**23 (every int8 or int16
+    epilogue), a float32 multiply; else a multiply and a rounding shift in int64: a 31-bit
+    multiplier, for int8 input a shorter one whose product stays in int32 where it gives every
+    int8 value the same result (``fixed_point.exact_int8_multiplier_shift``).
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
+    if bounds is not None and rescales_in_float32(ratio, max(-bounds[0], bounds[1])):
+        return _float32_rescale(bb, q, ratio, bounds, dtype, rounding, round_for_shift, axis)
     wide = bb.emit(relax.op.astype(q, "int64"))
     exponents = power_of_two_exponents(ratio)
     if exponents is not None and np.all(exponents == 0):
@@ -104,13 +133,8 @@ def requantize(
     elif exponents is not None and np.all(exponents <= 0):
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
     else:
-        saturating = None if bounds is None else saturating_multiplier_shift(ratio, max(-bounds[0], bounds[1]))
-        if saturating is not None:  # inputs beyond the limit saturate: clamped there, the product fits int32
-            limit, multiplier, shift = saturating
-            wide = bb.emit(relax.op.clip(wide, -limit, limit))
-        else:  # an int8 input's shorter multiplier gives every int8 value the 31-bit multiplier's result
-            exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
-            multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+        exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
+        multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
     if bounds is not None:

@@ -6,19 +6,18 @@ arithmetic ``r = M * 2**-n`` with a 31-bit ``M`` in [2**30, 2**31), so
 power of two (relay's power2 / global_scale defaults) the multiply disappears and only shifts
 remain.
 
-A requantize whose result is clipped to +-qmax (an int8 activation: every calibrated epilogue)
-needs the product only where the result does not saturate: beyond ``|x| >= (qmax + 1) / r`` it
-is clipped whatever the multiplier (``saturating_multiplier_shift``). Its input is clamped to that
-limit (the smallest channel ratio's, for all channels: this changes no result) and its multipliers
-take as many bits as keep ``limit * M`` and the rounding offset inside int32, so
-``qbuild.relax.narrow`` computes it in int32 (16 lanes a 512-bit vector, not 8) at the cost of
-the ratio's precision: at ``MIN_SATURATING_BITS`` bits a relative error under 2**-10 where the
-31-bit multiplier had 2**-31 (a result moves by one code where ``x * r`` lies that close to a
-rounding boundary: a channel's gain off by 0.1% at most). With fewer bits the 31-bit multiplier
-in int64 stays. A rescale of int8 values (a residual add's operands) needs 24 bits for its product
-to fit int32; ``exact_int8_multiplier_shift`` takes them where all 256 values keep the 31-bit
-multiplier's results. The NumPy functions here are the references that tests hold the generated
-code to.
+A requantize whose result is clipped to +-qmax below 2**23 (every int8 or int16 epilogue) rescales
+in float32 instead (``float32_rescale_reference``): ``x * r`` rounded once to float32, clamped to
+the clip's bounds, then rounded to an integer. Float32 holds each such result exactly, so the
+product's one rounding (a relative 2**-24, next to the ratio's own) can move a result by one code
+only where ``x * r`` lies that close to a rounding boundary. Clamping before the rounding add
+keeps a compiler from fusing the multiply and the add into one FMA (which rounds once where a
+multiply and an add round twice), so every target computes the same integers; float32 gives 16
+lanes a 512-bit vector where the int64 product gives 8, and needs no 64-bit multiply (AVX2 has
+none). A rescale of int8 values (a residual add's operands, added before they are clipped) needs
+24 bits for its product to fit int32; ``exact_int8_multiplier_shift`` takes them where all 256
+values keep the 31-bit multiplier's results. The NumPy functions here are the references that
+tests hold the generated code to.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ import numpy as np
 
 MULTIPLIER_BITS = 30  # M in [2**30, 2**31)
 MAX_SHIFT = 62  # x * M stays within int64 for int32 x
-MIN_SATURATING_BITS = 10  # fewest multiplier bits a saturating requantize takes in int32
 INT32_TOP = (1 << 31) - 1
+FLOAT32_RESCALE_LIMIT = 1 << 23  # below it a float32 holds every result, and result + 0.5 exactly
 
 
 def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
@@ -37,9 +36,7 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     Ratios below 2**-31 (a channel whose weights are all but zero, requantized to 8 bits) keep
     n = 62 with a smaller M: an int32 input times such a ratio is below 1 anyway.
     """
-    ratio = np.asarray(ratio, dtype=np.float64)
-    if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
-        raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
+    ratio = checked_ratio(ratio)
     mantissa, exponent = np.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
     multiplier = np.round(mantissa * (1 << (MULTIPLIER_BITS + 1))).astype(np.int64)
     shift = (MULTIPLIER_BITS + 1 - exponent).astype(np.int64)
@@ -53,6 +50,22 @@ def multiplier_shift(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]
     if np.any(shift < 1):
         raise ValueError(f"requantize ratio above the supported 2**29: {ratio.max()}")
     return multiplier, shift
+
+
+def checked_ratio(ratio: np.ndarray | float) -> np.ndarray:
+    """``ratio`` as float64; a ValueError naming it unless every ratio is positive and finite."""
+    ratio = np.asarray(ratio, dtype=np.float64)
+    if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
+        raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
+    return ratio
+
+
+def rescales_in_float32(ratio: np.ndarray | float, qmax: int) -> bool:
+    """Whether a requantize by ``ratio`` clipped to +-``qmax`` rescales in float32: a ratio that is
+    not a shift, clipped within +-2**23."""
+    exponents = power_of_two_exponents(ratio)
+    shifts = exponents is not None and (np.all(exponents >= 0) or np.all(exponents <= 0))
+    return not shifts and qmax < FLOAT32_RESCALE_LIMIT
 
 
 def _fitting(ratio: np.ndarray, bound: int, bits: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -70,26 +83,6 @@ def _widest_bits(ratio: np.ndarray, bound: float) -> np.ndarray:
     """The most multiplier bits with ``2**bits * bound + 2**(n - 1)`` under 2**31 (n = bits - exponent)."""
     _mantissa, exponent = np.frexp(ratio)
     return np.floor(31 - np.log2(bound + 2.0 ** (-exponent - 1))).astype(np.int64)
-
-
-def saturating_multiplier_shift(ratio: np.ndarray | float, qmax: int) -> tuple[int, np.ndarray, np.ndarray] | None:
-    """(limit, M, n) for a requantize by ``ratio`` clipped to +-``qmax``: an input beyond +-limit
-    saturates in every channel, and ``limit * max(M) + max(2**(n-1))`` fits in int32 (so interval
-    bounds see the product fit, channel by channel or not), each ``M`` of at least
-    ``MIN_SATURATING_BITS`` bits (``M * 2**-n`` ~= ratio); None where some ratio would keep fewer."""
-    ratio = np.asarray(ratio, dtype=np.float64)
-    if np.any(ratio <= 0) or not np.all(np.isfinite(ratio)):
-        raise ValueError(f"requantize ratios must be positive and finite, got {ratio}")
-    limit = float(np.ceil((qmax + 1) / ratio.min()))
-    if limit > INT32_TOP:
-        return None
-    bits = _widest_bits(ratio, limit)
-    while bits.min() >= MIN_SATURATING_BITS:
-        fitting = _fitting(ratio, int(limit), bits)
-        if fitting is not None:
-            return (int(limit), *fitting)
-        bits = bits - 1
-    return None
 
 
 def exact_int8_multiplier_shift(
@@ -142,16 +135,30 @@ def requantize_reference(
 ) -> np.ndarray:
     """Reference requantize of integer ``x`` by ``ratio`` (broadcast), clipped to +-qmax if given."""
     x = np.asarray(x, dtype=np.int64)
+    if qmax is not None and rescales_in_float32(ratio, qmax):
+        return float32_rescale_reference(x, ratio, (-qmax, qmax), rounding, round_for_shift)
     exponents = power_of_two_exponents(ratio)
     if exponents is not None and np.all(exponents >= 0):
         y = np.left_shift(x, exponents)
     elif exponents is not None and np.all(exponents <= 0):
         y = shift_right_rounded(x, -exponents, rounding, round_for_shift)
     else:
-        saturating = None if qmax is None else saturating_multiplier_shift(ratio, qmax)
-        multiplier, shift = multiplier_shift(ratio) if saturating is None else saturating[1:]
-        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)  # no clamp: it changes nothing
+        multiplier, shift = multiplier_shift(ratio)
+        y = shift_right_rounded(x * multiplier, shift, rounding, round_for_shift)
     return y if qmax is None else np.clip(y, -qmax, qmax)
+
+
+def float32_rescale_reference(
+    x: np.ndarray, ratio: np.ndarray | float, bounds: tuple[int, int], rounding: str, round_for_shift: bool
+) -> np.ndarray:
+    """Reference of the float32 requantize: ``x`` and ``ratio`` as float32, their product rounded
+    to float32, clamped to ``bounds`` (low, high), rounded (UPWARD: half up; TONEAREST: half to
+    even; without ``round_for_shift``: down) to int64."""
+    product = np.asarray(x).astype(np.float32) * checked_ratio(ratio).astype(np.float32)
+    clamped = np.clip(product, np.float32(bounds[0]), np.float32(bounds[1]))
+    if not round_for_shift:
+        return np.floor(clamped).astype(np.int64)
+    return round_half(clamped, rounding).astype(np.int64)
 
 
 def round_half(x: np.ndarray, rounding: str) -> np.ndarray:
