@@ -104,13 +104,14 @@ class Profile:
 
 
 # Calibrated quantization: per-channel weight scales from each channel's range, activation
-# ranges from the 99.99th percentile on held-out images, and the classifier quantized too (as
-# the int8 peers quantize it); the first conv stays float (relay's default skip).
+# ranges from the 99.99th percentile on held-out images; every conv and the classifier quantized,
+# as the int8 peers quantize them (relay's defaults keep the first conv and the classifier float).
 CALIBRATED = {
     "per_channel_weights": True,
     "weight_scale": "max",
     "calibrate_mode": "percentile",
     "skip_dense_layer": False,
+    "skip_conv_layers": None,
 }
 # The bit-width sweep (the study's int8 -> int4 -> int2 -> int1, and mixed settings): W weight
 # bits, A conv-input bits. Calibrated for low bits (per-channel weights; activation ranges by KL

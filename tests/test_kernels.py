@@ -145,6 +145,26 @@ def test_an_integer_stems_image_is_packed_padded_in_channel_quads_rows_in_parall
     assert loops[1:] == ["for x_1, i in T.grid(T.int64(66), T.int64(4)):"], "pixels and channels serial"
 
 
+def test_the_quantize_before_an_integer_stem_stays_a_vectorized_pass_of_its_own():
+    from qbuild.kernels.pipeline import lowering_passes
+
+    weight = np.random.default_rng(14).integers(-128, 128, (16, 3, 3, 3)).astype(np.int8)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 3, 32, 32), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            scaled = relax.op.round(relax.op.multiply(x, relax.const(np.float32(20.0))))
+            codes = bb.emit(relax.op.astype(relax.op.clip(scaled, -127, 127), "int8"))
+            conv = relax.op.nn.conv2d(codes, relax.const(weight), padding=1, out_dtype="int32")
+            out = bb.emit_output(relax.op.nn.relu(conv))
+        bb.emit_func_output(out)
+    with CPU.tvm_target():
+        lowered = tvm.transform.Sequential(lowering_passes(AVX2))(bb.get())
+    packs = [f for gv, f in lowered.functions.items() if "pack_data" in gv.name_hint]
+    assert len(packs) == 1
+    assert "float32" not in packs[0].script(), "the pack moves bytes; the quantize runs before it, on whole rows"
+
+
 @pytest.mark.parametrize("dtype", ["int8", "float32"])
 def test_an_explicit_zero_pad_before_a_conv_becomes_the_convs_own_padding(dtype):
     from qbuild.relax.fold_pads import fold_pads_into_convs

@@ -77,6 +77,7 @@ AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
 SIGNED_BYTES = "_s8"  # suffix of the conv block of int8 data x int8 weight quads (AArch64 sdot)
 DEPTHWISE = "_dw"  # suffix of a depthwise conv block (``DEPTHWISE_TAPS`` too)
 DEPTHWISE_TAPS = "_dw_taps"  # suffix of the depthwise byte conv block: four taps per lane
+OPAQUE = 8  # FuseOps' kOpaque: nothing fuses into the function
 TAPS = 4  # horizontal taps a lane multiplies in one call (vpdpbusd's quad)
 
 
@@ -218,6 +219,9 @@ def _legalize_stem(
         ),
         data,
         primfunc_name_hint="pack_data",
+        # Integer data: the quantize before it stays a vectorized pass of its own (fused in, it
+        # would run per packed byte, one channel at a time).
+        primfunc_attrs={"op_pattern": OPAQUE} if integer else None,
     )
     packed = bb.emit_te(
         lambda w: te.compute(
