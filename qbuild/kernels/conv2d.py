@@ -64,6 +64,7 @@ from tvm import relax, te, tirx
 
 from qbuild.kernels import amx
 from qbuild.kernels.vectors import AVX2, Vectors
+from qbuild.relax.fusion import OPAQUE
 
 CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this name
 PAD_BLOCK = "qbuild_pad"
@@ -77,7 +78,6 @@ AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
 SIGNED_BYTES = "_s8"  # suffix of the conv block of int8 data x int8 weight quads (AArch64 sdot)
 DEPTHWISE = "_dw"  # suffix of a depthwise conv block (``DEPTHWISE_TAPS`` too)
 DEPTHWISE_TAPS = "_dw_taps"  # suffix of the depthwise byte conv block: four taps per lane
-OPAQUE = 8  # FuseOps' kOpaque: nothing fuses into the function
 TAPS = 4  # horizontal taps a lane multiplies in one call (vpdpbusd's quad)
 
 

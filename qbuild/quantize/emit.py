@@ -44,12 +44,15 @@ def quantize(
 ) -> relax.Expr:
     """float -> integer: clip(round(x / scale), low, high) as ``dtype``."""
     scaled = bb.emit(relax.op.multiply(x, relax.const(np.float32(1.0 / scale), "float32")))
-    if rounding == "UPWARD":
-        rounded = bb.emit(relax.op.floor(relax.op.add(scaled, relax.const(np.float32(0.5), "float32"))))
-    else:
-        rounded = bb.emit(relax.op.round(scaled))
-    clipped = bb.emit(relax.op.clip(rounded, *bounds))
+    clipped = bb.emit(relax.op.clip(_round_half(bb, scaled, rounding), *bounds))
     return bb.emit(relax.op.astype(clipped, dtype))
+
+
+def _round_half(bb: relax.BlockBuilder, x: relax.Expr, rounding: str) -> relax.Expr:
+    """float32 ``x`` rounded as ``fixed_point.round_half``: UPWARD halves up, TONEAREST to even."""
+    if rounding == "UPWARD":
+        return bb.emit(relax.op.floor(relax.op.add(x, relax.const(np.float32(0.5), "float32"))))
+    return bb.emit(relax.op.round(x))
 
 
 def dequantize(bb: relax.BlockBuilder, q: relax.Expr, scale: np.ndarray | float, axis: int = 1) -> relax.Expr:
@@ -93,12 +96,7 @@ def _float32_rescale(
         )
     )
     clamped = bb.emit(relax.op.clip(product, *bounds))
-    if not round_for_shift:
-        rounded = bb.emit(relax.op.floor(clamped))
-    elif rounding == "UPWARD":
-        rounded = bb.emit(relax.op.floor(relax.op.add(clamped, relax.const(np.float32(0.5), "float32"))))
-    else:
-        rounded = bb.emit(relax.op.round(clamped))
+    rounded = _round_half(bb, clamped, rounding) if round_for_shift else bb.emit(relax.op.floor(clamped))
     return bb.emit(relax.op.astype(rounded, dtype))
 
 

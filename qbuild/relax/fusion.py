@@ -29,7 +29,7 @@ from tvm import relax
 
 from qbuild.relax.graph import bindings, op_name, readers, rebind
 
-ELEMENTWISE, BROADCAST = 0, 1  # TVM's OpPatternKind: kElemWise, kBroadcast
+ELEMENTWISE, BROADCAST, OPAQUE = 0, 1, 8  # TVM's OpPatternKind: kElemWise, kBroadcast, kOpaque
 
 
 def widen_in_consumers() -> tvm.transform.Pass:
