@@ -404,7 +404,8 @@ def test_value_ranges_see_a_relu_then_a_requantize_as_seven_bit_data():
 
 def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
     """Each conv input of a ResNet follows a ReLU (the stem's through max-pooling and the float
-    -> int8 quantize; the rest through requantize shifts and clamps): all take the byte compute."""
+    -> int8 quantize; the rest through requantize shifts and clamps): all take the byte compute
+    (of unsigned bytes: a VNNI CPU's ``vpdpbusd``). On AMX, the convs on tiles read int8 as it is."""
     from qbuild.models import load_model
     from qbuild.quantize import make, quantize
     from qbuild.trace import trace
@@ -413,9 +414,11 @@ def test_every_int8_conv_of_a_quantized_resnet_reads_seven_bit_data():
     loaded = load_model("resnet18", "random", 32)
     traced = trace(loaded.module, loaded.input_shape)
     mod = quantize(traced.mod, traced.params, config=make()).mod
-    summaries = [w.summary for w, _ in conv_functions(mod, CPU.tvm_target()).values()]
+    summaries = [w.summary for w, _ in conv_functions(mod, ZEN4.tvm_target()).values()]
     integer = [s for s in summaries if not s.startswith("float32")]
     assert integer and all(s.startswith("uint8 x int8 -> int32") for s in integer), integer
+    on_tiles = [w for w, _ in conv_functions(mod, SAPPHIRE_RAPIDS.tvm_target()).values() if w.amx]
+    assert on_tiles and all(w.summary.startswith("int8 -> int32") for w in on_tiles)
 
 
 def test_value_ranges_give_up_where_integer_arithmetic_may_wrap_around():

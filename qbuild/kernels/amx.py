@@ -53,10 +53,10 @@ from tvm import tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-from qbuild.kernels.tiles import AMX_BLOCKS
+from qbuild.kernels.tiles import AMX_BLOCKS, AMX_COLUMNS
 
 DEPTH = 64  # bytes of a tile row: input channels per step
-COLUMNS = 16  # int32 columns of an accumulator tile: output channels (one 16-lane block)
+COLUMNS = AMX_COLUMNS  # int32 columns of an accumulator tile: output channels (one 16-lane block)
 QUAD = 4  # input channels per int32 word of B
 A_TILE = AMX_BLOCKS  # the accumulators are tiles 0 .. AMX_BLOCKS - 1, then A, then two B in turn
 B_TILES = (A_TILE + 1, A_TILE + 2)
@@ -105,19 +105,34 @@ def _tile(number: int):
     return T.uint8(number)
 
 
-def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """Accumulators C[0, j, 0, x, b] = 0 for ``rows`` pixels x and ``blocks`` tiles j."""
+def _layout(rows: int, blocks: int, wide: bool) -> tuple[int, int]:
+    """The accumulators' channel blocks and lanes in ``(1, blocks, 1, rows, lanes)``: each tile
+    its own block of 16 channels, or (``wide``) the tiles side by side in one block of
+    ``blocks`` x 16 channels (a conv whose output is ``NCHW64c``)."""
+    return (1, blocks * COLUMNS) if wide else (blocks, COLUMNS)
+
+
+def _zero(rows: int, blocks: int, wide: bool) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """Accumulators C[0, j, 0, x, b] = 0 (wide: C[0, 0, 0, x, l]) for ``rows`` pixels x and
+    ``blocks`` tiles."""
+    nb, nl = _layout(rows, blocks, wide)
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle) -> None:
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (1, nb, 1, rows, nl), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
             T.reads()
-            T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
-            for x, j, b in T.grid(rows, blocks, COLUMNS):
-                with T.sblock("init"):
-                    vj, vx, vb = T.axis.remap("SSS", [j, x, b])
-                    C[0, vj, 0, vx, vb] = 0
+            T.writes(C[0, 0:nb, 0, 0:rows, 0:nl])
+            if wide:
+                for x, lane in T.grid(rows, nl):
+                    with T.sblock("init"):
+                        vx, vl = T.axis.remap("SS", [x, lane])
+                        C[0, 0, 0, vx, vl] = 0
+            else:
+                for x, j, b in T.grid(rows, nb, nl):
+                    with T.sblock("init"):
+                        vj, vx, vb = T.axis.remap("SSS", [j, x, b])
+                        C[0, vj, 0, vx, vb] = 0
 
     w0, _, w2, w3, _, _, w6, _ = _config_words(rows)
 
@@ -125,7 +140,7 @@ def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     def impl(c: T.handle) -> None:
         C = T.match_buffer(
             c,
-            (1, blocks, 1, rows, COLUMNS),
+            (1, nb, 1, rows, nl),
             "int32",
             offset_factor=1,
             scope="local",
@@ -133,7 +148,7 @@ def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         )
         with T.sblock("root"):
             T.reads()
-            T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
+            T.writes(C[0, 0:nb, 0, 0:rows, 0:nl])
             config = T.decl_buffer((8,), "int64", scope="local")
             T.evaluate(_intrin("sttilecfg", config.access_ptr("w")))
             if config[0] != w0 or config[2] != w2 or config[3] != w3 or config[6] != w6:
@@ -152,89 +167,100 @@ def _zero(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     return desc, impl
 
 
-def _dot(rows: int, blocks: int, stride: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """C[0, j, 0, x, b] += sum over 64 channels of A[x * stride, channel] x B[j, .., channel / 4, b,
-    channel % 4]: one step of the reduction for ``rows`` pixels ``stride`` apart and ``blocks``
-    tiles of 16 output channels."""
+def _dot(rows: int, blocks: int, wide: bool, stride: int, signed: bool) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """C[0, j, 0, x, b] (wide: C[0, 0, 0, x, 16 j + b]) += sum over 64 channels of
+    A[x * stride, channel] x B[j, .., channel / 4, b, channel % 4] (wide: B[0, .., channel / 4,
+    16 j + b, channel % 4]): one step of the reduction for ``rows`` pixels ``stride`` apart and
+    ``blocks`` tiles of 16 output channels. A is int8 (``signed``: ``tdpbssd``) or uint8 (``tdpbusd``)."""
     span = (rows - 1) * stride + 1
     groups = DEPTH // QUAD
+    nb, nl = _layout(rows, blocks, wide)
+    data = "int8" if signed else "uint8"
+    instruction = "tdpbssd" if signed else "tdpbusd"
 
     @T.prim_func(s_tir=True)
     def desc(a: T.handle, b: T.handle, c: T.handle) -> None:
-        A = T.match_buffer(a, (span, DEPTH), "uint8", offset_factor=1)
-        B = T.match_buffer(b, (blocks, 1, 1, 1, groups, COLUMNS, QUAD), "int8", offset_factor=1)
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local")
+        A = T.match_buffer(a, (span, DEPTH), data, offset_factor=1)
+        B = T.match_buffer(b, (nb, 1, 1, 1, groups, nl, QUAD), "int8", offset_factor=1)
+        C = T.match_buffer(c, (1, nb, 1, rows, nl), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(
-                C[0, 0:blocks, 0, 0:rows, 0:COLUMNS],
-                A[0:span, 0:DEPTH],
-                B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD],
-            )
-            T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
-            for x, j, n, p, t in T.grid(rows, blocks, COLUMNS, groups, QUAD):
-                with T.sblock("update"):
-                    vj, vx, vn, vp, vt = T.axis.remap("SSSRR", [j, x, n, p, t])
-                    C[0, vj, 0, vx, vn] = C[0, vj, 0, vx, vn] + T.cast(
-                        A[vx * stride, vp * QUAD + vt], "int32"
-                    ) * T.cast(B[vj, 0, 0, 0, vp, vn, vt], "int32")
+            T.reads(C[0, 0:nb, 0, 0:rows, 0:nl], A[0:span, 0:DEPTH], B[0:nb, 0, 0, 0, 0:groups, 0:nl, 0:QUAD])
+            T.writes(C[0, 0:nb, 0, 0:rows, 0:nl])
+            if wide:
+                for x, lane, p, t in T.grid(rows, nl, groups, QUAD):
+                    with T.sblock("update"):
+                        vx, vl, vp, vt = T.axis.remap("SSRR", [x, lane, p, t])
+                        C[0, 0, 0, vx, vl] = C[0, 0, 0, vx, vl] + T.cast(
+                            A[vx * stride, vp * QUAD + vt], "int32"
+                        ) * T.cast(B[0, 0, 0, 0, vp, vl, vt], "int32")
+            else:
+                for x, j, n, p, t in T.grid(rows, nb, nl, groups, QUAD):
+                    with T.sblock("update"):
+                        vj, vx, vn, vp, vt = T.axis.remap("SSSRR", [j, x, n, p, t])
+                        C[0, vj, 0, vx, vn] = C[0, vj, 0, vx, vn] + T.cast(
+                            A[vx * stride, vp * QUAD + vt], "int32"
+                        ) * T.cast(B[vj, 0, 0, 0, vp, vn, vt], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(a: T.handle, b: T.handle, c: T.handle) -> None:
         a_row = T.int32()
         b_block = T.int32()
-        A = T.match_buffer(a, (span, DEPTH), "uint8", offset_factor=1, strides=[a_row, 1])
+        A = T.match_buffer(a, (span, DEPTH), data, offset_factor=1, strides=[a_row, 1])
         B = T.match_buffer(
             b,
-            (blocks, 1, 1, 1, groups, COLUMNS, QUAD),
+            (nb, 1, 1, 1, groups, nl, QUAD),
             "int8",
             offset_factor=1,
-            strides=[b_block, T.int32(), T.int32(), T.int32(), COLUMNS * QUAD, QUAD, 1],
+            strides=[b_block, T.int32(), T.int32(), T.int32(), nl * QUAD, QUAD, 1],
         )
         C = T.match_buffer(
             c,
-            (1, blocks, 1, rows, COLUMNS),
+            (1, nb, 1, rows, nl),
             "int32",
             offset_factor=1,
             scope="local",
             strides=[T.int32(), T.int32(), T.int32(), T.int32(), T.int32()],
         )
         with T.sblock("root"):
-            T.reads(
-                C[0, 0:blocks, 0, 0:rows, 0:COLUMNS],
-                A[0:span, 0:DEPTH],
-                B[0:blocks, 0, 0, 0, 0:groups, 0:COLUMNS, 0:QUAD],
-            )
-            T.writes(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
+            T.reads(C[0, 0:nb, 0, 0:rows, 0:nl], A[0:span, 0:DEPTH], B[0:nb, 0, 0, 0, 0:groups, 0:nl, 0:QUAD])
+            T.writes(C[0, 0:nb, 0, 0:rows, 0:nl])
             T.evaluate(_intrin("tileloadd64", _tile(A_TILE), A.access_ptr("r"), T.Cast("int64", a_row * stride)))
             for j in T.unroll(blocks):
                 T.evaluate(
                     _intrin(
                         "tileloadd64",
                         T.Cast("uint8", B_TILES[0] + j % 2),
-                        B.access_ptr("r", offset=j * b_block),
-                        T.int64(COLUMNS * QUAD),
+                        B.access_ptr("r", offset=j * (COLUMNS * QUAD if wide else b_block)),
+                        T.int64(nl * QUAD),
                     )
                 )
-                T.evaluate(_intrin("tdpbusd", T.Cast("uint8", j), _tile(A_TILE), T.Cast("uint8", B_TILES[0] + j % 2)))
+                T.evaluate(_intrin(instruction, T.Cast("uint8", j), _tile(A_TILE), T.Cast("uint8", B_TILES[0] + j % 2)))
 
     return desc, impl
 
 
-def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
-    """D[0, j, 0, x, b] = C[0, j, 0, x, b]: the accumulators to the tile's buffer. The tiles stay
-    configured for the thread's next tile (``_zero``)."""
+def _store(rows: int, blocks: int, wide: bool) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
+    """D = C: the accumulators to the tile's buffer (of C's layout). The tiles stay configured
+    for the thread's next tile (``_zero``)."""
+    nb, nl = _layout(rows, blocks, wide)
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle, d: T.handle) -> None:
-        C = T.match_buffer(c, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local")
-        D = T.match_buffer(d, (1, blocks, 1, rows, COLUMNS), "int32", offset_factor=1, scope="local")
+        C = T.match_buffer(c, (1, nb, 1, rows, nl), "int32", offset_factor=1, scope="local")
+        D = T.match_buffer(d, (1, nb, 1, rows, nl), "int32", offset_factor=1, scope="local")
         with T.sblock("root"):
-            T.reads(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
-            T.writes(D[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
-            for j, x, b in T.grid(blocks, rows, COLUMNS):
-                with T.sblock("store"):
-                    vj, vx, vb = T.axis.remap("SSS", [j, x, b])
-                    D[0, vj, 0, vx, vb] = C[0, vj, 0, vx, vb]
+            T.reads(C[0, 0:nb, 0, 0:rows, 0:nl])
+            T.writes(D[0, 0:nb, 0, 0:rows, 0:nl])
+            if wide:
+                for x, lane in T.grid(rows, nl):
+                    with T.sblock("store"):
+                        vx, vl = T.axis.remap("SS", [x, lane])
+                        D[0, 0, 0, vx, vl] = C[0, 0, 0, vx, vl]
+            else:
+                for j, x, b in T.grid(nb, rows, nl):
+                    with T.sblock("store"):
+                        vj, vx, vb = T.axis.remap("SSS", [j, x, b])
+                        D[0, vj, 0, vx, vb] = C[0, vj, 0, vx, vb]
 
     @T.prim_func(s_tir=True)
     def impl(c: T.handle, d: T.handle) -> None:
@@ -242,7 +268,7 @@ def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         d_row = T.int32()
         C = T.match_buffer(
             c,
-            (1, blocks, 1, rows, COLUMNS),
+            (1, nb, 1, rows, nl),
             "int32",
             offset_factor=1,
             scope="local",
@@ -250,21 +276,21 @@ def _store(rows: int, blocks: int) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
         )
         D = T.match_buffer(
             d,
-            (1, blocks, 1, rows, COLUMNS),
+            (1, nb, 1, rows, nl),
             "int32",
             offset_factor=1,
             scope="local",
             strides=[T.int32(), d_block, T.int32(), d_row, 1],
         )
         with T.sblock("root"):
-            T.reads(C[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
-            T.writes(D[0, 0:blocks, 0, 0:rows, 0:COLUMNS])
+            T.reads(C[0, 0:nb, 0, 0:rows, 0:nl])
+            T.writes(D[0, 0:nb, 0, 0:rows, 0:nl])
             for j in T.unroll(blocks):
                 T.evaluate(
                     _intrin(
                         "tilestored64",
                         T.Cast("uint8", j),
-                        D.access_ptr("w", offset=j * d_block),
+                        D.access_ptr("w", offset=j * (COLUMNS if wide else d_block)),
                         T.Cast("int64", d_row * 4),
                     )
                 )
@@ -277,8 +303,9 @@ _SHAPES = {"zero": _zero, "dot": _dot, "store": _store}
 
 def register(kind: str, *shape: int) -> str:
     """Register the ``kind`` intrinsic ("zero", "dot" or "store") for a tile of ``shape`` (rows,
-    blocks, and for "dot" the stride) once per process; returns its name for ``Schedule.tensorize``."""
-    name = f"qbuild_amx_{kind}_" + "_".join(map(str, shape))
+    blocks, wide, and for "dot" the stride and whether the data is signed) once per process;
+    returns its name for ``Schedule.tensorize``."""
+    name = f"qbuild_amx_{kind}_" + "_".join(str(int(value)) for value in shape)
     try:
         TensorIntrin.get(name)
     except Exception:  # not registered yet (TensorIntrin.get raises for unknown names)

@@ -49,11 +49,14 @@ whole channel quads reads bytes as they are, signed: weights repacked to ``(O/o,
 i/4, o, 4)`` int8, as for VNNI, but no offset, since ``sdot`` multiplies int8 by int8
 (``SIGNED_BYTES``; ``intrin``).
 
-On a CPU with AMX (``Vectors.amx``), a byte conv (either form) whose input channels come in 64s,
-whose output blocks are 16 channels and whose output a tile divides (``tiles.amx_tiles``) reads
-its data re-blocked to 64 channels (the padding stage does it, ``NCHW16c`` -> ``NCHW64c``) and
-weights grouped to ``(O/16, I/64, KH, KW, 16, 16, 4)``: one tile row of ``tdpbusd`` per output
-pixel (``amx``); its block is named with ``AMX``.
+On a CPU with AMX (``Vectors.amx``), a byte conv whose input channels come in 64s, whose output
+blocks are 16 or 64 channels and whose output a tile divides (``tiles.amx_tiles``) reads its data
+as it is, signed or unsigned (``tdpbssd`` / ``tdpbusd``: no offset), in blocks of 64 channels
+(the padding stage re-blocks other blocks) and weights grouped to ``(O/o, I/64, KH, KW, 16, o,
+4)``: one tile row per output pixel (``amx``); its block is named with ``AMX``. Where AMX convs
+hand each other their tensors, those are ``NCHW64c`` (``qbuild.kernels.layouts``): a 1x1 conv then
+reads its input where it lies, and the tiles' 16-channel columns sit side by side in the
+output's blocks.
 """
 
 from __future__ import annotations
@@ -75,6 +78,7 @@ INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known t
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
 AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
+AMX_BLOCK = 64  # channels of the blocks that AMX convs read and write between each other
 SIGNED_BYTES = "_s8"  # suffix of the conv block of int8 data x int8 weight quads (AArch64 sdot)
 DEPTHWISE = "_dw"  # suffix of a depthwise conv block (``DEPTHWISE_TAPS`` too)
 DEPTHWISE_TAPS = "_dw_taps"  # suffix of the depthwise byte conv block: four taps per lane
@@ -87,7 +91,9 @@ def _plain(call: relax.Call) -> bool:
     return attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and all(int(d) == 1 for d in attrs.dilation)
 
 
-def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[str]]:
+def desired_layout(
+    call: relax.Call, vectors: Vectors = AVX2, wide: tuple[bool, bool] = (False, False)
+) -> dict[str, list[str]]:
     """``ConvertLayout`` callback (``vectors`` bound): the blocked layout for a conv2d, {} for
     every other op. A block is one register's lanes where the channels allow (``Vectors.block``).
 
@@ -95,7 +101,9 @@ def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[
     its two operands in one layout; the output layout is named too (ConvertLayout would give it
     the input's block, which differs where, say, 12 channels go in and 16 come out). A conv whose
     input channels do not split into blocks of at least 4 (an RGB stem) reads NCHW (ConvertLayout
-    fails on a 3c layout) and writes the blocked layout (``legalize`` blocks its data itself)."""
+    fails on a 3c layout) and writes the blocked layout (``legalize`` blocks its data itself).
+    ``wide``: whether a dense conv's data and output take ``AMX_BLOCK`` channels per block
+    instead (``qbuild.kernels.layouts``: the tensors that AMX convs hand each other)."""
     if call.op.name != "relax.nn.conv2d":
         return {}
     data, weight = call.args[0].ty, call.args[1].ty
@@ -106,6 +114,7 @@ def desired_layout(call: relax.Call, vectors: Vectors = AVX2) -> dict[str, list[
     if call.attrs.groups == 1 and ic < 4:
         return {"relax.nn.conv2d": ["NCHW", "OIHW", f"NCHW{oc}c"]}
     if call.attrs.groups == 1:
+        ic, oc = (AMX_BLOCK if is_wide else block for is_wide, block in zip(wide, (ic, oc)))
         return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW{ic}i{oc}o", f"NCHW{oc}c"]}
     if call.attrs.groups == in_channels == out_channels and int(weight.shape[1]) == 1:
         return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW1i{ic}o"]}  # lanes are channels: in = out
@@ -126,7 +135,8 @@ def legalize(
     positive or negative weight sum, where the weights are known constants, else None.
     An int8 conv of such data takes the byte compute of ``vpmaddubsw`` / ``vpdpbusd`` (without
     ``vnni`` and with sums that fit in int16, the int16-accumulating one); else, with ``vnni``,
-    the offset byte compute of ``vpdpbusd``; with ``sdot`` (AArch64), the signed byte compute;
+    the offset byte compute of ``vpdpbusd``; with ``amx`` and a conv that fits its tiles, the AMX
+    compute (any int8 or uint8 data); with ``sdot`` (AArch64), the signed byte compute;
     else the int16 one of ``vpmaddwd``. uint8 data takes the byte computes as it is where the
     CPU has VNNI (a depthwise conv's too), else as int8 data would."""
     attrs = call.attrs
@@ -155,12 +165,12 @@ def legalize(
     if byte_quads and not unsigned and vectors.sdot:
         quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
         return bb.call_te(_conv_nchwc_s8, data, quads, *args, primfunc_name_hint="conv2d_nchwc_s8")
+    if byte_quads and vectors.amx and _fits_amx(call):
+        quads = bb.emit_te(_group_weights, weight, 4, "int8", amx.DEPTH, primfunc_name_hint="pack_weights_quads")
+        return bb.call_te(_conv_amx, data, quads, *args, primfunc_name_hint="conv2d_nchwc_amx")
     top = data_max(data) if byte_quads else None
     if top is not None or (byte_quads and vnni):
-        tiles = vectors.amx and _fits_amx(call)
-        quads = bb.emit_te(
-            _group_weights, weight, 4, "int8", amx.DEPTH if tiles else None, primfunc_name_hint="pack_weights_quads"
-        )
+        quads = bb.emit_te(_group_weights, weight, 4, "int8", primfunc_name_hint="pack_weights_quads")
         bound = weight_sum(weight)
         if top is not None and not vnni and bound is not None and top * bound <= INT16_MAX:
             return bb.call_te(_conv_nchwc_acc16, data, quads, *args, primfunc_name_hint="conv2d_nchwc_acc16")
@@ -175,13 +185,17 @@ def legalize(
 
 def _fits_amx(call: relax.Call) -> bool:
     """Whether a blocked int8 conv can run on AMX tiles: input channels in rows of 64, output
-    blocks of 16 channels, and a tile (``tiles.amx_tiles``) that divides its output."""
+    blocks of 16 or 64 channels, and a tile (``tiles.amx_tiles``) that divides its output."""
     from qbuild.kernels.tiles import amx_tiles
 
     data, weight = call.args
     _, chunks, _, _, data_block = (int(d) for d in data.ty.shape)
     _, out_blocks, _, width, out_block = (int(d) for d in call.ty.shape)
-    return chunks * data_block % amx.DEPTH == 0 and out_block == amx.COLUMNS and bool(amx_tiles(width, out_blocks))
+    return (
+        chunks * data_block % amx.DEPTH == 0
+        and out_block in (amx.COLUMNS, AMX_BLOCK)
+        and bool(amx_tiles(width, out_blocks, out_block))
+    )
 
 
 def _legalize_stem(
@@ -365,19 +379,22 @@ def _offset_sums(weight: te.Tensor) -> te.Tensor:
     )
 
 
-def _byte_block(quads: te.Tensor, suffix: str) -> tuple[int, str]:
-    """The input channel block of grouped byte weights and the conv block's name: AMX's for rows of
-    ``amx.DEPTH`` channels, else ``CONV_BLOCK + suffix``."""
-    block = int(quads.shape[4]) * int(quads.shape[6])
-    return block, CONV_BLOCK + (AMX if block == amx.DEPTH else suffix)
+def _conv_amx(data: te.Tensor, quads: te.Tensor, strides: list[int], padding: list[int], out_dtype: str) -> te.Tensor:
+    """Integer, AMX: int8 or uint8 data as it is, in ``amx.DEPTH``-channel blocks, x int8 weight
+    quads (``_group_weights`` with ``amx.DEPTH``), accumulated in int32."""
+    padded = _pad(data, padding, str(data.dtype), block=amx.DEPTH)
+    conv = _grouped_conv(padded, quads, strides, "int32", CONV_BLOCK + AMX)
+    if out_dtype == "int32":
+        return conv
+    return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_amx_out")
 
 
 def _conv_nchwc_u8(
     data: te.Tensor, quads: te.Tensor, sums: te.Tensor, strides: list[int], padding: list[int], out_dtype: str
 ) -> te.Tensor:
-    """Integer, VNNI or AMX form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
-    block, name = _byte_block(quads, "")
-    conv = _grouped_conv(_pad(data, padding, "uint8", UNSIGNED_OFFSET, block), quads, strides, "int32", name)
+    """Integer, VNNI form: unsigned (offset) data x int8 weight quads in int32, minus the offset's share."""
+    padded = _pad(data, padding, "uint8", UNSIGNED_OFFSET)
+    conv = _grouped_conv(padded, quads, strides, "int32", CONV_BLOCK)
     return te.compute(
         conv.shape,
         lambda n, o, y, x, b: (conv[n, o, y, x, b] - sums[o, b]).astype(out_dtype),
@@ -391,10 +408,8 @@ def _conv_nchwc_unsigned(
     """Integer, data read as uint8 as it is (no offset) x int8 weight quads. ``suffix`` names the
     block for the schedule: ``SEVEN_BIT`` for data known to lie in [0, 127], so that a
     ``vpmaddubsw`` pair sum (at most 2 x 127 x 128) cannot saturate; ``UNSIGNED_BYTES`` for uint8
-    data over its whole range, for ``vpdpbusd`` only. A block that runs on AMX is named for that
-    (``_byte_block``), which needs no such bound."""
-    block, name = _byte_block(quads, suffix)
-    conv = _grouped_conv(_pad(data, padding, "uint8", block=block), quads, strides, "int32", name)
+    data over its whole range, for ``vpdpbusd`` only."""
+    conv = _grouped_conv(_pad(data, padding, "uint8"), quads, strides, "int32", CONV_BLOCK + suffix)
     return te.compute(conv.shape, lambda *i: conv(*i).astype(out_dtype), name="qbuild_unsigned_out")
 
 

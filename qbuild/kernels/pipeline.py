@@ -91,14 +91,14 @@ def lowering_passes(registers: Vectors) -> list[tvm.transform.Pass]:
     """The builtin CPU pipeline up to scheduling for a CPU with ``registers``: blocked layouts of
     its width, qbuild's computes (``registers.vnni``: the integer convs' VNNI form), fused PrimFuncs
     (what ``qbuild.tune`` takes the conv workloads from)."""
-    from qbuild.kernels import conv2d
+    from qbuild.kernels.layouts import convert_layouts
 
     return [
         dense_as_conv(),
         *integer_rewrites(),
         fold_pads_into_convs(),
         squeeze_positive_axes(),
-        relax.transform.ConvertLayout({}, functools.partial(conv2d.desired_layout, vectors=registers)),
+        convert_layouts(registers),
         legalize_convs(registers),
         relax.transform.AnnotateTIROpPattern(),
         fold_constant_calls(),

@@ -66,7 +66,7 @@ from qbuild.kernels.conv2d import (
     SIGNED_BYTES,
     UNSIGNED_BYTES,
 )
-from qbuild.kernels.tiles import MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
+from qbuild.kernels.tiles import AMX_COLUMNS, MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
 from qbuild.kernels.vectors import HALF_WIDTH_LANES, Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -98,7 +98,7 @@ class KernelReport:
 class ConvWorkload:
     """What a tile is chosen for: a conv block's key (``tiles.workload_key``), its output row
     width, output and input channel blocks (1 for a depthwise conv: no channel reduction), a
-    readable summary, and the block's name."""
+    readable summary, the block's name, and the channels of an output block."""
 
     key: str
     width: int
@@ -106,6 +106,7 @@ class ConvWorkload:
     in_blocks: int
     summary: str
     block: str
+    out_block: int = AMX_COLUMNS
 
     @property
     def amx(self) -> bool:
@@ -119,14 +120,14 @@ class ConvWorkload:
     def candidate_tiles(self, registers: Vectors) -> list[ConvTile]:
         """The tiles ``qbuild tune`` tries, the default first."""
         if self.amx:
-            return amx_tiles(self.width, self.out_blocks)
+            return amx_tiles(self.width, self.out_blocks, self.out_block)
         return candidate_tiles(self.width, self.out_blocks, self.in_blocks, registers)
 
     def fits(self, tile: ConvTile) -> bool:
         """Whether ``tile`` can schedule this workload (a tuning database's tile may be from
         another build of it)."""
         if self.amx:
-            return tile in amx_tiles(self.width, self.out_blocks)
+            return tile in amx_tiles(self.width, self.out_blocks, self.out_block)
         return tile.pixels * tile.blocks <= MAX_ACCUMULATORS and tile.fits(self.width, self.out_blocks, self.in_blocks)
 
 
@@ -142,7 +143,7 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, reduce {tuple(reduce)}"
     in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
-    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name)
+    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name, extents[4])
 
 
 def _extent(sch: Schedule, loop) -> int:
@@ -270,36 +271,40 @@ def _conv(sch: Schedule, name: str, features: frozenset[str], tile: ConvTile, re
 
 def _amx_conv(sch: Schedule, name: str, tile: ConvTile, registers: Vectors) -> None:
     """An AMX conv (``amx``): a parallel task per output row of a group of ``tile.blocks``
-    accumulator tiles; per tile of ``tile.pixels`` pixels, the accumulators cleared, one ``dot``
-    per input channel block and kernel position, stored to an int32 tile buffer, and the epilogue
-    written from that."""
+    accumulator tiles (one output block of 64 channels, or ``tile.blocks`` blocks of 16); per tile
+    of ``tile.pixels`` pixels, the accumulators cleared, one ``dot`` per input channel block and
+    kernel position, stored to an int32 tile buffer, and the epilogue written from that."""
     conv = sch.get_sblock(name)
     n, o, y, x, b, c, r, q, p, t = sch.get_loops(conv)
-    stride = _row_stride(sch.get(conv))
+    wide = _extent(sch, b) > amx.COLUMNS  # the tiles side by side in one block of channels
+    data = _conv_data(sch.get(conv))
+    stride = int(detect_linear_equation(data.region[3].min, [sch.get(conv).iter_vars[3].var])[0])
     xo, xi = sch.split(x, [None, tile.pixels])
-    oo, oi = sch.split(o, [None, tile.blocks])
-    sch.reorder(n, oo, y, xo, c, r, q, xi, oi, b, p, t)
-    sch.parallel(sch.fuse(n, oo, y))
+    if wide:
+        sch.reorder(n, o, y, xo, c, r, q, xi, b, p, t)
+        sch.parallel(sch.fuse(n, o, y))
+    else:
+        oo, oi = sch.split(o, [None, tile.blocks])
+        sch.reorder(n, oo, y, xo, c, r, q, xi, oi, b, p, t)
+        sch.parallel(sch.fuse(n, oo, y))
     _schedule_padding(sch, registers)
     sums = sch.cache_write(conv, 0, "local")  # the tile's int32 sums, which the epilogue reads
     accumulators = sch.cache_write(conv, 0, "local")  # tile registers: described, never in memory
     sch.reverse_compute_at(accumulators, xo)
     sch.reverse_compute_at(sums, xo)
     init = sch.decompose_reduction(conv, c)
-    shape = (tile.pixels, tile.blocks)
-    sch.tensorize(sch.get_loops(init)[-3], amx.register("zero", *shape))
-    sch.tensorize(xi, amx.register("dot", *shape, stride))
-    sch.tensorize(sch.get_loops(accumulators)[-3], amx.register("store", *shape))
+    shape = (tile.pixels, tile.blocks, wide)
+    tile_loops = 2 if wide else 3  # (pixels, lanes) or (pixels, blocks, lanes)
+    sch.tensorize(sch.get_loops(init)[-tile_loops], amx.register("zero", *shape))
+    sch.tensorize(xi, amx.register("dot", *shape, stride, data.source.dtype == "int8"))
+    sch.tensorize(sch.get_loops(accumulators)[-tile_loops], amx.register("store", *shape))
     sums = _inline_epilogue(sch, sums, xo)
     sch.vectorize(sch.get_loops(sums)[-1])
 
 
-def _row_stride(conv: "tvm.s_tir.SBlock") -> int:
-    """How many input pixels apart a conv block's neighbouring output pixels read (its stride
-    along a row): the coefficient of the output column in the data's column index."""
-    data = next(region for region in conv.reads if region.source.dtype == "uint8")
-    column = conv.iter_vars[3].var
-    return int(detect_linear_equation(data.region[3].min, [column])[0])
+def _conv_data(conv: "tvm.s_tir.SBlock") -> "tvm.tirx.BufferRegion":
+    """The region of a conv block's data (its one five-dimensional operand, ``NCHW[c]c``)."""
+    return next(region for region in conv.reads if len(region.region) == 5 and region.source.dtype != "int32")
 
 
 def _inline_epilogue(sch: Schedule, writeback, tile_loop):

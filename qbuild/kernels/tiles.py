@@ -41,6 +41,7 @@ from qbuild.schema.tuning import tile_label
 MAX_ACCUMULATORS = AVX512.max_accumulators  # any CPU's register tile at most (one CPU's: Vectors.max_accumulators)
 AMX_ROWS = 16  # pixels of an AMX tile at most: a tile register's rows
 AMX_BLOCKS = 4  # accumulator tiles at most: the tile registers less A and two B (``amx``)
+AMX_COLUMNS = 16  # int32 columns (output channels) of an accumulator tile
 MAX_OUTPUTS = max(MAX_ACCUMULATORS, AMX_ROWS * AMX_BLOCKS)  # pixels x blocks of any tile, AMX's included
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
@@ -109,15 +110,19 @@ def default_tile(width: int, out_blocks: int, registers: Vectors = AVX2) -> Conv
     return ConvTile(max(_divisors(width, 8)), 1)
 
 
-def amx_tiles(width: int, out_blocks: int) -> list[ConvTile]:
+def amx_tiles(width: int, out_blocks: int, out_block: int = AMX_COLUMNS) -> list[ConvTile]:
     """An AMX conv's tiles (``amx``): rows of 2 to 16 pixels that divide the output row x 2 to 4
-    accumulator tiles that divide its blocks of 16 channels, the default (widest, then most
+    accumulator tiles of 16 channels that divide its ``out_blocks`` blocks of ``out_block``
+    channels (blocks of 64: all four, side by side in the block), the default (widest, then most
     blocks) first; none where nothing divides (the conv then takes vector registers). The whole
     reduction each: the accumulators stay in tile registers. (A loop of one pixel or one block
     would vanish from the loop nest that the intrinsics describe.)"""
-    tiles = [
-        ConvTile(p, b) for p in _divisors(width, AMX_ROWS) for b in _divisors(out_blocks, AMX_BLOCKS) if p > 1 and b > 1
-    ]
+    per_block = out_block // AMX_COLUMNS
+    if per_block > 1:
+        counts = [per_block] if per_block <= AMX_BLOCKS else []
+    else:
+        counts = [b for b in _divisors(out_blocks, AMX_BLOCKS) if b > 1]
+    tiles = [ConvTile(p, b) for p in _divisors(width, AMX_ROWS) for b in counts if p > 1]
     return sorted(tiles, key=lambda tile: (-tile.pixels, -tile.blocks))
 
 
