@@ -327,14 +327,24 @@ def _inline_epilogue(sch: Schedule, writeback, tile_loop):
         if len(sch.get(consumer).reads) < 2:
             return writeback
         try:
-            for producer in sch.get_producers(consumer):  # the other input's casts, into the consumer
-                if not sch.get(producer).same_as(sch.get(writeback)):
-                    sch.compute_inline(producer)
+            _inline_other_producers(sch, consumer, writeback)
             sch.reverse_compute_at(consumer, tile_loop)
             sch.compute_inline(writeback)
         except SCHEDULE_ERRORS:
             return writeback
         writeback = consumer
+
+
+def _inline_other_producers(sch: Schedule, block, writeback) -> None:
+    """Inline into ``block`` the whole chain that computes its other input (a residual's casts
+    and requantize), producer after producer, until only ``writeback`` and buffers that nothing
+    in the function writes are left."""
+    while True:
+        others = [p for p in sch.get_producers(block) if not sch.get(p).same_as(sch.get(writeback))]
+        if not others:
+            return
+        for producer in others:
+            sch.compute_inline(producer)
 
 
 def _loop_kinds(sch: Schedule, block) -> list[bool] | None:
