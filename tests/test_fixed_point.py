@@ -125,3 +125,22 @@ def test_an_int8_rescale_takes_a_multiplier_that_fits_int32_only_where_every_res
     assert exact_int8_multiplier_shift(0.77, "UPWARD", True) is None, (
         "50 * 0.77 = 38.5: a tie that 23 bits break the other way"
     )
+
+
+@pytest.mark.parametrize("rounding", ["UPWARD", "TONEAREST"])
+def test_an_int8_rescale_that_no_short_multiplier_gets_right_splits_the_31_bit_one_in_int32(rounding):
+    """0.77 has no exact short multiplier (above): its 31-bit one is split into two 16-bit halves,
+    and every int8 value still rescales as the reference does, with no int64 arithmetic."""
+    ratios = np.array([0.77, 0.7293, 1.3371e-3])
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 16, 16).repeat(3, axis=1)
+    got = _run_requantize(x, ratios, None, "int64", rounding)
+    np.testing.assert_array_equal(got, requantize_reference(x, ratios.reshape(1, -1, 1, 1), None, rounding))
+    bb = relax.BlockBuilder()
+    param = relax.Var("x", relax.TensorType(x.shape, "int8"))
+    with bb.function("main", [param]):
+        with bb.dataflow():
+            out = bb.emit_output(emit.requantize(bb, param, ratios, None, "int64", rounding, True))
+        bb.emit_func_output(out)
+    values = [binding.value for block in bb.get()["main"].body.blocks for binding in block.bindings]
+    arithmetic = [v for v in values if isinstance(v, relax.Call) and v.op.name != "relax.astype"]
+    assert arithmetic and {str(v.ty.dtype) for v in arithmetic} == {"int32"}

@@ -78,6 +78,50 @@ def _shift_right(
     return bb.emit(relax.op.right_shift(x, channel_const(shift, "int64", ndim, axis)))
 
 
+SPLIT_BITS = 16  # the low half of a split 31-bit multiplier
+SPLIT_SHIFTS = SPLIT_BITS + 31  # the widest shift a split rescale takes (its high half's shift: 31)
+
+
+def _split_multiply_shift(
+    bb: relax.BlockBuilder,
+    q: relax.Expr,
+    multiplier: np.ndarray,
+    shift: np.ndarray,
+    rounding: str,
+    round_for_shift: bool,
+    axis: int,
+) -> relax.Expr:
+    """int8 ``q`` times a 31-bit multiplier M, rounded and shifted right by n in [16, 47], in int32
+    alone, the same value for every input as ``fixed_point.shift_right_rounded(q * M, n)``. With
+    M and the rounding offset r split into halves at bit 16, q * M + r = h * 2**16 + l where
+    h = q * M_high + r_high and l = q * M_low + r_low, and floor((h * 2**16 + l) / 2**n) =
+    floor((h + floor(l / 2**16)) / 2**(n - 16)) for an integer h. Every term stays within int32
+    (|q * M_high| < 2**22, r_high < 2**31 - 2**22, |q * M_low| < 2**23). Ties to even
+    (TONEAREST) add the lowest bit of the unrounded quotient to l, got the same way. Returned as
+    int64, as the other rescales (``narrow`` computes the rest in int32)."""
+    ndim = _ndim(q)
+    mask = (1 << SPLIT_BITS) - 1
+    offset = rounding_offset(shift, rounding, round_for_shift)
+
+    def const(values: np.ndarray) -> relax.Expr:
+        return channel_const(values, "int32", ndim, axis)
+
+    wide = bb.emit(relax.op.astype(q, "int32"))
+    high_part = bb.emit(relax.op.multiply(wide, const(multiplier >> SPLIT_BITS)))
+    low_part = bb.emit(relax.op.multiply(wide, const(multiplier & mask)))
+
+    def quotient(high: relax.Expr, low: relax.Expr) -> relax.Expr:
+        lower = bb.emit(relax.op.right_shift(low, relax.const(SPLIT_BITS, "int32")))
+        return bb.emit(relax.op.right_shift(relax.op.add(high, lower), const(shift - SPLIT_BITS)))
+
+    low = bb.emit(relax.op.add(low_part, const(offset & mask)))
+    if round_for_shift and rounding == "TONEAREST":  # + the unrounded quotient's lowest bit: ties to even
+        parity = bb.emit(relax.op.bitwise_and(quotient(high_part, low_part), relax.const(1, "int32")))
+        low = bb.emit(relax.op.add(low, parity))
+    high = bb.emit(relax.op.add(high_part, const(offset >> SPLIT_BITS)))
+    return bb.emit(relax.op.astype(quotient(high, low), "int64"))
+
+
 def _float32_rescale(
     bb: relax.BlockBuilder,
     q: relax.Expr,
@@ -116,23 +160,30 @@ def requantize(
     Power-of-two ratios become plain shifts. Others, clipped within +-2**23 (every int8 or int16
     epilogue), a float32 multiply; else a multiply and a rounding shift in int64: a 31-bit
     multiplier, for int8 input a shorter one whose product stays in int32 where it gives every
-    int8 value the same result (``fixed_point.exact_int8_multiplier_shift``).
+    int8 value the same result (``fixed_point.exact_int8_multiplier_shift``), else the 31-bit
+    multiplier split in two halves, all in int32 (``_split_multiply_shift``).
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
     if bounds is not None and rescales_in_float32(ratio, max(-bounds[0], bounds[1])):
         return _float32_rescale(bb, q, ratio, bounds, dtype, rounding, round_for_shift, axis)
-    wide = bb.emit(relax.op.astype(q, "int64"))
     exponents = power_of_two_exponents(ratio)
-    if exponents is not None and np.all(exponents == 0):
-        scaled = wide
+    shifts_only = exponents is not None and (np.all(exponents >= 0) or np.all(exponents <= 0))
+    int8 = _dtype(q) == "int8" and not shifts_only
+    exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if int8 else None
+    multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+    if int8 and exact is None and SPLIT_BITS <= shift.min() and shift.max() <= SPLIT_SHIFTS:
+        scaled = _split_multiply_shift(bb, q, multiplier, shift, rounding, round_for_shift, axis)
+    elif exponents is not None and np.all(exponents == 0):
+        scaled = bb.emit(relax.op.astype(q, "int64"))
     elif exponents is not None and np.all(exponents >= 0):
+        wide = bb.emit(relax.op.astype(q, "int64"))
         scaled = bb.emit(relax.op.left_shift(wide, channel_const(exponents, "int64", ndim, axis)))
     elif exponents is not None and np.all(exponents <= 0):
+        wide = bb.emit(relax.op.astype(q, "int64"))
         scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
     else:
-        exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if _dtype(q) == "int8" else None
-        multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+        wide = bb.emit(relax.op.astype(q, "int64"))
         product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
         scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
     if bounds is not None:
