@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -17,7 +18,7 @@ from qbuild.errors import QbuildError
 from qbuild.kernels.conv2d import AMX, CONV_BLOCK, INT16_SUMS, SEVEN_BIT
 from qbuild.kernels.pipeline import pipeline
 from qbuild.kernels.schedule import ConvWorkload
-from qbuild.kernels.tiles import CHUNKS, ConvTile, amx_tiles, candidate_tiles, default_tile
+from qbuild.kernels.tiles import CHUNKS, ConvTile, KernelShape, amx_tiles, candidate_tiles, default_tile
 from qbuild.kernels.vectors import AVX2, AVX512, cpu_features, of_target
 from qbuild.plan import build_plan
 from qbuild.targets import resolve_target
@@ -83,6 +84,25 @@ def test_with_avx512s_registers_the_default_tile_is_four_by_four_else_seven_by_t
     assert default_tile(14, 32, AVX512) == ConvTile(7, 2)
     assert default_tile(7, 64, AVX512) == ConvTile(7, 2)
     assert default_tile(8, 2, AVX512) == ConvTile(4, 2), "neither fits: the AVX2 choice"
+
+
+def test_with_avx512s_registers_a_float_conv_whose_weights_would_stream_from_l2_keeps_them_in_l1():
+    """A float 3 x 3 conv of several input blocks sweeps its plane once per input block (its 18 kB
+    of weights per pass in L1); a float 1 x 1 conv of 32 input blocks or more feeds 28
+    accumulators from two weight vectors. Others, int8 convs and AVX2 keep the tiles above."""
+    three_by_three, pointwise = KernelShape(taps=9, height=14, floating=True), KernelShape(height=14, floating=True)
+    assert default_tile(14, 16, AVX512, 16, three_by_three) == ConvTile(14, 2, 1)
+    assert default_tile(7, 32, AVX512, 32, replace(three_by_three, height=7)) == ConvTile(7, 2, 1)
+    assert default_tile(14, 16, AVX512, 64, pointwise) == ConvTile(14, 2)
+    assert default_tile(14, 16, AVX512, 16, pointwise) == ConvTile(7, 2), "a shallow 1 x 1 conv: as before"
+    assert default_tile(14, 16, AVX512, 16, replace(three_by_three, floating=False)) == ConvTile(7, 2)
+    assert default_tile(14, 16, AVX2, 16, three_by_three) == ConvTile(2, 4)
+    assert default_tile(112, 4, AVX512, 4, replace(three_by_three, height=112)) == ConvTile(4, 4), (
+        "a 112 x 112 plane's partial sums (1.6 MB) would not stay in L2"
+    )
+    for kernel in (three_by_three, pointwise):
+        tiles = candidate_tiles(14, 16, 64, AVX512, kernel)
+        assert tiles[0] == default_tile(14, 16, AVX512, 64, kernel) and len(set(tiles)) == len(tiles)
 
 
 def test_a_tile_beyond_the_register_budget_is_refused():

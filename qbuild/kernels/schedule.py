@@ -66,7 +66,15 @@ from qbuild.kernels.conv2d import (
     SIGNED_BYTES,
     UNSIGNED_BYTES,
 )
-from qbuild.kernels.tiles import AMX_COLUMNS, MAX_ACCUMULATORS, ConvTile, amx_tiles, candidate_tiles, workload_key
+from qbuild.kernels.tiles import (
+    AMX_COLUMNS,
+    MAX_ACCUMULATORS,
+    ConvTile,
+    KernelShape,
+    amx_tiles,
+    candidate_tiles,
+    workload_key,
+)
 from qbuild.kernels.vectors import HALF_WIDTH_LANES, Vectors, of_features
 
 DATA_PAR = 0  # tirx.IterVar.DataPar
@@ -98,7 +106,8 @@ class KernelReport:
 class ConvWorkload:
     """What a tile is chosen for: a conv block's key (``tiles.workload_key``), its output row
     width, output and input channel blocks (1 for a depthwise conv: no channel reduction), a
-    readable summary, the block's name, and the channels of an output block."""
+    readable summary, the block's name, the channels of an output block, and the rest of its shape
+    that the default tile depends on (``tiles.KernelShape``)."""
 
     key: str
     width: int
@@ -107,6 +116,7 @@ class ConvWorkload:
     summary: str
     block: str
     out_block: int = AMX_COLUMNS
+    kernel: KernelShape = KernelShape()
 
     @property
     def amx(self) -> bool:
@@ -121,7 +131,7 @@ class ConvWorkload:
         """The tiles ``qbuild tune`` tries, the default first."""
         if self.amx:
             return amx_tiles(self.width, self.out_blocks, self.out_block)
-        return candidate_tiles(self.width, self.out_blocks, self.in_blocks, registers)
+        return candidate_tiles(self.width, self.out_blocks, self.in_blocks, registers, self.kernel)
 
     def fits(self, tile: ConvTile) -> bool:
         """Whether ``tile`` can schedule this workload (a tuning database's tile may be from
@@ -143,7 +153,10 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, reduce {tuple(reduce)}"
     in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
-    return ConvWorkload(workload_key(block.script()), extents[3], extents[1], in_blocks, summary, name, extents[4])
+    taps = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[1] * reduce[2]
+    kernel = KernelShape(taps, extents[2], str(block.writes[0].source.dtype).startswith("float"))
+    key = workload_key(block.script())
+    return ConvWorkload(key, extents[3], extents[1], in_blocks, summary, name, extents[4], kernel)
 
 
 def _extent(sch: Schedule, loop) -> int:

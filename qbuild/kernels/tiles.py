@@ -13,8 +13,8 @@ at a time over the whole output plane of the group (a parallel task), the partia
 plane-sized buffer: each chunk's weights (k x 9 x 1 kB for a 3x3 conv of 4 blocks) are then
 read from L1 by every tile of the plane. The plane buffer is read and written once per chunk.
 Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
-the whole-reduction tile; on others from 0.8x to 1.1x: a knob for ``qbuild tune``, not a default
-(the committed database for this machine chose a chunk for 61 of its 108 workloads).
+the whole-reduction tile; on others from 0.8x to 1.1x. With 32 registers it is the float 3x3
+convs' default (``float_tile``); elsewhere a knob for ``qbuild tune``.
 
 With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
 broadcast value: at most ``Vectors.max_accumulators`` (14) accumulators, and LLVM spills well
@@ -25,8 +25,9 @@ Measured on ResNet-50's conv shapes (AMD EPYC, AVX2, 2 threads, side by side): 4
 blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0.96x the time
 of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). With AVX-512's
 registers (Intel Xeon, ResNet-50 side by side) 4 x 4, else 7 x 2, took ResNet-50 from 38.8 to
-31.8 ms (float) and from 13.5 to 12.3 ms (int8) against 4 x 2 / 2 x 4. ``default_tile`` encodes
-that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
+31.8 ms (float) and from 13.5 to 12.3 ms (int8) against 4 x 2 / 2 x 4; the float convs whose
+weights would stream from L2 then took ``float_tile``'s tiles (ResNet-50 float 32.5 -> 29.7 ms on
+an Emerald Rapids VM, own workers side by side). ``default_tile`` encodes that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
 fastest in a tuning database, which ``schedule`` then reads by ``workload_key``.
 """
 
@@ -45,6 +46,8 @@ AMX_COLUMNS = 16  # int32 columns (output channels) of an accumulator tile
 MAX_OUTPUTS = max(MAX_ACCUMULATORS, AMX_ROWS * AMX_BLOCKS)  # pixels x blocks of any tile, AMX's included
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
+PLANE_BYTES = 512 * 1024  # a chunked float tile's partial sums at most: half of a 1 MB L2
+DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,13 @@ def _divisors(n: int, at_most: int) -> list[int]:
     return [d for d in range(1, min(n, at_most) + 1) if n % d == 0]
 
 
-def candidate_tiles(width: int, out_blocks: int, in_blocks: int, registers: Vectors = AVX2) -> list[ConvTile]:
-    """The default tile, then every tile that divides the row and the channel blocks with
-    ``MIN_ACCUMULATORS`` to ``registers.max_accumulators`` accumulators, each whole and in the
-    ``CHUNKS`` that divide the input channel blocks."""
-    default = default_tile(width, out_blocks, registers)
+def candidate_tiles(
+    width: int, out_blocks: int, in_blocks: int, registers: Vectors = AVX2, kernel: KernelShape | None = None
+) -> list[ConvTile]:
+    """The default tile (``default_tile``), then every tile that divides the row and the channel
+    blocks with ``MIN_ACCUMULATORS`` to ``registers.max_accumulators`` accumulators, each whole
+    and in the ``CHUNKS`` that divide the input channel blocks."""
+    default = default_tile(width, out_blocks, registers, in_blocks, kernel)
     most = registers.max_accumulators
     shapes = [
         (p, b) for p in _divisors(width, most) for b in _divisors(out_blocks, most) if MIN_ACCUMULATORS <= p * b <= most
@@ -100,14 +105,57 @@ def candidate_tiles(width: int, out_blocks: int, in_blocks: int, registers: Vect
     return [default] + [tile for tile in tiles if tile != default and tile.fits(width, out_blocks, in_blocks)]
 
 
-def default_tile(width: int, out_blocks: int, registers: Vectors = AVX2) -> ConvTile:
+@dataclass(frozen=True)
+class KernelShape:
+    """What else a conv's default tile depends on: its kernel's taps (3 x 3: 9), its output's
+    height, and whether it computes in float."""
+
+    taps: int = 1
+    height: int = 1
+    floating: bool = False
+
+
+def default_tile(
+    width: int, out_blocks: int, registers: Vectors = AVX2, in_blocks: int = 1, kernel: KernelShape | None = None
+) -> ConvTile:
     """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2; then 4 x 2,
-    else 2 x 4, else the widest row divisor of at most 8 pixels x 1 block."""
+    else 2 x 4, else the widest row divisor of at most 8 pixels x 1 block. With 32 registers, a
+    float conv whose weights would stream from L2 takes ``float_tile``'s."""
+    chosen = float_tile(width, out_blocks, registers, in_blocks, kernel or KernelShape())
+    if chosen is not None:
+        return chosen
     wide = (ConvTile(4, 4), ConvTile(7, 2)) if registers.registers >= AVX512.registers else ()
     for tile in (*wide, ConvTile(4, 2), ConvTile(2, 4)):
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
     return ConvTile(max(_divisors(width, 8)), 1)
+
+
+def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile | None:
+    """The float default on 32 registers where the weights would stream from L2 (None elsewhere,
+    or where no such tile divides the row):
+
+    - a kernel wider than 1 x 1 over several input blocks: 14 x 2, else 7 x 2, one input block per
+      pass over the plane, whose weights (9 taps x 2 blocks of 16 x 16 floats: 18 kB) every tile
+      of the plane reads from L1, where a whole-reduction tile streams all of its group's weights
+      from L2 again (a 3 x 3 conv of 256 channels: 295 kB per tile). The plane's partial sums (at
+      most ``PLANE_BYTES``) stay in L2.
+    - a 1 x 1 conv of ``DEEP_BLOCKS`` input blocks or more: 14 x 2, whose two weight vectors feed
+      28 accumulators (4 x 4: four feed 16), half the weight bytes per multiply-add.
+
+    Measured against the older defaults on ResNet-50's float convs (this Xeon, each tile alone):
+    3 x 3 0.87-0.94x at 7 x 7, 0.64-0.95x at 14 x 14, 0.90x at 28 x 28, 0.92x at 56 x 56; 1 x 1 of
+    32 or 64 input blocks 0.61-0.88x, of 4 to 16 blocks 0.88-1.06x (left as they were). The int8
+    convs were not faster chunked, and keep their whole-reduction tiles."""
+    if not (registers.registers >= AVX512.registers and kernel.floating):
+        return None
+    if kernel.taps == 1:
+        tile = ConvTile(14, 2)
+        return tile if in_blocks >= DEEP_BLOCKS and tile.fits(width, out_blocks, in_blocks) else None
+    if in_blocks < 2 or kernel.height * width * 2 * registers.lanes * 4 > PLANE_BYTES:
+        return None
+    tiles = (ConvTile(14, 2, 1), ConvTile(7, 2, 1))
+    return next((tile for tile in tiles if tile.fits(width, out_blocks, in_blocks)), None)
 
 
 def amx_tiles(width: int, out_blocks: int, out_block: int = AMX_COLUMNS) -> list[ConvTile]:
