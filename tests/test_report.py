@@ -259,7 +259,7 @@ def test_a_side_by_side_comparison_is_shown_with_its_goals(quick_results, tmp_pa
         {**document, "experiments": [{"id": "resnet50-int8-a8-cpu", "kernels": "builtin", "target": amx_target}]},
     )
     build(root, tmp_path / "docs")
-    assert "run on its tile registers (`tdpbusd`" in (tmp_path / "docs" / "benchmarks.md").read_text(), (
+    assert "run on its tile registers (`tdpbssd`" in (tmp_path / "docs" / "benchmarks.md").read_text(), (
         "builds that targeted AMX say so"
     )
 
