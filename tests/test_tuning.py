@@ -105,6 +105,18 @@ def test_with_avx512s_registers_a_float_conv_whose_weights_would_stream_from_l2_
         assert tiles[0] == default_tile(14, 16, AVX512, 64, kernel) and len(set(tiles)) == len(tiles)
 
 
+def test_with_avx512s_registers_odd_block_counts_share_each_input_value_between_several_blocks():
+    """5, 3, 7 and 15 output blocks (EfficientNet's 40, 24, 112 and 240 channels): as many blocks
+    as divide them (up to 7) and as many pixels as keep the tile within 14 accumulators, not one
+    block of the widest row."""
+    assert default_tile(28, 5, AVX512) == ConvTile(2, 5)
+    assert default_tile(56, 3, AVX512) == ConvTile(4, 3)
+    assert default_tile(14, 7, AVX512) == ConvTile(2, 7)
+    assert default_tile(28, 15, AVX512) == ConvTile(2, 5)
+    assert default_tile(28, 11, AVX512) == ConvTile(7, 1), "no block count up to 7 divides 11"
+    assert default_tile(28, 5) == ConvTile(7, 1), "AVX2's tiles are as they were"
+
+
 def test_a_tile_beyond_the_register_budget_is_refused():
     with pytest.raises(ValueError, match="accumulators"):
         ConvTile(16, 5)  # AMX's 16 rows x 4 tiles is the most any conv holds

@@ -26,9 +26,10 @@ blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0
 of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). With AVX-512's
 registers (Intel Xeon, ResNet-50 side by side) 4 x 4, else 7 x 2, took ResNet-50 from 38.8 to
 31.8 ms (float) and from 13.5 to 12.3 ms (int8) against 4 x 2 / 2 x 4; the float convs whose
-weights would stream from L2 then took ``float_tile``'s tiles (ResNet-50 float 32.5 -> 29.7 ms on
-an Emerald Rapids VM, own workers side by side). ``default_tile`` encodes that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv and keeps the
-fastest in a tuning database, which ``schedule`` then reads by ``workload_key``.
+weights would stream from L2 then took ``float_tile``'s tiles (ResNet-50 float 32.5 -> 29.7 ms
+on an Emerald Rapids VM, own workers side by side), and odd block counts ``_odd_blocks_tile``'s.
+``default_tile`` encodes that; ``qbuild.tune`` measures every ``candidate_tiles`` entry per conv
+and keeps the fastest in a tuning database, which ``schedule`` then reads by ``workload_key``.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ MAX_OUTPUTS = max(MAX_ACCUMULATORS, AMX_ROWS * AMX_BLOCKS)  # pixels x blocks of
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
 PLANE_BYTES = 512 * 1024  # a chunked float tile's partial sums at most: half of a 1 MB L2
+ODD_ACCUMULATORS = 14  # an odd-blocks tile's accumulators at most (7 x 2's: no spills on the integer path)
 DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
 
 
@@ -118,17 +120,35 @@ class KernelShape:
 def default_tile(
     width: int, out_blocks: int, registers: Vectors = AVX2, in_blocks: int = 1, kernel: KernelShape | None = None
 ) -> ConvTile:
-    """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2; then 4 x 2,
-    else 2 x 4, else the widest row divisor of at most 8 pixels x 1 block. With 32 registers, a
-    float conv whose weights would stream from L2 takes ``float_tile``'s."""
+    """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2, else (odd
+    block counts) ``_odd_blocks_tile``'s; then 4 x 2, else 2 x 4, else the widest row divisor of
+    at most 8 pixels x 1 block. With 32 registers, a float conv whose weights would stream from
+    L2 takes ``float_tile``'s."""
     chosen = float_tile(width, out_blocks, registers, in_blocks, kernel or KernelShape())
     if chosen is not None:
         return chosen
-    wide = (ConvTile(4, 4), ConvTile(7, 2)) if registers.registers >= AVX512.registers else ()
-    for tile in (*wide, ConvTile(4, 2), ConvTile(2, 4)):
+    wide = registers.registers >= AVX512.registers
+    for tile in (ConvTile(4, 4), ConvTile(7, 2)) if wide else ():
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
+    odd = _odd_blocks_tile(width, out_blocks) if wide else None
+    for tile in (*((odd,) if odd else ()), ConvTile(4, 2), ConvTile(2, 4)):
+        if tile.fits(width, out_blocks, in_blocks=1):
+            return tile
     return ConvTile(max(_divisors(width, 8)), 1)
+
+
+def _odd_blocks_tile(width: int, out_blocks: int) -> ConvTile | None:
+    """With 32 registers, for output blocks that neither 4 nor 2 divides (3, 5, 7, 9, 15 blocks:
+    EfficientNet's 24 to 240 channels): the most blocks that divide them, up to 7, and the most
+    pixels that keep it within ``ODD_ACCUMULATORS``, so that each broadcast input value feeds
+    several blocks. Measured on EfficientNet-Lite0's int8 and float 1x1 convs against the widest
+    row of one block (this Xeon, each tile alone): 0.63-0.87x. None where no block count above 1
+    divides them."""
+    blocks = max(_divisors(out_blocks, 7))
+    if blocks < 2:
+        return None
+    return ConvTile(max(_divisors(width, ODD_ACCUMULATORS // blocks)), blocks)
 
 
 def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile | None:
