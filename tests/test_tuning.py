@@ -117,6 +117,14 @@ def test_with_avx512s_registers_odd_block_counts_share_each_input_value_between_
     assert default_tile(28, 5) == ConvTile(7, 1), "AVX2's tiles are as they were"
 
 
+def test_with_avx512s_registers_a_depthwise_conv_of_wide_rows_takes_one_block_per_tile():
+    depthwise = KernelShape(depthwise=True, floating=True)
+    assert default_tile(56, 9, AVX512, 1, depthwise) == ConvTile(8, 1)
+    assert default_tile(112, 2, AVX512, 1, depthwise) == ConvTile(8, 1)
+    assert default_tile(7, 72, AVX512, 1, depthwise) == ConvTile(7, 2), "rows of 7: as before"
+    assert default_tile(56, 9, AVX512) == ConvTile(4, 3), "a dense conv of 9 blocks shares its inputs"
+
+
 def test_a_tile_beyond_the_register_budget_is_refused():
     with pytest.raises(ValueError, match="accumulators"):
         ConvTile(16, 5)  # AMX's 16 rows x 4 tiles is the most any conv holds

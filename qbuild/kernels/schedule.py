@@ -153,8 +153,9 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, reduce {tuple(reduce)}"
     in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
-    taps = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[1] * reduce[2]
-    kernel = KernelShape(taps, extents[2], str(block.writes[0].source.dtype).startswith("float"))
+    depthwise = name.startswith(CONV_BLOCK + DEPTHWISE)
+    floating = str(block.writes[0].source.dtype).startswith("float")
+    kernel = KernelShape(1 if depthwise else reduce[1] * reduce[2], extents[2], floating, depthwise)
     key = workload_key(block.script())
     return ConvWorkload(key, extents[3], extents[1], in_blocks, summary, name, extents[4], kernel)
 
