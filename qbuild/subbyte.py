@@ -136,9 +136,10 @@ class Timed:
 def _byte_conv(weights: np.ndarray, stride: int, padding: int, registers, data_max: int = 127):
     """The int8 conv as it runs inside a quantized network: data and output in the blocked layout
     of this CPU's ``registers``, the data (after a ReLU and a requantize) in [0, ``data_max``], so
-    the byte compute (``vpmaddubsw``, ``vpdpbusd`` with AVX-512 VNNI, AMX's ``tdpbusd`` where the
-    channels allow) runs, as it does in the network, accumulating in int16 where ``data_max`` and
-    the weights allow."""
+    the byte compute (``vpmaddubsw``, ``vpdpbusd`` with AVX-512 VNNI, AMX's ``tdpbssd`` where the
+    channels allow) runs, accumulating in int16 where ``data_max`` and the weights allow. (In a
+    network, AMX convs hand each other 64-channel blocks; here the data comes in the registers'
+    blocks, which the AMX conv's padding stage re-blocks.)"""
     from tvm import relax
 
     from qbuild.kernels import conv2d

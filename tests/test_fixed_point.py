@@ -110,6 +110,12 @@ def test_the_calibrated_epilogue_computes_nothing_in_int64():
     assert dtypes == {"float32", "int8"}
 
 
+def test_a_shift_by_a_power_of_two_too_large_for_a_multiplier_still_shifts():
+    x = np.array([1, 2], dtype=np.int8).reshape(1, 2, 1, 1)
+    got = _run_requantize(x, 2.0**30, None, "int64", "UPWARD")
+    np.testing.assert_array_equal(got, requantize_reference(x, 2.0**30, None))
+
+
 def test_shifts_and_int32_clips_keep_integer_rescales():
     assert not rescales_in_float32(np.array([0.25, 0.5]), 127), "a shift needs no multiply"
     assert not rescales_in_float32(0.01, 2**31 - 1), "float32 cannot hold every int32 result"
@@ -131,8 +137,9 @@ def test_an_int8_rescale_takes_a_multiplier_that_fits_int32_only_where_every_res
 def test_an_int8_rescale_that_no_short_multiplier_gets_right_splits_the_31_bit_one_in_int32(rounding):
     """0.77 has no exact short multiplier (above): its 31-bit one is split into two 16-bit halves,
     and every int8 value still rescales as the reference does, with no int64 arithmetic."""
-    ratios = np.array([0.77, 0.7293, 1.3371e-3])
-    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 16, 16).repeat(3, axis=1)
+    ratios = np.array([0.77, 0.7293, 1.3371e-3, 2**14 * 1.37, 2**-17 * 1.01])  # shifts 31, 31, 40, 16, 47
+    assert multiplier_shift(ratios)[1].tolist() == [31, 31, 40, 16, 47]
+    x = np.arange(-128, 128, dtype=np.int8).reshape(1, 1, 16, 16).repeat(len(ratios), axis=1)
     got = _run_requantize(x, ratios, None, "int64", rounding)
     np.testing.assert_array_equal(got, requantize_reference(x, ratios.reshape(1, -1, 1, 1), None, rounding))
     bb = relax.BlockBuilder()

@@ -116,3 +116,27 @@ def test_an_amx_build_multiplies_signed_data_as_it_is_on_any_cpu():
     assert compiled.kernels["functions"]["conv"] == 2
     assembly = compiled.sources()["s"]
     assert "tdpbssd" in assembly and "tdpbusd" not in assembly
+
+
+def test_a_split_after_an_amx_conv_keeps_the_region_narrow_and_converts():
+    """One half of a split feeds a depthwise conv, the other a dense one: ``ConvertLayout`` carries
+    a layout through the split's tuple, so the conv before it keeps 16-channel blocks."""
+    rng = np.random.default_rng(7)
+    first, dense, depthwise = _weights(rng, (128, 128, 1, 1), (64, 64, 1, 1), (64, 1, 3, 3))
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 128, 14, 14), "int32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(_requantize(bb, x), relax.const(first), out_dtype="int32"))
+            halves = bb.emit(relax.op.split(_requantize(bb, conv), 2, axis=1))
+            left = bb.emit(
+                relax.op.nn.conv2d(bb.emit(relax.TupleGetItem(halves, 0)), relax.const(dense), out_dtype="int32")
+            )
+            right = relax.op.nn.conv2d(
+                bb.emit(relax.TupleGetItem(halves, 1)), relax.const(depthwise), padding=1, groups=64, out_dtype="int32"
+            )
+            out = bb.emit_output(relax.op.add(left, bb.emit(right)))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    assert _convs(mod)[0] not in wide_convs(mod["main"], AMX_CPU)
+    assert len(_convs(convert_layouts(AMX_CPU)(mod))) == 3

@@ -114,6 +114,7 @@ def test_with_avx512s_registers_odd_block_counts_share_each_input_value_between_
     assert default_tile(14, 7, AVX512) == ConvTile(2, 7)
     assert default_tile(28, 15, AVX512) == ConvTile(2, 5)
     assert default_tile(28, 11, AVX512) == ConvTile(7, 1), "no block count up to 7 divides 11"
+    assert default_tile(12, 6, AVX512) == ConvTile(4, 2), "an even number of blocks: as before"
     assert default_tile(28, 5) == ConvTile(7, 1), "AVX2's tiles are as they were"
 
 
@@ -122,15 +123,18 @@ def test_with_avx512s_registers_a_depthwise_conv_of_wide_rows_takes_one_block_pe
     assert default_tile(56, 9, AVX512, 1, depthwise) == ConvTile(8, 1)
     assert default_tile(112, 2, AVX512, 1, depthwise) == ConvTile(8, 1)
     assert default_tile(7, 72, AVX512, 1, depthwise) == ConvTile(7, 2), "rows of 7: as before"
+    assert default_tile(17, 4, AVX512, 1, depthwise) == default_tile(17, 4, AVX512), (
+        "a prime row would give one accumulator: the general rule's tile"
+    )
     assert default_tile(56, 9, AVX512) == ConvTile(4, 3), "a dense conv of 9 blocks shares its inputs"
 
 
 def test_a_tile_beyond_the_register_budget_is_refused():
     with pytest.raises(ValueError, match="accumulators"):
         ConvTile(16, 5)  # AMX's 16 rows x 4 tiles is the most any conv holds
-    vector = ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK)
+    vector = ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK, 16, KernelShape())
     assert not vector.fits(ConvTile(8, 4)), "32 accumulators: more than the vector registers hold"
-    assert ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK + AMX).fits(ConvTile(14, 4))
+    assert ConvWorkload("key", 56, 8, 4, "a conv", CONV_BLOCK + AMX, 16, KernelShape()).fits(ConvTile(14, 4))
 
 
 def test_an_amx_conv_tile_is_up_to_sixteen_pixels_by_four_tiles_dividing_the_output():

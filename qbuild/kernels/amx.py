@@ -1,19 +1,22 @@
 """Intel AMX: the int8 conv's tile of output pixels x channels in the CPU's tile registers.
 
 A CPU with AMX (Sapphire Rapids and later) has eight tile registers of up to 16 rows x 64 bytes
-and one instruction, ``tdpbusd``, that adds to an int32 tile C (M rows x 16 columns) the product
-of a uint8 tile A (M rows x 64 bytes) and an int8 tile B (16 rows x 64 bytes, each row four
-input channels of 16 output channels: ``vpdpbusd``'s operand order): M x 16 x 64 multiply-adds
-in one instruction, where ``vpdpbusd`` on zmm does 16 x 4.
+and instructions that add to an int32 tile C (M rows x 16 columns) the product of a byte tile A
+(M rows x 64 bytes; ``tdpbssd`` int8, ``tdpbusd`` uint8) and an int8 tile B (16 rows x 64 bytes,
+each row four input channels of 16 output channels: ``vpdpbusd``'s operand order): M x 16 x 64
+multiply-adds in one instruction, where ``vpdpbusd`` on zmm does 16 x 4. The data is read as it
+is, signed or not: no offset.
 
 The conv maps onto it directly (``conv2d``): a tile row is one output pixel, its 64 bytes 64
-input channels of the pixel's input (data re-blocked to 64 channels in the padding stage); B is
-the weights of 64 input channels x 16 output channels at one kernel position (re-blocked at
-compile time to ``(O/16, I/64, KH, KW, 16, 16, 4)``); C accumulates over the input channel blocks
-and kernel positions. A conv tile is ``rows`` pixels of an output row x ``blocks`` (at most 4)
-accumulator tiles (tiles 0-3); each step loads A once (tile 4) and each block's B (tiles 5 and 6
-in turn). Rows are strided: a stride-2 conv's pixels are two input pixels apart, which
-``tileloadd``'s row stride expresses.
+input channels of the pixel's input (data in blocks of 64 channels: as the AMX conv before it
+wrote it, ``layouts``, else re-blocked in the padding stage); B is the weights of 64 input
+channels x 16 output channels at one kernel position (re-blocked at compile time to ``(O/o,
+I/64, KH, KW, 16, o, 4)`` for output blocks of o = 16 or 64 channels); C accumulates over the
+input channel blocks and kernel positions. A conv tile is ``rows`` pixels of an output row x
+``blocks`` (at most 4) accumulator tiles (tiles 0-3), each its own output block of 16 channels
+or (``wide``) side by side in one block of 64; each step loads A once (tile 4) and each tile's
+B (tiles 5 and 6 in turn). Rows are strided: a stride-2 conv's pixels are two input pixels
+apart, which ``tileloadd``'s row stride expresses.
 
 Three intrinsics per tile shape, in the conv's loop nest (``schedule``): ``zero`` (configure the
 tiles where the thread's configuration differs, and clear the accumulators) where the reduction

@@ -73,52 +73,53 @@ CONV_BLOCK = "qbuild_conv2d_nchwc"  # the schedule finds the convolution by this
 PAD_BLOCK = "qbuild_pad"
 UNSIGNED_OFFSET = 128  # int8 + 128 = uint8: the VNNI compute's activations
 SEVEN_BIT = "_u7"  # suffix of the conv block whose uint8 data is known to be at most 127
-UNSIGNED_BYTES = "_ub"  # suffix of the conv block of uint8 data over its whole range (VNNI, AMX)
+UNSIGNED_BYTES = "_ub"  # suffix of the conv block of uint8 data over its whole range (VNNI)
 INT16_SUMS = "_u7_acc16"  # suffix of the byte conv block whose sums are known to fit in int16
 PAIR_SUM_BLOCK = "qbuild_pair_sum"  # the int32 sum of the int16 halves
 INT16_MAX = 32767
 AMX = "_amx"  # suffix of the byte conv block whose tile runs on AMX (``amx``)
-AMX_BLOCK = 64  # channels of the blocks that AMX convs read and write between each other
+AMX_BLOCK = amx.DEPTH  # channels of the blocks AMX convs hand each other: a tile row, and 4 tiles of 16 columns
+NARROW = (False, False)  # (wide data, wide output) of a conv outside the AMX convs' regions (``layouts``)
+CONV2D = "relax.nn.conv2d"
 SIGNED_BYTES = "_s8"  # suffix of the conv block of int8 data x int8 weight quads (AArch64 sdot)
 DEPTHWISE = "_dw"  # suffix of a depthwise conv block (``DEPTHWISE_TAPS`` too)
 DEPTHWISE_TAPS = "_dw_taps"  # suffix of the depthwise byte conv block: four taps per lane
 TAPS = 4  # horizontal taps a lane multiplies in one call (vpdpbusd's quad)
 
 
-def _plain(call: relax.Call) -> bool:
+def plain(call: relax.Call) -> bool:
     """NCHW/OIHW, undilated: the convolutions qbuild's computes cover."""
     attrs = call.attrs
     return attrs.data_layout == "NCHW" and attrs.kernel_layout == "OIHW" and all(int(d) == 1 for d in attrs.dilation)
 
 
-def desired_layout(
-    call: relax.Call, vectors: Vectors = AVX2, wide: tuple[bool, bool] = (False, False)
-) -> dict[str, list[str]]:
+def desired_layout(call: relax.Call, vectors: Vectors = AVX2, wide: tuple[bool, bool] = NARROW) -> dict[str, list[str]]:
     """``ConvertLayout`` callback (``vectors`` bound): the blocked layout for a conv2d, {} for
     every other op. A block is one register's lanes where the channels allow (``Vectors.block``).
 
-    Every tensor gets the same block for a given channel count, so a residual add always sees
-    its two operands in one layout; the output layout is named too (ConvertLayout would give it
-    the input's block, which differs where, say, 12 channels go in and 16 come out). A conv whose
+    Every tensor gets the same block for a given channel count (outside the AMX convs' wide
+    regions, ``wide``), so a residual add always sees its two operands in one layout; the output
+    layout is named too (ConvertLayout would give it the input's block, which differs where, say,
+    12 channels go in and 16 come out). A conv whose
     input channels do not split into blocks of at least 4 (an RGB stem) reads NCHW (ConvertLayout
     fails on a 3c layout) and writes the blocked layout (``legalize`` blocks its data itself).
     ``wide``: whether a dense conv's data and output take ``AMX_BLOCK`` channels per block
     instead (``qbuild.kernels.layouts``: the tensors that AMX convs hand each other)."""
-    if call.op.name != "relax.nn.conv2d":
+    if call.op.name != CONV2D:
         return {}
     data, weight = call.args[0].ty, call.args[1].ty
     out_channels, in_channels = int(weight.shape[0]), int(data.shape[1])
     ic, oc = vectors.block(in_channels), vectors.block(out_channels)
-    if not _plain(call):
-        return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+    if not plain(call):
+        return {CONV2D: ["NCHW", "OIHW"]}
     if call.attrs.groups == 1 and ic < 4:
-        return {"relax.nn.conv2d": ["NCHW", "OIHW", f"NCHW{oc}c"]}
+        return {CONV2D: ["NCHW", "OIHW", f"NCHW{oc}c"]}
     if call.attrs.groups == 1:
         ic, oc = (AMX_BLOCK if is_wide else block for is_wide, block in zip(wide, (ic, oc)))
-        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW{ic}i{oc}o", f"NCHW{oc}c"]}
+        return {CONV2D: [f"NCHW{ic}c", f"OIHW{ic}i{oc}o", f"NCHW{oc}c"]}
     if call.attrs.groups == in_channels == out_channels and int(weight.shape[1]) == 1:
-        return {"relax.nn.conv2d": [f"NCHW{ic}c", f"OIHW1i{ic}o"]}  # lanes are channels: in = out
-    return {"relax.nn.conv2d": ["NCHW", "OIHW"]}
+        return {CONV2D: [f"NCHW{ic}c", f"OIHW1i{ic}o"]}  # lanes are channels: in = out
+    return {CONV2D: ["NCHW", "OIHW"]}
 
 
 def legalize(
@@ -142,7 +143,7 @@ def legalize(
     attrs = call.attrs
     data, weight = call.args
     if attrs.data_layout == "NCHW":
-        if _plain(call) and attrs.groups == 1 and attrs.out_layout != "NCHW":
+        if plain(call) and attrs.groups == 1 and attrs.out_layout != "NCHW":
             return _legalize_stem(bb, call, vectors, data_max)
         from tvm.relax.transform.legalize_ops.nn import _nn_conv2d
 
@@ -184,17 +185,22 @@ def legalize(
 
 
 def _fits_amx(call: relax.Call) -> bool:
-    """Whether a blocked int8 conv can run on AMX tiles: input channels in rows of 64, output
-    blocks of 16 or 64 channels, and a tile (``tiles.amx_tiles``) that divides its output."""
-    from qbuild.kernels.tiles import amx_tiles
-
-    data, weight = call.args
+    """Whether a blocked int8 conv can run on AMX tiles (``fits_amx``)."""
+    data, _ = call.args
     _, chunks, _, _, data_block = (int(d) for d in data.ty.shape)
     _, out_blocks, _, width, out_block = (int(d) for d in call.ty.shape)
+    return fits_amx(chunks * data_block, width, out_blocks * out_block, out_block)
+
+
+def fits_amx(in_channels: int, width: int, out_channels: int, out_block: int) -> bool:
+    """Whether a byte conv can run on AMX tiles: input channels in rows of 64, output blocks of 16
+    or 64 channels, and a tile (``tiles.amx_tiles``) that divides its output."""
+    from qbuild.kernels.tiles import amx_tiles
+
     return (
-        chunks * data_block % amx.DEPTH == 0
+        in_channels % amx.DEPTH == 0
         and out_block in (amx.COLUMNS, AMX_BLOCK)
-        and bool(amx_tiles(width, out_blocks, out_block))
+        and bool(amx_tiles(width, out_channels // out_block, out_block))
     )
 
 
@@ -320,7 +326,7 @@ def _conv_nchwc(
 def _group_weights(weight: te.Tensor, group: int, dtype: str, block: int | None = None) -> te.Tensor:
     """(O/o, I/i, KH, KW, i, o) -> (O/o, I/i, KH, KW, i/g, o, g) in ``dtype``: each output lane's
     ``group`` input channels adjacent, the operand order of the intrinsic that takes them (2 int16:
-    ``vpmaddwd``; 4 int8: ``vpdpbusd``, ``vpmaddubsw``, AMX's ``tdpbusd``); with ``block``, input
+    ``vpmaddwd``; 4 int8: ``vpdpbusd``, ``vpmaddubsw``, AMX's ``tdpbssd``); with ``block``, input
     channel blocks of ``block`` in place of ``i`` (AMX's 64)."""
     oc_chunks, ic_chunks, kh, kw, ic_block, oc_block = weight.shape
     block = block or int(ic_block)

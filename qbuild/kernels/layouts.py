@@ -6,10 +6,11 @@ blocks it re-blocks its whole input in its padding stage, which for a 1x1 conv i
 would not need otherwise. So AMX convs hand each other ``conv2d.AMX_BLOCK``-channel blocks
 where they can.
 
-A *region* is a set of 4-d tensors that non-conv ops join (elementwise ops, pooling, residual
-adds, concatenation: ``ConvertLayout`` gives such ops' operands and results one layout); a conv
-reads one region and writes another. A region is *wide* where every tensor in it has its
-channels in 64s, at least one conv writes it, every conv that writes it is an AMX conv
+A *region* is a set of tensors that non-conv ops join (elementwise ops, pooling, residual adds,
+concatenation, splits and their tuples: ``ConvertLayout`` may give such ops' operands and results
+one layout); a conv reads one region and writes another. A region is *wide* where every tensor in
+it is 4-d with its channels in 64s (a tuple, a symbolic shape or a channel count of another kind
+keeps it narrow), at least one conv writes it, every conv that writes it is an AMX conv
 (``amx_conv``), and every conv that reads it is a dense byte conv (which takes 64-channel
 blocks, AMX or not). A depthwise conv, a float conv or the stem touching a region keeps it narrow.
 
@@ -25,11 +26,8 @@ import tvm
 from tvm import relax
 
 from qbuild.kernels import conv2d
-from qbuild.kernels.tiles import amx_tiles
+from qbuild.kernels.conv2d import AMX_BLOCK, CONV2D, NARROW
 from qbuild.kernels.vectors import Vectors
-
-NARROW = (False, False)  # a conv that neither reads nor writes a wide region
-CONV = "relax.nn.conv2d"
 
 
 def convert_layouts(vectors: Vectors) -> tvm.transform.Pass:
@@ -53,15 +51,15 @@ def convert_layouts(vectors: Vectors) -> tvm.transform.Pass:
 
 def amx_conv(call: relax.Call, vectors: Vectors) -> bool:
     """Whether a (still NCHW) conv runs on AMX tiles reading and writing 64-channel blocks: the
-    CPU has AMX, the conv is dense and undilated, multiplies bytes (int8 weights), its input and
-    output channels come in 64s, and a tile divides its output row."""
+    CPU has AMX, the conv is a dense byte conv (``_dense_bytes``) whose input and output channels
+    come in 64s, and a tile divides its output row (``conv2d.fits_amx``)."""
     data, weight = call.args
     out_channels, in_channels = int(weight.ty.shape[0]), int(data.ty.shape[1])
     return (
         vectors.amx
         and _dense_bytes(call)
-        and in_channels % conv2d.AMX_BLOCK == out_channels % conv2d.AMX_BLOCK == 0
-        and bool(amx_tiles(int(call.ty.shape[3]), out_channels // conv2d.AMX_BLOCK, conv2d.AMX_BLOCK))
+        and out_channels % AMX_BLOCK == 0
+        and conv2d.fits_amx(in_channels, int(call.ty.shape[3]), out_channels, AMX_BLOCK)
     )
 
 
@@ -73,20 +71,24 @@ def wide_convs(func: relax.Function, vectors: Vectors) -> dict[relax.Call, tuple
     parent: dict = {}
 
     def find(var: relax.Var) -> relax.Var:
-        root = parent.setdefault(var, var)
-        return var if root.same_as(var) else find(root)
+        root = var
+        while not parent.setdefault(root, root).same_as(root):
+            root = parent[root]
+        while not var.same_as(root):  # path compression: every var on the way points at the root
+            parent[var], var = root, parent[var]
+        return root
 
     convs = []
     for block in func.body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if _op(value) == CONV:
+            if _op(value) == CONV2D:
                 convs.append((value, value.args[0], binding.var))
-            elif isinstance(value, relax.Call) and _is_4d(binding.var):
-                for arg in _tensor_args(value):
+            elif _carries_layout(binding.var):
+                for arg in relax.analysis.free_vars(value):
                     parent[find(arg)] = find(binding.var)
-    tensors = [*parent, *(var for _, data, out in convs for var in (data, out) if _is_4d(var))]
-    narrow = {find(var) for var in tensors if int(var.ty.shape[1]) % conv2d.AMX_BLOCK}
+    tensors = [*parent, *(var for _, data, out in convs for var in (data, out) if isinstance(var, relax.Var))]
+    narrow = {find(var) for var in tensors if not _in_64s(var)}
     writers: dict = {}
     readers: dict = {}
     for call, data, out in convs:
@@ -110,13 +112,12 @@ def wide_convs(func: relax.Function, vectors: Vectors) -> dict[relax.Call, tuple
 
 
 def _dense_bytes(call: relax.Call) -> bool:
-    """A dense (one group), undilated NCHW conv of int8 or uint8 data and int8 weights."""
+    """A dense (one group), plain (NCHW/OIHW, undilated: ``conv2d.plain``) conv of int8 or uint8
+    data and int8 weights."""
     data, weight = call.args
-    attrs = call.attrs
     return (
-        attrs.groups == 1
-        and attrs.data_layout == "NCHW"
-        and all(int(d) == 1 for d in attrs.dilation)
+        call.attrs.groups == 1
+        and conv2d.plain(call)
         and str(data.ty.dtype) in ("int8", "uint8")
         and str(weight.ty.dtype) == "int8"
     )
@@ -126,16 +127,20 @@ def _op(expr: relax.Expr) -> str | None:
     return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
 
 
-def _is_4d(expr: relax.Expr) -> bool:
-    """A var of a 4-d tensor of known shape."""
-    ty = getattr(expr, "ty", None) if isinstance(expr, relax.Var) else None
-    return isinstance(ty, relax.TensorType) and ty.ndim == 4 and all(isinstance(d, tvm.tirx.IntImm) for d in ty.shape)
+def _carries_layout(var: relax.Var) -> bool:
+    """Whether ``ConvertLayout`` may give the binding's result its operands' layout: a 4-d tensor
+    (of any shape), or anything that is not a tensor (a tuple from ``split``, an element of one).
+    Such a result joins the region of every var its value reads; a result of another rank (a
+    flatten) is converted back to NCHW, and starts none."""
+    ty = var.ty
+    return not isinstance(ty, relax.TensorType) or ty.ndim == 4
 
 
-def _tensor_args(call: relax.Call) -> list[relax.Var]:
-    """The 4-d tensor vars a call reads, those inside tuples included."""
-    found = []
-    for arg in call.args:
-        fields = arg.fields if isinstance(arg, relax.Tuple) else [arg]
-        found += [field for field in fields if isinstance(field, relax.Var) and _is_4d(field)]
-    return found
+def _in_64s(var: relax.Var) -> bool:
+    """A 4-d tensor of a static shape whose channels come in 64s (what a wide region holds)."""
+    ty = var.ty
+    if not (
+        isinstance(ty, relax.TensorType) and ty.ndim == 4 and all(isinstance(d, tvm.tirx.IntImm) for d in ty.shape)
+    ):
+        return False
+    return int(ty.shape[1]) % AMX_BLOCK == 0

@@ -67,7 +67,6 @@ from qbuild.kernels.conv2d import (
     UNSIGNED_BYTES,
 )
 from qbuild.kernels.tiles import (
-    AMX_COLUMNS,
     MAX_ACCUMULATORS,
     ConvTile,
     KernelShape,
@@ -115,8 +114,8 @@ class ConvWorkload:
     in_blocks: int
     summary: str
     block: str
-    out_block: int = AMX_COLUMNS
-    kernel: KernelShape = KernelShape()
+    out_block: int
+    kernel: KernelShape
 
     @property
     def amx(self) -> bool:
@@ -155,7 +154,8 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     depthwise = name.startswith(CONV_BLOCK + DEPTHWISE)
     floating = str(block.writes[0].source.dtype).startswith("float")
-    kernel = KernelShape(1 if depthwise else reduce[1] * reduce[2], extents[2], floating, depthwise)
+    taps = math.prod(reduce) if depthwise else reduce[1] * reduce[2]  # (r, q), (r, quads, 4) or (c, r, q, ...)
+    kernel = KernelShape(taps, extents[2], floating, depthwise)
     key = workload_key(block.script())
     return ConvWorkload(key, extents[3], extents[1], in_blocks, summary, name, extents[4], kernel)
 
@@ -352,7 +352,8 @@ def _inline_epilogue(sch: Schedule, writeback, tile_loop):
 def _inline_other_producers(sch: Schedule, block, writeback) -> None:
     """Inline into ``block`` the whole chain that computes its other input (a residual's casts
     and requantize), producer after producer, until only ``writeback`` and buffers that nothing
-    in the function writes are left."""
+    in the function writes are left. Raises a schedule error where a producer cannot be inlined;
+    what was inlined by then stays inlined (the function computes the same either way)."""
     while True:
         others = [p for p in sch.get_producers(block) if not sch.get(p).same_as(sch.get(writeback))]
         if not others:

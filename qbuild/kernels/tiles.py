@@ -50,6 +50,7 @@ CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner t
 PLANE_BYTES = 512 * 1024  # a chunked float tile's partial sums at most: half of a 1 MB L2
 MIN_DEPTHWISE_ROW = 14  # the narrowest output row on which a depthwise conv takes one block per tile
 ODD_ACCUMULATORS = 14  # an odd-blocks tile's accumulators at most (7 x 2's: no spills on the integer path)
+ODD_BLOCKS = ODD_ACCUMULATORS // 2  # an odd-blocks tile's blocks at most (two pixels each)
 DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
 
 
@@ -110,9 +111,8 @@ def candidate_tiles(
 
 @dataclass(frozen=True)
 class KernelShape:
-    """What else a conv's default tile depends on: its kernel's taps (3 x 3: 9; 1 for a depthwise
-    conv, which has no channel reduction), its output's height, whether it computes in float, and
-    whether it is depthwise."""
+    """What else a conv's default tile depends on: its kernel's taps (3 x 3: 9), its output's
+    height, whether it computes in float, and whether it is depthwise."""
 
     taps: int = 1
     height: int = 1
@@ -123,39 +123,43 @@ class KernelShape:
 def default_tile(
     width: int, out_blocks: int, registers: Vectors = AVX2, in_blocks: int = 1, kernel: KernelShape | None = None
 ) -> ConvTile:
-    """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2, else (odd
-    block counts) ``_odd_blocks_tile``'s; then 4 x 2, else 2 x 4, else the widest row divisor of
-    at most 8 pixels x 1 block. With 32 registers, a float conv whose weights would stream from
-    L2 takes ``float_tile``'s, and a depthwise conv of rows of ``MIN_DEPTHWISE_ROW`` or more the
-    widest row divisor of at most 8 pixels x 1 block: each block is a plane of its own, and a
-    tile of several reads several planes at once. Measured on EfficientNet-Lite0's depthwise convs
-    of 56 and 112 rows (this Xeon, each tile alone): float 0.49-0.69x, int8 0.92-0.95x the time of
-    7 x 2 / 4 x 3; on rows of 7 the several-block tiles were as fast."""
+    """The untuned choice (see the module doc): with 32 registers 4 x 4, else 7 x 2, else for an
+    odd number of blocks ``_odd_blocks_tile``'s; then 4 x 2, else 2 x 4, else the widest row
+    (``_widest_row``: at most 8 pixels) x 1 block. With 32 registers, a float conv whose weights
+    would stream from L2 takes ``float_tile``'s, and a depthwise conv of rows of
+    ``MIN_DEPTHWISE_ROW`` or more the widest row x 1 block: each block is a plane of its own, and
+    a tile of several reads several planes at once (EfficientNet-Lite0's depthwise convs of rows
+    of 56 and 112: float 0.49-0.69x the time of 7 x 2 / 4 x 3, int8 0.92-0.95x)."""
     kernel = kernel or KernelShape()
     wide = registers.registers >= AVX512.registers
-    if wide and kernel.depthwise and width >= MIN_DEPTHWISE_ROW:
-        return ConvTile(max(_divisors(width, 8)), 1)
+    row = _widest_row(width)
+    if wide and kernel.depthwise and width >= MIN_DEPTHWISE_ROW and row >= MIN_ACCUMULATORS:
+        return ConvTile(row, 1)
     chosen = float_tile(width, out_blocks, registers, in_blocks, kernel)
     if chosen is not None:
         return chosen
     for tile in (ConvTile(4, 4), ConvTile(7, 2)) if wide else ():
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
-    odd = _odd_blocks_tile(width, out_blocks) if wide else None
+    odd = _odd_blocks_tile(width, out_blocks) if wide and out_blocks % 2 else None
     for tile in (*((odd,) if odd else ()), ConvTile(4, 2), ConvTile(2, 4)):
         if tile.fits(width, out_blocks, in_blocks=1):
             return tile
-    return ConvTile(max(_divisors(width, 8)), 1)
+    return ConvTile(row, 1)
+
+
+def _widest_row(width: int) -> int:
+    """The most pixels of a row that a one-block tile takes: the widest divisor of at most 8."""
+    return max(_divisors(width, 8))
 
 
 def _odd_blocks_tile(width: int, out_blocks: int) -> ConvTile | None:
-    """With 32 registers, for output blocks that neither 4 nor 2 divides (3, 5, 7, 9, 15 blocks:
-    EfficientNet's 24 to 240 channels): the most blocks that divide them, up to 7, and the most
-    pixels that keep it within ``ODD_ACCUMULATORS``, so that each broadcast input value feeds
-    several blocks. Measured on EfficientNet-Lite0's int8 and float 1x1 convs against the widest
-    row of one block (this Xeon, each tile alone): 0.63-0.87x. None where no block count above 1
-    divides them."""
-    blocks = max(_divisors(out_blocks, 7))
+    """For an odd number of output blocks (3, 5, 7, 9, 15: EfficientNet's 24 to 240 channels): the
+    most blocks that divide them, up to ``ODD_BLOCKS``, and the most pixels that keep the tile
+    within ``ODD_ACCUMULATORS``, so that each broadcast input value feeds several blocks
+    (EfficientNet-Lite0's 1x1 convs: 0.63-0.87x the time of one block of the widest row). None
+    where no block count above 1 divides them."""
+    blocks = max(_divisors(out_blocks, ODD_BLOCKS))
     if blocks < 2:
         return None
     return ConvTile(max(_divisors(width, ODD_ACCUMULATORS // blocks)), blocks)
@@ -163,21 +167,17 @@ def _odd_blocks_tile(width: int, out_blocks: int) -> ConvTile | None:
 
 def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile | None:
     """The float default on 32 registers where the weights would stream from L2 (None elsewhere,
-    or where no such tile divides the row):
+    for a depthwise conv, or where no such tile divides the row):
 
     - a kernel wider than 1 x 1 over several input blocks: 14 x 2, else 7 x 2, one input block per
       pass over the plane, whose weights (9 taps x 2 blocks of 16 x 16 floats: 18 kB) every tile
       of the plane reads from L1, where a whole-reduction tile streams all of its group's weights
       from L2 again (a 3 x 3 conv of 256 channels: 295 kB per tile). The plane's partial sums (at
-      most ``PLANE_BYTES``) stay in L2.
+      most ``PLANE_BYTES``) stay in L2. ResNet-50's: 0.64-0.95x the time of 4 x 4 / 7 x 2.
     - a 1 x 1 conv of ``DEEP_BLOCKS`` input blocks or more: 14 x 2, whose two weight vectors feed
-      28 accumulators (4 x 4: four feed 16), half the weight bytes per multiply-add.
-
-    Measured against the older defaults on ResNet-50's float convs (this Xeon, each tile alone):
-    3 x 3 0.87-0.94x at 7 x 7, 0.64-0.95x at 14 x 14, 0.90x at 28 x 28, 0.92x at 56 x 56; 1 x 1 of
-    32 or 64 input blocks 0.61-0.88x, of 4 to 16 blocks 0.88-1.06x (left as they were). The int8
-    convs were not faster chunked, and keep their whole-reduction tiles."""
-    if not (registers.registers >= AVX512.registers and kernel.floating):
+      28 accumulators (4 x 4: four feed 16), half the weight bytes per multiply-add. ResNet-50's:
+      0.61-0.88x (shallower ones gained nothing, and int8 convs nothing chunked)."""
+    if not (registers.registers >= AVX512.registers and kernel.floating) or kernel.depthwise:
         return None
     if kernel.taps == 1:
         tile = ConvTile(14, 2)

@@ -158,10 +158,11 @@ def requantize(
     and cast, as ``fixed_point.requantize_reference``.
 
     Power-of-two ratios become plain shifts. Others, clipped within +-2**23 (every int8 or int16
-    epilogue), a float32 multiply; else a multiply and a rounding shift in int64: a 31-bit
-    multiplier, for int8 input a shorter one whose product stays in int32 where it gives every
-    int8 value the same result (``fixed_point.exact_int8_multiplier_shift``), else the 31-bit
-    multiplier split in two halves, all in int32 (``_split_multiply_shift``).
+    epilogue), a float32 multiply; else a multiply and a rounding shift by a 31-bit multiplier, in
+    int64; for int8 input instead a shorter multiplier whose product stays in int32 where it gives
+    every int8 value the same result (``fixed_point.exact_int8_multiplier_shift``), else, for
+    shifts of 16 to 47 bits, the 31-bit multiplier split in two halves, all in int32
+    (``_split_multiply_shift``).
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
     ndim = _ndim(q)
@@ -171,7 +172,7 @@ def requantize(
     shifts_only = exponents is not None and (np.all(exponents >= 0) or np.all(exponents <= 0))
     int8 = _dtype(q) == "int8" and not shifts_only
     exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if int8 else None
-    multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+    multiplier, shift = (exact if exact is not None else multiplier_shift(ratio)) if not shifts_only else (None, None)
     if int8 and exact is None and SPLIT_BITS <= shift.min() and shift.max() <= SPLIT_SHIFTS:
         scaled = _split_multiply_shift(bb, q, multiplier, shift, rounding, round_for_shift, axis)
     elif exponents is not None and np.all(exponents == 0):
