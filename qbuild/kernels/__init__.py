@@ -27,11 +27,11 @@ TVM 0.27 notes learned here: ``ConvertLayout`` has no layout rule for ``clip`` (
 ``clip_to_min_max``) nor ``nn.pad`` (a transform back to NCHW around each); it fails on a ``3c``
 data layout and on a residual add whose operands were blocked differently (16c vs 8c), so every
 tensor uses one block per channel count, except where AMX convs hand each other 64-channel
-blocks (``layouts``: it also fails to re-block 16c to 64c itself); and it fails on a conv2d that is already written in a
-blocked layout (build such a conv through ``conv2d.legalize`` directly, as ``qbuild.subbyte``
-does). ``tirx.popcount`` on a uint32 vector becomes LLVM's ``ctpop``, which AVX2 lowers to byte
-shuffles (no VPOPCNTDQ). The VM's ``profile=`` argument is gone; per-function times come from
-``VirtualMachine.set_instrument``.
+blocks (``layouts``: it also fails to re-block 16c to 64c itself); and it fails on a conv2d
+that is already written in a blocked layout (build such a conv through ``conv2d.legalize``
+directly, as ``qbuild.subbyte`` does). ``tirx.popcount`` on a uint32 vector becomes LLVM's
+``ctpop``, which AVX2 lowers to byte shuffles (no VPOPCNTDQ). The VM's ``profile=`` argument is
+gone; per-function times come from ``VirtualMachine.set_instrument``.
 """
 
 from typing import TYPE_CHECKING

@@ -108,7 +108,7 @@ def _tile(number: int):
     return T.uint8(number)
 
 
-def _layout(rows: int, blocks: int, wide: bool) -> tuple[int, int]:
+def _layout(blocks: int, wide: bool) -> tuple[int, int]:
     """The accumulators' channel blocks and lanes in ``(1, blocks, 1, rows, lanes)``: each tile
     its own block of 16 channels, or (``wide``) the tiles side by side in one block of
     ``blocks`` x 16 channels (a conv whose output is ``NCHW64c``)."""
@@ -118,7 +118,7 @@ def _layout(rows: int, blocks: int, wide: bool) -> tuple[int, int]:
 def _zero(rows: int, blocks: int, wide: bool) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     """Accumulators C[0, j, 0, x, b] = 0 (wide: C[0, 0, 0, x, l]) for ``rows`` pixels x and
     ``blocks`` tiles."""
-    nb, nl = _layout(rows, blocks, wide)
+    nb, nl = _layout(blocks, wide)
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle) -> None:
@@ -177,7 +177,7 @@ def _dot(rows: int, blocks: int, wide: bool, stride: int, signed: bool) -> tuple
     ``blocks`` tiles of 16 output channels. A is int8 (``signed``: ``tdpbssd``) or uint8 (``tdpbusd``)."""
     span = (rows - 1) * stride + 1
     groups = DEPTH // QUAD
-    nb, nl = _layout(rows, blocks, wide)
+    nb, nl = _layout(blocks, wide)
     data = "int8" if signed else "uint8"
     instruction = "tdpbssd" if signed else "tdpbusd"
 
@@ -245,7 +245,7 @@ def _dot(rows: int, blocks: int, wide: bool, stride: int, signed: bool) -> tuple
 def _store(rows: int, blocks: int, wide: bool) -> tuple[tirx.PrimFunc, tirx.PrimFunc]:
     """D = C: the accumulators to the tile's buffer (of C's layout). The tiles stay configured
     for the thread's next tile (``_zero``)."""
-    nb, nl = _layout(rows, blocks, wide)
+    nb, nl = _layout(blocks, wide)
 
     @T.prim_func(s_tir=True)
     def desc(c: T.handle, d: T.handle) -> None:

@@ -100,9 +100,9 @@ def desired_layout(call: relax.Call, vectors: Vectors = AVX2, wide: tuple[bool, 
     Every tensor gets the same block for a given channel count (outside the AMX convs' wide
     regions, ``wide``), so a residual add always sees its two operands in one layout; the output
     layout is named too (ConvertLayout would give it the input's block, which differs where, say,
-    12 channels go in and 16 come out). A conv whose
-    input channels do not split into blocks of at least 4 (an RGB stem) reads NCHW (ConvertLayout
-    fails on a 3c layout) and writes the blocked layout (``legalize`` blocks its data itself).
+    12 channels go in and 16 come out). A conv whose input channels do not split into blocks of
+    at least 4 (an RGB stem) reads NCHW (ConvertLayout fails on a 3c layout) and writes the
+    blocked layout (``legalize`` blocks its data itself).
     ``wide``: whether a dense conv's data and output take ``AMX_BLOCK`` channels per block
     instead (``qbuild.kernels.layouts``: the tensors that AMX convs hand each other)."""
     if call.op.name != CONV2D:

@@ -28,6 +28,7 @@ from tvm import relax
 from qbuild.kernels import conv2d
 from qbuild.kernels.conv2d import AMX_BLOCK, CONV2D, NARROW
 from qbuild.kernels.vectors import Vectors
+from qbuild.relax.graph import op_name
 
 
 def convert_layouts(vectors: Vectors) -> tvm.transform.Pass:
@@ -82,7 +83,7 @@ def wide_convs(func: relax.Function, vectors: Vectors) -> dict[relax.Call, tuple
     for block in func.body.blocks:
         for binding in block.bindings:
             value = binding.value
-            if _op(value) == CONV2D:
+            if op_name(value) == CONV2D:
                 convs.append((value, value.args[0], binding.var))
             elif _carries_layout(binding.var):
                 for arg in relax.analysis.free_vars(value):
@@ -121,10 +122,6 @@ def _dense_bytes(call: relax.Call) -> bool:
         and str(data.ty.dtype) in ("int8", "uint8")
         and str(weight.ty.dtype) == "int8"
     )
-
-
-def _op(expr: relax.Expr) -> str | None:
-    return expr.op.name if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) else None
 
 
 def _carries_layout(var: relax.Var) -> bool:

@@ -151,8 +151,8 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     reduce = [int(iv.dom.extent) for iv in block.iter_vars if int(iv.iter_type) != DATA_PAR]
     operands = " x ".join(dict.fromkeys(str(region.source.dtype) for region in block.reads))
     summary = f"{operands} -> {block.writes[0].source.dtype}: out {tuple(extents[:5])}, reduce {tuple(reduce)}"
-    in_blocks = 1 if name.startswith(CONV_BLOCK + DEPTHWISE) else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     depthwise = name.startswith(CONV_BLOCK + DEPTHWISE)
+    in_blocks = 1 if depthwise else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     floating = str(block.writes[0].source.dtype).startswith("float")
     taps = math.prod(reduce) if depthwise else reduce[1] * reduce[2]  # (r, q), (r, quads, 4) or (c, r, q, ...)
     kernel = KernelShape(taps, extents[2], floating, depthwise)
@@ -292,7 +292,7 @@ def _amx_conv(sch: Schedule, name: str, tile: ConvTile, registers: Vectors) -> N
     n, o, y, x, b, c, r, q, p, t = sch.get_loops(conv)
     wide = _extent(sch, b) > amx.COLUMNS  # the tiles side by side in one block of channels
     data = _conv_data(sch.get(conv))
-    stride = int(detect_linear_equation(data.region[3].min, [sch.get(conv).iter_vars[3].var])[0])
+    stride = _row_stride(sch.get(conv), data)
     xo, xi = sch.split(x, [None, tile.pixels])
     if wide:
         sch.reorder(n, o, y, xo, c, r, q, xi, b, p, t)
@@ -314,6 +314,12 @@ def _amx_conv(sch: Schedule, name: str, tile: ConvTile, registers: Vectors) -> N
     sch.tensorize(sch.get_loops(accumulators)[-tile_loops], amx.register("store", *shape))
     sums = _inline_epilogue(sch, sums, xo)
     sch.vectorize(sch.get_loops(sums)[-1])
+
+
+def _row_stride(conv: "tvm.s_tir.SBlock", data: "tvm.tirx.BufferRegion") -> int:
+    """How many input pixels apart a conv block's neighbouring output pixels read (its stride
+    along a row): the coefficient of the output column in the data's column index."""
+    return int(detect_linear_equation(data.region[3].min, [conv.iter_vars[3].var])[0])
 
 
 def _conv_data(conv: "tvm.s_tir.SBlock") -> "tvm.tirx.BufferRegion":

@@ -165,31 +165,46 @@ def requantize(
     (``_split_multiply_shift``).
     ``bounds=None`` skips the clip (an intermediate that is added to before clipping).
     """
-    ndim = _ndim(q)
     if bounds is not None and rescales_in_float32(ratio, max(-bounds[0], bounds[1])):
         return _float32_rescale(bb, q, ratio, bounds, dtype, rounding, round_for_shift, axis)
     exponents = power_of_two_exponents(ratio)
-    shifts_only = exponents is not None and (np.all(exponents >= 0) or np.all(exponents <= 0))
-    int8 = _dtype(q) == "int8" and not shifts_only
-    exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if int8 else None
-    multiplier, shift = (exact if exact is not None else multiplier_shift(ratio)) if not shifts_only else (None, None)
-    if int8 and exact is None and SPLIT_BITS <= shift.min() and shift.max() <= SPLIT_SHIFTS:
-        scaled = _split_multiply_shift(bb, q, multiplier, shift, rounding, round_for_shift, axis)
-    elif exponents is not None and np.all(exponents == 0):
-        scaled = bb.emit(relax.op.astype(q, "int64"))
-    elif exponents is not None and np.all(exponents >= 0):
-        wide = bb.emit(relax.op.astype(q, "int64"))
-        scaled = bb.emit(relax.op.left_shift(wide, channel_const(exponents, "int64", ndim, axis)))
-    elif exponents is not None and np.all(exponents <= 0):
-        wide = bb.emit(relax.op.astype(q, "int64"))
-        scaled = _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
+    if exponents is not None and (np.all(exponents >= 0) or np.all(exponents <= 0)):
+        scaled = _shift(bb, q, exponents, rounding, round_for_shift, axis)
     else:
-        wide = bb.emit(relax.op.astype(q, "int64"))
-        product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
-        scaled = _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
+        scaled = _multiply_shift(bb, q, ratio, rounding, round_for_shift, axis)
     if bounds is not None:
         scaled = bb.emit(relax.op.clip(scaled, *bounds))
     return scaled if dtype == "int64" else bb.emit(relax.op.astype(scaled, dtype))
+
+
+def _shift(
+    bb: relax.BlockBuilder, q: relax.Expr, exponents: np.ndarray, rounding: str, round_for_shift: bool, axis: int
+) -> relax.Expr:
+    """``q`` times 2**exponents (all of one sign) in int64: a left shift, or a rounding right shift."""
+    ndim = _ndim(q)
+    wide = bb.emit(relax.op.astype(q, "int64"))
+    if np.all(exponents == 0):
+        return wide
+    if np.all(exponents >= 0):
+        return bb.emit(relax.op.left_shift(wide, channel_const(exponents, "int64", ndim, axis)))
+    return _shift_right(bb, wide, -exponents, rounding, round_for_shift, ndim, axis)
+
+
+def _multiply_shift(
+    bb: relax.BlockBuilder, q: relax.Expr, ratio: np.ndarray | float, rounding: str, round_for_shift: bool, axis: int
+) -> relax.Expr:
+    """``q`` times ``ratio``, rounded, as int64: int8 input by an exact short multiplier
+    (``fixed_point.exact_int8_multiplier_shift``) in int64, else by the split 31-bit one in int32
+    where its shift allows (``_split_multiply_shift``); other input by the 31-bit multiplier in int64."""
+    int8 = _dtype(q) == "int8"
+    exact = exact_int8_multiplier_shift(ratio, rounding, round_for_shift) if int8 else None
+    multiplier, shift = exact if exact is not None else multiplier_shift(ratio)
+    if int8 and exact is None and SPLIT_BITS <= shift.min() and shift.max() <= SPLIT_SHIFTS:
+        return _split_multiply_shift(bb, q, multiplier, shift, rounding, round_for_shift, axis)
+    ndim = _ndim(q)
+    wide = bb.emit(relax.op.astype(q, "int64"))
+    product = bb.emit(relax.op.multiply(wide, channel_const(multiplier, "int64", ndim, axis)))
+    return _shift_right(bb, product, shift, rounding, round_for_shift, ndim, axis)
 
 
 def conv2d(bb: relax.BlockBuilder, data: relax.Expr, weights: np.ndarray, attrs: Attrs) -> relax.Expr:
