@@ -141,9 +141,9 @@ def compile_model(
     import tvm
 
     from qbuild import cuda_code
-    from qbuild.kernels.pipeline import pass_config, pipeline
+    from qbuild.kernels.pipeline import codegen_target, llvm_options, pass_config, pipeline
 
-    tvm_target = target.tvm_target()
+    tvm_target = codegen_target(kernels, target.tvm_target())
     relax_pipeline, report = pipeline(kernels, tvm_target)
     config = pass_config(kernels, tvm_target) if cuda_graph else {}
     start = time.perf_counter()
@@ -157,6 +157,7 @@ def compile_model(
         "functions": report.to_json(),
         "int16_sum_convs": report.int16_sum_convs,
         "pass_config": config,
+        "llvm_options": llvm_options(kernels, tvm_target),
         "tuning": report.tuning_json(),
     }
     return CompiledModel(executable, target, seconds, mod, details, binaries)

@@ -73,13 +73,14 @@ def timer(func, workload, tile: ConvTile, target, features: frozenset[str], exec
     Raises ValueError if the conv rule does not take the tile."""
     import tvm
 
+    from qbuild.kernels.pipeline import codegen_target
     from qbuild.kernels.schedule import KernelReport, schedule_function
 
     report = KernelReport()
     scheduled = schedule_function(func.with_attr("global_symbol", "main"), features, report, {workload.key: tile})
     if report.tuned_convs != 1:
         raise ValueError(f"the conv schedule does not take {tile} for {workload.summary}")
-    library = tvm.compile(tvm.IRModule({"main": scheduled}), target)
+    library = tvm.compile(tvm.IRModule({"main": scheduled}), codegen_target("builtin", target))
     rng = np.random.default_rng(OPERAND_SEED)
     args = [tvm.runtime.tensor(_operand(rng, tuple(int(d) for d in p.shape), str(p.dtype))) for p in func.params]
     evaluator = library.jit().time_evaluator("main", tvm.cpu(), number=executions, repeat=1)

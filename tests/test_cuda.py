@@ -144,6 +144,7 @@ def test_untuned_cuda_builds_are_tvms_default_pipeline_without_cuda_graphs():
         "functions": {},
         "int16_sum_convs": 0,
         "pass_config": {},
+        "llvm_options": [],
         "tuning": None,
     }
     assert "__global__" in compiled.sources()["cu"]

@@ -14,7 +14,8 @@ from tvm import relax
 from qbuild.compile import compile_model
 from qbuild.kernels import conv2d
 from qbuild.kernels.conv2d import AMX
-from qbuild.kernels.pipeline import pipeline
+from qbuild.kernels.pipeline import codegen_target, llvm_options, pipeline
+from qbuild.kernels.tiles import ConvTile
 from qbuild.kernels.vectors import AVX2, cpu_features
 from qbuild.targets import TargetChoice, resolve_target
 
@@ -474,6 +475,36 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
         assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
 
+def test_an_avx2_byte_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_stays_exact():
+    """64 channels in, 3 x 3: 18 kB of weights per tile, so the default tile takes 4 of the 8 input
+    blocks per pass, its partial sums kept between passes (run here wherever this CPU has AVX2)."""
+    if "avx2" not in cpu_features(CPU.tvm_target()):
+        pytest.skip("this CPU cannot run AVX2 code")
+    rng = np.random.default_rng(12)
+    x = rng.integers(-3000, 3000, (1, 64, 14, 14)).astype(np.int32)
+    weight = rng.integers(-128, 128, (32, 64, 3, 3)).astype(np.int8)
+    mod = requantized_relu_module(x.shape, weight, relu=True)
+    [workload] = _conv_workloads(mod, vnni=False)
+    assert workload.default_tile(AVX2) == ConvTile(1, 4, 4)
+    compiled = compile_model(mod, AVX2_CPU, "builtin")
+    np.testing.assert_array_equal(
+        compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), _requantized_reference(x, weight, top=127)
+    )
+
+
+def test_on_an_avx2_cpu_qbuilds_kernels_compile_with_llvms_machine_combiner_off():
+    """It turns a tile's chains of integer adds into trees that spill on 16 registers; AVX-512
+    CPUs and TVM's own kernels keep it."""
+    off = ["-x86-machine-combiner=false"]
+    assert llvm_options("builtin", AVX2_CPU.tvm_target()) == off
+    assert llvm_options("untuned", AVX2_CPU.tvm_target()) == []
+    assert llvm_options("builtin", ZEN4.tvm_target()) == []
+    target = codegen_target("builtin", AVX2_CPU.tvm_target())
+    assert list(target.export()["cl-opt"]) == off and codegen_target("builtin", target) is target
+    mod = conv_module((1, 16, 8, 8), np.ones((16, 16, 1, 1), "int8"), 1, 0, 1, "int32")
+    assert compile_model(mod, AVX2_CPU, "builtin").kernels["llvm_options"] == off
+
+
 def _requantized_reference(x: np.ndarray, weight: np.ndarray, top: int, stride: int = 1) -> np.ndarray:
     """``requantized_relu_module``'s values (ReLU'd), exactly, with NumPy."""
     data = np.clip((np.maximum(x, 0).astype(np.int64) + 8) >> 4, -127, top)
@@ -593,6 +624,7 @@ def test_a_quantized_resnet_gives_the_same_integers_with_builtin_and_untuned_ker
         "functions": {},
         "int16_sum_convs": 0,
         "pass_config": {},
+        "llvm_options": [],
         "tuning": None,
     }
 
