@@ -96,13 +96,25 @@ def test_with_avx512s_registers_a_float_conv_whose_weights_would_stream_from_l2_
     assert default_tile(14, 16, AVX512, 64, pointwise) == ConvTile(14, 2)
     assert default_tile(14, 16, AVX512, 16, pointwise) == ConvTile(7, 2), "a shallow 1 x 1 conv: as before"
     assert default_tile(14, 16, AVX512, 16, replace(three_by_three, floating=False)) == ConvTile(7, 2)
-    assert default_tile(14, 16, AVX2, 16, three_by_three) == ConvTile(2, 4)
+    assert default_tile(14, 16, AVX2, 16, three_by_three) == ConvTile(2, 4, 1), "16 registers: below"
     assert default_tile(112, 4, AVX512, 4, replace(three_by_three, height=112)) == ConvTile(4, 4), (
         "a 112 x 112 plane's partial sums (1.6 MB) would not stay in L2"
     )
     for kernel in (three_by_three, pointwise):
         tiles = candidate_tiles(14, 16, 64, AVX512, kernel)
         assert tiles[0] == default_tile(14, 16, AVX512, 64, kernel) and len(set(tiles)) == len(tiles)
+
+
+def test_on_avx2_a_float_conv_whose_partial_sums_stay_in_l1_takes_one_input_block_per_pass():
+    """A 3 x 3 conv's plane of partial sums for its tile: 25 kB at 14 x 14 (2 x 4) and 1.6 kB at
+    7 x 7 (7 x 1) stay in a 32 kB L1; 50 kB at 28 x 28 (4 x 2) does not."""
+    three_by_three = KernelShape(taps=9, height=14, floating=True)
+    assert default_tile(14, 32, AVX2, 32, three_by_three) == ConvTile(2, 4, 1)
+    assert default_tile(7, 64, AVX2, 64, replace(three_by_three, height=7)) == ConvTile(7, 1, 1)
+    assert default_tile(28, 16, AVX2, 16, replace(three_by_three, height=28)) == ConvTile(4, 2)
+    assert default_tile(14, 32, AVX2, 32, KernelShape(height=14, floating=True)) == ConvTile(2, 4), "1 x 1: whole"
+    assert default_tile(14, 32, AVX2, 1, three_by_three) == ConvTile(2, 4), "one input block: one pass anyway"
+    assert default_tile(14, 32, AVX2, 32, replace(three_by_three, floating=False)) == ConvTile(2, 4), "int16"
 
 
 def test_on_avx2_a_byte_conv_takes_one_pixel_of_up_to_eight_blocks_chunked_where_its_weights_leave_l1():

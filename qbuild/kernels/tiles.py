@@ -13,8 +13,9 @@ at a time over the whole output plane of the group (a parallel task), the partia
 plane-sized buffer: each chunk's weights (k x 9 x 1 kB for a 3x3 conv of 4 blocks) are then
 read from L1 by every tile of the plane. The plane buffer is read and written once per chunk.
 Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
-the whole-reduction tile; on others from 0.8x to 1.1x. With 32 registers it is the float 3x3
-convs' default (``float_tile``); elsewhere a knob for ``qbuild tune``.
+the whole-reduction tile; on others from 0.8x to 1.1x. It is the default of float 3x3 convs
+(``float_tile`` with 32 registers, ``_chunked_in_l1`` with 16) and of byte convs whose weights
+would leave L1 on 16 registers (``byte_tile``); elsewhere a knob for ``qbuild tune``.
 
 With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
 broadcast value: at most ``Vectors.max_accumulators`` (14) accumulators, and LLVM spills well
@@ -55,6 +56,7 @@ ODD_BLOCKS = ODD_ACCUMULATORS // 2  # an odd-blocks tile's blocks at most (two p
 DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
 BYTE_BLOCKS = 8  # a one-pixel AVX2 byte tile's blocks at most: 8 accumulators, a broadcast, a temporary, the ones
 L1_WEIGHT_BYTES = 16 * 1024  # a tile's weights at most that stay in L1 over the whole reduction: half a 32 kB L1
+L1_PLANE_BYTES = 32 * 1024  # a chunked float tile's partial sums at most on 16 registers: a 32 kB L1
 
 
 @dataclass(frozen=True)
@@ -149,10 +151,21 @@ def default_tile(
         if tile.fits(width, out_blocks, in_blocks=1):  # whole-reduction tiles: any input blocks
             return tile
     odd = _odd_blocks_tile(width, out_blocks) if wide and out_blocks % 2 else None
-    for tile in (*((odd,) if odd else ()), ConvTile(4, 2), ConvTile(2, 4)):
-        if tile.fits(width, out_blocks, in_blocks=1):
-            return tile
-    return ConvTile(row, 1)
+    tiles = (*((odd,) if odd else ()), ConvTile(4, 2), ConvTile(2, 4))
+    tile = next((tile for tile in tiles if tile.fits(width, out_blocks, in_blocks=1)), ConvTile(row, 1))
+    return tile if wide else _chunked_in_l1(tile, width, registers, in_blocks, kernel)
+
+
+def _chunked_in_l1(tile: ConvTile, width: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile:
+    """A float conv's ``tile`` on 16 registers, one input block per pass over the plane where the
+    kernel is wider than 1 x 1 over several input blocks and the plane's partial sums stay in L1
+    (``L1_PLANE_BYTES``); else ``tile`` as it is. ResNet-50's float 3x3 convs (AMD EPYC, AVX2,
+    each alone): 0.81x and 0.83x the time of the whole-reduction tile at 14 x 14 and 7 x 7; at
+    28 x 28 and 56 x 56 (50 and 200 kB of partial sums) one block per pass gained nothing."""
+    partial_sums = kernel.height * width * tile.blocks * registers.lanes * 4
+    if not kernel.floating or kernel.depthwise or kernel.taps == 1 or in_blocks < 2 or partial_sums > L1_PLANE_BYTES:
+        return tile
+    return ConvTile(tile.pixels, tile.blocks, 1)
 
 
 def _widest_row(width: int) -> int:
