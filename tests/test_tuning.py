@@ -120,8 +120,10 @@ def test_on_avx2_a_float_conv_whose_partial_sums_stay_in_l1_takes_one_input_bloc
 def test_on_avx2_a_byte_conv_takes_one_pixel_of_up_to_eight_blocks_chunked_where_its_weights_leave_l1():
     """vpmaddubsw's weight operand is read from L1, never held, so the tile takes one pixel and as
     many blocks as share its broadcast; 4 input blocks per pass (else 1) where the tile's weights
-    over the whole reduction exceed 16 kB and the plane's partial sums fit in L2."""
-    three_by_three = KernelShape(taps=9, height=14, bytes=True)
+    over the whole reduction exceed 16 kB and the plane's partial sums fit in L2. A 1 x 1 int16
+    conv (vpmaddwd's weight operand) takes such tiles too, its weights twice the bytes."""
+    three_by_three = KernelShape(taps=9, height=14, operand_bytes=1)
+    pointwise_int16 = KernelShape(height=7, operand_bytes=2)
     assert default_tile(14, 32, AVX2, 2, three_by_three) == ConvTile(1, 8), "9 kB of weights: one pass"
     assert default_tile(14, 32, AVX2, 32, three_by_three) == ConvTile(1, 8, 4), "147 kB of weights"
     assert default_tile(7, 6, AVX2, 30, replace(three_by_three, height=7)) == ConvTile(1, 6, 1), "4 does not divide 30"
@@ -130,9 +132,11 @@ def test_on_avx2_a_byte_conv_takes_one_pixel_of_up_to_eight_blocks_chunked_where
         "a 56 x 56 plane's partial sums (800 kB) would not stay in L2"
     )
     assert default_tile(14, 11, AVX2, 2, three_by_three) == default_tile(14, 11), "no block count up to 8 divides 11"
-    assert default_tile(14, 32, AVX2, 32, replace(three_by_three, bytes=False)) == ConvTile(2, 4), "int16: as before"
+    assert default_tile(7, 144, AVX2, 16, pointwise_int16) == ConvTile(1, 8), "16 kB of int16 weights"
+    assert default_tile(7, 144, AVX2, 24, pointwise_int16) == ConvTile(1, 8, 4), "24 kB"
+    assert default_tile(14, 32, AVX2, 32, replace(three_by_three, operand_bytes=2)) == ConvTile(2, 4), "int16 3 x 3"
     assert default_tile(14, 32, AVX512, 32, three_by_three) == ConvTile(7, 2), "32 registers: as before"
-    assert default_tile(14, 32, AVX2, 1, KernelShape(taps=9, depthwise=True, bytes=True)) == ConvTile(2, 4)
+    assert default_tile(14, 32, AVX2, 1, KernelShape(taps=9, depthwise=True, operand_bytes=1)) == ConvTile(2, 4)
 
 
 def test_with_avx512s_registers_odd_block_counts_share_each_input_value_between_several_blocks():

@@ -155,7 +155,8 @@ def conv_workload(func: tirx.PrimFunc) -> ConvWorkload | None:
     in_blocks = 1 if depthwise else reduce[0]  # (c, r, q, ...); a depthwise conv has no c
     floating = str(block.writes[0].source.dtype).startswith("float")
     taps = math.prod(reduce) if depthwise else reduce[1] * reduce[2]  # (r, q), (r, quads, 4) or (c, r, q, ...)
-    kernel = KernelShape(taps, extents[2], floating, depthwise, name.endswith(SEVEN_BIT))
+    operand_bytes = 1 if name.endswith(SEVEN_BIT) else 2 if operands == "int16" else 0
+    kernel = KernelShape(taps, extents[2], floating, depthwise, operand_bytes)
     key = workload_key(block.script())
     return ConvWorkload(key, extents[3], extents[1], in_blocks, summary, name, extents[4], kernel)
 

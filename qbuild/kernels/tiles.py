@@ -15,17 +15,18 @@ read from L1 by every tile of the plane. The plane buffer is read and written on
 Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
 the whole-reduction tile; on others from 0.8x to 1.1x. It is the default of float 3x3 convs
 (``float_tile`` with 32 registers, ``_chunked_in_l1`` with 16) and of byte convs whose weights
-would leave L1 on 16 registers (``byte_tile``); elsewhere a knob for ``qbuild tune``.
+would leave L1 on 16 registers (``one_pixel_tile``); elsewhere a knob for ``qbuild tune``.
 
 With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
 broadcast value: at most ``Vectors.max_accumulators`` (14) accumulators, and LLVM spills well
-before that on the integer path (it reassociates the adds of the unrolled channel pairs). AVX-512
+before that on the integer path (its machine combiner reassociated the adds of the unrolled
+channel pairs; qbuild's kernels compile with it off there, ``pipeline.llvm_options``). AVX-512
 has 32 registers (30 accumulators at most).
 
 Measured on ResNet-50's conv shapes (AMD EPYC, AVX2, 2 threads, side by side): 4 pixels x 2
 blocks took 0.68-0.88x the time of 8 x 1 on rows of 56 and 28; 2 x 4 took 0.74-0.96x the time
 of 7 x 1 on rows of 14; rows of 7 have only 7 x 1 (7 x 2 spills: 1.0-1.3x). Byte convs (``vpmaddubsw``)
-later took one pixel of up to 8 blocks (``byte_tile``). With AVX-512's
+and 1 x 1 int16 convs later took one pixel of up to 8 blocks (``one_pixel_tile``). With AVX-512's
 registers (Intel Xeon, ResNet-50 side by side) 4 x 4, else 7 x 2, took ResNet-50 from 38.8 to
 31.8 ms (float) and from 13.5 to 12.3 ms (int8) against 4 x 2 / 2 x 4; the float convs whose
 weights would stream from L2 then took ``float_tile``'s tiles (ResNet-50 float 32.5 -> 29.7 ms
@@ -54,7 +55,7 @@ MIN_DEPTHWISE_ROW = 14  # the narrowest output row on which a depthwise conv tak
 ODD_ACCUMULATORS = 14  # an odd-blocks tile's accumulators at most (7 x 2's: no spills on the integer path)
 ODD_BLOCKS = ODD_ACCUMULATORS // 2  # an odd-blocks tile's blocks at most (two pixels each)
 DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
-BYTE_BLOCKS = 8  # a one-pixel AVX2 byte tile's blocks at most: 8 accumulators, a broadcast, a temporary, the ones
+BYTE_BLOCKS = 8  # a one-pixel AVX2 tile's blocks at most: 8 accumulators, a broadcast, a temporary, the ones
 L1_WEIGHT_BYTES = 16 * 1024  # a tile's weights at most that stay in L1 over the whole reduction: half a 32 kB L1
 L1_PLANE_BYTES = 32 * 1024  # a chunked float tile's partial sums at most on 16 registers: a 32 kB L1
 
@@ -117,14 +118,15 @@ def candidate_tiles(
 @dataclass(frozen=True)
 class KernelShape:
     """What else a conv's default tile depends on: its kernel's taps (3 x 3: 9), its output's
-    height, whether it computes in float, whether it is depthwise, and whether it multiplies
-    bytes (``conv2d.SEVEN_BIT``: channel quads of uint8 x int8, ``vpmaddubsw`` on AVX2)."""
+    height, whether it computes in float, whether it is depthwise, and the bytes of each integer
+    operand it multiplies on AVX2: 1 for bytes (``conv2d.SEVEN_BIT``: channel quads of uint8 x
+    int8, ``vpmaddubsw``), 2 for int16 (channel pairs, ``vpmaddwd``), 0 for any other compute."""
 
     taps: int = 1
     height: int = 1
     floating: bool = False
     depthwise: bool = False
-    bytes: bool = False
+    operand_bytes: int = 0
 
 
 def default_tile(
@@ -142,7 +144,7 @@ def default_tile(
     row = _widest_row(width)
     if wide and kernel.depthwise and width >= MIN_DEPTHWISE_ROW and row >= MIN_ACCUMULATORS:
         return ConvTile(row, 1)
-    chosen = float_tile(width, out_blocks, registers, in_blocks, kernel) or byte_tile(
+    chosen = float_tile(width, out_blocks, registers, in_blocks, kernel) or one_pixel_tile(
         width, out_blocks, registers, in_blocks, kernel
     )
     if chosen is not None:
@@ -208,21 +210,29 @@ def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, 
     return next((tile for tile in tiles if tile.fits(width, out_blocks, in_blocks)), None)
 
 
-def byte_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile | None:
-    """The default of a dense byte conv on 16 registers (None elsewhere, or where fewer than two
-    blocks divide the output): one pixel x up to ``BYTE_BLOCKS`` blocks. Each step there is
-    ``vpmaddubsw``, ``vpmaddwd`` by ones and an add: a temporary and the ones take two registers,
-    and each weight vector is an operand of one ``vpmaddubsw`` read from L1, never held; the
-    tile's blocks share one broadcast input value. Where the tile's weights over the whole
-    reduction (``L1_WEIGHT_BYTES``) would not stay in L1 and the plane's partial sums stay in L2
-    (``PLANE_BYTES``), it takes 4 input blocks per pass (else 1). ResNet-50's convs, each alone
-    (AMD EPYC, AVX2): 0.42-0.9x the time of 4 x 2 / 2 x 4 / 7 x 1."""
-    if registers.registers >= AVX512.registers or not kernel.bytes or kernel.depthwise:
+def one_pixel_tile(
+    width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape
+) -> ConvTile | None:
+    """The default of a dense byte conv, and of a 1 x 1 int16 conv, on an x86 CPU's 16 registers
+    (None elsewhere, or where fewer than two blocks divide the output): one pixel x up to
+    ``BYTE_BLOCKS`` blocks. Each weight vector is the memory operand of one multiply
+    (``vpmaddubsw``, or ``vpmaddwd`` on int16), read from L1 and never held, and the tile's
+    blocks share one broadcast input value; a byte step takes a temporary and the ones besides
+    (``vpmaddwd`` by ones, then an add). Where the tile's weights over the whole reduction
+    (``L1_WEIGHT_BYTES``) would not stay in L1 and the plane's partial sums stay in L2
+    (``PLANE_BYTES``), it takes 4 input blocks per pass (else 1). Measured on an AMD EPYC (AVX2),
+    each conv alone: ResNet-50's byte convs 0.42-0.9x the time of 4 x 2 / 2 x 4 / 7 x 1,
+    EfficientNet-Lite0's int16 1 x 1 convs 0.43-0.89x; whole models, side by side: int16 1 x 1
+    convs 0.80x (EfficientNet-Lite0) and 0.97x (ResNet-50), but every int16 conv 1.05x."""
+    if registers.registers >= AVX512.registers or registers.sdot or kernel.depthwise:
+        return None
+    if not (kernel.operand_bytes == 1 or (kernel.operand_bytes == 2 and kernel.taps == 1)):
         return None
     blocks = max(_divisors(out_blocks, BYTE_BLOCKS))
     if blocks < 2:
         return None
-    weights = in_blocks * kernel.taps * blocks * registers.lanes * registers.lanes  # bytes: 8 channels per block
+    # in_blocks x 8 channels x taps x blocks x 8 channels of weights, each of operand_bytes
+    weights = in_blocks * kernel.taps * blocks * registers.lanes * registers.lanes * kernel.operand_bytes
     partial_sums = kernel.height * width * blocks * registers.lanes * 4
     if weights <= L1_WEIGHT_BYTES or partial_sums > PLANE_BYTES:
         return ConvTile(1, blocks)
