@@ -141,7 +141,7 @@ def compile_model(
     import tvm
 
     from qbuild import cuda_code
-    from qbuild.kernels.pipeline import codegen_target, llvm_options, pass_config, pipeline
+    from qbuild.kernels.pipeline import codegen_target, pass_config, pipeline
 
     tvm_target = codegen_target(kernels, target.tvm_target())
     relax_pipeline, report = pipeline(kernels, tvm_target)
@@ -157,7 +157,7 @@ def compile_model(
         "functions": report.to_json(),
         "int16_sum_convs": report.int16_sum_convs,
         "pass_config": config,
-        "llvm_options": llvm_options(kernels, tvm_target),
+        "llvm_options": list(tvm_target.export().get("cl-opt", [])),
         "tuning": report.tuning_json(),
     }
     return CompiledModel(executable, target, seconds, mod, details, binaries)
@@ -170,10 +170,10 @@ def host_tensors(mod: "tvm.IRModule") -> Callable[[np.ndarray], list[np.ndarray]
     import tvm
     from tvm import relax
 
-    from qbuild.kernels.pipeline import pipeline
+    from qbuild.kernels.pipeline import codegen_target, pipeline
     from qbuild.targets import resolve_target
 
-    target = resolve_target("cpu").tvm_target()
+    target = codegen_target("builtin", resolve_target("cpu").tvm_target())
     builtin, _report = pipeline("builtin", target)
     vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=builtin), tvm.cpu())
     return lambda batch: [value.numpy() for value in vm["main"](tvm.runtime.tensor(batch))]

@@ -487,6 +487,7 @@ def test_an_avx2_byte_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_
     [workload] = _conv_workloads(mod, vnni=False)
     assert workload.default_tile(AVX2) == ConvTile(1, 4, 4)
     compiled = compile_model(mod, AVX2_CPU, "builtin")
+    assert compiled.kernels["functions"]["conv"] == 1, "scheduled by the conv rule, not a fallback"
     np.testing.assert_array_equal(
         compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), _requantized_reference(x, weight, top=127)
     )
@@ -497,10 +498,13 @@ def test_on_an_avx2_cpu_qbuilds_kernels_compile_with_llvms_machine_combiner_off(
     CPUs and TVM's own kernels keep it."""
     off = ["-x86-machine-combiner=false"]
     assert llvm_options("builtin", AVX2_CPU.tvm_target()) == off
+    assert llvm_options("tuned", AVX2_CPU.tvm_target()) == off
     assert llvm_options("untuned", AVX2_CPU.tvm_target()) == []
     assert llvm_options("builtin", ZEN4.tvm_target()) == []
     target = codegen_target("builtin", AVX2_CPU.tvm_target())
     assert list(target.export()["cl-opt"]) == off and codegen_target("builtin", target) is target
+    kept = tvm.target.Target({**AVX2_CPU.spec, "cl-opt": ["-x86-machine-combiner=true"]})
+    assert codegen_target("builtin", kept) is kept, "a target's own setting of the option stays"
     mod = conv_module((1, 16, 8, 8), np.ones((16, 16, 1, 1), "int8"), 1, 0, 1, "int32")
     assert compile_model(mod, AVX2_CPU, "builtin").kernels["llvm_options"] == off
 

@@ -47,13 +47,23 @@ def small_conv(dtype: str):
     return conv_module(x.shape, weight, 1, 1, 1, "float32"), x, weight
 
 
+KERNELS = {
+    "1x1": KernelShape(),
+    "byte 3x3": KernelShape(taps=9, height=14, operand_bytes=1),
+    "int16 1x1": KernelShape(height=7, operand_bytes=2),
+    "float 3x3": KernelShape(taps=9, height=7, floating=True),
+}
+
+
+@pytest.mark.parametrize("kernel", list(KERNELS.values()), ids=list(KERNELS))
 @pytest.mark.parametrize("registers", [AVX2, AVX512], ids=["AVX2", "AVX-512"])
-def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget(registers):
+def test_every_candidate_tile_divides_the_row_and_the_blocks_within_the_register_budget(registers, kernel):
     for width in (1, 7, 13, 14, 28, 56, 112):
         for blocks in (1, 3, 8, 64):
             for in_blocks in (1, 4, 32):
-                tiles = candidate_tiles(width, blocks, in_blocks, registers)
-                assert tiles[0] == default_tile(width, blocks, registers), "the default tile is measured first"
+                tiles = candidate_tiles(width, blocks, in_blocks, registers, kernel)
+                default = default_tile(width, blocks, registers, in_blocks, kernel)
+                assert tiles[0] == default, "the default tile is measured first"
                 assert len(set(tiles)) == len(tiles)
                 for tile in tiles:
                     assert tile.fits(width, blocks, in_blocks)
@@ -89,7 +99,8 @@ def test_with_avx512s_registers_the_default_tile_is_four_by_four_else_seven_by_t
 def test_with_avx512s_registers_a_float_conv_whose_weights_would_stream_from_l2_keeps_them_in_l1():
     """A float 3 x 3 conv of several input blocks sweeps its plane once per input block (its 18 kB
     of weights per pass in L1); a float 1 x 1 conv of 32 input blocks or more feeds 28
-    accumulators from two weight vectors. Others, int8 convs and AVX2 keep the tiles above."""
+    accumulators from two weight vectors. Others and int8 convs keep the tiles above (AVX2's
+    float 3 x 3 convs: see the L1 test)."""
     three_by_three, pointwise = KernelShape(taps=9, height=14, floating=True), KernelShape(height=14, floating=True)
     assert default_tile(14, 16, AVX512, 16, three_by_three) == ConvTile(14, 2, 1)
     assert default_tile(7, 32, AVX512, 32, replace(three_by_three, height=7)) == ConvTile(7, 2, 1)
@@ -115,6 +126,7 @@ def test_on_avx2_a_float_conv_whose_partial_sums_stay_in_l1_takes_one_input_bloc
     assert default_tile(14, 32, AVX2, 32, KernelShape(height=14, floating=True)) == ConvTile(2, 4), "1 x 1: whole"
     assert default_tile(14, 32, AVX2, 1, three_by_three) == ConvTile(2, 4), "one input block: one pass anyway"
     assert default_tile(14, 32, AVX2, 32, replace(three_by_three, floating=False)) == ConvTile(2, 4), "int16"
+    assert default_tile(14, 32, replace(AVX2, avx2=False), 32, three_by_three) == ConvTile(2, 4), "no AVX2"
 
 
 def test_on_avx2_a_byte_conv_takes_one_pixel_of_up_to_eight_blocks_chunked_where_its_weights_leave_l1():
@@ -131,7 +143,10 @@ def test_on_avx2_a_byte_conv_takes_one_pixel_of_up_to_eight_blocks_chunked_where
     assert default_tile(56, 8, AVX2, 8, replace(three_by_three, height=56)) == ConvTile(1, 8), (
         "a 56 x 56 plane's partial sums (800 kB) would not stay in L2"
     )
-    assert default_tile(14, 11, AVX2, 2, three_by_three) == default_tile(14, 11), "no block count up to 8 divides 11"
+    assert default_tile(14, 11, AVX2, 2, three_by_three) == ConvTile(7, 1), "no block count from 4 to 8 divides 11"
+    assert default_tile(56, 3, AVX2, 2, three_by_three) == ConvTile(8, 1), "3 blocks: too few accumulators"
+    no_avx2 = replace(AVX2, avx2=False)  # an AArch64 CPU without the dot products: AVX2's shapes, plain code
+    assert default_tile(14, 32, no_avx2, 32, three_by_three) == ConvTile(2, 4)
     assert default_tile(7, 144, AVX2, 16, pointwise_int16) == ConvTile(1, 8), "16 kB of int16 weights"
     assert default_tile(7, 144, AVX2, 24, pointwise_int16) == ConvTile(1, 8, 4), "24 kB"
     assert default_tile(14, 32, AVX2, 32, replace(three_by_three, operand_bytes=2)) == ConvTile(2, 4), "int16 3 x 3"

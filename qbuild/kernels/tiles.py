@@ -14,8 +14,9 @@ plane-sized buffer: each chunk's weights (k x 9 x 1 kB for a 3x3 conv of 4 block
 read from L1 by every tile of the plane. The plane buffer is read and written once per chunk.
 Measured on ResNet-50's 14 x 14 3x3 convs (float and int8, side by side): 0.77-0.80x the time of
 the whole-reduction tile; on others from 0.8x to 1.1x. It is the default of float 3x3 convs
-(``float_tile`` with 32 registers, ``_chunked_in_l1`` with 16) and of byte convs whose weights
-would leave L1 on 16 registers (``one_pixel_tile``); elsewhere a knob for ``qbuild tune``.
+whose partial sums stay in L2 with 32 registers (``float_tile``) or in L1 with 16
+(``_chunked_in_l1``), and on 16 registers of byte and 1 x 1 int16 convs whose weights would
+leave L1 (``one_pixel_tile``); elsewhere a knob for ``qbuild tune``.
 
 With 16 vector registers (AVX2) the tile must leave room for the weight vectors and the
 broadcast value: at most ``Vectors.max_accumulators`` (14) accumulators, and LLVM spills well
@@ -50,12 +51,12 @@ AMX_COLUMNS = 16  # int32 columns (output channels) of an accumulator tile
 MAX_OUTPUTS = max(MAX_ACCUMULATORS, AMX_ROWS * AMX_BLOCKS)  # pixels x blocks of any tile, AMX's included
 MIN_ACCUMULATORS = 4  # fewer: the multiply-add latency is exposed, never the fastest
 CHUNKS = (1, 4)  # input channel blocks per pass over the plane that the tuner tries
-PLANE_BYTES = 512 * 1024  # a chunked float tile's partial sums at most: half of a 1 MB L2
+PLANE_BYTES = 512 * 1024  # a chunked tile's partial sums at most (float on AVX-512, integer on AVX2): half of a 1 MB L2
 MIN_DEPTHWISE_ROW = 14  # the narrowest output row on which a depthwise conv takes one block per tile
 ODD_ACCUMULATORS = 14  # an odd-blocks tile's accumulators at most (7 x 2's: no spills on the integer path)
 ODD_BLOCKS = ODD_ACCUMULATORS // 2  # an odd-blocks tile's blocks at most (two pixels each)
 DEEP_BLOCKS = 32  # input blocks from which a float 1x1 conv's 4 x 4 tile streams 128 kB of weights per tile
-BYTE_BLOCKS = 8  # a one-pixel AVX2 tile's blocks at most: 8 accumulators, a broadcast, a temporary, the ones
+BYTE_BLOCKS = 8  # a one-pixel AVX2 tile's blocks at most: 8 accumulators, a broadcast (bytes: a temporary, the ones)
 L1_WEIGHT_BYTES = 16 * 1024  # a tile's weights at most that stay in L1 over the whole reduction: half a 32 kB L1
 L1_PLANE_BYTES = 32 * 1024  # a chunked float tile's partial sums at most on 16 registers: a 32 kB L1
 
@@ -138,9 +139,11 @@ def default_tile(
     would stream from L2 takes ``float_tile``'s, and a depthwise conv of rows of
     ``MIN_DEPTHWISE_ROW`` or more the widest row x 1 block: each block is a plane of its own, and
     a tile of several reads several planes at once (EfficientNet-Lite0's depthwise convs of rows
-    of 56 and 112: float 0.49-0.69x the time of 7 x 2 / 4 x 3, int8 0.92-0.95x)."""
+    of 56 and 112: float 0.49-0.69x the time of 7 x 2 / 4 x 3, int8 0.92-0.95x). On AVX2's 16
+    registers, byte convs and 1 x 1 int16 convs take ``one_pixel_tile``'s, and float convs whose
+    partial sums stay in L1 their tile one input block per pass (``_chunked_in_l1``)."""
     kernel = kernel or KernelShape()
-    wide = registers.registers >= AVX512.registers
+    wide = _wide(registers)
     row = _widest_row(width)
     if wide and kernel.depthwise and width >= MIN_DEPTHWISE_ROW and row >= MIN_ACCUMULATORS:
         return ConvTile(row, 1)
@@ -158,14 +161,26 @@ def default_tile(
     return tile if wide else _chunked_in_l1(tile, width, registers, in_blocks, kernel)
 
 
+def _wide(registers: Vectors) -> bool:
+    """Whether the CPU has AVX-512's 32 registers (else AVX2's 16)."""
+    return registers.registers >= AVX512.registers
+
+
+def _partial_sums(kernel: KernelShape, width: int, blocks: int, registers: Vectors) -> int:
+    """The bytes of a chunked tile's partial sums over its group's output plane (int32 or fp32)."""
+    return kernel.height * width * blocks * registers.lanes * 4
+
+
 def _chunked_in_l1(tile: ConvTile, width: int, registers: Vectors, in_blocks: int, kernel: KernelShape) -> ConvTile:
-    """A float conv's ``tile`` on 16 registers, one input block per pass over the plane where the
-    kernel is wider than 1 x 1 over several input blocks and the plane's partial sums stay in L1
-    (``L1_PLANE_BYTES``); else ``tile`` as it is. ResNet-50's float 3x3 convs (AMD EPYC, AVX2,
-    each alone): 0.81x and 0.83x the time of the whole-reduction tile at 14 x 14 and 7 x 7; at
-    28 x 28 and 56 x 56 (50 and 200 kB of partial sums) one block per pass gained nothing."""
-    partial_sums = kernel.height * width * tile.blocks * registers.lanes * 4
-    if not kernel.floating or kernel.depthwise or kernel.taps == 1 or in_blocks < 2 or partial_sums > L1_PLANE_BYTES:
+    """A float conv's ``tile`` on an AVX2 CPU's 16 registers, one input block per pass over the
+    plane where the kernel is wider than 1 x 1 over several input blocks and the plane's partial
+    sums stay in L1 (``L1_PLANE_BYTES``); else ``tile`` as it is. ResNet-50's float 3x3 convs
+    (AMD EPYC, AVX2, each alone): 0.81x and 0.83x the time of the whole-reduction tile at 14 x 14
+    and 7 x 7; at 28 x 28 and 56 x 56 (50 and 200 kB of partial sums) one block per pass gained
+    nothing."""
+    if not (registers.avx2 and kernel.floating) or kernel.depthwise or kernel.taps == 1 or in_blocks < 2:
+        return tile
+    if _partial_sums(kernel, width, tile.blocks, registers) > L1_PLANE_BYTES:
         return tile
     return ConvTile(tile.pixels, tile.blocks, 1)
 
@@ -199,12 +214,12 @@ def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, 
     - a 1 x 1 conv of ``DEEP_BLOCKS`` input blocks or more: 14 x 2, whose two weight vectors feed
       28 accumulators (4 x 4: four feed 16), half the weight bytes per multiply-add. ResNet-50's:
       0.61-0.88x (shallower ones gained nothing, and int8 convs nothing chunked)."""
-    if not (registers.registers >= AVX512.registers and kernel.floating) or kernel.depthwise:
+    if not (_wide(registers) and kernel.floating) or kernel.depthwise:
         return None
     if kernel.taps == 1:
         tile = ConvTile(14, 2)
         return tile if in_blocks >= DEEP_BLOCKS and tile.fits(width, out_blocks, in_blocks) else None
-    if in_blocks < 2 or kernel.height * width * 2 * registers.lanes * 4 > PLANE_BYTES:
+    if in_blocks < 2 or _partial_sums(kernel, width, 2, registers) > PLANE_BYTES:
         return None
     tiles = (ConvTile(14, 2, 1), ConvTile(7, 2, 1))
     return next((tile for tile in tiles if tile.fits(width, out_blocks, in_blocks)), None)
@@ -213,8 +228,8 @@ def float_tile(width: int, out_blocks: int, registers: Vectors, in_blocks: int, 
 def one_pixel_tile(
     width: int, out_blocks: int, registers: Vectors, in_blocks: int, kernel: KernelShape
 ) -> ConvTile | None:
-    """The default of a dense byte conv, and of a 1 x 1 int16 conv, on an x86 CPU's 16 registers
-    (None elsewhere, or where fewer than two blocks divide the output): one pixel x up to
+    """The default of a dense byte conv, and of a 1 x 1 int16 conv, on an AVX2 CPU's 16 registers
+    (None elsewhere, or where fewer than ``MIN_ACCUMULATORS`` blocks divide the output): one pixel x up to
     ``BYTE_BLOCKS`` blocks. Each weight vector is the memory operand of one multiply
     (``vpmaddubsw``, or ``vpmaddwd`` on int16), read from L1 and never held, and the tile's
     blocks share one broadcast input value; a byte step takes a temporary and the ones besides
@@ -224,19 +239,19 @@ def one_pixel_tile(
     each conv alone: ResNet-50's byte convs 0.42-0.9x the time of 4 x 2 / 2 x 4 / 7 x 1,
     EfficientNet-Lite0's int16 1 x 1 convs 0.43-0.89x; whole models, side by side: int16 1 x 1
     convs 0.80x (EfficientNet-Lite0) and 0.97x (ResNet-50), but every int16 conv 1.05x."""
-    if registers.registers >= AVX512.registers or registers.sdot or kernel.depthwise:
+    if _wide(registers) or not registers.avx2 or kernel.depthwise:
         return None
     if not (kernel.operand_bytes == 1 or (kernel.operand_bytes == 2 and kernel.taps == 1)):
         return None
     blocks = max(_divisors(out_blocks, BYTE_BLOCKS))
-    if blocks < 2:
+    if blocks < MIN_ACCUMULATORS:
         return None
-    # in_blocks x 8 channels x taps x blocks x 8 channels of weights, each of operand_bytes
+    # at most in_blocks x 8 channels x taps x blocks x 8 channels of weights, each of operand_bytes
     weights = in_blocks * kernel.taps * blocks * registers.lanes * registers.lanes * kernel.operand_bytes
-    partial_sums = kernel.height * width * blocks * registers.lanes * 4
-    if weights <= L1_WEIGHT_BYTES or partial_sums > PLANE_BYTES:
+    if weights <= L1_WEIGHT_BYTES or _partial_sums(kernel, width, blocks, registers) > PLANE_BYTES:
         return ConvTile(1, blocks)
-    return ConvTile(1, blocks, next((c for c in (4, 1) if in_blocks % c == 0 and c < in_blocks), 0))
+    chunk = next((c for c in sorted(CHUNKS, reverse=True) if in_blocks % c == 0 and c < in_blocks), 0)
+    return ConvTile(1, blocks, chunk)
 
 
 def amx_tiles(width: int, out_blocks: int, out_block: int = AMX_COLUMNS) -> list[ConvTile]:

@@ -26,13 +26,16 @@ HALF_WIDTH_LANES = 8  # 32-bit lanes of a 256-bit register
 
 @dataclass(frozen=True)
 class Vectors:
-    """``lanes`` 32-bit lanes per register, ``registers`` of them; ``vnni``: the CPU has AVX-512
-    VNNI (``vpdpbusd``), so int8 convs take the offset byte compute (``conv2d``); ``amx``: it has
-    AMX tiles too, where those convs' tiles run (``amx``); ``sdot``: it is an AArch64 CPU with the
-    dot products, so int8 convs take the signed byte compute (``conv2d``)."""
+    """``lanes`` 32-bit lanes per register, ``registers`` of them; ``avx2``: it is an x86 CPU with
+    AVX2, whose integer conv intrinsics exist (``intrin``) and whose multiplies take a memory
+    operand (``tiles``); ``vnni``: the CPU has AVX-512 VNNI (``vpdpbusd``), so int8 convs take
+    the offset byte compute (``conv2d``); ``amx``: it has AMX tiles too, where those convs' tiles
+    run (``amx``); ``sdot``: it is an AArch64 CPU with the dot products, so int8 convs take the
+    signed byte compute (``conv2d``)."""
 
     lanes: int
     registers: int
+    avx2: bool = False
     vnni: bool = False
     amx: bool = False
     sdot: bool = False
@@ -66,8 +69,8 @@ class Vectors:
         return self if vnni is None else replace(self, vnni=vnni, amx=self.amx and vnni)
 
 
-AVX2 = Vectors(lanes=8, registers=16)
-AVX512 = Vectors(lanes=16, registers=32)
+AVX2 = Vectors(lanes=8, registers=16, avx2=True)
+AVX512 = Vectors(lanes=16, registers=32, avx2=True)
 WIDEST_LANES = AVX512.lanes
 
 
@@ -85,6 +88,7 @@ def of_features(features: frozenset[str]) -> Vectors:
     registers = AVX512 if "avx512f" in features else AVX2
     return replace(
         registers,
+        avx2="avx2" in features,
         vnni="avx512vnni" in features,
         amx={"avx512vnni", "amx-int8"} <= features,
         sdot="dotprod" in features,
