@@ -493,6 +493,24 @@ def test_an_avx2_byte_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_
     )
 
 
+def test_an_avx2_int16_pointwise_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_stays_exact():
+    """Signed data (no ReLU before the requantize) takes the int16 compute; 192 channels in, 1 x 1:
+    24 kB of int16 weights per tile of 8 blocks, so 4 of the 24 input blocks per pass."""
+    if "avx2" not in cpu_features(CPU.tvm_target()):
+        pytest.skip("this CPU cannot run AVX2 code")
+    rng = np.random.default_rng(13)
+    x = rng.integers(-3000, 3000, (1, 192, 7, 7)).astype(np.int32)
+    weight = rng.integers(-127, 128, (64, 192, 1, 1)).astype(np.int8)
+    mod = requantized_relu_module(x.shape, weight, relu=False)
+    [workload] = _conv_workloads(mod, vnni=False)
+    assert workload.default_tile(AVX2) == ConvTile(1, 8, 4)
+    compiled = compile_model(mod, AVX2_CPU, "builtin")
+    assert compiled.kernels["functions"]["conv"] == 1, "scheduled by the conv rule, not a fallback"
+    data = np.clip((x.astype(np.int64) + 8) >> 4, -127, 127)
+    expected = np.einsum("nchw,oc->nohw", data, weight[:, :, 0, 0].astype(np.int64))
+    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+
+
 def test_on_an_avx2_cpu_qbuilds_kernels_compile_with_llvms_machine_combiner_off():
     """It turns a tile's chains of integer adds into trees that spill on 16 registers; AVX-512
     CPUs and TVM's own kernels keep it."""
@@ -501,6 +519,7 @@ def test_on_an_avx2_cpu_qbuilds_kernels_compile_with_llvms_machine_combiner_off(
     assert llvm_options("tuned", AVX2_CPU.tvm_target()) == off
     assert llvm_options("untuned", AVX2_CPU.tvm_target()) == []
     assert llvm_options("builtin", ZEN4.tvm_target()) == []
+    assert llvm_options("builtin", tvm.target.Target({"kind": "cuda", "arch": "sm_90"})) == []
     target = codegen_target("builtin", AVX2_CPU.tvm_target())
     assert list(target.export()["cl-opt"]) == off and codegen_target("builtin", target) is target
     kept = tvm.target.Target({**AVX2_CPU.spec, "cl-opt": ["-x86-machine-combiner=true"]})
