@@ -475,40 +475,38 @@ def test_a_conv_of_seven_bit_data_multiplies_bytes_with_vpmaddubsw_and_stays_exa
         assert _families(compiled)["int8 dot VNNI (vpdpbusd)"] > 0
 
 
+def _run_on_avx2(x: np.ndarray, weight: np.ndarray, relu: bool, tile: ConvTile) -> np.ndarray:
+    """``requantized_relu_module``'s conv compiled for an AVX2 CPU and run here, having checked
+    that its default tile is ``tile`` and that the conv rule, not a fallback, scheduled it."""
+    if "avx2" not in cpu_features(CPU.tvm_target()):
+        pytest.skip("this CPU cannot run AVX2 code")
+    mod = requantized_relu_module(x.shape, weight, relu=relu)
+    [workload] = _conv_workloads(mod, vnni=False)
+    assert workload.default_tile(AVX2) == tile
+    compiled = compile_model(mod, AVX2_CPU, "builtin")
+    assert compiled.kernels["functions"]["conv"] == 1, "scheduled by the conv rule, not a fallback"
+    return compiled.vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
 def test_an_avx2_byte_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_stays_exact():
     """64 channels in, 3 x 3: 18 kB of weights per tile, so the default tile takes 4 of the 8 input
     blocks per pass, its partial sums kept between passes (run here wherever this CPU has AVX2)."""
-    if "avx2" not in cpu_features(CPU.tvm_target()):
-        pytest.skip("this CPU cannot run AVX2 code")
     rng = np.random.default_rng(12)
     x = rng.integers(-3000, 3000, (1, 64, 14, 14)).astype(np.int32)
     weight = rng.integers(-128, 128, (32, 64, 3, 3)).astype(np.int8)
-    mod = requantized_relu_module(x.shape, weight, relu=True)
-    [workload] = _conv_workloads(mod, vnni=False)
-    assert workload.default_tile(AVX2) == ConvTile(1, 4, 4)
-    compiled = compile_model(mod, AVX2_CPU, "builtin")
-    assert compiled.kernels["functions"]["conv"] == 1, "scheduled by the conv rule, not a fallback"
-    np.testing.assert_array_equal(
-        compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), _requantized_reference(x, weight, top=127)
-    )
+    got = _run_on_avx2(x, weight, relu=True, tile=ConvTile(1, 4, 4))
+    np.testing.assert_array_equal(got, _requantized_reference(x, weight, top=127))
 
 
 def test_an_avx2_int16_pointwise_conv_of_one_pixel_tiles_taking_its_input_blocks_in_passes_stays_exact():
     """Signed data (no ReLU before the requantize) takes the int16 compute; 192 channels in, 1 x 1:
     24 kB of int16 weights per tile of 8 blocks, so 4 of the 24 input blocks per pass."""
-    if "avx2" not in cpu_features(CPU.tvm_target()):
-        pytest.skip("this CPU cannot run AVX2 code")
     rng = np.random.default_rng(13)
     x = rng.integers(-3000, 3000, (1, 192, 7, 7)).astype(np.int32)
     weight = rng.integers(-127, 128, (64, 192, 1, 1)).astype(np.int8)
-    mod = requantized_relu_module(x.shape, weight, relu=False)
-    [workload] = _conv_workloads(mod, vnni=False)
-    assert workload.default_tile(AVX2) == ConvTile(1, 8, 4)
-    compiled = compile_model(mod, AVX2_CPU, "builtin")
-    assert compiled.kernels["functions"]["conv"] == 1, "scheduled by the conv rule, not a fallback"
+    got = _run_on_avx2(x, weight, relu=False, tile=ConvTile(1, 8, 4))
     data = np.clip((x.astype(np.int64) + 8) >> 4, -127, 127)
-    expected = np.einsum("nchw,oc->nohw", data, weight[:, :, 0, 0].astype(np.int64))
-    np.testing.assert_array_equal(compiled.vm["main"](tvm.runtime.tensor(x)).numpy(), expected)
+    np.testing.assert_array_equal(got, np.einsum("nchw,oc->nohw", data, weight[:, :, 0, 0].astype(np.int64)))
 
 
 def test_on_an_avx2_cpu_qbuilds_kernels_compile_with_llvms_machine_combiner_off():

@@ -158,7 +158,7 @@ def default_tile(
     odd = _odd_blocks_tile(width, out_blocks) if wide and out_blocks % 2 else None
     tiles = (*((odd,) if odd else ()), ConvTile(4, 2), ConvTile(2, 4))
     tile = next((tile for tile in tiles if tile.fits(width, out_blocks, in_blocks=1)), ConvTile(row, 1))
-    return tile if wide else _chunked_in_l1(tile, width, registers, in_blocks, kernel)
+    return _chunked_in_l1(tile, width, registers, in_blocks, kernel)
 
 
 def _wide(registers: Vectors) -> bool:
@@ -178,7 +178,9 @@ def _chunked_in_l1(tile: ConvTile, width: int, registers: Vectors, in_blocks: in
     (AMD EPYC, AVX2, each alone): 0.81x and 0.83x the time of the whole-reduction tile at 14 x 14
     and 7 x 7; at 28 x 28 and 56 x 56 (50 and 200 kB of partial sums) one block per pass gained
     nothing."""
-    if not (registers.avx2 and kernel.floating) or kernel.depthwise or kernel.taps == 1 or in_blocks < 2:
+    if _wide(registers) or not (registers.avx2 and kernel.floating) or kernel.depthwise:
+        return tile
+    if kernel.taps == 1 or in_blocks < 2:
         return tile
     if _partial_sums(kernel, width, tile.blocks, registers) > L1_PLANE_BYTES:
         return tile
