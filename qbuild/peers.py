@@ -198,9 +198,16 @@ def export_onnx(module: "torch.nn.Module", input_shape: tuple[int, ...], path: P
     return path
 
 
-def quantize_static(path: Path, quant_format: str, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
+def quantize_static(
+    path: Path,
+    quant_format: str,
+    calibration: Iterable[np.ndarray] | None,
+    out: Path,
+    seven_bit_weights: bool = False,
+) -> Path:
     """The ONNX model at ``path`` quantized by ONNX Runtime's ``quantize_static`` in ``quant_format``
-    (int8 weights per channel, uint8 activations) on the ``calibration`` images, written to ``out``."""
+    (int8 weights per channel, uint8 activations; weights in 7 bits with ``seven_bit_weights``, its
+    ``reduce_range``) on the ``calibration`` images, written to ``out``."""
     from onnxruntime import quantization as q
 
     if quant_format not in ORT_FORMATS:
@@ -228,6 +235,7 @@ def quantize_static(path: Path, quant_format: str, calibration: Iterable[np.ndar
         per_channel=True,
         activation_type=q.QuantType.QUInt8,
         weight_type=q.QuantType.QInt8,
+        reduce_range=seven_bit_weights,
     )
     return out
 
@@ -242,24 +250,31 @@ def qdq_model(
     workdir: Path,
     producer: str,
     calibration: Iterable[np.ndarray] | None,
+    seven_bit_weights: bool = False,
 ) -> Path:
     """``module`` exported to ONNX and quantized statically in QDQ form by ``producer`` on the
     ``calibration`` images: ONNX Runtime's ``quantize_static`` as the ``ort-int8-qdq`` peer runs it,
-    or NNCF's ``nncf.quantize`` (its ONNX backend)."""
+    or NNCF's ``nncf.quantize`` (its ONNX backend). ``seven_bit_weights`` keeps every weight in
+    [-64, 64]: ONNX Runtime's uint8 x int8 kernels on x86 CPUs without VNNI (``vpmaddubsw``) saturate
+    their int16 pair sums on full-range weights, and are exact on these."""
     if producer not in QDQ_PRODUCERS:
         raise QbuildError(f"unknown QDQ producer {producer!r}", f"use one of {', '.join(QDQ_PRODUCERS)}")
     workdir.mkdir(parents=True, exist_ok=True)
     path = export_onnx(module, input_shape, workdir / "model.onnx")
     if producer == "onnxruntime":
-        return quantize_static(path, "QDQ", calibration, workdir / "model-int8-QDQ.onnx")
-    return nncf_quantize_onnx(path, calibration, workdir / "model-int8-nncf.onnx")
+        return quantize_static(path, "QDQ", calibration, workdir / "model-int8-QDQ.onnx", seven_bit_weights)
+    return nncf_quantize_onnx(path, calibration, workdir / "model-int8-nncf.onnx", seven_bit_weights)
 
 
-def nncf_quantize_onnx(path: Path, calibration: Iterable[np.ndarray] | None, out: Path) -> Path:
-    """The ONNX model at ``path`` quantized by NNCF (QDQ, its defaults) on every ``calibration`` image."""
+def nncf_quantize_onnx(
+    path: Path, calibration: Iterable[np.ndarray] | None, out: Path, seven_bit_weights: bool = False
+) -> Path:
+    """The ONNX model at ``path`` quantized by NNCF (QDQ, its defaults; every layer's weights in 7
+    bits with ``seven_bit_weights``, its overflow fix) on every ``calibration`` image."""
     try:
         import nncf
         import onnx
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     except ImportError:
         raise QbuildError(
             "NNCF quantization of an ONNX model needs nncf and onnx, which are not installed",
@@ -270,7 +285,9 @@ def nncf_quantize_onnx(path: Path, calibration: Iterable[np.ndarray] | None, out
     images = [image[None].astype(np.float32) for image in calibration]
     model = onnx.load(str(path))
     name = model.graph.input[0].name
-    quantized = nncf.quantize(model, nncf.Dataset(images, lambda image: {name: image}), subset_size=len(images))
+    advanced = AdvancedQuantizationParameters(overflow_fix=OverflowFix.ENABLE) if seven_bit_weights else None
+    dataset = nncf.Dataset(images, lambda image: {name: image})
+    quantized = nncf.quantize(model, dataset, subset_size=len(images), advanced_parameters=advanced)
     onnx.save(quantized, str(out))
     return out
 

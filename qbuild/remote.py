@@ -49,7 +49,12 @@ _PROBE_TIMEOUT_S = 5.0
 
 
 class DeviceError(RuntimeError):
-    """A device failed a stage's work: the RPC error (its one line), on each device tried."""
+    """A device failed a stage's work: the RPC error (its one line), on each device tried;
+    ``address`` names the device where one was assigned."""
+
+    def __init__(self, message: str, address: str | None = None) -> None:
+        super().__init__(message)
+        self.address = address
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,12 @@ class Tracker:
             tracker.close()
         if code != base.TrackerCode.SUCCESS:
             raise DeviceError(f"the tracker at {self.address} refused a device under key {key!r}")
-        device = Device(key, f"{host}:{port}", rpc.connect(host, port, match_key, session_timeout=SESSION_TIMEOUT_S))
+        address = f"{host}:{port}"
+        try:
+            session = rpc.connect(host, port, match_key, session_timeout=SESSION_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - a server that dropped answers with any of TVM's errors
+            raise DeviceError(f"device {address} took no session: {one_line(exc)}", address) from None
+        device = Device(key, address, session)
         try:
             yield device
         finally:
@@ -219,6 +229,8 @@ def on_device(
         except QbuildError:
             raise
         except Exception as exc:  # noqa: BLE001 - a dropped device answers with any of TVM's errors
+            if isinstance(exc, DeviceError) and exc.address:
+                address = exc.address  # assigned, but it dropped before its session began
             failed.append({"address": address, "error": f"{type(exc).__name__}: {one_line(exc)}"})
             say(f"device {address} failed ({failed[-1]['error']}); trying another device of key {key}")
     raise DeviceError("; ".join(f"{f['address']}: {f['error']}" for f in failed))

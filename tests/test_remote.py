@@ -177,6 +177,36 @@ def test_a_linux_cpu_list_counts_its_cpus():
     assert count_cpus("") is None and count_cpus("n/a") is None
 
 
+def test_a_device_that_drops_before_its_session_begins_is_named_and_the_work_moves_on():
+    from contextlib import contextmanager
+
+    from qbuild.remote import DeviceError, on_device
+
+    class Device:
+        address = "10.0.0.2:9091"
+
+        def load(self, library):
+            return f"{library} on {self.address}"
+
+    class Tracker:
+        """Assigns 10.0.0.1, which drops as its session is set up, then 10.0.0.2."""
+
+        def __init__(self) -> None:
+            self.requests = 0
+
+        @contextmanager
+        def session(self, key):
+            self.requests += 1
+            if self.requests == 1:
+                raise DeviceError("device 10.0.0.1:9091 took no session: connection reset", "10.0.0.1:9091")
+            yield Device()
+
+    value, where = on_device(Tracker(), KEY, "model.so", lambda model: model)
+    assert value == "model.so on 10.0.0.2:9091"
+    assert where["address"] == "10.0.0.2:9091"
+    assert [failure["address"] for failure in where["failed"]] == ["10.0.0.1:9091"]
+
+
 def test_an_rpc_target_without_devices_under_its_key_says_how_to_start_one(pool):
     from qbuild.targets import resolve_target
 
